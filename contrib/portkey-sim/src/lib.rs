@@ -1,0 +1,1 @@
+//! In-memory simulator of the Portkey control-plane Admin API.

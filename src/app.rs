@@ -1,0 +1,1 @@
+//! Wiring used by `main`.

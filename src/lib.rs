@@ -1,0 +1,19 @@
+//! scim-sync: a SCIM 2.0 service provider that keeps a Portkey control plane in line with what an
+//! identity provider pushes.
+//!
+//! # Layout
+//! - [`config`]: the TOML file, env secrets, validation before anything binds.
+//! - [`scim`]: the SCIM protocol (schemas, filters, PATCH, resource normalisation, errors). No HTTP,
+//!   no storage, so it can be tested and fuzzed alone.
+//! - [`store`]: redb tables, unique indexes, the user→groups reverse index, the change feed.
+//! - [`http`]: warp servers (SCIM under the base path, admin).
+//! - [`portkey`]: the control-plane Admin API client.
+//! - [`app`]: wiring used by `main` (`serve`).
+
+pub mod app;
+pub mod config;
+pub mod http;
+pub mod portkey;
+pub mod scim;
+pub mod store;
+pub mod token;

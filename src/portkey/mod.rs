@@ -1,0 +1,1 @@
+//! Portkey Admin API client.

@@ -1,0 +1,1 @@
+//! Token hashing and constant-time comparison.
