@@ -1,0 +1,1 @@
+//! Contract tests of the Portkey client against the simulator, over HTTP.
