@@ -1,1 +1,521 @@
-//! redb store.
+//! The durable SCIM store, one redb file.
+//!
+//! Every SCIM write is one closure run inside one write transaction that updates the resource, its
+//! unique indexes, the user→groups reverse index and the change feed together, so a crash never
+//! leaves a resource without its index or its feed entry. Writes go through a single writer
+//! thread that runs all queued writes in the same transaction and commits once (group commit):
+//! each caller gets its answer only after that commit is durable. Each write validates before it
+//! mutates, so a write that fails (409, 412, 400) leaves nothing behind in the shared
+//! transaction. Reads run on MVCC snapshots and never wait for the writer.
+
+mod tables;
+mod write;
+
+use crate::scim::error::ScimError;
+use crate::scim::filter::{self, Filter, IndexHint};
+use crate::scim::patch::{self, MemberChange, PatchOp};
+use crate::scim::resource::{MemberRef, Normalized};
+use crate::scim::schema::ResourceKind;
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use tables::*;
+
+pub use write::WriteStats;
+
+/// Version of the table layout; a later release migrates from older values.
+pub const SCHEMA_VERSION: u64 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A request-level failure with its SCIM answer (404, 409, 412, 400).
+    #[error("{0}")]
+    Scim(#[from] ScimError),
+    #[error("storage error: {0}")]
+    Storage(#[from] redb::Error),
+    #[error("the store is already open in another process ({0}); only one scim-sync may use a store file")]
+    Locked(String),
+    #[error("store schema version {found} is newer than this release supports ({supported}); upgrade scim-sync")]
+    TooNew { found: u64, supported: u64 },
+    #[error("stored record {0} is corrupt: {1}")]
+    Corrupt(String, String),
+    #[error("the store's writer has stopped")]
+    WriterGone,
+    #[error("write not applied: {0}")]
+    BatchFailed(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Converts any redb error into [`StoreError::Storage`].
+pub(crate) trait DbResult<T> {
+    fn db(self) -> Result<T>;
+}
+
+impl<T, E: Into<redb::Error>> DbResult<T> for std::result::Result<T, E> {
+    fn db(self) -> Result<T> {
+        self.map_err(|e| StoreError::Storage(e.into()))
+    }
+}
+
+/// A stored resource: the canonical attributes plus what the server owns.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    pub id: String,
+    pub version: u64,
+    pub created: String,
+    pub last_modified: String,
+    pub data: Value,
+}
+
+impl Record {
+    pub fn etag(&self) -> String {
+        format!("W/\"{}\"", self.version)
+    }
+}
+
+/// A record with the multi-valued references the server maintains, when they were asked for.
+#[derive(Debug, Clone)]
+pub struct Resource {
+    pub kind: ResourceKind,
+    pub record: Record,
+    /// Groups: member user ids with a display name. Users: ids and names of their groups.
+    pub refs: Option<Vec<(String, String)>>,
+}
+
+/// One entry of the change feed, for the reconciler.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Change {
+    pub seq: u64,
+    pub at: String,
+    pub kind: ChangeKind,
+    pub id: String,
+    pub action: ChangeAction,
+    /// Users whose desired state may have changed (the user itself, or the members touched).
+    #[serde(default)]
+    pub users: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeKind {
+    User,
+    Group,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeAction {
+    Created,
+    Updated,
+    Deleted,
+    Members,
+}
+
+/// What a write did beyond the resource itself, for logging.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteNotes {
+    /// Member ids that named no stored user and were skipped.
+    pub unknown_members: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub cache_bytes: usize,
+    /// Most writes committed in one transaction.
+    pub max_batch: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            cache_bytes: 64 * 1024 * 1024,
+            max_batch: 1024,
+        }
+    }
+}
+
+/// A query over one resource type.
+#[derive(Debug, Clone)]
+pub struct Query {
+    pub filter: Option<Filter>,
+    /// 1-based.
+    pub start_index: usize,
+    pub count: usize,
+    /// Whether results need member lists (groups) or group lists (users).
+    pub with_refs: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub total: usize,
+    pub items: Vec<Resource>,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<redb::Database>,
+    writer: write::Writer,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+pub(crate) fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| String::from("1970-01-01T00:00:00Z"))
+}
+
+impl Store {
+    /// Opens (creating if needed) the store file. Fails with [`StoreError::Locked`] when another
+    /// process holds it.
+    pub fn open(path: &Path, opts: StoreOptions) -> Result<Store> {
+        let db = redb::Builder::new()
+            .set_cache_size(opts.cache_bytes)
+            .create(path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => {
+                    StoreError::Locked(path.display().to_string())
+                }
+                other => StoreError::Storage(other.into()),
+            })?;
+        let db = Arc::new(db);
+        init_tables(&db)?;
+        let writer = write::Writer::start(db.clone(), opts.max_batch)?;
+        Ok(Store { db, writer })
+    }
+
+    pub fn write_stats(&self) -> WriteStats {
+        self.writer.stats()
+    }
+
+    // ---- writes -------------------------------------------------------------------------
+
+    pub async fn create(&self, kind: ResourceKind, n: Normalized) -> Result<(Record, WriteNotes)> {
+        self.writer
+            .run(move |tx| write::create(tx, kind, n))
+            .await
+    }
+
+    pub async fn replace(
+        &self,
+        kind: ResourceKind,
+        id: String,
+        n: Normalized,
+        if_match: Option<String>,
+    ) -> Result<(Record, WriteNotes)> {
+        self.writer
+            .run(move |tx| write::replace(tx, kind, &id, n, if_match.as_deref()))
+            .await
+    }
+
+    pub async fn patch(
+        &self,
+        kind: ResourceKind,
+        id: String,
+        ops: Vec<PatchOp>,
+        if_match: Option<String>,
+    ) -> Result<(Record, WriteNotes)> {
+        self.writer
+            .run(move |tx| write::patch(tx, kind, &id, &ops, if_match.as_deref()))
+            .await
+    }
+
+    pub async fn delete(&self, kind: ResourceKind, id: String, if_match: Option<String>) -> Result<()> {
+        self.writer
+            .run(move |tx| write::delete(tx, kind, &id, if_match.as_deref()))
+            .await
+    }
+
+    // ---- reads --------------------------------------------------------------------------
+
+    pub fn get(&self, kind: ResourceKind, id: &str, with_refs: bool) -> Result<Option<Resource>> {
+        let rtx = self.db.begin_read().db()?;
+        let t = rtx.open_table(resource_table(kind)).db()?;
+        let Some(bytes) = t.get(id).db()? else {
+            return Ok(None);
+        };
+        let record = decode(id, bytes.value())?;
+        let refs = if with_refs {
+            Some(read_refs(&rtx, kind, id)?)
+        } else {
+            None
+        };
+        Ok(Some(Resource { kind, record, refs }))
+    }
+
+    /// Runs a query on one snapshot. Ordering is by id, which is stable across pages.
+    pub fn query(&self, kind: ResourceKind, q: &Query) -> Result<Page> {
+        let rtx = self.db.begin_read().db()?;
+        let t = rtx.open_table(resource_table(kind)).db()?;
+        let start = q.start_index.max(1) - 1;
+        let needs_members_for_filter = kind == ResourceKind::Group
+            && q.filter.as_ref().is_some_and(|f| filter::references(f, "members"));
+
+        let Some(f) = &q.filter else {
+            let total = t.len().db()? as usize;
+            let mut items = Vec::new();
+            if q.count > 0 {
+                for entry in t.iter().db()?.skip(start).take(q.count) {
+                    let (k, v) = entry.db()?;
+                    let record = decode(k.value(), v.value())?;
+                    items.push(self.with_refs(&rtx, kind, record, q.with_refs)?);
+                }
+            }
+            return Ok(Page { total, items });
+        };
+
+        let candidates: Option<Vec<String>> = match filter::index_hint(f, kind) {
+            Some(hint) => Some(hint_ids(&rtx, kind, &hint)?),
+            None => None,
+        };
+        let mut matched: Vec<Record> = Vec::new();
+        let mut consider = |record: Record| -> Result<()> {
+            let mut doc = eval_doc(kind, &record);
+            if needs_members_for_filter {
+                let members = read_refs(&rtx, kind, &record.id)?;
+                if let Some(obj) = doc.as_object_mut() {
+                    obj.insert(
+                        "members".into(),
+                        Value::Array(
+                            members
+                                .into_iter()
+                                .map(|(v, d)| serde_json::json!({"value": v, "display": d, "type": "User"}))
+                                .collect(),
+                        ),
+                    );
+                }
+            }
+            if filter::matches(f, kind, &doc)? {
+                matched.push(record);
+            }
+            Ok(())
+        };
+        match candidates {
+            Some(ids) => {
+                let mut ids = ids;
+                ids.sort();
+                ids.dedup();
+                for id in ids {
+                    if let Some(v) = t.get(id.as_str()).db()? {
+                        let record = decode(&id, v.value())?;
+                        consider(record)?;
+                    }
+                }
+            }
+            None => {
+                for entry in t.iter().db()? {
+                    let (k, v) = entry.db()?;
+                    let record = decode(k.value(), v.value())?;
+                    consider(record)?;
+                }
+            }
+        }
+        let total = matched.len();
+        let mut items = Vec::new();
+        for record in matched.into_iter().skip(start).take(q.count) {
+            items.push(self.with_refs(&rtx, kind, record, q.with_refs)?);
+        }
+        Ok(Page { total, items })
+    }
+
+    fn with_refs(
+        &self,
+        rtx: &redb::ReadTransaction,
+        kind: ResourceKind,
+        record: Record,
+        with_refs: bool,
+    ) -> Result<Resource> {
+        let refs = if with_refs {
+            Some(read_refs(rtx, kind, &record.id)?)
+        } else {
+            None
+        };
+        Ok(Resource { kind, record, refs })
+    }
+
+    pub fn count(&self, kind: ResourceKind) -> Result<u64> {
+        let rtx = self.db.begin_read().db()?;
+        let t = rtx.open_table(resource_table(kind)).db()?;
+        t.len().db()
+    }
+
+    /// Group ids of a user, from the reverse index.
+    pub fn groups_of(&self, user_id: &str) -> Result<Vec<String>> {
+        let rtx = self.db.begin_read().db()?;
+        let t = rtx.open_multimap_table(USER_GROUPS).db()?;
+        let mut out = Vec::new();
+        for g in t.get(user_id).db()? {
+            out.push(g.db()?.value().to_string());
+        }
+        Ok(out)
+    }
+
+    /// Change-feed entries with `seq > after`, oldest first, at most `limit`.
+    pub fn changes_since(&self, after: u64, limit: usize) -> Result<Vec<Change>> {
+        let rtx = self.db.begin_read().db()?;
+        let t = rtx.open_table(CHANGES).db()?;
+        let mut out = Vec::new();
+        for entry in t.range((after.saturating_add(1))..).db()?.take(limit) {
+            let (k, v) = entry.db()?;
+            let c: Change = serde_json::from_slice(v.value())
+                .map_err(|e| StoreError::Corrupt(format!("change {}", k.value()), e.to_string()))?;
+            out.push(c);
+        }
+        Ok(out)
+    }
+
+    /// The newest change-feed sequence number (0 when empty).
+    pub fn last_seq(&self) -> Result<u64> {
+        let rtx = self.db.begin_read().db()?;
+        let t = rtx.open_table(CHANGES).db()?;
+        let last = t.last().db()?.map(|(k, _)| k.value()).unwrap_or(0);
+        Ok(last)
+    }
+
+    /// A cheap end-to-end read, for health checks.
+    pub fn ping(&self) -> Result<()> {
+        let rtx = self.db.begin_read().db()?;
+        let t = rtx.open_table(META).db()?;
+        t.get(META_SCHEMA_VERSION).db()?;
+        Ok(())
+    }
+}
+
+/// The JSON a filter is evaluated against: the stored attributes plus `id` and `meta`.
+pub fn eval_doc(kind: ResourceKind, record: &Record) -> Value {
+    let mut doc = record.data.clone();
+    if let Some(obj) = doc.as_object_mut() {
+        obj.insert("id".into(), Value::String(record.id.clone()));
+        obj.insert(
+            "meta".into(),
+            serde_json::json!({
+                "resourceType": kind.name(),
+                "created": record.created,
+                "lastModified": record.last_modified,
+                "version": record.etag(),
+            }),
+        );
+    }
+    doc
+}
+
+pub(crate) fn decode(id: &str, bytes: &[u8]) -> Result<Record> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(id.to_string(), e.to_string()))
+}
+
+fn init_tables(db: &redb::Database) -> Result<()> {
+    let tx = db.begin_write().db()?;
+    {
+        let mut meta = tx.open_table(META).db()?;
+        let found = meta.get(META_SCHEMA_VERSION).db()?.map(|v| v.value());
+        match found {
+            None => {
+                meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION).db()?;
+            }
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(StoreError::TooNew {
+                    found: v,
+                    supported: SCHEMA_VERSION,
+                })
+            }
+            Some(_) => {}
+        }
+        tx.open_table(USERS).db()?;
+        tx.open_table(GROUPS).db()?;
+        tx.open_table(USERNAME_IDX).db()?;
+        tx.open_table(GROUPNAME_IDX).db()?;
+        tx.open_multimap_table(USER_EXTERNAL_IDX).db()?;
+        tx.open_multimap_table(GROUP_EXTERNAL_IDX).db()?;
+        tx.open_multimap_table(MEMBERS).db()?;
+        tx.open_multimap_table(USER_GROUPS).db()?;
+        tx.open_table(CHANGES).db()?;
+    }
+    tx.commit().db()?;
+    Ok(())
+}
+
+fn hint_ids(rtx: &redb::ReadTransaction, kind: ResourceKind, hint: &IndexHint) -> Result<Vec<String>> {
+    Ok(match (kind, hint) {
+        (_, IndexHint::Id(id)) => vec![id.clone()],
+        (ResourceKind::User, IndexHint::UserName(name)) => {
+            let t = rtx.open_table(USERNAME_IDX).db()?;
+            let key = name.to_lowercase();
+            t.get(key.as_str())
+                .db()?
+                .map(|v| vec![v.value().to_string()])
+                .unwrap_or_default()
+        }
+        (ResourceKind::Group, IndexHint::DisplayName(name)) => {
+            let t = rtx.open_table(GROUPNAME_IDX).db()?;
+            let key = name.to_lowercase();
+            t.get(key.as_str())
+                .db()?
+                .map(|v| vec![v.value().to_string()])
+                .unwrap_or_default()
+        }
+        (_, IndexHint::ExternalId(ext)) => {
+            let t = rtx.open_multimap_table(external_idx(kind)).db()?;
+            let mut ids = Vec::new();
+            for v in t.get(ext.as_str()).db()? {
+                ids.push(v.db()?.value().to_string());
+            }
+            ids
+        }
+        // A hint that does not apply to this kind cannot narrow the scan; matching nothing is
+        // right because the attribute does not exist on this resource type.
+        _ => Vec::new(),
+    })
+}
+
+/// Member ids with display names (groups), or group ids with names (users).
+fn read_refs(rtx: &redb::ReadTransaction, kind: ResourceKind, id: &str) -> Result<Vec<(String, String)>> {
+    let (link, other) = match kind {
+        ResourceKind::Group => (MEMBERS, USERS),
+        ResourceKind::User => (USER_GROUPS, GROUPS),
+    };
+    let links = rtx.open_multimap_table(link).db()?;
+    let others = rtx.open_table(other).db()?;
+    let mut out = Vec::new();
+    for v in links.get(id).db()? {
+        let other_id = v.db()?.value().to_string();
+        let display = match others.get(other_id.as_str()).db()? {
+            Some(bytes) => display_of(&decode(&other_id, bytes.value())?),
+            None => String::new(),
+        };
+        out.push((other_id, display));
+    }
+    Ok(out)
+}
+
+pub(crate) fn display_of(r: &Record) -> String {
+    let get = |k: &str| r.data.get(k).and_then(Value::as_str).map(str::to_string);
+    get("displayName")
+        .or_else(|| get("userName"))
+        .unwrap_or_default()
+}
+
+/// Normalised member ids, in order, without duplicates.
+pub(crate) fn member_ids(members: &[MemberRef]) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    members
+        .iter()
+        .filter(|m| seen.insert(m.value.clone()))
+        .map(|m| m.value.clone())
+        .collect()
+}
+
+pub(crate) fn patch_apply(
+    kind: ResourceKind,
+    data: &mut Value,
+    ops: &[PatchOp],
+) -> Result<Vec<MemberChange>> {
+    Ok(patch::apply(kind, data, ops)?)
+}

@@ -1,0 +1,59 @@
+//! Table definitions. Names are part of the on-disk format: renaming one needs a migration.
+
+use crate::scim::schema::ResourceKind;
+use redb::{MultimapTableDefinition, TableDefinition};
+
+pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub const META_SCHEMA_VERSION: &str = "schema_version";
+
+/// id → JSON-encoded [`super::Record`].
+pub const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+pub const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups");
+
+/// Lower-cased `userName` → user id (unique).
+pub const USERNAME_IDX: TableDefinition<&str, &str> = TableDefinition::new("idx_user_name");
+/// Lower-cased group `displayName` → group id (unique).
+pub const GROUPNAME_IDX: TableDefinition<&str, &str> = TableDefinition::new("idx_group_name");
+/// `externalId` → ids (not unique: RFC 7643 leaves it to the client).
+pub const USER_EXTERNAL_IDX: MultimapTableDefinition<&str, &str> =
+    MultimapTableDefinition::new("idx_user_external");
+pub const GROUP_EXTERNAL_IDX: MultimapTableDefinition<&str, &str> =
+    MultimapTableDefinition::new("idx_group_external");
+
+/// group id → member user ids.
+pub const MEMBERS: MultimapTableDefinition<&str, &str> = MultimapTableDefinition::new("members");
+/// user id → group ids (the reverse index).
+pub const USER_GROUPS: MultimapTableDefinition<&str, &str> =
+    MultimapTableDefinition::new("user_groups");
+
+/// seq → JSON-encoded [`super::Change`].
+pub const CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("changes");
+
+pub fn resource_table(kind: ResourceKind) -> TableDefinition<'static, &'static str, &'static [u8]> {
+    match kind {
+        ResourceKind::User => USERS,
+        ResourceKind::Group => GROUPS,
+    }
+}
+
+pub fn name_idx(kind: ResourceKind) -> TableDefinition<'static, &'static str, &'static str> {
+    match kind {
+        ResourceKind::User => USERNAME_IDX,
+        ResourceKind::Group => GROUPNAME_IDX,
+    }
+}
+
+pub fn external_idx(kind: ResourceKind) -> MultimapTableDefinition<'static, &'static str, &'static str> {
+    match kind {
+        ResourceKind::User => USER_EXTERNAL_IDX,
+        ResourceKind::Group => GROUP_EXTERNAL_IDX,
+    }
+}
+
+/// The attribute that is unique per resource type.
+pub fn name_attr(kind: ResourceKind) -> &'static str {
+    match kind {
+        ResourceKind::User => "userName",
+        ResourceKind::Group => "displayName",
+    }
+}

@@ -1,0 +1,573 @@
+//! The writer thread (group commit) and the write operations it runs.
+
+use super::tables::*;
+use super::{
+    decode, display_of, member_ids, now_rfc3339, patch_apply, Change, ChangeAction, ChangeKind,
+    DbResult, Record, Result, StoreError, WriteNotes,
+};
+use crate::scim::error::ScimError;
+use crate::scim::filter;
+use crate::scim::patch::{MemberChange, PatchOp};
+use crate::scim::resource::Normalized;
+use crate::scim::schema::{ResourceKind, GROUP};
+use redb::{ReadableMultimapTable, ReadableTable, WriteTransaction};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use tokio::sync::oneshot;
+
+type Finish = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
+/// A queued write. Called with `None` when the batch could not start. Returns how to answer the
+/// caller once the commit outcome is known, and whether its failure must abort the batch.
+type Job = Box<dyn FnOnce(Option<&WriteTransaction>) -> (Finish, bool) + Send>;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    pub commits: u64,
+    pub writes: u64,
+}
+
+#[derive(Clone)]
+pub(crate) struct Writer {
+    tx: mpsc::Sender<Job>,
+    commits: Arc<AtomicU64>,
+    writes: Arc<AtomicU64>,
+}
+
+impl Writer {
+    pub(crate) fn start(db: Arc<redb::Database>, max_batch: usize) -> Result<Writer> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let commits = Arc::new(AtomicU64::new(0));
+        let writes = Arc::new(AtomicU64::new(0));
+        let (c, w) = (commits.clone(), writes.clone());
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer_loop(db, rx, max_batch.max(1), c, w))
+            .map_err(|e| StoreError::BatchFailed(format!("cannot start the writer thread: {e}")))?;
+        Ok(Writer {
+            tx,
+            commits,
+            writes,
+        })
+    }
+
+    pub(crate) fn stats(&self) -> WriteStats {
+        WriteStats {
+            commits: self.commits.load(Ordering::Relaxed),
+            writes: self.writes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Queues `f` and waits until the transaction it ran in is durable (or failed).
+    pub(crate) async fn run<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> Result<T> + Send + 'static,
+    {
+        let (done, wait) = oneshot::channel::<Result<T>>();
+        let job: Job = Box::new(move |tx| {
+            let result = match tx {
+                Some(tx) => f(tx),
+                None => Err(StoreError::BatchFailed("could not begin a write transaction".into())),
+            };
+            let fatal = matches!(
+                result,
+                Err(StoreError::Storage(_) | StoreError::Corrupt(..) | StoreError::BatchFailed(_))
+            );
+            let finish: Finish = Box::new(move |commit| {
+                let answer = match commit {
+                    Ok(()) => result,
+                    Err(msg) => match result {
+                        // A request that failed on its own merits keeps its own answer.
+                        Err(StoreError::Scim(e)) => Err(StoreError::Scim(e)),
+                        _ => Err(StoreError::BatchFailed(msg)),
+                    },
+                };
+                let _ = done.send(answer);
+            });
+            (finish, fatal)
+        });
+        self.tx.send(job).map_err(|_| StoreError::WriterGone)?;
+        wait.await.map_err(|_| StoreError::WriterGone)?
+    }
+}
+
+fn writer_loop(
+    db: Arc<redb::Database>,
+    rx: mpsc::Receiver<Job>,
+    max_batch: usize,
+    commits: Arc<AtomicU64>,
+    writes: Arc<AtomicU64>,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let n = batch.len() as u64;
+        let tx = match db.begin_write() {
+            Ok(tx) => tx,
+            Err(e) => {
+                tracing::error!(error = %e, "store: cannot begin a write transaction");
+                for job in batch {
+                    let (finish, _) = job(None);
+                    finish(Err(format!("cannot begin a write transaction: {e}")));
+                }
+                continue;
+            }
+        };
+        let mut finishes = Vec::with_capacity(batch.len());
+        let mut fatal = false;
+        for job in batch {
+            let (finish, f) = job(Some(&tx));
+            fatal |= f;
+            finishes.push(finish);
+        }
+        let outcome = if fatal {
+            let _ = tx.abort();
+            Err("a storage error aborted this write batch; nothing in it was applied".to_string())
+        } else {
+            tx.commit().map_err(|e| {
+                tracing::error!(error = %e, "store: commit failed");
+                format!("commit failed: {e}")
+            })
+        };
+        if outcome.is_ok() {
+            commits.fetch_add(1, Ordering::Relaxed);
+            writes.fetch_add(n, Ordering::Relaxed);
+        }
+        for finish in finishes {
+            finish(outcome.clone());
+        }
+    }
+}
+
+// ---- write operations ----------------------------------------------------------------------
+
+fn name_of(kind: ResourceKind, data: &Value) -> Result<String> {
+    data.get(name_attr(kind))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| {
+            StoreError::Scim(ScimError::invalid_value(format!(
+                "{} is required",
+                name_attr(kind)
+            )))
+        })
+}
+
+fn external_of(data: &Value) -> Option<String> {
+    data.get("externalId")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
+/// 409 unless `name` is free or already belongs to `self_id`.
+fn check_unique(tx: &WriteTransaction, kind: ResourceKind, name: &str, self_id: Option<&str>) -> Result<()> {
+    let idx = tx.open_table(name_idx(kind)).db()?;
+    let key = name.to_lowercase();
+    if let Some(owner) = idx.get(key.as_str()).db()? {
+        if Some(owner.value()) != self_id {
+            let what = match kind {
+                ResourceKind::User => "a user with userName",
+                ResourceKind::Group => "a group with displayName",
+            };
+            return Err(StoreError::Scim(ScimError::uniqueness(format!(
+                "{what} '{name}' already exists (compared case-insensitively, inactive users included)"
+            ))));
+        }
+    }
+    Ok(())
+}
+
+fn check_if_match(record: &Record, if_match: Option<&str>) -> Result<()> {
+    let Some(header) = if_match else {
+        return Ok(());
+    };
+    let current = record.version.to_string();
+    let ok = header.split(',').map(str::trim).any(|tag| {
+        if tag == "*" {
+            return true;
+        }
+        let t = tag.strip_prefix("W/").unwrap_or(tag).trim_matches('"');
+        t == current
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Scim(ScimError::precondition_failed(format!(
+            "If-Match {header} does not match the current version {}",
+            record.etag()
+        ))))
+    }
+}
+
+fn load(tx: &WriteTransaction, kind: ResourceKind, id: &str) -> Result<Record> {
+    let t = tx.open_table(resource_table(kind)).db()?;
+    let found = t.get(id).db()?;
+    match found {
+        Some(v) => decode(id, v.value()),
+        None => Err(StoreError::Scim(ScimError::not_found(format!(
+            "{} {id} not found",
+            kind.name()
+        )))),
+    }
+}
+
+fn save(tx: &WriteTransaction, kind: ResourceKind, record: &Record) -> Result<()> {
+    let bytes = serde_json::to_vec(record)
+        .map_err(|e| StoreError::Corrupt(record.id.clone(), e.to_string()))?;
+    let mut t = tx.open_table(resource_table(kind)).db()?;
+    t.insert(record.id.as_str(), bytes.as_slice()).db()?;
+    Ok(())
+}
+
+fn append_change(
+    tx: &WriteTransaction,
+    kind: ResourceKind,
+    id: &str,
+    action: ChangeAction,
+    users: Vec<String>,
+) -> Result<()> {
+    let mut t = tx.open_table(CHANGES).db()?;
+    let seq = t.last().db()?.map(|(k, _)| k.value()).unwrap_or(0) + 1;
+    let change = Change {
+        seq,
+        at: now_rfc3339(),
+        kind: match kind {
+            ResourceKind::User => ChangeKind::User,
+            ResourceKind::Group => ChangeKind::Group,
+        },
+        id: id.to_string(),
+        action,
+        users,
+    };
+    let bytes = serde_json::to_vec(&change)
+        .map_err(|e| StoreError::Corrupt(format!("change {seq}"), e.to_string()))?;
+    t.insert(seq, bytes.as_slice()).db()?;
+    Ok(())
+}
+
+fn update_indexes(
+    tx: &WriteTransaction,
+    kind: ResourceKind,
+    id: &str,
+    old: Option<&Value>,
+    new: Option<&Value>,
+) -> Result<()> {
+    let old_name = old.and_then(|d| d.get(name_attr(kind))).and_then(Value::as_str).map(str::to_lowercase);
+    let new_name = new.and_then(|d| d.get(name_attr(kind))).and_then(Value::as_str).map(str::to_lowercase);
+    if old_name != new_name {
+        let mut idx = tx.open_table(name_idx(kind)).db()?;
+        if let Some(o) = &old_name {
+            idx.remove(o.as_str()).db()?;
+        }
+        if let Some(n) = &new_name {
+            idx.insert(n.as_str(), id).db()?;
+        }
+    }
+    let old_ext = old.and_then(external_of);
+    let new_ext = new.and_then(external_of);
+    if old_ext != new_ext {
+        let mut idx = tx.open_multimap_table(external_idx(kind)).db()?;
+        if let Some(o) = &old_ext {
+            idx.remove(o.as_str(), id).db()?;
+        }
+        if let Some(n) = &new_ext {
+            idx.insert(n.as_str(), id).db()?;
+        }
+    }
+    Ok(())
+}
+
+/// Splits member ids into those naming a stored user and those that do not.
+fn known_users(tx: &WriteTransaction, ids: Vec<String>) -> Result<(Vec<String>, Vec<String>)> {
+    let users = tx.open_table(USERS).db()?;
+    let mut known = Vec::new();
+    let mut unknown = Vec::new();
+    for id in ids {
+        if users.get(id.as_str()).db()?.is_some() {
+            known.push(id);
+        } else {
+            unknown.push(id);
+        }
+    }
+    Ok((known, unknown))
+}
+
+fn current_members(tx: &WriteTransaction, gid: &str) -> Result<BTreeSet<String>> {
+    let t = tx.open_multimap_table(MEMBERS).db()?;
+    let mut out = BTreeSet::new();
+    for v in t.get(gid).db()? {
+        out.insert(v.db()?.value().to_string());
+    }
+    Ok(out)
+}
+
+fn is_member(tx: &WriteTransaction, gid: &str, uid: &str) -> Result<bool> {
+    let t = tx.open_multimap_table(MEMBERS).db()?;
+    for v in t.get(gid).db()? {
+        if v.db()?.value() == uid {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+fn apply_member_diff(tx: &WriteTransaction, gid: &str, add: &BTreeSet<String>, remove: &BTreeSet<String>) -> Result<()> {
+    let mut members = tx.open_multimap_table(MEMBERS).db()?;
+    let mut reverse = tx.open_multimap_table(USER_GROUPS).db()?;
+    for uid in remove {
+        members.remove(gid, uid.as_str()).db()?;
+        reverse.remove(uid.as_str(), gid).db()?;
+    }
+    for uid in add {
+        members.insert(gid, uid.as_str()).db()?;
+        reverse.insert(uid.as_str(), gid).db()?;
+    }
+    Ok(())
+}
+
+pub(crate) fn create(tx: &WriteTransaction, kind: ResourceKind, n: Normalized) -> Result<(Record, WriteNotes)> {
+    let name = name_of(kind, &n.resource)?;
+    check_unique(tx, kind, &name, None)?;
+    let id = uuid::Uuid::new_v4().to_string();
+    let mut notes = WriteNotes::default();
+    let mut add = BTreeSet::new();
+    if kind == ResourceKind::Group {
+        if let Some(members) = &n.members {
+            let (known, unknown) = known_users(tx, member_ids(members))?;
+            notes.unknown_members = unknown;
+            add.extend(known);
+        }
+    }
+    let now = now_rfc3339();
+    let record = Record {
+        id: id.clone(),
+        version: 1,
+        created: now.clone(),
+        last_modified: now,
+        data: n.resource,
+    };
+    save(tx, kind, &record)?;
+    update_indexes(tx, kind, &id, None, Some(&record.data))?;
+    let users = match kind {
+        ResourceKind::User => vec![id.clone()],
+        ResourceKind::Group => {
+            apply_member_diff(tx, &id, &add, &BTreeSet::new())?;
+            add.into_iter().collect()
+        }
+    };
+    append_change(tx, kind, &id, ChangeAction::Created, users)?;
+    Ok((record, notes))
+}
+
+pub(crate) fn replace(
+    tx: &WriteTransaction,
+    kind: ResourceKind,
+    id: &str,
+    n: Normalized,
+    if_match: Option<&str>,
+) -> Result<(Record, WriteNotes)> {
+    let old = load(tx, kind, id)?;
+    check_if_match(&old, if_match)?;
+    let name = name_of(kind, &n.resource)?;
+    check_unique(tx, kind, &name, Some(id))?;
+    let mut notes = WriteNotes::default();
+    let (mut add, mut remove) = (BTreeSet::new(), BTreeSet::new());
+    // A PUT without `members` leaves them as they are: a rename by PUT must not empty a group.
+    if let (ResourceKind::Group, Some(members)) = (kind, &n.members) {
+        let (known, unknown) = known_users(tx, member_ids(members))?;
+        notes.unknown_members = unknown;
+        let wanted: BTreeSet<String> = known.into_iter().collect();
+        let current = current_members(tx, id)?;
+        add = wanted.difference(&current).cloned().collect();
+        remove = current.difference(&wanted).cloned().collect();
+    }
+    let record = Record {
+        id: id.to_string(),
+        version: old.version + 1,
+        created: old.created.clone(),
+        last_modified: now_rfc3339(),
+        data: n.resource,
+    };
+    save(tx, kind, &record)?;
+    update_indexes(tx, kind, id, Some(&old.data), Some(&record.data))?;
+    let users = affected_users(tx, kind, id, &old.data, &record.data, &add, &remove)?;
+    if kind == ResourceKind::Group {
+        apply_member_diff(tx, id, &add, &remove)?;
+    }
+    append_change(tx, kind, id, ChangeAction::Updated, users)?;
+    Ok((record, notes))
+}
+
+/// Users whose desired state may change with this write. A group rename changes what every
+/// member's membership means, so all members are listed then.
+fn affected_users(
+    tx: &WriteTransaction,
+    kind: ResourceKind,
+    id: &str,
+    old: &Value,
+    new: &Value,
+    add: &BTreeSet<String>,
+    remove: &BTreeSet<String>,
+) -> Result<Vec<String>> {
+    match kind {
+        ResourceKind::User => Ok(vec![id.to_string()]),
+        ResourceKind::Group => {
+            let renamed = old.get("displayName") != new.get("displayName");
+            let mut users: BTreeSet<String> = add.union(remove).cloned().collect();
+            if renamed {
+                users.extend(current_members(tx, id)?);
+            }
+            Ok(users.into_iter().collect())
+        }
+    }
+}
+
+pub(crate) fn patch(
+    tx: &WriteTransaction,
+    kind: ResourceKind,
+    id: &str,
+    ops: &[PatchOp],
+    if_match: Option<&str>,
+) -> Result<(Record, WriteNotes)> {
+    let old = load(tx, kind, id)?;
+    check_if_match(&old, if_match)?;
+    let mut data = old.data.clone();
+    let changes = patch_apply(kind, &mut data, ops)?;
+    let name = name_of(kind, &data)?;
+    check_unique(tx, kind, &name, Some(id))?;
+
+    let mut notes = WriteNotes::default();
+    // Net effect of the member changes, in order, against the stored list: `add` and `remove`
+    // are disjoint and only hold real changes, so the cost is O(changed members) except for a
+    // clear or a non-trivial filter, which must look at every member.
+    let mut add: BTreeSet<String> = BTreeSet::new();
+    let mut remove: BTreeSet<String> = BTreeSet::new();
+    let member_now = |tx: &WriteTransaction, add: &BTreeSet<String>, remove: &BTreeSet<String>, uid: &str| -> Result<bool> {
+        if add.contains(uid) {
+            return Ok(true);
+        }
+        if remove.contains(uid) {
+            return Ok(false);
+        }
+        is_member(tx, id, uid)
+    };
+    for change in changes {
+        if kind != ResourceKind::Group {
+            break;
+        }
+        match change {
+            MemberChange::Add(refs) => {
+                let (known, unknown) = known_users(tx, member_ids(&refs))?;
+                notes.unknown_members.extend(unknown);
+                for uid in known {
+                    if !member_now(tx, &add, &remove, &uid)? {
+                        if !remove.remove(&uid) {
+                            add.insert(uid);
+                        }
+                    }
+                }
+            }
+            MemberChange::Remove(ids) => {
+                for uid in ids {
+                    if member_now(tx, &add, &remove, &uid)? && !add.remove(&uid) {
+                        remove.insert(uid);
+                    }
+                }
+            }
+            MemberChange::Clear => {
+                add.clear();
+                remove = current_members(tx, id)?;
+            }
+            MemberChange::RemoveWhere(f) => {
+                let mut all = current_members(tx, id)?;
+                all.retain(|u| !remove.contains(u));
+                all.extend(add.iter().cloned());
+                let users = tx.open_table(USERS).db()?;
+                let member_def = GROUP.attributes.iter().find(|a| a.name == "members");
+                let Some(member_def) = member_def else { break };
+                for uid in all {
+                    let display = match users.get(uid.as_str()).db()? {
+                        Some(v) => display_of(&decode(&uid, v.value())?),
+                        None => String::new(),
+                    };
+                    let element = serde_json::json!({"value": uid, "display": display, "type": "User"});
+                    if filter::matches_element(&f, member_def, &element) && !add.remove(&uid) {
+                        remove.insert(uid);
+                    }
+                }
+            }
+        }
+    }
+
+    let data_changed = data != old.data;
+    let members_changed = !add.is_empty() || !remove.is_empty();
+    if !data_changed && !members_changed {
+        // Nothing to do: keep the version so that a repeated PATCH is not a change.
+        return Ok((old, notes));
+    }
+    let record = Record {
+        id: id.to_string(),
+        version: old.version + 1,
+        created: old.created.clone(),
+        last_modified: now_rfc3339(),
+        data,
+    };
+    save(tx, kind, &record)?;
+    update_indexes(tx, kind, id, Some(&old.data), Some(&record.data))?;
+    let users = affected_users(tx, kind, id, &old.data, &record.data, &add, &remove)?;
+    if members_changed {
+        apply_member_diff(tx, id, &add, &remove)?;
+    }
+    let action = if data_changed {
+        ChangeAction::Updated
+    } else {
+        ChangeAction::Members
+    };
+    append_change(tx, kind, id, action, users)?;
+    Ok((record, notes))
+}
+
+pub(crate) fn delete(tx: &WriteTransaction, kind: ResourceKind, id: &str, if_match: Option<&str>) -> Result<()> {
+    let old = load(tx, kind, id)?;
+    check_if_match(&old, if_match)?;
+    {
+        let mut t = tx.open_table(resource_table(kind)).db()?;
+        t.remove(id).db()?;
+    }
+    update_indexes(tx, kind, id, Some(&old.data), None)?;
+    let users = match kind {
+        ResourceKind::User => {
+            let mut reverse = tx.open_multimap_table(USER_GROUPS).db()?;
+            let mut members = tx.open_multimap_table(MEMBERS).db()?;
+            let mut groups = Vec::new();
+            for g in reverse.remove_all(id).db()? {
+                groups.push(g.db()?.value().to_string());
+            }
+            for g in &groups {
+                members.remove(g.as_str(), id).db()?;
+            }
+            vec![id.to_string()]
+        }
+        ResourceKind::Group => {
+            let mut reverse = tx.open_multimap_table(USER_GROUPS).db()?;
+            let mut members = tx.open_multimap_table(MEMBERS).db()?;
+            let mut users = Vec::new();
+            for u in members.remove_all(id).db()? {
+                users.push(u.db()?.value().to_string());
+            }
+            for u in &users {
+                reverse.remove(u.as_str(), id).db()?;
+            }
+            users
+        }
+    };
+    append_change(tx, kind, id, ChangeAction::Deleted, users)?;
+    Ok(())
+}
