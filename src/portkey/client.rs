@@ -1,0 +1,1005 @@
+//! The HTTP client: one [`Client`] per control plane, shared by clone.
+//!
+//! Every call goes through the same attempt loop: rate limit → in-flight slot → request with a
+//! timeout → classify → back off and retry while the error is transient and the give-up time
+//! allows. Writes that the API does not make idempotent carry their own rule for what to do when
+//! an earlier attempt may have been applied; each write's rustdoc states it.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use backoff::backoff::Backoff;
+use backoff::exponential::ExponentialBackoff;
+use bytes::Bytes;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::{Method, StatusCode, Url};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use super::config::{ClientConfig, RetryConfig};
+use super::error::{Error, ErrorKind, Result};
+use super::limit::RateLimiter;
+use super::types::{
+    CreateInvite, CreateWorkspace, CreatedInvite, Invite, InviteFilter, InviteStatus, ListPage,
+    MemberFilter, NewMember, OrgRole, User, UserFilter, Workspace, WorkspaceFilter,
+    WorkspaceMember, WorkspaceRole,
+};
+
+const API_KEY_HEADER: &str = "x-portkey-api-key";
+
+/// Path-segment encoding: ids are opaque strings, and one with a `/` or `?` must not change
+/// which resource a request addresses.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Typed client of the Portkey Admin API. Cheap to clone; clones share the connection pool, the
+/// in-flight bound and the rate limit.
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    http: reqwest::Client,
+    /// Base URL without a trailing slash; endpoint paths start with one.
+    base: String,
+    cfg: ClientConfig,
+    in_flight: Semaphore,
+    rate: RateLimiter,
+}
+
+/// Which query names a list endpoint pages with (spec §3, §6.9): users and invites use
+/// camelCase, workspaces and members snake_case.
+#[derive(Debug, Clone, Copy)]
+enum Paging {
+    Camel,
+    Snake,
+}
+
+impl Paging {
+    fn params(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Camel => ("pageSize", "currentPage"),
+            Self::Snake => ("page_size", "current_page"),
+        }
+    }
+}
+
+/// One request, ready to be sent any number of times.
+#[derive(Debug)]
+struct Req {
+    method: Method,
+    /// Encoded path below the base, e.g. `/admin/users/61e0…`; also the call's name in errors
+    /// and logs (the query is left out of both: it can hold email addresses).
+    path: String,
+    url: Url,
+    body: Option<Bytes>,
+}
+
+impl Req {
+    fn call(&self) -> String {
+        format!("{} {}", self.method, self.path)
+    }
+}
+
+/// Whether a failed attempt may have changed server state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Applied {
+    /// The request never reached the application (connect error, 429).
+    No,
+    /// Timeout, broken connection or 5xx after the request was sent.
+    Maybe,
+}
+
+/// A failed attempt, before it becomes an [`Error`].
+#[derive(Debug)]
+struct Failure {
+    kind: ErrorKind,
+    applied: Applied,
+    retry_after: Option<Duration>,
+}
+
+impl Failure {
+    fn into_error(self, req: &Req, attempts: u32) -> Error {
+        Error::new(req.call(), attempts, self.kind)
+    }
+
+    fn to_error(&self, req: &Req, attempts: u32) -> Error {
+        Error::new(req.call(), attempts, self.kind.clone())
+    }
+}
+
+/// Lets the `backoff` policy measure its give-up time on tokio's clock, so that paused-time tests
+/// see the same schedule as production.
+#[derive(Debug, Clone, Default)]
+struct TokioClock;
+
+impl backoff::Clock for TokioClock {
+    fn now(&self) -> std::time::Instant {
+        Instant::now().into_std()
+    }
+}
+
+/// Backoff state of one call.
+struct Retrier {
+    policy: ExponentialBackoff<TokioClock>,
+    started: Instant,
+    give_up: Duration,
+    attempts: u32,
+}
+
+impl Retrier {
+    fn new(cfg: &RetryConfig) -> Self {
+        let mut policy = ExponentialBackoff {
+            current_interval: cfg.initial_interval,
+            initial_interval: cfg.initial_interval,
+            randomization_factor: cfg.randomization_factor,
+            multiplier: cfg.multiplier,
+            max_interval: cfg.max_interval,
+            start_time: Instant::now().into_std(),
+            max_elapsed_time: Some(cfg.max_elapsed),
+            clock: TokioClock,
+        };
+        policy.reset();
+        Self {
+            policy,
+            started: Instant::now(),
+            give_up: cfg.max_elapsed,
+            attempts: 0,
+        }
+    }
+
+    fn next_attempt(&mut self) -> u32 {
+        self.attempts += 1;
+        self.attempts
+    }
+
+    /// Sleeps before the next attempt, or returns false when the give-up time would pass first.
+    /// A `Retry-After` wins over a shorter backoff: the server said when it is worth asking again.
+    async fn pause(&mut self, failure: &Failure) -> bool {
+        let Some(mut wait) = self.policy.next_backoff() else {
+            return false;
+        };
+        if let Some(after) = failure.retry_after {
+            wait = wait.max(after);
+        }
+        if self.started.elapsed() + wait > self.give_up {
+            return false;
+        }
+        tracing::debug!(
+            wait_ms = wait.as_millis() as u64,
+            attempt = self.attempts,
+            "portkey: retrying after {}",
+            failure.kind
+        );
+        tokio::time::sleep(wait).await;
+        true
+    }
+}
+
+fn segment(what: &str, id: &str) -> Result<String> {
+    // An empty id would address the collection (`DELETE /admin/users/`), and dot segments are
+    // resolved by URL parsing; neither may reach the server.
+    if id.is_empty() || id == "." || id == ".." {
+        return Err(Error::new(
+            format!("{what} {id:?}"),
+            0,
+            ErrorKind::InvalidRequest(format!("{what} id {id:?} is not usable in a path")),
+        ));
+    }
+    Ok(utf8_percent_encode(id, SEGMENT).to_string())
+}
+
+fn reqwest_detail(e: &reqwest::Error) -> String {
+    // The URL is left out: its query can hold email addresses. Sources carry the useful part
+    // ("connection refused", "operation timed out").
+    let mut detail = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        detail.push_str(": ");
+        detail.push_str(&s.to_string());
+        source = s.source();
+    }
+    detail
+}
+
+fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+fn decode<T: DeserializeOwned>(req: &Req, attempts: u32, body: &[u8]) -> Result<T> {
+    serde_json::from_slice(body)
+        .map_err(|e| Error::new(req.call(), attempts, ErrorKind::Decode(e.to_string())))
+}
+
+impl Client {
+    /// Builds a client; fails on a configuration [`ClientConfig::validate`] rejects or a key
+    /// that cannot be sent as a header.
+    pub fn new(cfg: ClientConfig) -> Result<Self> {
+        let invalid = |msg: String| Error::new("client setup", 0, ErrorKind::InvalidRequest(msg));
+        cfg.validate().map_err(invalid)?;
+        let mut key = HeaderValue::from_str(cfg.api_key.expose())
+            .map_err(|_| invalid("api_key has characters not allowed in a header".to_owned()))?;
+        // Keeps the value out of HTTP/2 header tables and of the header map's Debug output.
+        key.set_sensitive(true);
+        let mut headers = HeaderMap::new();
+        headers.insert(API_KEY_HEADER, key);
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .user_agent(concat!("scim-sync/", env!("CARGO_PKG_VERSION")))
+            .pool_max_idle_per_host(cfg.max_in_flight)
+            .build()
+            .map_err(|e| invalid(format!("HTTP client: {}", reqwest_detail(&e))))?;
+        let base = cfg.base_url.trim_end_matches('/').to_owned();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                base,
+                in_flight: Semaphore::new(cfg.max_in_flight),
+                rate: RateLimiter::new(cfg.requests_per_second),
+                cfg,
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.cfg
+    }
+
+    // ---- users -------------------------------------------------------------------------------
+
+    /// `GET /admin/users`, every page. With `filter.email` set this is the targeted lookup of
+    /// one person (the API matches the email exactly).
+    pub async fn list_users(&self, filter: &UserFilter) -> Result<Vec<User>> {
+        let mut query = Vec::new();
+        push_opt(&mut query, "email", filter.email.as_deref());
+        push_opt(
+            &mut query,
+            "role",
+            filter.role.as_ref().map(OrgRole::as_str),
+        );
+        self.list_all(
+            "/admin/users".to_owned(),
+            Paging::Camel,
+            query,
+            |u: &User| u.id.clone(),
+        )
+        .await
+    }
+
+    /// `GET /admin/users/{id}`. A missing user is an error with [`Error::is_not_found`].
+    pub async fn get_user(&self, user_id: &str) -> Result<User> {
+        let req = self.req(
+            Method::GET,
+            format!("/admin/users/{}", segment("user", user_id)?),
+            &[],
+            None::<&()>,
+        )?;
+        let (body, attempts) = self.run(&req).await?;
+        decode(&req, attempts, &body)
+    }
+
+    /// `PUT /admin/users/{id}` `{"role"}`: change the org role (`admin` or `member`).
+    ///
+    /// Retry rule: retried on transient errors. The API rejects a PUT of the role the user
+    /// already has (spec §3.1), so when an earlier attempt may have been applied and a retry is
+    /// then rejected with a 4xx, the user is re-read: if the role is already `role`, the call
+    /// succeeded. Otherwise the rejection is returned.
+    pub async fn update_user_role(&self, user_id: &str, role: &OrgRole) -> Result<()> {
+        let req = self.req(
+            Method::PUT,
+            format!("/admin/users/{}", segment("user", user_id)?),
+            &[],
+            Some(&RoleBody {
+                role: role.as_str(),
+            }),
+        )?;
+        self.put_role(&req, || async {
+            Ok(self.get_user(user_id).await?.role == *role)
+        })
+        .await
+    }
+
+    /// `DELETE /admin/users/{id}`.
+    ///
+    /// Retry rule: retried on transient errors; a 404/403 "not found" answer to a retry after
+    /// an attempt that may have been applied means the earlier attempt did it: success. A
+    /// not-found on a first attempt is returned (the caller decides whether "already gone" is
+    /// fine).
+    pub async fn delete_user(&self, user_id: &str) -> Result<()> {
+        let req = self.req(
+            Method::DELETE,
+            format!("/admin/users/{}", segment("user", user_id)?),
+            &[],
+            None::<&()>,
+        )?;
+        self.delete(&req).await
+    }
+
+    // ---- invites -----------------------------------------------------------------------------
+
+    /// `GET /admin/users/invites`, every page.
+    pub async fn list_invites(&self, filter: &InviteFilter) -> Result<Vec<Invite>> {
+        let mut query = Vec::new();
+        push_opt(&mut query, "email", filter.email.as_deref());
+        push_opt(
+            &mut query,
+            "role",
+            filter.role.as_ref().map(OrgRole::as_str),
+        );
+        push_opt(
+            &mut query,
+            "status",
+            filter.status.as_ref().map(InviteStatus::as_str),
+        );
+        self.list_all(
+            "/admin/users/invites".to_owned(),
+            Paging::Camel,
+            query,
+            |i: &Invite| i.id.clone(),
+        )
+        .await
+    }
+
+    /// `POST /admin/users/invites`.
+    ///
+    /// Retry rule: never sent twice blindly. After an attempt whose outcome is unknown (timeout,
+    /// broken connection, 5xx), the pending invites for the email are listed; if one exists it
+    /// is returned (without `invite_link`, which lists do not carry) and nothing is re-sent;
+    /// otherwise the create is retried. A 409 after such an attempt is resolved the same way.
+    /// Connect errors and 429 are retried directly: the server did not act. If the check read
+    /// fails, the error is [`ErrorKind::Unverified`] (transient).
+    pub async fn create_invite(&self, invite: &CreateInvite) -> Result<CreatedInvite> {
+        let req = self.req(
+            Method::POST,
+            "/admin/users/invites".to_owned(),
+            &[],
+            Some(invite),
+        )?;
+        self.create_checked(
+            &req,
+            || async {
+                Ok(self
+                    .find_pending_invite(&invite.email)
+                    .await?
+                    .map(|i| CreatedInvite {
+                        id: i.id,
+                        invite_link: None,
+                    }))
+            },
+            |body, attempts| decode(&req, attempts, body),
+        )
+        .await
+    }
+
+    /// `DELETE /admin/users/invites/{id}` (revoke).
+    ///
+    /// Retry rule: as [`Client::delete_user`].
+    pub async fn delete_invite(&self, invite_id: &str) -> Result<()> {
+        let req = self.req(
+            Method::DELETE,
+            format!("/admin/users/invites/{}", segment("invite", invite_id)?),
+            &[],
+            None::<&()>,
+        )?;
+        self.delete(&req).await
+    }
+
+    /// `POST /admin/users/invites/{id}/resend`; returns the new invite link when the server
+    /// sends one.
+    ///
+    /// Retry rule: retried on transient errors even when an attempt may have been applied: the
+    /// worst case is a second copy of the same invitation email, which creates nothing.
+    pub async fn resend_invite(&self, invite_id: &str) -> Result<Option<String>> {
+        #[derive(Deserialize)]
+        struct Resent {
+            #[serde(default, rename = "inviteLink", alias = "invite_link")]
+            invite_link: Option<String>,
+        }
+        let req = self.req(
+            Method::POST,
+            format!(
+                "/admin/users/invites/{}/resend",
+                segment("invite", invite_id)?
+            ),
+            &[],
+            None::<&()>,
+        )?;
+        let (body, attempts) = self.run(&req).await?;
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
+        }
+        Ok(decode::<Resent>(&req, attempts, &body)?.invite_link)
+    }
+
+    /// The pending invite for `email` (compared case-insensitively), if any.
+    pub async fn find_pending_invite(&self, email: &str) -> Result<Option<Invite>> {
+        let invites = self
+            .list_invites(&InviteFilter {
+                email: Some(email.to_owned()),
+                status: Some(InviteStatus::Pending),
+                role: None,
+            })
+            .await?;
+        Ok(invites
+            .into_iter()
+            .find(|i| i.status == InviteStatus::Pending && i.email.eq_ignore_ascii_case(email)))
+    }
+
+    // ---- workspaces --------------------------------------------------------------------------
+
+    /// `GET /admin/workspaces`, every page. With `exact_name`, only workspaces with exactly that
+    /// name are returned, whatever the server does with the parameter.
+    pub async fn list_workspaces(&self, filter: &WorkspaceFilter) -> Result<Vec<Workspace>> {
+        let mut query = Vec::new();
+        push_opt(&mut query, "name", filter.name.as_deref());
+        push_opt(&mut query, "exact_name", filter.exact_name.as_deref());
+        let mut all = self
+            .list_all(
+                "/admin/workspaces".to_owned(),
+                Paging::Snake,
+                query,
+                |w: &Workspace| w.id.clone(),
+            )
+            .await?;
+        if let Some(exact) = &filter.exact_name {
+            all.retain(|w| &w.name == exact);
+        }
+        Ok(all)
+    }
+
+    /// The workspace named exactly `name`, if any.
+    pub async fn find_workspace_by_name(&self, name: &str) -> Result<Option<Workspace>> {
+        let found = self
+            .list_workspaces(&WorkspaceFilter {
+                name: None,
+                exact_name: Some(name.to_owned()),
+            })
+            .await?;
+        Ok(found.into_iter().next())
+    }
+
+    /// `GET /admin/workspaces/{id}` (id or slug).
+    pub async fn get_workspace(&self, workspace: &str) -> Result<Workspace> {
+        let req = self.req(
+            Method::GET,
+            format!("/admin/workspaces/{}", segment("workspace", workspace)?),
+            &[],
+            None::<&()>,
+        )?;
+        let (body, attempts) = self.run(&req).await?;
+        decode(&req, attempts, &body)
+    }
+
+    /// `POST /admin/workspaces`.
+    ///
+    /// Retry rule: like [`Client::create_invite`], with the check read being "list workspaces
+    /// with this exact name": after an attempt whose outcome is unknown, an existing workspace
+    /// of that name is returned instead of creating a second one.
+    pub async fn create_workspace(&self, ws: &CreateWorkspace) -> Result<Workspace> {
+        let req = self.req(Method::POST, "/admin/workspaces".to_owned(), &[], Some(ws))?;
+        self.create_checked(
+            &req,
+            || self.find_workspace_by_name(&ws.name),
+            |body, attempts| {
+                // The 2024 API answered `{id}` only (spec §6.12); fill in what we sent.
+                let mut value: serde_json::Value = decode(&req, attempts, body)?;
+                if let Some(obj) = value.as_object_mut() {
+                    obj.entry("name")
+                        .or_insert_with(|| serde_json::Value::String(ws.name.clone()));
+                }
+                serde_json::from_value(value)
+                    .map_err(|e| Error::new(req.call(), attempts, ErrorKind::Decode(e.to_string())))
+            },
+        )
+        .await
+    }
+
+    // ---- workspace members -------------------------------------------------------------------
+
+    /// `GET /admin/workspaces/{ws}/users`, every page.
+    pub async fn list_members(
+        &self,
+        workspace: &str,
+        filter: &MemberFilter,
+    ) -> Result<Vec<WorkspaceMember>> {
+        let mut query = Vec::new();
+        push_opt(&mut query, "email", filter.email.as_deref());
+        push_opt(
+            &mut query,
+            "role",
+            filter.role.as_ref().map(WorkspaceRole::as_str),
+        );
+        self.list_all(
+            format!(
+                "/admin/workspaces/{}/users",
+                segment("workspace", workspace)?
+            ),
+            Paging::Snake,
+            query,
+            |m: &WorkspaceMember| m.id.clone(),
+        )
+        .await
+    }
+
+    /// `POST /admin/workspaces/{ws}/users` `{"users":[{id, role}]}`: bulk add. The users must
+    /// be org members already. An empty list sends nothing.
+    ///
+    /// Retry rule: after an attempt whose outcome is unknown, the members are re-read and the
+    /// users already present are dropped from the next attempt; when none is left, the call
+    /// succeeded. (A user present with another role than asked is left for the next
+    /// reconciliation diff: org owners and admins always read back as `admin`.) A 409 after such
+    /// an attempt triggers the same re-read. Connect errors and 429 are retried as they are.
+    pub async fn add_members(&self, workspace: &str, users: &[NewMember]) -> Result<()> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            users: &'a [NewMember],
+        }
+        let path = format!(
+            "/admin/workspaces/{}/users",
+            segment("workspace", workspace)?
+        );
+        let mut remaining = users.to_vec();
+        let mut retry = Retrier::new(&self.inner.cfg.retry);
+        let mut uncertain = false;
+        loop {
+            if remaining.is_empty() {
+                return Ok(());
+            }
+            let req = self.req(
+                Method::POST,
+                path.clone(),
+                &[],
+                Some(&Body { users: &remaining }),
+            )?;
+            let attempt = retry.next_attempt();
+            let failure = match self.attempt(&req, attempt).await {
+                Ok(_) => return Ok(()),
+                Err(f) => f,
+            };
+            let recheck = if uncertain && failure.to_error(&req, attempt).is_conflict() {
+                true
+            } else if failure.kind.is_transient() && retry.pause(&failure).await {
+                failure.applied == Applied::Maybe
+            } else {
+                return Err(failure.into_error(&req, attempt));
+            };
+            uncertain |= recheck;
+            if recheck {
+                let present: HashSet<String> =
+                    match self.list_members(workspace, &MemberFilter::default()).await {
+                        Ok(members) => members.into_iter().map(|m| m.id).collect(),
+                        Err(e) => {
+                            return Err(Error::new(
+                                req.call(),
+                                attempt,
+                                ErrorKind::Unverified(e.to_string()),
+                            ))
+                        }
+                    };
+                let before = remaining.len();
+                remaining.retain(|u| !present.contains(&u.id));
+                tracing::info!(
+                    call = %req.call(),
+                    already_added = before - remaining.len(),
+                    left = remaining.len(),
+                    "portkey: re-read members after an uncertain bulk add"
+                );
+            }
+        }
+    }
+
+    /// `PUT /admin/workspaces/{ws}/users/{user}` `{"role"}`.
+    ///
+    /// Retry rule: as [`Client::update_user_role`]; the check read lists the workspace's
+    /// members and compares this user's role.
+    pub async fn update_member_role(
+        &self,
+        workspace: &str,
+        user_id: &str,
+        role: &WorkspaceRole,
+    ) -> Result<()> {
+        let req = self.req(
+            Method::PUT,
+            format!(
+                "/admin/workspaces/{}/users/{}",
+                segment("workspace", workspace)?,
+                segment("user", user_id)?
+            ),
+            &[],
+            Some(&RoleBody {
+                role: role.as_str(),
+            }),
+        )?;
+        self.put_role(&req, || async {
+            let members = self
+                .list_members(workspace, &MemberFilter::default())
+                .await?;
+            Ok(members.iter().any(|m| m.id == user_id && m.role == *role))
+        })
+        .await
+    }
+
+    /// `DELETE /admin/workspaces/{ws}/users/{user}`.
+    ///
+    /// Retry rule: as [`Client::delete_user`].
+    pub async fn remove_member(&self, workspace: &str, user_id: &str) -> Result<()> {
+        let req = self.req(
+            Method::DELETE,
+            format!(
+                "/admin/workspaces/{}/users/{}",
+                segment("workspace", workspace)?,
+                segment("user", user_id)?
+            ),
+            &[],
+            None::<&()>,
+        )?;
+        self.delete(&req).await
+    }
+
+    // ---- machinery ---------------------------------------------------------------------------
+
+    fn req<B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        path: String,
+        query: &[(&str, String)],
+        body: Option<&B>,
+    ) -> Result<Req> {
+        let call = format!("{method} {path}");
+        let invalid = |msg: String| Error::new(call.clone(), 0, ErrorKind::InvalidRequest(msg));
+        let mut url = Url::parse(&format!("{}{}", self.inner.base, path))
+            .map_err(|e| invalid(format!("bad URL: {e}")))?;
+        if !query.is_empty() {
+            let mut pairs = url.query_pairs_mut();
+            for (k, v) in query {
+                pairs.append_pair(k, v);
+            }
+        }
+        let body = match body {
+            Some(b) => Some(Bytes::from(
+                serde_json::to_vec(b).map_err(|e| invalid(format!("body: {e}")))?,
+            )),
+            None => None,
+        };
+        Ok(Req {
+            method,
+            path,
+            url,
+            body,
+        })
+    }
+
+    /// One HTTP exchange, under the rate limit and the in-flight bound. Logs one line.
+    async fn attempt(&self, req: &Req, attempt: u32) -> std::result::Result<Bytes, Failure> {
+        self.inner.rate.acquire().await;
+        let _permit = self.inner.in_flight.acquire().await.map_err(|_| Failure {
+            kind: ErrorKind::InvalidRequest("client is shut down".to_owned()),
+            applied: Applied::No,
+            retry_after: None,
+        })?;
+        let started = Instant::now();
+        let mut builder = self.inner.http.request(req.method.clone(), req.url.clone());
+        if let Some(body) = &req.body {
+            builder = builder
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.clone());
+        }
+        let timeout = self.inner.cfg.request_timeout;
+        let exchange = async {
+            let resp = builder.send().await?;
+            let status = resp.status();
+            let retry_after = parse_retry_after(resp.headers());
+            let body = resp.bytes().await?;
+            Ok::<_, reqwest::Error>((status, retry_after, body))
+        };
+        let result = match tokio::time::timeout(timeout, exchange).await {
+            Err(_) => Err(Failure {
+                kind: ErrorKind::Timeout(timeout),
+                applied: Applied::Maybe,
+                retry_after: None,
+            }),
+            Ok(Err(e)) if e.is_connect() => Err(Failure {
+                kind: ErrorKind::Connect(reqwest_detail(&e)),
+                applied: Applied::No,
+                retry_after: None,
+            }),
+            Ok(Err(e)) if e.is_timeout() => Err(Failure {
+                kind: ErrorKind::Timeout(timeout),
+                applied: Applied::Maybe,
+                retry_after: None,
+            }),
+            Ok(Err(e)) => Err(Failure {
+                kind: ErrorKind::Network(reqwest_detail(&e)),
+                applied: Applied::Maybe,
+                retry_after: None,
+            }),
+            Ok(Ok((status, retry_after, body))) => {
+                if status.is_success() {
+                    Ok((status, body))
+                } else {
+                    let honour = status == StatusCode::TOO_MANY_REQUESTS
+                        || status == StatusCode::SERVICE_UNAVAILABLE;
+                    Err(Failure {
+                        kind: ErrorKind::from_response(status.as_u16(), &body),
+                        // A 429 is the rate limiter refusing before the handler runs.
+                        applied: if status == StatusCode::TOO_MANY_REQUESTS {
+                            Applied::No
+                        } else {
+                            Applied::Maybe
+                        },
+                        retry_after: retry_after.filter(|_| honour),
+                    })
+                }
+            }
+        };
+        let duration_ms = started.elapsed().as_millis() as u64;
+        let method = req.method.as_str();
+        let path = req.path.as_str();
+        match &result {
+            Ok((status, _)) if req.method == Method::GET => tracing::debug!(
+                method,
+                path,
+                status = status.as_u16(),
+                attempt,
+                duration_ms,
+                "portkey call"
+            ),
+            Ok((status, _)) => tracing::info!(
+                method,
+                path,
+                status = status.as_u16(),
+                attempt,
+                duration_ms,
+                "portkey call"
+            ),
+            Err(f) => {
+                let status = match &f.kind {
+                    ErrorKind::Status { status, .. } => *status,
+                    _ => 0,
+                };
+                tracing::warn!(
+                    method,
+                    path,
+                    status,
+                    attempt,
+                    duration_ms,
+                    error = %f.kind,
+                    "portkey call failed"
+                );
+            }
+        }
+        result.map(|(_, body)| body)
+    }
+
+    /// The plain retry loop, for reads and writes that are safe to repeat.
+    async fn run(&self, req: &Req) -> Result<(Bytes, u32)> {
+        let mut retry = Retrier::new(&self.inner.cfg.retry);
+        loop {
+            let attempt = retry.next_attempt();
+            match self.attempt(req, attempt).await {
+                Ok(body) => return Ok((body, attempt)),
+                Err(f) => {
+                    if !f.kind.is_transient() || !retry.pause(&f).await {
+                        return Err(f.into_error(req, attempt));
+                    }
+                }
+            }
+        }
+    }
+
+    /// DELETE: a not-found after an attempt that may have been applied is success.
+    async fn delete(&self, req: &Req) -> Result<()> {
+        let mut retry = Retrier::new(&self.inner.cfg.retry);
+        let mut uncertain = false;
+        loop {
+            let attempt = retry.next_attempt();
+            match self.attempt(req, attempt).await {
+                Ok(_) => return Ok(()),
+                Err(f) => {
+                    let err = f.to_error(req, attempt);
+                    if uncertain && err.is_not_found() {
+                        tracing::info!(call = %req.call(), attempt, "portkey: already gone after an uncertain attempt; done");
+                        return Ok(());
+                    }
+                    if !f.kind.is_transient() || !retry.pause(&f).await {
+                        return Err(err);
+                    }
+                    uncertain |= f.applied == Applied::Maybe;
+                }
+            }
+        }
+    }
+
+    /// PUT of a role: a 4xx after an attempt that may have been applied is checked with
+    /// `already_done`; if the role is in place, success.
+    async fn put_role<F, Fut>(&self, req: &Req, already_done: F) -> Result<()>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<bool>>,
+    {
+        let mut retry = Retrier::new(&self.inner.cfg.retry);
+        let mut uncertain = false;
+        loop {
+            let attempt = retry.next_attempt();
+            match self.attempt(req, attempt).await {
+                Ok(_) => return Ok(()),
+                Err(f) => {
+                    if f.kind.is_transient() {
+                        if !retry.pause(&f).await {
+                            return Err(f.into_error(req, attempt));
+                        }
+                        uncertain |= f.applied == Applied::Maybe;
+                        continue;
+                    }
+                    let err = f.into_error(req, attempt);
+                    if uncertain && !err.is_not_found() {
+                        if let Ok(true) = already_done().await {
+                            tracing::info!(call = %req.call(), attempt, "portkey: role already in place after an uncertain attempt; done");
+                            return Ok(());
+                        }
+                    }
+                    return Err(err);
+                }
+            }
+        }
+    }
+
+    /// POST create that must not be duplicated: after an attempt that may have been applied (or
+    /// a 409 following one), `find_existing` decides whether the thing exists before any resend.
+    async fn create_checked<T, F, Fut, D>(
+        &self,
+        req: &Req,
+        find_existing: F,
+        decode_ok: D,
+    ) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<Option<T>>>,
+        D: Fn(&[u8], u32) -> Result<T>,
+    {
+        let mut retry = Retrier::new(&self.inner.cfg.retry);
+        let mut uncertain = false;
+        loop {
+            let attempt = retry.next_attempt();
+            let failure = match self.attempt(req, attempt).await {
+                Ok(body) => return decode_ok(&body, attempt),
+                Err(f) => f,
+            };
+            let conflict_after_uncertain =
+                uncertain && failure.to_error(req, attempt).is_conflict();
+            if !conflict_after_uncertain {
+                if !failure.kind.is_transient() || !retry.pause(&failure).await {
+                    return Err(failure.into_error(req, attempt));
+                }
+                if failure.applied == Applied::No {
+                    continue;
+                }
+                uncertain = true;
+            }
+            match find_existing().await {
+                Ok(Some(found)) => {
+                    tracing::info!(call = %req.call(), attempt, "portkey: an uncertain create had been applied; not resending");
+                    return Ok(found);
+                }
+                Ok(None) if conflict_after_uncertain => {
+                    return Err(failure.into_error(req, attempt));
+                }
+                Ok(None) => {
+                    tracing::info!(call = %req.call(), attempt, "portkey: an uncertain create had not been applied; resending");
+                }
+                Err(e) => {
+                    return Err(Error::new(
+                        req.call(),
+                        attempt,
+                        ErrorKind::Unverified(e.to_string()),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Reads every page of a list; all or nothing.
+    ///
+    /// Stops when it holds `total` items. The first page also tells the server's page cap: if it
+    /// returns fewer items than asked while more exist, later pages are expected at that size.
+    /// A short or empty page before `total`, a `total` that changes between pages, more items
+    /// than `total` or an id seen twice is an [`ErrorKind::Pagination`] error: the caller gets a
+    /// complete list or none. Without a `total`, a short page ends the list.
+    async fn list_all<T, K>(
+        &self,
+        path: String,
+        paging: Paging,
+        filters: Vec<(&'static str, String)>,
+        key: K,
+    ) -> Result<Vec<T>>
+    where
+        T: DeserializeOwned,
+        K: Fn(&T) -> String,
+    {
+        let (size_param, page_param) = paging.params();
+        let asked = self.inner.cfg.page_size;
+        let mut items: Vec<T> = Vec::new();
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut first_total: Option<u64> = None;
+        let mut page_len = asked;
+        let mut page: u64 = 0;
+        loop {
+            let mut query = filters.clone();
+            query.push((size_param, asked.to_string()));
+            query.push((page_param, page.to_string()));
+            let req = self.req(Method::GET, path.clone(), &query, None::<&()>)?;
+            let (body, attempts) = self.run(&req).await?;
+            let parsed: ListPage<T> = decode(&req, attempts, &body)?;
+            let inconsistent =
+                |msg: String| Error::new(req.call(), attempts, ErrorKind::Pagination(msg));
+            if page == 0 {
+                first_total = parsed.total;
+            } else if parsed.total != first_total {
+                return Err(inconsistent(format!(
+                    "total was {first_total:?} on page 0 and {:?} on page {page}",
+                    parsed.total
+                )));
+            }
+            let data = parsed.data.unwrap_or_default();
+            let got = data.len();
+            for item in data {
+                let id = key(&item);
+                if !seen.insert(id.clone()) {
+                    return Err(inconsistent(format!("item {id} repeated on page {page}")));
+                }
+                items.push(item);
+            }
+            let have = items.len() as u64;
+            match first_total {
+                Some(total) if have == total => return Ok(items),
+                Some(total) if have > total => {
+                    return Err(inconsistent(format!(
+                        "{have} items by page {page}, more than the total {total}"
+                    )))
+                }
+                Some(total) => {
+                    if page == 0 && got > 0 && got < asked {
+                        page_len = got;
+                    } else if got < page_len {
+                        return Err(inconsistent(format!(
+                            "page {page} has {got} items, expected {page_len}; {have} of {total} read"
+                        )));
+                    }
+                }
+                None if got < asked => return Ok(items),
+                None => {}
+            }
+            page += 1;
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct RoleBody<'a> {
+    role: &'a str,
+}
+
+fn push_opt(query: &mut Vec<(&'static str, String)>, name: &'static str, value: Option<&str>) {
+    if let Some(v) = value {
+        query.push((name, v.to_owned()));
+    }
+}
