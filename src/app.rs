@@ -1,1 +1,142 @@
-//! Wiring used by `main`.
+//! Wiring used by `main`: bind, open the store, serve until shutdown.
+//!
+//! Order matters for operators: the config is already validated; both listeners are bound
+//! before the store is opened, so a port conflict or a locked store fails before anything serves.
+
+use crate::config::Config;
+use crate::http::{admin, scim};
+use crate::store::{Store, StoreError, StoreOptions};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::net::TcpListener;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("config key {key}: cannot listen on {addr}: {reason}. Fix: choose a free port or stop the process using it")]
+    Bind {
+        key: &'static str,
+        addr: SocketAddr,
+        reason: String,
+    },
+    #[error("config key [store] path: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// A running daemon: the bound addresses, and the task that ends when it has shut down.
+pub struct Running {
+    pub scim_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub store: Store,
+    pub done: tokio::task::JoinHandle<()>,
+}
+
+async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, AppError> {
+    TcpListener::bind(addr).await.map_err(|e| AppError::Bind {
+        key,
+        addr,
+        reason: e.to_string(),
+    })
+}
+
+/// Starts the SCIM and admin servers. They stop accepting when `shutdown` completes, finish the
+/// requests in flight (every acknowledged write is already durable), and then `done` ends.
+pub async fn start(
+    config: &Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Running, AppError> {
+    let scim_listener = bind("[scim] listen", config.scim.listen).await?;
+    let admin_listener = bind("[admin] listen", config.admin.listen).await?;
+    let scim_addr = scim_listener.local_addr().map_err(|e| AppError::Bind {
+        key: "[scim] listen",
+        addr: config.scim.listen,
+        reason: e.to_string(),
+    })?;
+    let admin_addr = admin_listener.local_addr().map_err(|e| AppError::Bind {
+        key: "[admin] listen",
+        addr: config.admin.listen,
+        reason: e.to_string(),
+    })?;
+
+    let path = config.store.path.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&path, StoreOptions::default()))
+        .await
+        .map_err(|e| AppError::Store(StoreError::BatchFailed(e.to_string())))??;
+
+    let scim_state = Arc::new(scim::ScimState {
+        store: store.clone(),
+        tokens: config.scim.tokens.clone(),
+        base_path: config.scim.base_path.clone(),
+        public_url: config.scim.public_url.clone(),
+        max_body_bytes: config.scim.max_body_bytes,
+        max_results: config.scim.max_results,
+    });
+    let admin_state = Arc::new(admin::AdminState {
+        store: store.clone(),
+        tokens: config.admin.tokens.clone(),
+        started: Instant::now(),
+        scim_listen: scim_addr.to_string(),
+        scim_base_path: config.scim.base_path.clone(),
+    });
+
+    let (tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let mut rx_scim = tx.subscribe();
+    let mut rx_admin = tx.subscribe();
+    let scim_server = warp::serve(scim::routes(scim_state))
+        .incoming(scim_listener)
+        .graceful(async move {
+            let _ = rx_scim.recv().await;
+        })
+        .run();
+    let admin_server = warp::serve(admin::routes(admin_state))
+        .incoming(admin_listener)
+        .graceful(async move {
+            let _ = rx_admin.recv().await;
+        })
+        .run();
+    tracing::info!(
+        scim = %format!("http://{scim_addr}{}", config.scim.base_path),
+        admin = %format!("http://{admin_addr}"),
+        store = %config.store.path.display(),
+        "scim-sync is serving"
+    );
+    let done = tokio::spawn(async move {
+        let signal = tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new connections; finishing requests in flight");
+            let _ = tx.send(());
+        });
+        tokio::join!(scim_server, admin_server);
+        signal.abort();
+    });
+    Ok(Running {
+        scim_addr,
+        admin_addr,
+        store,
+        done,
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = tokio::signal::ctrl_c() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -167,7 +167,7 @@ impl std::fmt::Debug for Store {
     }
 }
 
-pub(crate) fn now_rfc3339() -> String {
+pub fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| String::from("1970-01-01T00:00:00Z"))
@@ -199,9 +199,7 @@ impl Store {
     // ---- writes -------------------------------------------------------------------------
 
     pub async fn create(&self, kind: ResourceKind, n: Normalized) -> Result<(Record, WriteNotes)> {
-        self.writer
-            .run(move |tx| write::create(tx, kind, n))
-            .await
+        self.writer.run(move |tx| write::create(tx, kind, n)).await
     }
 
     pub async fn replace(
@@ -228,7 +226,12 @@ impl Store {
             .await
     }
 
-    pub async fn delete(&self, kind: ResourceKind, id: String, if_match: Option<String>) -> Result<()> {
+    pub async fn delete(
+        &self,
+        kind: ResourceKind,
+        id: String,
+        if_match: Option<String>,
+    ) -> Result<()> {
         self.writer
             .run(move |tx| write::delete(tx, kind, &id, if_match.as_deref()))
             .await
@@ -257,7 +260,9 @@ impl Store {
         let t = rtx.open_table(resource_table(kind)).db()?;
         let start = q.start_index.max(1) - 1;
         let needs_members_for_filter = kind == ResourceKind::Group
-            && q.filter.as_ref().is_some_and(|f| filter::references(f, "members"));
+            && q.filter
+                .as_ref()
+                .is_some_and(|f| filter::references(f, "members"));
 
         let Some(f) = &q.filter else {
             let total = t.len().db()? as usize;
@@ -442,7 +447,11 @@ fn init_tables(db: &redb::Database) -> Result<()> {
     Ok(())
 }
 
-fn hint_ids(rtx: &redb::ReadTransaction, kind: ResourceKind, hint: &IndexHint) -> Result<Vec<String>> {
+fn hint_ids(
+    rtx: &redb::ReadTransaction,
+    kind: ResourceKind,
+    hint: &IndexHint,
+) -> Result<Vec<String>> {
     Ok(match (kind, hint) {
         (_, IndexHint::Id(id)) => vec![id.clone()],
         (ResourceKind::User, IndexHint::UserName(name)) => {
@@ -476,7 +485,11 @@ fn hint_ids(rtx: &redb::ReadTransaction, kind: ResourceKind, hint: &IndexHint) -
 }
 
 /// Member ids with display names (groups), or group ids with names (users).
-fn read_refs(rtx: &redb::ReadTransaction, kind: ResourceKind, id: &str) -> Result<Vec<(String, String)>> {
+fn read_refs(
+    rtx: &redb::ReadTransaction,
+    kind: ResourceKind,
+    id: &str,
+) -> Result<Vec<(String, String)>> {
     let (link, other) = match kind {
         ResourceKind::Group => (MEMBERS, USERS),
         ResourceKind::User => (USER_GROUPS, GROUPS),

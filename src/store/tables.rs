@@ -43,7 +43,9 @@ pub fn name_idx(kind: ResourceKind) -> TableDefinition<'static, &'static str, &'
     }
 }
 
-pub fn external_idx(kind: ResourceKind) -> MultimapTableDefinition<'static, &'static str, &'static str> {
+pub fn external_idx(
+    kind: ResourceKind,
+) -> MultimapTableDefinition<'static, &'static str, &'static str> {
     match kind {
         ResourceKind::User => USER_EXTERNAL_IDX,
         ResourceKind::Group => GROUP_EXTERNAL_IDX,

@@ -69,7 +69,9 @@ impl Writer {
         let job: Job = Box::new(move |tx| {
             let result = match tx {
                 Some(tx) => f(tx),
-                None => Err(StoreError::BatchFailed("could not begin a write transaction".into())),
+                None => Err(StoreError::BatchFailed(
+                    "could not begin a write transaction".into(),
+                )),
             };
             let fatal = matches!(
                 result,
@@ -167,7 +169,12 @@ fn external_of(data: &Value) -> Option<String> {
 }
 
 /// 409 unless `name` is free or already belongs to `self_id`.
-fn check_unique(tx: &WriteTransaction, kind: ResourceKind, name: &str, self_id: Option<&str>) -> Result<()> {
+fn check_unique(
+    tx: &WriteTransaction,
+    kind: ResourceKind,
+    name: &str,
+    self_id: Option<&str>,
+) -> Result<()> {
     let idx = tx.open_table(name_idx(kind)).db()?;
     let key = name.to_lowercase();
     if let Some(owner) = idx.get(key.as_str()).db()? {
@@ -259,8 +266,14 @@ fn update_indexes(
     old: Option<&Value>,
     new: Option<&Value>,
 ) -> Result<()> {
-    let old_name = old.and_then(|d| d.get(name_attr(kind))).and_then(Value::as_str).map(str::to_lowercase);
-    let new_name = new.and_then(|d| d.get(name_attr(kind))).and_then(Value::as_str).map(str::to_lowercase);
+    let old_name = old
+        .and_then(|d| d.get(name_attr(kind)))
+        .and_then(Value::as_str)
+        .map(str::to_lowercase);
+    let new_name = new
+        .and_then(|d| d.get(name_attr(kind)))
+        .and_then(Value::as_str)
+        .map(str::to_lowercase);
     if old_name != new_name {
         let mut idx = tx.open_table(name_idx(kind)).db()?;
         if let Some(o) = &old_name {
@@ -318,7 +331,12 @@ fn is_member(tx: &WriteTransaction, gid: &str, uid: &str) -> Result<bool> {
     Ok(false)
 }
 
-fn apply_member_diff(tx: &WriteTransaction, gid: &str, add: &BTreeSet<String>, remove: &BTreeSet<String>) -> Result<()> {
+fn apply_member_diff(
+    tx: &WriteTransaction,
+    gid: &str,
+    add: &BTreeSet<String>,
+    remove: &BTreeSet<String>,
+) -> Result<()> {
     let mut members = tx.open_multimap_table(MEMBERS).db()?;
     let mut reverse = tx.open_multimap_table(USER_GROUPS).db()?;
     for uid in remove {
@@ -332,7 +350,11 @@ fn apply_member_diff(tx: &WriteTransaction, gid: &str, add: &BTreeSet<String>, r
     Ok(())
 }
 
-pub(crate) fn create(tx: &WriteTransaction, kind: ResourceKind, n: Normalized) -> Result<(Record, WriteNotes)> {
+pub(crate) fn create(
+    tx: &WriteTransaction,
+    kind: ResourceKind,
+    n: Normalized,
+) -> Result<(Record, WriteNotes)> {
     let name = name_of(kind, &n.resource)?;
     check_unique(tx, kind, &name, None)?;
     let id = uuid::Uuid::new_v4().to_string();
@@ -449,7 +471,11 @@ pub(crate) fn patch(
     // clear or a non-trivial filter, which must look at every member.
     let mut add: BTreeSet<String> = BTreeSet::new();
     let mut remove: BTreeSet<String> = BTreeSet::new();
-    let member_now = |tx: &WriteTransaction, add: &BTreeSet<String>, remove: &BTreeSet<String>, uid: &str| -> Result<bool> {
+    let member_now = |tx: &WriteTransaction,
+                      add: &BTreeSet<String>,
+                      remove: &BTreeSet<String>,
+                      uid: &str|
+     -> Result<bool> {
         if add.contains(uid) {
             return Ok(true);
         }
@@ -497,7 +523,8 @@ pub(crate) fn patch(
                         Some(v) => display_of(&decode(&uid, v.value())?),
                         None => String::new(),
                     };
-                    let element = serde_json::json!({"value": uid, "display": display, "type": "User"});
+                    let element =
+                        serde_json::json!({"value": uid, "display": display, "type": "User"});
                     if filter::matches_element(&f, member_def, &element) && !add.remove(&uid) {
                         remove.insert(uid);
                     }
@@ -534,7 +561,12 @@ pub(crate) fn patch(
     Ok((record, notes))
 }
 
-pub(crate) fn delete(tx: &WriteTransaction, kind: ResourceKind, id: &str, if_match: Option<&str>) -> Result<()> {
+pub(crate) fn delete(
+    tx: &WriteTransaction,
+    kind: ResourceKind,
+    id: &str,
+    if_match: Option<&str>,
+) -> Result<()> {
     let old = load(tx, kind, id)?;
     check_if_match(&old, if_match)?;
     {

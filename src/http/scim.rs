@@ -1,0 +1,857 @@
+//! The SCIM 2.0 HTTP server: routes under the configured base path, bearer auth, content types,
+//! and the one mapping from failures to SCIM Error responses.
+//!
+//! Routing is done by hand on the path after the base path, rather than with warp's static path
+//! filters, because the base path comes from config and because every failure (wrong method,
+//! body too large, unknown endpoint) must come out as a SCIM Error rather than a warp rejection.
+
+use super::{body_with_limit, BodyError};
+use crate::scim::error::ScimError;
+use crate::scim::filter::{self, AttrRef, Filter};
+// TEMPORARY until src/scim/projection.rs lands.
+mod projection {
+    use crate::scim::error::ScimError;
+    use crate::scim::filter::AttrRef;
+    use crate::scim::schema::ResourceKind;
+    use serde_json::Value;
+    pub fn parse_attr_list(_s: &str, _k: ResourceKind) -> Result<Vec<AttrRef>, ScimError> {
+        Ok(Vec::new())
+    }
+    pub fn project(_k: ResourceKind, v: &Value, _a: &[AttrRef], _e: &[AttrRef]) -> Value {
+        v.clone()
+    }
+    pub fn wants_attr(_k: ResourceKind, _a: &[AttrRef], _e: &[AttrRef], _n: &str) -> bool {
+        true
+    }
+}
+use crate::scim::schema::{self, ResourceKind, LIST_RESPONSE_SCHEMA};
+use crate::scim::{patch, resource};
+use crate::store::{Page, Query, Resource, Store, StoreError, WriteNotes};
+use crate::token::TokenSet;
+use bytes::Bytes;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Instant;
+use warp::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use warp::{Filter as _, Reply};
+
+pub const SCIM_CONTENT_TYPE: &str = "application/scim+json";
+
+/// Everything a SCIM request handler needs.
+#[derive(Clone)]
+pub struct ScimState {
+    pub store: Store,
+    pub tokens: TokenSet,
+    pub base_path: String,
+    pub public_url: Option<String>,
+    pub max_body_bytes: u64,
+    pub max_results: usize,
+}
+
+/// A finished response: status, JSON body (or none), extra headers.
+pub struct ScimReply {
+    status: StatusCode,
+    body: Option<Value>,
+    location: Option<String>,
+    etag: Option<String>,
+    www_authenticate: bool,
+}
+
+impl ScimReply {
+    fn json(status: StatusCode, body: Value) -> Self {
+        Self {
+            status,
+            body: Some(body),
+            location: None,
+            etag: None,
+            www_authenticate: false,
+        }
+    }
+    fn empty(status: StatusCode) -> Self {
+        Self {
+            status,
+            body: None,
+            location: None,
+            etag: None,
+            www_authenticate: false,
+        }
+    }
+    pub fn error(e: &ScimError) -> Self {
+        let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut r = Self::json(status, e.to_json());
+        r.www_authenticate = e.status == 401;
+        r
+    }
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl Reply for ScimReply {
+    fn into_response(self) -> warp::reply::Response {
+        let body = match &self.body {
+            Some(v) => serde_json::to_vec(v).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let mut resp = warp::reply::Response::new(body.into());
+        *resp.status_mut() = self.status;
+        let h = resp.headers_mut();
+        if self.body.is_some() {
+            h.insert("content-type", HeaderValue::from_static(SCIM_CONTENT_TYPE));
+        }
+        if let Some(loc) = self.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+            h.insert("location", loc);
+        }
+        if let Some(tag) = self.etag.and_then(|t| HeaderValue::from_str(&t).ok()) {
+            h.insert("etag", tag);
+        }
+        if self.www_authenticate {
+            h.insert(
+                "www-authenticate",
+                HeaderValue::from_static("Bearer realm=\"scim-sync\""),
+            );
+        }
+        resp
+    }
+}
+
+/// Maps a store failure to its SCIM answer. Internal details go to the log, not to the client.
+fn store_error(e: StoreError) -> ScimError {
+    match e {
+        StoreError::Scim(e) => e,
+        StoreError::WriterGone | StoreError::BatchFailed(_) => {
+            tracing::error!(error = %e, "store write failed");
+            ScimError::new(503, None, "the store could not apply this write; retry")
+        }
+        other => {
+            tracing::error!(error = %other, "store failure");
+            ScimError::internal("internal storage error; see the server log")
+        }
+    }
+}
+
+/// The warp filter that serves SCIM: takes every request and dispatches it.
+pub fn routes(
+    state: Arc<ScimState>,
+) -> impl warp::Filter<Extract = (ScimReply,), Error = std::convert::Infallible> + Clone {
+    warp::method()
+        .and(warp::path::full())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(warp::header::headers_cloned())
+        .and(warp::body::stream())
+        .and(warp::any().map(move || state.clone()))
+        .then(
+            |method: Method,
+             path: warp::path::FullPath,
+             query: String,
+             headers: HeaderMap,
+             body,
+             state: Arc<ScimState>| async move {
+                let started = Instant::now();
+                let path = path.as_str().to_string();
+                let reply = handle(&state, &method, &path, &query, &headers, body).await;
+                tracing::info!(
+                    target: "scim_sync::scim",
+                    method = %method,
+                    path = %path,
+                    status = reply.status.as_u16(),
+                    ms = started.elapsed().as_secs_f64() * 1000.0,
+                    "scim request"
+                );
+                reply
+            },
+        )
+        .recover(super::recover_scim)
+        .unify()
+}
+
+async fn handle<S, B>(
+    state: &ScimState,
+    method: &Method,
+    path: &str,
+    query: &str,
+    headers: &HeaderMap,
+    body: S,
+) -> ScimReply
+where
+    S: futures::Stream<Item = Result<B, warp::Error>> + Unpin + Send,
+    B: bytes::Buf,
+{
+    let Some(rest) = strip_base(path, &state.base_path) else {
+        return ScimReply::error(&ScimError::not_found(format!(
+            "no SCIM endpoint at {path}; the base path is {}",
+            if state.base_path.is_empty() {
+                "/"
+            } else {
+                &state.base_path
+            }
+        )));
+    };
+    let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
+    if !state.tokens.verify_header(auth) {
+        return ScimReply::error(&ScimError::unauthorized(
+            "missing or invalid bearer token (send Authorization: Bearer <token>)",
+        ));
+    }
+    let body = match body_with_limit(body, state.max_body_bytes).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge) => {
+            return ScimReply::error(&ScimError::payload_too_large(format!(
+                "request body is larger than the configured limit of {} bytes ([scim] max_body_bytes)",
+                state.max_body_bytes
+            )))
+        }
+        Err(BodyError::Read(e)) => {
+            return ScimReply::error(&ScimError::invalid_syntax(format!("could not read the request body: {e}")))
+        }
+    };
+    let req = Request {
+        state,
+        method,
+        query: parse_query(query),
+        if_match: headers
+            .get("if-match")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        host: headers
+            .get("host")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        body,
+    };
+    match dispatch(&req, &rest).await {
+        Ok(r) => r,
+        Err(e) => ScimReply::error(&e),
+    }
+}
+
+/// The path segments after the base path, or `None` when the path is outside it.
+fn strip_base(path: &str, base: &str) -> Option<Vec<String>> {
+    let rest = if base.is_empty() {
+        path
+    } else {
+        let head = path.get(..base.len())?;
+        if !head.eq_ignore_ascii_case(base) {
+            return None;
+        }
+        let rest = path.get(base.len()..)?;
+        if !(rest.is_empty() || rest.starts_with('/')) {
+            return None;
+        }
+        rest
+    };
+    Some(
+        rest.split('/')
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+            .collect(),
+    )
+}
+
+/// Query parameters, form-decoded (`+` is a space, as Entra sends), keys lower-cased: RFC 7644
+/// names them in camelCase but clients differ in case.
+fn parse_query(raw: &str) -> Vec<(String, String)> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(raw)
+        .unwrap_or_else(|_| {
+            // A raw `"` or other unencoded byte can defeat the strict decoder; decode by hand.
+            raw.split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                    let dec = |s: &str| {
+                        percent_encoding::percent_decode_str(&s.replace('+', " "))
+                            .decode_utf8_lossy()
+                            .into_owned()
+                    };
+                    (dec(k), dec(v))
+                })
+                .collect()
+        })
+        .into_iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .collect()
+}
+
+struct Request<'a> {
+    state: &'a ScimState,
+    method: &'a Method,
+    query: Vec<(String, String)>,
+    if_match: Option<String>,
+    host: Option<String>,
+    body: Bytes,
+}
+
+impl Request<'_> {
+    fn param(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn base_url(&self) -> String {
+        match (&self.state.public_url, &self.host) {
+            (Some(u), _) => u.clone(),
+            (None, Some(h)) => format!("http://{h}{}", self.state.base_path),
+            (None, None) => self.state.base_path.clone(),
+        }
+    }
+
+    fn json_body(&self) -> Result<Value, ScimError> {
+        if self.body.is_empty() {
+            return Err(ScimError::invalid_syntax(
+                "the request body is empty; a JSON object is required",
+            ));
+        }
+        let v: Value = serde_json::from_slice(&self.body).map_err(|e| {
+            ScimError::invalid_syntax(format!("the request body is not valid JSON: {e}"))
+        })?;
+        if !v.is_object() {
+            return Err(ScimError::invalid_syntax(
+                "the request body must be a JSON object",
+            ));
+        }
+        Ok(v)
+    }
+}
+
+fn method_not_allowed(m: &Method, what: &str) -> ScimError {
+    ScimError::method_not_allowed(format!("{m} is not supported on {what}"))
+}
+
+async fn dispatch(req: &Request<'_>, segs: &[String]) -> Result<ScimReply, ScimError> {
+    let seg = |i: usize| segs.get(i).map(String::as_str);
+    let lower = |i: usize| seg(i).map(str::to_ascii_lowercase);
+    let kind = match lower(0).as_deref() {
+        Some("users") => Some(ResourceKind::User),
+        Some("groups") => Some(ResourceKind::Group),
+        _ => None,
+    };
+    let m = req.method;
+    match (kind, segs.len()) {
+        (Some(kind), 1) => match *m {
+            Method::GET => list(req, kind, None).await,
+            Method::POST => create(req, kind).await,
+            _ => Err(method_not_allowed(m, kind.endpoint())),
+        },
+        (Some(kind), 2) if lower(1).as_deref() == Some(".search") => match *m {
+            Method::POST => search(req, Some(kind)).await,
+            _ => Err(method_not_allowed(m, ".search")),
+        },
+        (Some(kind), 2) => {
+            let id = seg(1).unwrap_or_default().to_string();
+            match *m {
+                Method::GET => get_one(req, kind, &id),
+                Method::PUT => replace(req, kind, id).await,
+                Method::PATCH => patch_one(req, kind, id).await,
+                Method::DELETE => delete(req, kind, id).await,
+                _ => Err(method_not_allowed(m, kind.endpoint())),
+            }
+        }
+        _ => match (lower(0).as_deref(), segs.len(), m) {
+            (Some(".search"), 1, &Method::POST) => search(req, None).await,
+            (Some("serviceproviderconfig"), 1, &Method::GET) => Ok(ScimReply::json(
+                StatusCode::OK,
+                service_provider_config(&req.base_url(), req.state),
+            )),
+            (Some("resourcetypes"), 1, &Method::GET) => {
+                let all = resource_types(&req.base_url());
+                Ok(ScimReply::json(StatusCode::OK, list_response(all.len(), 1, all)))
+            }
+            (Some("resourcetypes"), 2, &Method::GET) => {
+                let want = seg(1).unwrap_or_default();
+                resource_types(&req.base_url())
+                    .into_iter()
+                    .find(|rt| rt["id"].as_str().is_some_and(|id| id.eq_ignore_ascii_case(want)))
+                    .map(|rt| ScimReply::json(StatusCode::OK, rt))
+                    .ok_or_else(|| ScimError::not_found(format!("no resource type {want}")))
+            }
+            (Some("schemas"), 1, &Method::GET) => {
+                let all: Vec<Value> = schema::ALL_SCHEMAS
+                    .iter()
+                    .map(|s| schema::schema_json(s, &req.base_url()))
+                    .collect();
+                Ok(ScimReply::json(StatusCode::OK, list_response(all.len(), 1, all)))
+            }
+            (Some("schemas"), 2, &Method::GET) => {
+                let want = seg(1).unwrap_or_default();
+                schema::ALL_SCHEMAS
+                    .iter()
+                    .find(|s| s.id.eq_ignore_ascii_case(want))
+                    .map(|s| ScimReply::json(StatusCode::OK, schema::schema_json(s, &req.base_url())))
+                    .ok_or_else(|| ScimError::not_found(format!("no schema {want}")))
+            }
+            (Some("bulk"), _, _) => Err(ScimError::not_implemented(
+                "Bulk is not supported (ServiceProviderConfig bulk.supported is false)",
+            )),
+            (Some("me"), _, _) => Err(ScimError::not_implemented("/Me is not supported")),
+            (Some("serviceproviderconfig" | "resourcetypes" | "schemas"), _, _) if segs.len() <= 2 => {
+                Err(method_not_allowed(m, "discovery endpoints"))
+            }
+            _ => Err(ScimError::not_found(format!(
+                "no SCIM endpoint /{}; endpoints are /Users, /Groups, /ServiceProviderConfig, /ResourceTypes, /Schemas",
+                segs.join("/")
+            ))),
+        },
+    }
+}
+
+// ---- projection helpers ---------------------------------------------------------------------
+
+struct Projection {
+    attributes: Vec<AttrRef>,
+    excluded: Vec<AttrRef>,
+}
+
+impl Projection {
+    fn from_strs(
+        kind: ResourceKind,
+        attributes: Option<&str>,
+        excluded: Option<&str>,
+    ) -> Result<Self, ScimError> {
+        Ok(Self {
+            attributes: match attributes {
+                Some(s) if !s.trim().is_empty() => projection::parse_attr_list(s, kind)?,
+                _ => Vec::new(),
+            },
+            excluded: match excluded {
+                Some(s) if !s.trim().is_empty() => projection::parse_attr_list(s, kind)?,
+                _ => Vec::new(),
+            },
+        })
+    }
+
+    fn from_query(req: &Request<'_>, kind: ResourceKind) -> Result<Self, ScimError> {
+        Self::from_strs(
+            kind,
+            req.param("attributes"),
+            req.param("excludedattributes"),
+        )
+    }
+
+    fn is_default(&self) -> bool {
+        self.attributes.is_empty() && self.excluded.is_empty()
+    }
+
+    fn wants_refs(&self, kind: ResourceKind) -> bool {
+        let name = match kind {
+            ResourceKind::User => "groups",
+            ResourceKind::Group => "members",
+        };
+        projection::wants_attr(kind, &self.attributes, &self.excluded, name)
+    }
+
+    fn apply(&self, kind: ResourceKind, doc: Value) -> Value {
+        if self.is_default() {
+            doc
+        } else {
+            projection::project(kind, &doc, &self.attributes, &self.excluded)
+        }
+    }
+}
+
+/// The full representation of a stored resource.
+pub fn render(res: &Resource, base_url: &str) -> Value {
+    let kind = res.kind;
+    let rec = &res.record;
+    let location = format!("{base_url}{}/{}", kind.endpoint(), rec.id);
+    let mut out = serde_json::Map::new();
+    let schemas = rec
+        .data
+        .get("schemas")
+        .cloned()
+        .unwrap_or_else(|| json!([kind.core().id]));
+    out.insert("schemas".into(), schemas);
+    out.insert("id".into(), Value::String(rec.id.clone()));
+    if let Some(obj) = rec.data.as_object() {
+        for (k, v) in obj {
+            if k != "schemas" {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    if let Some(refs) = &res.refs {
+        let (key, endpoint) = match kind {
+            ResourceKind::User => ("groups", "/Groups"),
+            ResourceKind::Group => ("members", "/Users"),
+        };
+        let items: Vec<Value> = refs
+            .iter()
+            .map(|(id, display)| {
+                let mut m = json!({
+                    "value": id,
+                    "$ref": format!("{base_url}{endpoint}/{id}"),
+                    "display": display,
+                });
+                if let Some(o) = m.as_object_mut() {
+                    let t = if kind == ResourceKind::User {
+                        "direct"
+                    } else {
+                        "User"
+                    };
+                    o.insert("type".into(), Value::String(t.into()));
+                }
+                m
+            })
+            .collect();
+        // An empty member list is shown as [] so that a client reading it back sees "no
+        // members" rather than "not returned"; an empty groups list is left out, as RFC 7643
+        // treats unassigned attributes.
+        if !(items.is_empty() && kind == ResourceKind::User) {
+            out.insert(key.into(), Value::Array(items));
+        }
+    }
+    out.insert(
+        "meta".into(),
+        json!({
+            "resourceType": kind.name(),
+            "created": rec.created,
+            "lastModified": rec.last_modified,
+            "location": location,
+            "version": rec.etag(),
+        }),
+    );
+    Value::Object(out)
+}
+
+fn list_response(total: usize, start_index: usize, resources: Vec<Value>) -> Value {
+    json!({
+        "schemas": [LIST_RESPONSE_SCHEMA],
+        "totalResults": total,
+        "startIndex": start_index,
+        "itemsPerPage": resources.len(),
+        "Resources": resources,
+    })
+}
+
+fn log_notes(kind: ResourceKind, id: &str, notes: &WriteNotes) {
+    if !notes.unknown_members.is_empty() {
+        tracing::warn!(
+            group = %id,
+            resource = kind.name(),
+            skipped = notes.unknown_members.len(),
+            ids = ?notes.unknown_members.iter().take(20).collect::<Vec<_>>(),
+            "group members that name no known user were skipped; the rest of the change was applied"
+        );
+    }
+}
+
+// ---- handlers -----------------------------------------------------------------------------
+
+fn parse_index(name: &str, v: Option<&str>) -> Result<Option<i64>, ScimError> {
+    match v {
+        None => Ok(None),
+        Some(s) if s.trim().is_empty() => Ok(None),
+        Some(s) => {
+            s.trim().parse::<i64>().map(Some).map_err(|_| {
+                ScimError::invalid_value(format!("{name} must be an integer, got '{s}'"))
+            })
+        }
+    }
+}
+
+struct ListParams {
+    filter: Option<String>,
+    start_index: Option<i64>,
+    count: Option<i64>,
+    attributes: Option<String>,
+    excluded: Option<String>,
+}
+
+async fn list(
+    req: &Request<'_>,
+    kind: ResourceKind,
+    _unused: Option<()>,
+) -> Result<ScimReply, ScimError> {
+    let params = ListParams {
+        filter: req.param("filter").map(str::to_string),
+        start_index: parse_index("startIndex", req.param("startindex"))?,
+        count: parse_index("count", req.param("count"))?,
+        attributes: req.param("attributes").map(str::to_string),
+        excluded: req.param("excludedattributes").map(str::to_string),
+    };
+    run_list(req, kind, params).await
+}
+
+async fn run_list(
+    req: &Request<'_>,
+    kind: ResourceKind,
+    p: ListParams,
+) -> Result<ScimReply, ScimError> {
+    let filter: Option<Filter> = match p.filter.as_deref() {
+        Some(f) if !f.trim().is_empty() => {
+            let parsed = filter::parse_filter(f)?;
+            filter::validate(&parsed, kind)?;
+            Some(parsed)
+        }
+        _ => None,
+    };
+    let start_index = p.start_index.unwrap_or(1).max(1) as usize;
+    let max = req.state.max_results;
+    let count = match p.count {
+        None => max,
+        Some(c) if c < 0 => 0,
+        Some(c) => (c as usize).min(max),
+    };
+    let proj = Projection::from_strs(kind, p.attributes.as_deref(), p.excluded.as_deref())?;
+    let query = Query {
+        filter,
+        start_index,
+        count,
+        with_refs: proj.wants_refs(kind),
+    };
+    let store = req.state.store.clone();
+    let page: Page = tokio::task::spawn_blocking(move || store.query(kind, &query))
+        .await
+        .map_err(|e| ScimError::internal(format!("query task failed: {e}")))?
+        .map_err(store_error)?;
+    let base = req.base_url();
+    let resources: Vec<Value> = page
+        .items
+        .iter()
+        .map(|r| proj.apply(kind, render(r, &base)))
+        .collect();
+    Ok(ScimReply::json(
+        StatusCode::OK,
+        list_response(page.total, start_index, resources),
+    ))
+}
+
+/// POST /.search (RFC 7644 §3.4.3): the same query, with parameters in the body.
+async fn search(req: &Request<'_>, kind: Option<ResourceKind>) -> Result<ScimReply, ScimError> {
+    let Some(kind) = kind else {
+        return Err(ScimError::not_implemented(
+            "search across resource types is not supported; POST /Users/.search or /Groups/.search",
+        ));
+    };
+    let body = req.json_body()?;
+    let get = |k: &str| {
+        body.as_object().and_then(|o| {
+            o.iter()
+                .find(|(key, _)| key.eq_ignore_ascii_case(k))
+                .map(|(_, v)| v.clone())
+        })
+    };
+    let as_list = |v: Option<Value>| -> Option<String> {
+        match v? {
+            Value::String(s) => Some(s),
+            Value::Array(a) => Some(
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            _ => None,
+        }
+    };
+    let as_int = |name: &str, v: Option<Value>| -> Result<Option<i64>, ScimError> {
+        match v {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => n
+                .as_i64()
+                .map(Some)
+                .ok_or_else(|| ScimError::invalid_value(format!("{name} must be an integer"))),
+            Some(Value::String(s)) => parse_index(name, Some(&s)),
+            Some(_) => Err(ScimError::invalid_value(format!(
+                "{name} must be an integer"
+            ))),
+        }
+    };
+    let params = ListParams {
+        filter: match get("filter") {
+            Some(Value::String(s)) => Some(s),
+            None | Some(Value::Null) => None,
+            Some(_) => return Err(ScimError::invalid_filter("filter must be a string")),
+        },
+        start_index: as_int("startIndex", get("startIndex"))?,
+        count: as_int("count", get("count"))?,
+        attributes: as_list(get("attributes")),
+        excluded: as_list(get("excludedAttributes")),
+    };
+    run_list(req, kind, params).await
+}
+
+fn get_one(req: &Request<'_>, kind: ResourceKind, id: &str) -> Result<ScimReply, ScimError> {
+    let proj = Projection::from_query(req, kind)?;
+    let res = req
+        .state
+        .store
+        .get(kind, id, proj.wants_refs(kind))
+        .map_err(store_error)?
+        .ok_or_else(|| ScimError::not_found(format!("{} {id} not found", kind.name())))?;
+    let etag = res.record.etag();
+    let mut reply = ScimReply::json(
+        StatusCode::OK,
+        proj.apply(kind, render(&res, &req.base_url())),
+    );
+    reply.etag = Some(etag);
+    Ok(reply)
+}
+
+/// Renders a written record the way GET would, with the member or group list.
+fn written(
+    req: &Request<'_>,
+    kind: ResourceKind,
+    id: &str,
+    status: StatusCode,
+) -> Result<ScimReply, ScimError> {
+    let proj = Projection::from_query(req, kind)?;
+    let res = req
+        .state
+        .store
+        .get(kind, id, proj.wants_refs(kind))
+        .map_err(store_error)?
+        .ok_or_else(|| {
+            ScimError::not_found(format!("{} {id} was deleted concurrently", kind.name()))
+        })?;
+    let base = req.base_url();
+    let mut reply = ScimReply::json(status, proj.apply(kind, render(&res, &base)));
+    reply.etag = Some(res.record.etag());
+    if status == StatusCode::CREATED {
+        reply.location = Some(format!("{base}{}/{id}", kind.endpoint()));
+    }
+    Ok(reply)
+}
+
+async fn create(req: &Request<'_>, kind: ResourceKind) -> Result<ScimReply, ScimError> {
+    let body = req.json_body()?;
+    let n = resource::normalize(kind, &body)?;
+    let (record, notes) = req.state.store.create(kind, n).await.map_err(store_error)?;
+    log_notes(kind, &record.id, &notes);
+    written(req, kind, &record.id, StatusCode::CREATED)
+}
+
+async fn replace(
+    req: &Request<'_>,
+    kind: ResourceKind,
+    id: String,
+) -> Result<ScimReply, ScimError> {
+    let body = req.json_body()?;
+    let n = resource::normalize(kind, &body)?;
+    let (record, notes) = req
+        .state
+        .store
+        .replace(kind, id, n, req.if_match.clone())
+        .await
+        .map_err(store_error)?;
+    log_notes(kind, &record.id, &notes);
+    written(req, kind, &record.id, StatusCode::OK)
+}
+
+async fn patch_one(
+    req: &Request<'_>,
+    kind: ResourceKind,
+    id: String,
+) -> Result<ScimReply, ScimError> {
+    let body = req.json_body()?;
+    let ops = patch::parse_request(&body)?;
+    let (record, notes) = req
+        .state
+        .store
+        .patch(kind, id, ops, req.if_match.clone())
+        .await
+        .map_err(store_error)?;
+    log_notes(kind, &record.id, &notes);
+    // Groups answer 204 (what Entra prefers, and what Okta accepts) unless the client asked for
+    // a representation with attributes/excludedAttributes; users answer 200 with the resource,
+    // which the Entra validator requires.
+    let wants_body = req.param("attributes").is_some() || req.param("excludedattributes").is_some();
+    if kind == ResourceKind::Group && !wants_body {
+        let mut r = ScimReply::empty(StatusCode::NO_CONTENT);
+        r.etag = Some(record.etag());
+        return Ok(r);
+    }
+    written(req, kind, &record.id, StatusCode::OK)
+}
+
+async fn delete(req: &Request<'_>, kind: ResourceKind, id: String) -> Result<ScimReply, ScimError> {
+    req.state
+        .store
+        .delete(kind, id, req.if_match.clone())
+        .await
+        .map_err(store_error)?;
+    Ok(ScimReply::empty(StatusCode::NO_CONTENT))
+}
+
+// ---- discovery ------------------------------------------------------------------------------
+
+fn service_provider_config(base_url: &str, state: &ScimState) -> Value {
+    json!({
+        "schemas": [schema::SP_CONFIG_SCHEMA],
+        "documentationUri": "https://github.com/scim-sync/scim-sync#readme",
+        "patch": {"supported": true},
+        "bulk": {"supported": false, "maxOperations": 0, "maxPayloadSize": 0},
+        "filter": {"supported": true, "maxResults": state.max_results},
+        "changePassword": {"supported": false},
+        "sort": {"supported": false},
+        "etag": {"supported": true},
+        "authenticationSchemes": [{
+            "type": "oauthbearertoken",
+            "name": "OAuth Bearer Token",
+            "description": "Authentication with a static bearer token configured in scim-sync",
+            "primary": true
+        }],
+        "meta": {
+            "resourceType": "ServiceProviderConfig",
+            "location": format!("{base_url}/ServiceProviderConfig"),
+        }
+    })
+}
+
+fn resource_types(base_url: &str) -> Vec<Value> {
+    vec![
+        json!({
+            "schemas": [schema::RESOURCE_TYPE_SCHEMA],
+            "id": "User",
+            "name": "User",
+            "endpoint": "/Users",
+            "description": "User Account",
+            "schema": schema::USER_SCHEMA,
+            "schemaExtensions": [{"schema": schema::ENTERPRISE_USER_SCHEMA, "required": false}],
+            "meta": {"resourceType": "ResourceType", "location": format!("{base_url}/ResourceTypes/User")}
+        }),
+        json!({
+            "schemas": [schema::RESOURCE_TYPE_SCHEMA],
+            "id": "Group",
+            "name": "Group",
+            "endpoint": "/Groups",
+            "description": "Group",
+            "schema": schema::GROUP_SCHEMA,
+            "schemaExtensions": [],
+            "meta": {"resourceType": "ResourceType", "location": format!("{base_url}/ResourceTypes/Group")}
+        }),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_path_is_stripped_case_insensitively() {
+        assert_eq!(
+            strip_base("/scim/v2/Users", "/scim/v2"),
+            Some(vec!["Users".to_string()])
+        );
+        assert_eq!(
+            strip_base("/SCIM/v2/Users/a%20b", "/scim/v2"),
+            Some(vec!["Users".into(), "a b".into()])
+        );
+        assert_eq!(strip_base("/scim/v22/Users", "/scim/v2"), None);
+        assert_eq!(strip_base("/other", "/scim/v2"), None);
+        assert_eq!(strip_base("/Users", ""), Some(vec!["Users".to_string()]));
+    }
+
+    #[test]
+    fn query_decodes_plus_and_raw_quotes() {
+        let q = parse_query("filter=userName+eq+%22a%40b.c%22&startIndex=1");
+        assert_eq!(q[0], ("filter".into(), "userName eq \"a@b.c\"".into()));
+        assert_eq!(q[1], ("startindex".into(), "1".into()));
+        let q = parse_query("filter=userName+eq+\"dale%40x.com\"");
+        assert_eq!(q[0].1, "userName eq \"dale@x.com\"");
+    }
+}
