@@ -1,0 +1,460 @@
+//! HTTP front: one warp filter that hands every request to a hand-written router, so
+//! logging, fault injection and error envelopes are applied in one place.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+use uuid::Uuid;
+use warp::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use warp::reply::Response;
+use warp::{Filter, Reply};
+
+use crate::model::{ApiError, State};
+use crate::query::Query;
+use crate::{control, Faults, Seed, SimOptions};
+
+/// Oldest entries are dropped beyond this, so a long-running demo does not grow forever.
+const LOG_CAP: usize = 200_000;
+/// "Never answered" in practice: far longer than any client timeout.
+const HANG: Duration = Duration::from_secs(3600);
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a lock cannot leave these plain maps half-updated in a way
+    // that matters to a test double, so keep serving.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub(crate) struct FaultState {
+    pub(crate) faults: Faults,
+    rng: StdRng,
+}
+
+impl FaultState {
+    pub(crate) fn new(faults: Faults) -> Self {
+        let rng = StdRng::seed_from_u64(faults.seed);
+        FaultState { faults, rng }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct LoggedRequest {
+    seq: u64,
+    method: String,
+    path: String,
+    query: String,
+    body: Value,
+    /// `None` while the request is in flight (or held by a hang fault).
+    status: Option<u16>,
+    /// Which injected fault, if any, shaped the answer.
+    fault: Option<&'static str>,
+}
+
+#[derive(Default)]
+pub(crate) struct RequestLog {
+    next_seq: u64,
+    entries: VecDeque<LoggedRequest>,
+}
+
+impl RequestLog {
+    fn push(&mut self, method: &Method, path: &str, query: &str, body: Value) -> u64 {
+        self.next_seq += 1;
+        if self.entries.len() >= LOG_CAP {
+            self.entries.pop_front();
+        }
+        self.entries.push_back(LoggedRequest {
+            seq: self.next_seq,
+            method: method.to_string(),
+            path: path.to_string(),
+            query: query.to_string(),
+            body,
+            status: None,
+            fault: None,
+        });
+        self.next_seq
+    }
+
+    fn finish(&mut self, seq: u64, status: u16, fault: Option<&'static str>) {
+        if let Ok(i) = self.entries.binary_search_by_key(&seq, |e| e.seq) {
+            if let Some(e) = self.entries.get_mut(i) {
+                e.status = Some(status);
+                e.fault = fault;
+            }
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> Vec<LoggedRequest> {
+        self.entries.iter().cloned().collect()
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.entries.clear();
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) api_key: String,
+    pub(crate) missing_is_403: bool,
+    pub(crate) max_page_size: usize,
+    pub(crate) auto_accept: Option<Duration>,
+    pub(crate) state: Mutex<State>,
+    pub(crate) faults: Mutex<FaultState>,
+    pub(crate) log: Mutex<RequestLog>,
+    pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+impl Inner {
+    pub(crate) fn new(opts: &SimOptions, shutdown: watch::Receiver<bool>) -> Self {
+        Inner {
+            api_key: opts.api_key.clone(),
+            missing_is_403: opts.missing_is_403,
+            max_page_size: opts.max_page_size.max(1),
+            auto_accept: opts.auto_accept,
+            state: Mutex::new(State::new()),
+            faults: Mutex::new(FaultState::new(opts.faults.clone())),
+            log: Mutex::new(RequestLog::default()),
+            shutdown,
+        }
+    }
+
+    /// Sleeps, but wakes early when the server shuts down. Returns false on shutdown.
+    pub(crate) async fn sleep(&self, d: Duration) -> bool {
+        let mut rx = self.shutdown.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(d) => true,
+            _ = rx.wait_for(|s| *s) => false,
+        }
+    }
+}
+
+/// Accepts `ids` after the configured delay, unless the server stops first.
+pub(crate) fn schedule_auto_accept(inner: &Arc<Inner>, ids: Vec<Uuid>) {
+    let Some(delay) = inner.auto_accept else {
+        return;
+    };
+    if ids.is_empty() {
+        return;
+    }
+    let inner = Arc::clone(inner);
+    tokio::spawn(async move {
+        if inner.sleep(delay).await {
+            let mut st = lock(&inner.state);
+            let at = crate::model::now();
+            for id in ids {
+                st.accept_invite(id, at);
+            }
+        }
+    });
+}
+
+pub(crate) fn load_seed(inner: &Arc<Inner>, seed: &Seed) -> Result<(), String> {
+    let pending = {
+        let mut st = lock(&inner.state);
+        // Applied to a copy so a bad seed leaves the state untouched.
+        let mut next = st.clone();
+        let pending = next.load_seed(seed)?;
+        *st = next;
+        pending
+    };
+    schedule_auto_accept(inner, pending);
+    Ok(())
+}
+
+pub(crate) fn routes(
+    inner: Arc<Inner>,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone + Send + Sync + 'static {
+    warp::method()
+        .and(warp::path::full())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(warp::header::headers_cloned())
+        .and(warp::body::bytes())
+        .then(
+            move |method: Method, path: warp::path::FullPath, query: String, headers, body| {
+                let inner = Arc::clone(&inner);
+                async move {
+                    let path = path.as_str().to_string();
+                    if path == "/_sim" || path.starts_with("/_sim/") {
+                        control::handle(&inner, &method, &path, &body)
+                    } else if path == "/v1" || path.starts_with("/v1/") {
+                        handle_api(&inner, method, path, query, headers, body).await
+                    } else {
+                        json_response(404, &json!({"error": "not found"}))
+                    }
+                }
+            },
+        )
+}
+
+pub(crate) fn json_response(status: u16, v: &Value) -> Response {
+    let mut resp = warp::reply::json(v).into_response();
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    resp
+}
+
+fn envelope(status: u16, code: &str, message: &str) -> Response {
+    json_response(
+        status,
+        &json!({"success": false, "data": {"message": message, "errorCode": code}}),
+    )
+}
+
+fn internal_error() -> Response {
+    envelope(500, "AB04", "Internal Server Error")
+}
+
+fn api_error(inner: &Inner, e: ApiError) -> Response {
+    match e {
+        ApiError::BadRequest(m) => envelope(400, "AB01", &m),
+        ApiError::NotFound(_) if inner.missing_is_403 => envelope(
+            403,
+            "AB03",
+            "You do not have enough permissions to execute this request",
+        ),
+        ApiError::NotFound(m) => envelope(404, "AB08", &m),
+        ApiError::Conflict(m) => envelope(409, "AB07", &m),
+    }
+}
+
+struct Draw {
+    hang: bool,
+    rate_limited: bool,
+    server_error: bool,
+    latency: Duration,
+    retry_after: Option<u64>,
+    fail_page: Option<crate::FailPage>,
+    apply_then_500: bool,
+}
+
+/// Every `/v1` request draws the same three numbers, whatever the rates, so the fault
+/// sequence depends only on the seed and the request count.
+fn draw(inner: &Inner, method: &Method, path: &str) -> Draw {
+    let mut f = lock(&inner.faults);
+    let (a, b, c): (f64, f64, f64) = (f.rng.gen(), f.rng.gen(), f.rng.gen());
+    Draw {
+        hang: a < f.faults.hang_rate,
+        rate_limited: b < f.faults.rate_429,
+        server_error: c < f.faults.rate_5xx,
+        latency: Duration::from_millis(f.faults.latency_ms),
+        retry_after: f.faults.retry_after_secs,
+        fail_page: f.faults.fail_page.clone(),
+        apply_then_500: f
+            .faults
+            .apply_then_500
+            .iter()
+            .any(|p| pattern_matches(p, method, path)),
+    }
+}
+
+fn trim_path(p: &str) -> &str {
+    let t = p.trim_end_matches('/');
+    if t.is_empty() {
+        "/"
+    } else {
+        t
+    }
+}
+
+/// `"POST /v1/admin/workspaces/*/users"`; `*` or `{name}` match one segment.
+fn pattern_matches(pattern: &str, method: &Method, path: &str) -> bool {
+    let Some((m, p)) = pattern.trim().split_once(char::is_whitespace) else {
+        return false;
+    };
+    if !m.eq_ignore_ascii_case(method.as_str()) {
+        return false;
+    }
+    let p = p.trim();
+    let p = if p.starts_with("/v1/") || p == "/v1" {
+        p.to_string()
+    } else {
+        format!("/v1/{}", p.trim_start_matches('/'))
+    };
+    let want: Vec<&str> = trim_path(&p).split('/').collect();
+    let got: Vec<&str> = trim_path(path).split('/').collect();
+    want.len() == got.len()
+        && want
+            .iter()
+            .zip(&got)
+            .all(|(w, g)| *w == "*" || (w.starts_with('{') && w.ends_with('}')) || w == g)
+}
+
+async fn handle_api(
+    inner: &Arc<Inner>,
+    method: Method,
+    path: String,
+    query: String,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let parsed: Option<Value> = if body.is_empty() {
+        Some(Value::Null)
+    } else {
+        serde_json::from_slice(&body).ok()
+    };
+    let seq = lock(&inner.log).push(
+        &method,
+        &path,
+        &query,
+        parsed.clone().unwrap_or(Value::Null),
+    );
+    let d = draw(inner, &method, &path);
+    let (resp, fault) = answer(inner, &method, &path, &query, &headers, parsed, d).await;
+    lock(&inner.log).finish(seq, resp.status().as_u16(), fault);
+    resp
+}
+
+async fn answer(
+    inner: &Arc<Inner>,
+    method: &Method,
+    path: &str,
+    raw_query: &str,
+    headers: &HeaderMap,
+    body: Option<Value>,
+    d: Draw,
+) -> (Response, Option<&'static str>) {
+    if !d.latency.is_zero() && !inner.sleep(d.latency).await {
+        return (envelope(503, "AB04", "shutting down"), Some("latency"));
+    }
+    if d.hang {
+        inner.sleep(HANG).await;
+        return (envelope(503, "AB04", "shutting down"), Some("hang"));
+    }
+    if d.rate_limited {
+        let mut resp = envelope(429, "AB06", "Rate limit exceeded");
+        if let Some(secs) = d.retry_after {
+            resp.headers_mut()
+                .insert(warp::http::header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        return (resp, Some("429"));
+    }
+    if d.server_error {
+        return (internal_error(), Some("5xx"));
+    }
+    let authorised = headers
+        .get("x-portkey-api-key")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|k| k == inner.api_key);
+    if !authorised {
+        return (envelope(401, "AB05", "Unauthorised Request"), None);
+    }
+    let query = Query::parse(raw_query);
+    if let Some(fp) = &d.fail_page {
+        if method == Method::GET
+            && trim_path(&fp.path) == trim_path(path)
+            && query.page_number() == Some(fp.page)
+        {
+            return (internal_error(), Some("fail_page"));
+        }
+    }
+    let Some(body) = body else {
+        return (
+            envelope(400, "AB01", "request body is not valid JSON"),
+            None,
+        );
+    };
+    let resp = match route(inner, method, path, &query, &body) {
+        Ok(v) => json_response(200, &v),
+        Err(Routed::Api(e)) => api_error(inner, e),
+        Err(Routed::NoRoute) => envelope(404, "AB02", "no such route"),
+    };
+    if d.apply_then_500 && resp.status().is_success() {
+        return (internal_error(), Some("apply_then_500"));
+    }
+    (resp, None)
+}
+
+enum Routed {
+    Api(ApiError),
+    NoRoute,
+}
+
+impl From<ApiError> for Routed {
+    fn from(e: ApiError) -> Self {
+        Routed::Api(e)
+    }
+}
+
+fn route(
+    inner: &Arc<Inner>,
+    method: &Method,
+    path: &str,
+    q: &Query,
+    body: &Value,
+) -> Result<Value, Routed> {
+    let segs: Vec<&str> = path
+        .trim_start_matches("/v1")
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let max = inner.max_page_size;
+    let m = method.as_str();
+    let mut st = lock(&inner.state);
+    let out = match (m, segs.as_slice()) {
+        ("GET", ["admin", "users"]) => st.list_users(q, max),
+        ("GET", ["admin", "users", "invites"]) => st.list_invites(q, max),
+        ("POST", ["admin", "users", "invites"]) => {
+            let (v, id) = st.create_invite(body)?;
+            drop(st);
+            schedule_auto_accept(inner, vec![id]);
+            return Ok(v);
+        }
+        ("GET", ["admin", "users", "invites", id]) => st.get_invite(id),
+        ("DELETE", ["admin", "users", "invites", id]) => st.delete_invite(id),
+        ("POST", ["admin", "users", "invites", id, "resend"]) => st.resend_invite(id),
+        ("GET", ["admin", "users", id]) => st.get_user(id),
+        ("PUT", ["admin", "users", id]) => st.update_user(id, body),
+        ("DELETE", ["admin", "users", id]) => st.delete_user(id),
+        ("GET", ["admin", "workspaces"]) => st.list_workspaces(q, max),
+        ("POST", ["admin", "workspaces"]) => st.create_workspace(body),
+        ("GET", ["admin", "workspaces", ws]) => st.get_workspace(ws),
+        ("PUT", ["admin", "workspaces", ws]) => st.update_workspace(ws, body),
+        ("DELETE", ["admin", "workspaces", ws]) => st.delete_workspace(ws),
+        ("GET", ["admin", "workspaces", ws, "users"]) => st.list_members(ws, q, max),
+        ("POST", ["admin", "workspaces", ws, "users"]) => st.add_members(ws, body),
+        ("GET", ["admin", "workspaces", ws, "users" | "members", u]) => st.get_member(ws, u),
+        ("PUT", ["admin", "workspaces", ws, "users", u]) => st.update_member(ws, u, body),
+        ("DELETE", ["admin", "workspaces", ws, "users", u]) => st.remove_member(ws, u),
+        _ => return Err(Routed::NoRoute),
+    };
+    Ok(out?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns() {
+        let post = Method::POST;
+        assert!(pattern_matches(
+            "POST /v1/admin/users/invites",
+            &post,
+            "/v1/admin/users/invites"
+        ));
+        assert!(pattern_matches(
+            "post admin/users/invites",
+            &post,
+            "/v1/admin/users/invites/"
+        ));
+        assert!(pattern_matches(
+            "POST /v1/admin/workspaces/{ws}/users",
+            &post,
+            "/v1/admin/workspaces/ws-a/users"
+        ));
+        assert!(!pattern_matches(
+            "PUT /v1/admin/users/*",
+            &post,
+            "/v1/admin/users/x"
+        ));
+        assert!(!pattern_matches(
+            "POST /v1/admin/users/*",
+            &post,
+            "/v1/admin/users/invites/x"
+        ));
+    }
+}
