@@ -252,6 +252,16 @@ enum Target {
 }
 
 fn resolve_ref(kind: ResourceKind, r: &AttrRef) -> Result<Target, ScimError> {
+    // A bare schema URN may come back split at its last colon (`…:2.0` + `User`).
+    if let (Some(u), None) = (&r.urn, &r.sub) {
+        let full = format!("{u}:{}", r.name);
+        if full.eq_ignore_ascii_case(kind.core().id) {
+            return Ok(Target::Schema(kind.core().id));
+        }
+        if let Some(ext) = kind.extension(&full) {
+            return Ok(Target::Schema(ext.id));
+        }
+    }
     // The path parser may or may not have split the URN off; accept both.
     let (urn, name): (Option<&str>, &str) = match &r.urn {
         Some(u) => (Some(u.as_str()), r.name.as_str()),
@@ -767,4 +777,907 @@ fn is_member_value(r: &AttrRef) -> bool {
             None => r.name.eq_ignore_ascii_case("value"),
             Some(s) => r.name.eq_ignore_ascii_case("members") && s.eq_ignore_ascii_case("value"),
         }
+}
+
+#[cfg(test)]
+// Tests fail loudly on purpose.
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::scim::error::ScimType;
+    use crate::scim::resource::normalize;
+    use crate::scim::schema::{ENTERPRISE_USER_SCHEMA, GROUP_SCHEMA, PATCH_OP_SCHEMA, USER_SCHEMA};
+    use serde_json::json;
+
+    const BJ: &str = "2819c223-7f76-453a-919d-413861904646";
+    const JS: &str = "08e1d05d-121c-4561-8b96-473d93df9210";
+
+    fn body(ops: Value) -> Value {
+        json!({"schemas": [PATCH_OP_SCHEMA], "Operations": ops})
+    }
+
+    fn patch(
+        kind: ResourceKind,
+        res: &mut Value,
+        ops: Value,
+    ) -> Result<Vec<MemberChange>, ScimError> {
+        let ops = parse_request(&body(ops))?;
+        apply(kind, res, &ops)
+    }
+
+    fn user_patch(res: &mut Value, ops: Value) -> Vec<MemberChange> {
+        patch(ResourceKind::User, res, ops).unwrap()
+    }
+
+    fn group_patch(res: &mut Value, ops: Value) -> Vec<MemberChange> {
+        patch(ResourceKind::Group, res, ops).unwrap()
+    }
+
+    fn user_err(res: &mut Value, ops: Value) -> ScimError {
+        let before = res.clone();
+        let e = patch(ResourceKind::User, res, ops).unwrap_err();
+        assert_eq!(*res, before, "a failed PATCH must not change the resource");
+        e
+    }
+
+    fn bjensen() -> Value {
+        normalize(
+            ResourceKind::User,
+            &json!({
+                "userName": "bjensen",
+                "name": {"givenName": "Barbara", "familyName": "Jensen"},
+                "emails": [
+                    {"value": "bjensen@example.com", "type": "work", "primary": true},
+                    {"value": "babs@jensen.org", "type": "home"}
+                ],
+                "addresses": [{"type": "work", "streetAddress": "100 Universal City Plaza", "locality": "Hollywood"}],
+                "active": true
+            }),
+        )
+        .unwrap()
+        .resource
+    }
+
+    fn group() -> Value {
+        normalize(ResourceKind::Group, &json!({"displayName": "Tour Guides"}))
+            .unwrap()
+            .resource
+    }
+
+    fn add(ids: &[&str]) -> MemberChange {
+        MemberChange::Add(
+            ids.iter()
+                .map(|i| MemberRef {
+                    value: i.to_string(),
+                })
+                .collect(),
+        )
+    }
+
+    fn remove(ids: &[&str]) -> MemberChange {
+        MemberChange::Remove(ids.iter().map(|i| i.to_string()).collect())
+    }
+
+    // RFC 7644 §3.5.2.1, add.
+
+    #[test]
+    fn rfc_add_members() {
+        let mut g = group();
+        let ch = group_patch(
+            &mut g,
+            json!([{
+                "op": "add",
+                "path": "members",
+                "value": [{
+                    "display": "Babs Jensen",
+                    "$ref": format!("https://example.com/v2/Users/{BJ}"),
+                    "value": BJ
+                }]
+            }]),
+        );
+        assert_eq!(ch, vec![add(&[BJ])]);
+        assert_eq!(g, group(), "members never enter the group document");
+    }
+
+    #[test]
+    fn rfc_add_without_path() {
+        let mut u = bjensen();
+        user_patch(
+            &mut u,
+            json!([{
+                "op": "add",
+                "value": {
+                    "emails": [{"value": "babs@jensen.org", "type": "home"}, {"value": "b@new.org", "type": "other"}],
+                    "nickname": "Babs"
+                }
+            }]),
+        );
+        assert_eq!(u["nickName"], "Babs");
+        assert_eq!(
+            u["emails"],
+            json!([
+                {"value": "bjensen@example.com", "type": "work", "primary": true},
+                {"value": "babs@jensen.org", "type": "home"},
+                {"value": "b@new.org", "type": "other"}
+            ]),
+            "add appends, and an existing value is not duplicated"
+        );
+    }
+
+    #[test]
+    fn rfc_add_single_valued_sets_and_complex_merges() {
+        let mut u = bjensen();
+        user_patch(
+            &mut u,
+            json!([
+                {"op": "add", "path": "title", "value": "Tour Guide"},
+                {"op": "add", "path": "name", "value": {"middleName": "Jane"}}
+            ]),
+        );
+        assert_eq!(u["title"], "Tour Guide");
+        assert_eq!(
+            u["name"],
+            json!({"givenName": "Barbara", "familyName": "Jensen", "middleName": "Jane"})
+        );
+    }
+
+    // RFC 7644 §3.5.2.2, remove.
+
+    #[test]
+    fn rfc_remove_single_member() {
+        let mut g = group();
+        let ch = group_patch(
+            &mut g,
+            json!([{"op": "remove", "path": format!("members[value eq \"{BJ}\"]")}]),
+        );
+        assert_eq!(ch, vec![remove(&[BJ])]);
+    }
+
+    #[test]
+    fn rfc_remove_all_members() {
+        let mut g = group();
+        let ch = group_patch(&mut g, json!([{"op": "remove", "path": "members"}]));
+        assert_eq!(ch, vec![MemberChange::Clear]);
+    }
+
+    #[test]
+    fn rfc_remove_then_add_member() {
+        let mut g = group();
+        let ch = group_patch(
+            &mut g,
+            json!([
+                {"op": "remove", "path": format!("members[value eq \"{BJ}\"]")},
+                {"op": "add", "path": "members", "value": [{
+                    "display": "James Smith",
+                    "$ref": format!("https://example.com/v2/Users/{JS}"),
+                    "value": JS
+                }]}
+            ]),
+        );
+        assert_eq!(ch, vec![remove(&[BJ]), add(&[JS])]);
+    }
+
+    #[test]
+    fn rfc_remove_by_complex_filter() {
+        let mut u = bjensen();
+        user_patch(
+            &mut u,
+            json!([{"op": "remove", "path": "emails[type eq \"work\" and value ew \"example.com\"]"}]),
+        );
+        assert_eq!(
+            u["emails"],
+            json!([{"value": "babs@jensen.org", "type": "home"}])
+        );
+    }
+
+    #[test]
+    fn rfc_remove_certificate_by_value() {
+        let cert = "MIIDQzCCAqygAwIBAgICEAAwDQYJKoZIhvcNAQEFBQAwTjELMAkGA1UEBhMCVVMx";
+        let mut u = bjensen();
+        user_patch(
+            &mut u,
+            json!([{"op": "add", "path": "x509Certificates", "value": [{"value": cert}]}]),
+        );
+        assert_eq!(u["x509Certificates"], json!([{"value": cert}]));
+        user_patch(
+            &mut u,
+            json!([{"op": "remove", "path": format!("x509Certificates[value eq \"{cert}\"]")}]),
+        );
+        assert!(u.get("x509Certificates").is_none());
+    }
+
+    #[test]
+    fn rfc_remove_single_valued_attribute() {
+        let mut u = bjensen();
+        user_patch(&mut u, json!([{"op": "remove", "path": "name.givenName"}]));
+        assert_eq!(u["name"], json!({"familyName": "Jensen"}));
+        user_patch(
+            &mut u,
+            json!([{"op": "remove", "path": "name"}, {"op": "remove", "path": "active"}]),
+        );
+        assert!(u.get("name").is_none() && u.get("active").is_none());
+    }
+
+    // RFC 7644 §3.5.2.3, replace.
+
+    #[test]
+    fn rfc_replace_members() {
+        let mut g = group();
+        let ch = group_patch(
+            &mut g,
+            json!([{
+                "op": "replace",
+                "path": "members",
+                "value": [
+                    {"display": "Babs Jensen", "$ref": format!("https://example.com/v2/Users/{BJ}"), "value": BJ},
+                    {"display": "James Smith", "$ref": format!("https://example.com/v2/Users/{JS}"), "value": JS}
+                ]
+            }]),
+        );
+        assert_eq!(ch, vec![MemberChange::Clear, add(&[BJ, JS])]);
+    }
+
+    #[test]
+    fn rfc_replace_address_by_filter() {
+        let mut u = bjensen();
+        user_patch(
+            &mut u,
+            json!([{
+                "op": "replace",
+                "path": "addresses[type eq \"work\"]",
+                "value": {
+                    "type": "work",
+                    "streetAddress": "911 Universal City Plaza",
+                    "locality": "Hollywood",
+                    "region": "CA",
+                    "postalCode": "91608",
+                    "country": "US",
+                    "formatted": "911 Universal City Plaza\nHollywood, CA 91608 US",
+                    "primary": true
+                }
+            }]),
+        );
+        assert_eq!(
+            u["addresses"],
+            json!([{
+                "type": "work",
+                "streetAddress": "911 Universal City Plaza",
+                "locality": "Hollywood",
+                "region": "CA",
+                "postalCode": "91608",
+                "country": "US",
+                "formatted": "911 Universal City Plaza\nHollywood, CA 91608 US",
+                "primary": true
+            }])
+        );
+    }
+
+    #[test]
+    fn rfc_replace_street_address_by_filter() {
+        let mut u = bjensen();
+        user_patch(
+            &mut u,
+            json!([{"op": "replace", "path": "addresses[type eq \"work\"].streetAddress", "value": "1010 Broadway Ave"}]),
+        );
+        assert_eq!(
+            u["addresses"],
+            json!([{"type": "work", "streetAddress": "1010 Broadway Ave", "locality": "Hollywood"}])
+        );
+    }
+
+    #[test]
+    fn rfc_replace_without_path() {
+        let mut u = bjensen();
+        user_patch(
+            &mut u,
+            json!([{
+                "op": "replace",
+                "value": {
+                    "emails": [
+                        {"value": "bjensen@example.com", "type": "work", "primary": true},
+                        {"value": "babs@jensen.org", "type": "home"}
+                    ],
+                    "nickname": "Babs"
+                }
+            }]),
+        );
+        assert_eq!(
+            u["emails"],
+            json!([
+                {"value": "bjensen@example.com", "type": "work", "primary": true},
+                {"value": "babs@jensen.org", "type": "home"}
+            ])
+        );
+        assert_eq!(u["nickName"], "Babs");
+    }
+
+    #[test]
+    fn rfc_replace_multi_valued_replaces_the_list() {
+        let mut u = bjensen();
+        user_patch(
+            &mut u,
+            json!([{"op": "replace", "path": "emails", "value": [{"value": "only@x.com", "type": "work"}]}]),
+        );
+        assert_eq!(
+            u["emails"],
+            json!([{"value": "only@x.com", "type": "work"}])
+        );
+        user_patch(
+            &mut u,
+            json!([{"op": "replace", "path": "emails", "value": []}]),
+        );
+        assert!(u.get("emails").is_none());
+    }
+
+    // shared/idp-scim-behaviors.md §4, items 1–12.
+
+    #[test]
+    fn checklist_01_op_case_insensitive() {
+        let mut u = bjensen();
+        user_patch(
+            &mut u,
+            json!([
+                {"op": "Add", "path": "nickName", "value": "Babs"},
+                {"op": "Replace", "path": "title", "value": "Guide"},
+                {"op": "REPLACE", "path": "active", "value": "False"},
+                {"op": "Remove", "path": "title"}
+            ]),
+        );
+        assert_eq!(u["nickName"], "Babs");
+        assert_eq!(u["active"], false);
+        assert!(u.get("title").is_none());
+        let e = parse_request(&body(
+            json!([{"op": "Update", "path": "title", "value": "x"}]),
+        ))
+        .unwrap_err();
+        assert_eq!(e.scim_type, Some(ScimType::InvalidSyntax));
+        assert!(e.detail.contains("Update"), "{}", e.detail);
+    }
+
+    #[test]
+    fn checklist_02_attribute_names_and_urns_case_insensitive() {
+        let mut g = group();
+        group_patch(
+            &mut g,
+            json!([{"op": "Replace", "path": "DisplayName", "value": "Guides"}]),
+        );
+        assert_eq!(g["displayName"], "Guides");
+        assert!(g.get("DisplayName").is_none());
+
+        let mut u = bjensen();
+        user_patch(
+            &mut u,
+            json!([
+                {"op": "replace", "path": "Emails[Type eq \"work\"].Value", "value": "barbara@example.com"},
+                {"op": "add", "path": "URN:IETF:PARAMS:SCIM:SCHEMAS:EXTENSION:ENTERPRISE:2.0:USER:EmployeeNumber", "value": "7"},
+                {"op": "add", "path": "phoneNumbers", "value": [{"Value": "555", "Primary": "True", "Type": "work"}]}
+            ]),
+        );
+        assert_eq!(u["emails"][0]["value"], "barbara@example.com");
+        assert_eq!(u[ENTERPRISE_USER_SCHEMA], json!({"employeeNumber": "7"}));
+        assert_eq!(
+            u["phoneNumbers"],
+            json!([{"value": "555", "primary": true, "type": "work"}])
+        );
+        let p =
+            parse_request(&json!({"operations": [{"OP": "add", "PATH": "title", "VALUE": "t"}]}))
+                .unwrap();
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].op, OpKind::Add);
+    }
+
+    #[test]
+    fn checklist_03_pathless_object_values() {
+        // Okta deactivate and reactivate.
+        let mut u = bjensen();
+        user_patch(
+            &mut u,
+            json!([{"op": "replace", "value": {"active": false}}]),
+        );
+        assert_eq!(u["active"], false);
+        user_patch(
+            &mut u,
+            json!([{"op": "replace", "value": {"active": true}}]),
+        );
+        assert_eq!(u["active"], true);
+
+        // Okta group rename, sent with every membership update: `id` is ignored, members untouched.
+        let mut g = group();
+        let ch = group_patch(
+            &mut g,
+            json!([{"op": "replace", "value": {"id": "a1b2c3", "displayName": "Tour Guides EMEA"}}]),
+        );
+        assert!(ch.is_empty());
+        assert_eq!(
+            g,
+            json!({"schemas": [GROUP_SCHEMA], "displayName": "Tour Guides EMEA"})
+        );
+
+        // Entra with aadOptscim062020: dotted and URN-qualified keys.
+        let mut u = bjensen();
+        user_patch(
+            &mut u,
+            json!([{
+                "op": "replace",
+                "value": {
+                    "displayName": "Babs J",
+                    "name.givenName": "Babs",
+                    "name.familyName": "Jensen-Smith",
+                    "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber": "701984"
+                }
+            }]),
+        );
+        assert_eq!(u["displayName"], "Babs J");
+        assert_eq!(
+            u["name"],
+            json!({"givenName": "Babs", "familyName": "Jensen-Smith"})
+        );
+        assert_eq!(
+            u[ENTERPRISE_USER_SCHEMA],
+            json!({"employeeNumber": "701984"})
+        );
+        assert_eq!(u["schemas"], json!([USER_SCHEMA, ENTERPRISE_USER_SCHEMA]));
+        assert!(u.get("name.givenName").is_none());
+    }
+
+    #[test]
+    fn checklist_04_extension_paths() {
+        let mut u = bjensen();
+        user_patch(
+            &mut u,
+            json!([
+                {"op": "Add", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber", "value": "42"},
+                {"op": "Add", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager", "value": "m-1"},
+                {"op": "Replace", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department", "value": "Sales"}
+            ]),
+        );
+        assert_eq!(
+            u[ENTERPRISE_USER_SCHEMA],
+            json!({"employeeNumber": "42", "manager": {"value": "m-1"}, "department": "Sales"})
+        );
+        user_patch(
+            &mut u,
+            json!([{"op": "replace", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value", "value": "m-2"}]),
+        );
+        assert_eq!(
+            u[ENTERPRISE_USER_SCHEMA]["manager"],
+            json!({"value": "m-2"})
+        );
+        user_patch(
+            &mut u,
+            json!([
+                {"op": "Remove", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager"},
+                {"op": "Remove", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber"},
+                {"op": "Remove", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department"}
+            ]),
+        );
+        assert!(u.get(ENTERPRISE_USER_SCHEMA).is_none());
+        assert_eq!(u["schemas"], json!([USER_SCHEMA]));
+    }
+
+    #[test]
+    fn checklist_05_value_filter_paths_create_missing_elements() {
+        let mut u = normalize(ResourceKind::User, &json!({"userName": "newhire"}))
+            .unwrap()
+            .resource;
+        user_patch(
+            &mut u,
+            json!([
+                {"op": "Add", "path": "emails[type eq \"work\"].value", "value": "newhire@contoso.com"},
+                {"op": "Replace", "path": "phoneNumbers[type eq \"mobile\"].value", "value": "+1 555 0100"},
+                {"op": "Add", "path": "addresses[type eq \"work\"].formatted", "value": "1 Microsoft Way"},
+                {"op": "Add", "path": "roles[primary eq \"True\"].value", "value": "Admin"}
+            ]),
+        );
+        assert_eq!(
+            u["emails"],
+            json!([{"type": "work", "value": "newhire@contoso.com"}])
+        );
+        assert_eq!(
+            u["phoneNumbers"],
+            json!([{"type": "mobile", "value": "+1 555 0100"}])
+        );
+        assert_eq!(
+            u["addresses"],
+            json!([{"type": "work", "formatted": "1 Microsoft Way"}])
+        );
+        assert_eq!(u["roles"], json!([{"primary": true, "value": "Admin"}]));
+
+        // Matching elements are modified in place, not duplicated.
+        user_patch(
+            &mut u,
+            json!([
+                {"op": "Add", "path": "emails[type eq \"work\"].value", "value": "nh@contoso.com"},
+                {"op": "replace", "path": "roles[primary eq \"True\"].value", "value": "Member"}
+            ]),
+        );
+        assert_eq!(
+            u["emails"],
+            json!([{"type": "work", "value": "nh@contoso.com"}])
+        );
+        assert_eq!(u["roles"], json!([{"primary": true, "value": "Member"}]));
+
+        // Remove on a filter that matches nothing succeeds and changes nothing.
+        let before = u.clone();
+        user_patch(
+            &mut u,
+            json!([{"op": "remove", "path": "emails[type eq \"home\"]"}]),
+        );
+        assert_eq!(u, before);
+    }
+
+    #[test]
+    fn checklist_06_string_booleans() {
+        let mut u = bjensen();
+        user_patch(
+            &mut u,
+            json!([{"op": "Replace", "path": "active", "value": "False"}]),
+        );
+        assert_eq!(u["active"], false);
+        user_patch(
+            &mut u,
+            json!([{"op": "replace", "path": "active", "value": "true"}]),
+        );
+        assert_eq!(u["active"], true);
+        user_patch(
+            &mut u,
+            json!([{"op": "Add", "path": "active", "value": "false"}]),
+        );
+        assert_eq!(u["active"], false);
+        user_patch(
+            &mut u,
+            json!([{"op": "replace", "value": {"active": "True"}}]),
+        );
+        assert_eq!(u["active"], true);
+        user_patch(
+            &mut u,
+            json!([{"op": "replace", "path": "emails[type eq \"home\"].primary", "value": "True"}]),
+        );
+        assert_eq!(u["emails"][1]["primary"], true);
+        let posted = normalize(
+            ResourceKind::User,
+            &json!({"userName": "p", "active": "True"}),
+        )
+        .unwrap();
+        assert_eq!(posted.resource["active"], true);
+        let e = user_err(
+            &mut u,
+            json!([{"op": "replace", "path": "active", "value": "nope"}]),
+        );
+        assert_eq!(e.scim_type, Some(ScimType::InvalidValue));
+        assert!(e.detail.contains("active"));
+    }
+
+    #[test]
+    fn checklist_07_single_values_where_lists_or_objects_are_expected() {
+        let mut u = bjensen();
+        user_patch(
+            &mut u,
+            json!([{"op": "Add", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager", "value": "26118915-6090-4610-87a4-ffed91a12a8a"}]),
+        );
+        assert_eq!(
+            u[ENTERPRISE_USER_SCHEMA]["manager"],
+            json!({"value": "26118915-6090-4610-87a4-ffed91a12a8a"})
+        );
+        // Older Entra docs: `path: "manager"` with a one-element list.
+        user_patch(
+            &mut u,
+            json!([{"op": "replace", "path": "manager", "value": [{"$ref": "../Users/m2", "value": "m2"}]}]),
+        );
+        assert_eq!(
+            u[ENTERPRISE_USER_SCHEMA]["manager"],
+            json!({"$ref": "../Users/m2", "value": "m2"})
+        );
+
+        let mut g = group();
+        let ch = group_patch(
+            &mut g,
+            json!([
+                {"op": "Add", "path": "members", "value": "u1"},
+                {"op": "Add", "path": "members", "value": {"value": "u2"}},
+                {"op": "Add", "path": "members", "value": [{"$ref": null, "value": "u3"}]}
+            ]),
+        );
+        assert_eq!(ch, vec![add(&["u1"]), add(&["u2"]), add(&["u3"])]);
+    }
+
+    #[test]
+    fn checklist_08_stringified_role_values() {
+        let mut u = bjensen();
+        user_patch(
+            &mut u,
+            json!([{"op": "Add", "path": "roles", "value": [{"value": "{\"id\":\"06b07648-ecfe-589f-9d2f-6325724a46ee\",\"value\":\"25\",\"displayName\":\"Role1234\"}"}]}]),
+        );
+        assert_eq!(u["roles"], json!([{"value": "25", "display": "Role1234"}]));
+        // Entra repeats the Add every cycle; it must stay one role.
+        user_patch(
+            &mut u,
+            json!([{"op": "Add", "path": "roles", "value": [{"value": "{\"id\":\"06b07648-ecfe-589f-9d2f-6325724a46ee\",\"value\":\"25\",\"displayName\":\"Role1234\"}"}]}]),
+        );
+        assert_eq!(u["roles"], json!([{"value": "25", "display": "Role1234"}]));
+        user_patch(
+            &mut u,
+            json!([{"op": "replace", "path": "roles", "value": [
+                {"primary": false, "type": "WindowsAzureActiveDirectoryRole", "display": "Admin", "value": "Admin"}
+            ]}]),
+        );
+        assert_eq!(
+            u["roles"],
+            json!([{"primary": false, "type": "WindowsAzureActiveDirectoryRole", "display": "Admin", "value": "Admin"}])
+        );
+    }
+
+    #[test]
+    fn checklist_09_remove_members_with_value_list_or_none() {
+        let mut g = group();
+        let ch = group_patch(
+            &mut g,
+            json!([{"op": "Remove", "path": "members", "value": [{"$ref": null, "value": "u1"}, {"value": "u2"}]}]),
+        );
+        assert_eq!(ch, vec![remove(&["u1", "u2"])]);
+        let ch = group_patch(
+            &mut g,
+            json!([{"op": "Remove", "path": "members", "value": []}]),
+        );
+        assert!(
+            ch.is_empty(),
+            "an empty value list must never clear the group"
+        );
+        let ch = group_patch(&mut g, json!([{"op": "remove", "path": "members"}]));
+        assert_eq!(ch, vec![MemberChange::Clear]);
+        let ch = group_patch(
+            &mut g,
+            json!([{"op": "remove", "path": "members[value eq \"u1\" or value eq \"u2\"]"}]),
+        );
+        assert_eq!(ch, vec![remove(&["u1", "u2"])]);
+        let ch = group_patch(
+            &mut g,
+            json!([{"op": "remove", "path": "members[display eq \"alice\"]"}]),
+        );
+        assert!(matches!(ch.as_slice(), [MemberChange::RemoveWhere(_)]));
+    }
+
+    #[test]
+    fn checklist_10_replace_members_empty_and_add_is_a_set_union() {
+        let mut g = group();
+        let ch = group_patch(
+            &mut g,
+            json!([{"op": "replace", "path": "members", "value": []}]),
+        );
+        assert_eq!(ch, vec![MemberChange::Clear]);
+        let ch = group_patch(
+            &mut g,
+            json!([{"op": "add", "path": "members", "value": [{"value": "u1"}, {"value": "u1", "display": "a"}, {"value": "u2"}]}]),
+        );
+        assert_eq!(ch, vec![add(&["u1", "u2"])]);
+        let ch = group_patch(
+            &mut g,
+            json!([{"op": "add", "path": "members", "value": []}]),
+        );
+        assert!(ch.is_empty());
+    }
+
+    #[test]
+    fn checklist_11_empty_operations_is_a_no_op() {
+        let ops = parse_request(&json!({"schemas": [PATCH_OP_SCHEMA], "Operations": []})).unwrap();
+        assert!(ops.is_empty());
+        let mut u = bjensen();
+        let ch = apply(ResourceKind::User, &mut u, &ops).unwrap();
+        assert!(ch.is_empty());
+        assert_eq!(u, bjensen());
+        // No `schemas` at all is tolerated too.
+        assert!(parse_request(&json!({"Operations": []}))
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn checklist_12_read_only_and_unknown_data_is_ignored() {
+        let mut u = bjensen();
+        user_patch(
+            &mut u,
+            json!([{"op": "replace", "value": {
+                "id": "other",
+                "meta": {"resourceType": "User"},
+                "groups": [{"value": "g1"}],
+                "password": "hunter2",
+                "schemas": ["http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/User"],
+                "favouriteColour": "blue",
+                "title": null,
+                "displayName": "Babs"
+            }}]),
+        );
+        let mut expected = bjensen();
+        expected["displayName"] = json!("Babs");
+        assert_eq!(u, expected);
+        // Okta's password sync: accepted and discarded.
+        user_patch(
+            &mut u,
+            json!([{"op": "replace", "path": "password", "value": "s3cret"}]),
+        );
+        assert_eq!(u, expected);
+        // A path naming an attribute the schema does not know is a no-op.
+        user_patch(
+            &mut u,
+            json!([{"op": "add", "path": "favouriteColour", "value": "blue"}]),
+        );
+        user_patch(
+            &mut u,
+            json!([{"op": "add", "path": "urn:example:custom:2.0:User:badge", "value": "7"}]),
+        );
+        assert_eq!(u, expected);
+        // A path naming a read-only attribute is an error.
+        for path in ["id", "meta.lastModified", "groups", "meta"] {
+            let e = user_err(
+                &mut u,
+                json!([{"op": "replace", "path": path, "value": "x"}]),
+            );
+            assert_eq!(e.scim_type, Some(ScimType::Mutability), "{path}");
+        }
+    }
+
+    // Engine rules beyond the checklist.
+
+    #[test]
+    fn primary_true_on_one_element_clears_the_others() {
+        let mut u = bjensen();
+        user_patch(
+            &mut u,
+            json!([{"op": "add", "path": "emails", "value": [{"value": "new@x.com", "type": "other", "primary": true}]}]),
+        );
+        assert_eq!(
+            u["emails"],
+            json!([
+                {"value": "bjensen@example.com", "type": "work", "primary": false},
+                {"value": "babs@jensen.org", "type": "home"},
+                {"value": "new@x.com", "type": "other", "primary": true}
+            ])
+        );
+        user_patch(
+            &mut u,
+            json!([{"op": "replace", "path": "emails[type eq \"work\"].primary", "value": true}]),
+        );
+        assert_eq!(u["emails"][0]["primary"], true);
+        assert_eq!(u["emails"][2]["primary"], false);
+        let e = user_err(
+            &mut u,
+            json!([{"op": "add", "path": "emails", "value": [
+                {"value": "a@x.com", "primary": true}, {"value": "b@x.com", "primary": true}
+            ]}]),
+        );
+        assert_eq!(e.scim_type, Some(ScimType::InvalidValue));
+    }
+
+    #[test]
+    fn required_attributes_cannot_be_removed_or_blanked() {
+        let mut u = bjensen();
+        let e = user_err(&mut u, json!([{"op": "remove", "path": "userName"}]));
+        assert_eq!(e.scim_type, Some(ScimType::InvalidValue));
+        assert!(
+            e.detail.contains("userName") && e.detail.contains("required"),
+            "{}",
+            e.detail
+        );
+        let e = user_err(
+            &mut u,
+            json!([{"op": "replace", "path": "userName", "value": " "}]),
+        );
+        assert_eq!(e.scim_type, Some(ScimType::InvalidValue));
+        let mut g = group();
+        let e = patch(
+            ResourceKind::Group,
+            &mut g,
+            json!([{"op": "remove", "path": "displayName"}]),
+        )
+        .unwrap_err();
+        assert_eq!(e.scim_type, Some(ScimType::InvalidValue));
+    }
+
+    #[test]
+    fn a_failed_operation_fails_the_whole_request() {
+        let mut u = bjensen();
+        let e = user_err(
+            &mut u,
+            json!([
+                {"op": "replace", "path": "title", "value": "Guide"},
+                {"op": "replace", "path": "id", "value": "x"}
+            ]),
+        );
+        assert!(e.detail.starts_with("Operations[1]"), "{}", e.detail);
+    }
+
+    #[test]
+    fn request_shape_errors() {
+        let cases = [
+            (json!([{"op": "remove"}]), ScimType::NoTarget),
+            (
+                json!([{"op": "add", "path": "title"}]),
+                ScimType::InvalidValue,
+            ),
+            (
+                json!([{"op": "replace", "path": "title", "value": null}]),
+                ScimType::InvalidValue,
+            ),
+            (
+                json!([{"path": "title", "value": "x"}]),
+                ScimType::InvalidSyntax,
+            ),
+            (
+                json!([{"op": "add", "path": "emails[type eq", "value": "x"}]),
+                ScimType::InvalidPath,
+            ),
+            (
+                json!([{"op": "add", "path": 7, "value": "x"}]),
+                ScimType::InvalidPath,
+            ),
+            (json!("add"), ScimType::InvalidSyntax),
+        ];
+        for (ops, t) in cases {
+            let e = parse_request(&body(ops.clone())).unwrap_err();
+            assert_eq!(e.scim_type, Some(t), "{ops}: {}", e.detail);
+        }
+        let e = parse_request(&json!({"schemas": [PATCH_OP_SCHEMA]})).unwrap_err();
+        assert_eq!(e.scim_type, Some(ScimType::InvalidSyntax));
+    }
+
+    #[test]
+    fn semantic_path_errors() {
+        let mut u = bjensen();
+        let e = user_err(
+            &mut u,
+            json!([{"op": "replace", "path": "userName.first", "value": "x"}]),
+        );
+        assert_eq!(e.scim_type, Some(ScimType::InvalidPath));
+        let e = user_err(
+            &mut u,
+            json!([{"op": "replace", "path": "name[givenName eq \"x\"]", "value": "x"}]),
+        );
+        assert_eq!(e.scim_type, Some(ScimType::InvalidPath));
+        let e = user_err(&mut u, json!([{"op": "replace", "value": "not an object"}]));
+        assert_eq!(e.scim_type, Some(ScimType::InvalidValue));
+        // A filter that cannot describe a new element: nothing to create, nothing to target.
+        let e = user_err(
+            &mut u,
+            json!([{"op": "replace", "path": "emails[value co \"nomatch\"].type", "value": "x"}]),
+        );
+        assert_eq!(e.scim_type, Some(ScimType::NoTarget));
+        let mut g = group();
+        let e = patch(
+            ResourceKind::Group,
+            &mut g,
+            json!([{"op": "replace", "path": "members[value eq \"u1\"].value", "value": "u2"}]),
+        )
+        .unwrap_err();
+        assert_eq!(e.scim_type, Some(ScimType::Mutability));
+    }
+
+    #[test]
+    fn extension_urn_as_path() {
+        let mut u = bjensen();
+        user_patch(
+            &mut u,
+            json!([{"op": "add", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User", "value": {"department": "Ops", "manager": "m9"}}]),
+        );
+        assert_eq!(
+            u[ENTERPRISE_USER_SCHEMA],
+            json!({"department": "Ops", "manager": {"value": "m9"}})
+        );
+        user_patch(
+            &mut u,
+            json!([{"op": "remove", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"}]),
+        );
+        assert!(u.get(ENTERPRISE_USER_SCHEMA).is_none());
+    }
+
+    #[test]
+    fn pathless_members_on_groups() {
+        let mut g = group();
+        let ch = group_patch(
+            &mut g,
+            json!([{"op": "add", "value": {"members": [{"value": "u1"}]}}]),
+        );
+        assert_eq!(ch, vec![add(&["u1"])]);
+        let ch = group_patch(&mut g, json!([{"op": "replace", "value": {"members": []}}]));
+        assert_eq!(ch, vec![MemberChange::Clear]);
+    }
 }

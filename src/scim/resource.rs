@@ -637,7 +637,7 @@ pub fn validate(kind: ResourceKind, resource: &Map<String, Value>) -> Result<(),
             )));
         }
     }
-    let scopes = std::iter::once((kind.core().attributes, Some(&*resource))).chain(
+    let scopes = std::iter::once((kind.core().attributes, Some(resource))).chain(
         kind.extensions().iter().map(|ext| {
             (
                 ext.attributes,
