@@ -17,7 +17,9 @@ pub const ENV_PORTKEY_API_KEY: &str = "PORTKEY_API_KEY";
 pub enum ConfigError {
     #[error("cannot read config file {path}: {reason}")]
     Read { path: PathBuf, reason: String },
-    #[error("config file {path}: {reason}. Every key is documented in config/scim-sync.example.toml")]
+    #[error(
+        "config file {path}: {reason}. Every key is documented in config/scim-sync.example.toml"
+    )]
     Parse { path: PathBuf, reason: String },
     #[error("config key {key}: {problem}. Fix: {fix}")]
     Invalid {
@@ -310,9 +312,16 @@ impl Config {
     }
 
     fn validate(raw: RawFile, env: &dyn Env) -> Result<Config, ConfigError> {
-        let scim_listen = parse_addr("[scim] listen", raw.scim.listen.as_deref(), DEFAULT_SCIM_LISTEN)?;
-        let admin_listen =
-            parse_addr("[admin] listen", raw.admin.listen.as_deref(), DEFAULT_ADMIN_LISTEN)?;
+        let scim_listen = parse_addr(
+            "[scim] listen",
+            raw.scim.listen.as_deref(),
+            DEFAULT_SCIM_LISTEN,
+        )?;
+        let admin_listen = parse_addr(
+            "[admin] listen",
+            raw.admin.listen.as_deref(),
+            DEFAULT_ADMIN_LISTEN,
+        )?;
         if scim_listen == admin_listen && scim_listen.port() != 0 {
             return Err(invalid(
                 "[admin] listen",
@@ -321,7 +330,8 @@ impl Config {
             ));
         }
 
-        let base_path = normalize_base_path(raw.scim.base_path.as_deref().unwrap_or(DEFAULT_BASE_PATH))?;
+        let base_path =
+            normalize_base_path(raw.scim.base_path.as_deref().unwrap_or(DEFAULT_BASE_PATH))?;
 
         let scim_tokens = tokens(
             "[scim] token_hashes",
@@ -360,7 +370,11 @@ impl Config {
         }
         let max_results = raw.scim.max_results.unwrap_or(DEFAULT_MAX_RESULTS);
         if max_results == 0 {
-            return Err(invalid("[scim] max_results", "0 would make every page empty", "use a positive number (default 1000)"));
+            return Err(invalid(
+                "[scim] max_results",
+                "0 would make every page empty",
+                "use a positive number (default 1000)",
+            ));
         }
 
         let store_path = PathBuf::from(raw.store.path.unwrap_or_else(|| DEFAULT_STORE_PATH.into()));
@@ -381,13 +395,16 @@ impl Config {
                 "use e.g. https://portkey.example.com/v1",
             ));
         }
-        let api_key = env.get(ENV_PORTKEY_API_KEY).map(Secret::new).ok_or_else(|| {
-            invalid(
-                ENV_PORTKEY_API_KEY,
-                "not set",
-                "export PORTKEY_API_KEY with an Admin API key of the organisation",
-            )
-        })?;
+        let api_key = env
+            .get(ENV_PORTKEY_API_KEY)
+            .map(Secret::new)
+            .ok_or_else(|| {
+                invalid(
+                    ENV_PORTKEY_API_KEY,
+                    "not set",
+                    "export PORTKEY_API_KEY with an Admin API key of the organisation",
+                )
+            })?;
         let p = &raw.portkey;
         let positive = |key: &str, v: Option<u64>, default: u64| -> Result<u64, ConfigError> {
             match v {
@@ -407,12 +424,24 @@ impl Config {
         let portkey = PortkeyConfig {
             base_url,
             api_key,
-            request_timeout_ms: positive("[portkey] request_timeout_ms", p.request_timeout_ms, 10_000)?,
+            request_timeout_ms: positive(
+                "[portkey] request_timeout_ms",
+                p.request_timeout_ms,
+                10_000,
+            )?,
             max_in_flight: positive("[portkey] max_in_flight", p.max_in_flight, 8)? as usize,
             requests_per_second,
             retry_initial_ms: positive("[portkey] retry_initial_ms", p.retry_initial_ms, 200)?,
-            retry_max_interval_ms: positive("[portkey] retry_max_interval_ms", p.retry_max_interval_ms, 10_000)?,
-            retry_give_up_secs: positive("[portkey] retry_give_up_secs", p.retry_give_up_secs, 120)?,
+            retry_max_interval_ms: positive(
+                "[portkey] retry_max_interval_ms",
+                p.retry_max_interval_ms,
+                10_000,
+            )?,
+            retry_give_up_secs: positive(
+                "[portkey] retry_give_up_secs",
+                p.retry_give_up_secs,
+                120,
+            )?,
             page_size: positive("[portkey] page_size", p.page_size, 100)? as usize,
         };
 
@@ -425,7 +454,9 @@ impl Config {
                 "use a percentage, e.g. 10",
             ));
         }
-        let full_resync_cron = s.full_resync_cron.unwrap_or_else(|| "0 */15 * * * *".into());
+        let full_resync_cron = s
+            .full_resync_cron
+            .unwrap_or_else(|| "0 */15 * * * *".into());
         if full_resync_cron.split_whitespace().count() != 6 {
             return Err(invalid(
                 "[sync] full_resync_cron",
@@ -433,7 +464,12 @@ impl Config {
                 "use a cron expression with seconds, e.g. \"0 */15 * * * *\"",
             ));
         }
-        let default_org_role = match s.default_org_role.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        let default_org_role = match s
+            .default_org_role
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             None | Some("member") => OrgRole::Member,
             Some("admin") => OrgRole::Admin,
             Some(other) => {
@@ -450,7 +486,11 @@ impl Config {
             max_deletions: s.max_deletions.unwrap_or(10),
             max_deletion_percent,
             dry_run: s.dry_run.unwrap_or(false),
-            protected_emails: s.protected_emails.iter().map(|e| e.trim().to_ascii_lowercase()).collect(),
+            protected_emails: s
+                .protected_emails
+                .iter()
+                .map(|e| e.trim().to_ascii_lowercase())
+                .collect(),
             create_workspaces: s.create_workspaces.unwrap_or(true),
             default_org_role,
         };
@@ -459,7 +499,11 @@ impl Config {
         for (i, m) in raw.mapping.groups.into_iter().enumerate() {
             let key = format!("[[mapping.groups]] #{} role", i + 1);
             let role = WorkspaceRole::parse(&m.role).ok_or_else(|| {
-                invalid(&key, format!("'{}' is not a workspace role", m.role), "use admin, manager or member")
+                invalid(
+                    &key,
+                    format!("'{}' is not a workspace role", m.role),
+                    "use admin, manager or member",
+                )
             })?;
             if m.group.trim().is_empty() || m.workspace.trim().is_empty() {
                 return Err(invalid(
@@ -479,7 +523,11 @@ impl Config {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
             Some(other) => {
-                return Err(invalid("[log] format", format!("'{other}' is not a log format"), "use \"text\" or \"json\""))
+                return Err(invalid(
+                    "[log] format",
+                    format!("'{other}' is not a log format"),
+                    "use \"text\" or \"json\"",
+                ))
             }
         };
         let level = raw.log.level.unwrap_or_else(|| "info".into());
@@ -545,11 +593,21 @@ fn normalize_base_path(p: &str) -> Result<String, ConfigError> {
     Ok(trimmed.to_string())
 }
 
-fn tokens(key: &str, hashes: &[String], plain: Option<String>, env_name: &str) -> Result<TokenSet, ConfigError> {
+fn tokens(
+    key: &str,
+    hashes: &[String],
+    plain: Option<String>,
+    env_name: &str,
+) -> Result<TokenSet, ConfigError> {
     let mut set = TokenSet::new();
     for (i, h) in hashes.iter().enumerate() {
-        set.add_hash(h.trim())
-            .map_err(|e| invalid(&format!("{key}[{i}]"), e.to_string(), "paste the output of `scim-sync hash-token`"))?;
+        set.add_hash(h.trim()).map_err(|e| {
+            invalid(
+                &format!("{key}[{i}]"),
+                e.to_string(),
+                "paste the output of `scim-sync hash-token`",
+            )
+        })?;
     }
     if let Some(t) = plain {
         if t.trim().len() < 16 {
@@ -565,7 +623,9 @@ fn tokens(key: &str, hashes: &[String], plain: Option<String>, env_name: &str) -
         return Err(invalid(
             key,
             format!("no token configured (the list is empty and {env_name} is not set)"),
-            format!("export {env_name}=<token>, or add the output of `scim-sync hash-token` to {key}"),
+            format!(
+                "export {env_name}=<token>, or add the output of `scim-sync hash-token` to {key}"
+            ),
         ));
     }
     Ok(set)
@@ -575,7 +635,11 @@ fn tokens(key: &str, hashes: &[String], plain: Option<String>, env_name: &str) -
 /// a directory. Checked before anything starts so a typo fails fast.
 fn check_store_path(path: &Path) -> Result<(), ConfigError> {
     if path.as_os_str().is_empty() {
-        return Err(invalid("[store] path", "empty", "name a file, e.g. /var/lib/scim-sync/store.redb"));
+        return Err(invalid(
+            "[store] path",
+            "empty",
+            "name a file, e.g. /var/lib/scim-sync/store.redb",
+        ));
     }
     if path.is_dir() {
         return Err(invalid(
@@ -619,13 +683,20 @@ mod tests {
 
     fn env() -> HashMap<String, String> {
         let mut m = HashMap::new();
-        m.insert(ENV_SCIM_TOKEN.to_string(), "scim-token-0123456789".to_string());
-        m.insert(ENV_ADMIN_TOKEN.to_string(), "admin-token-0123456789".to_string());
+        m.insert(
+            ENV_SCIM_TOKEN.to_string(),
+            "scim-token-0123456789".to_string(),
+        );
+        m.insert(
+            ENV_ADMIN_TOKEN.to_string(),
+            "admin-token-0123456789".to_string(),
+        );
         m.insert(ENV_PORTKEY_API_KEY.to_string(), "pk-key".to_string());
         m
     }
 
-    const MIN: &str = "[portkey]\nbase_url = \"http://127.0.0.1:9/v1\"\n[store]\npath = \"/tmp/x.redb\"\n";
+    const MIN: &str =
+        "[portkey]\nbase_url = \"http://127.0.0.1:9/v1\"\n[store]\npath = \"/tmp/x.redb\"\n";
 
     fn err(text: &str, env: &HashMap<String, String>) -> String {
         match Config::from_toml(text, Path::new("t.toml"), env) {
@@ -672,7 +743,10 @@ mod tests {
         let mut env = env();
         env.remove(ENV_SCIM_TOKEN);
         let e = err(MIN, &env);
-        assert!(e.contains("[scim] token_hashes") && e.contains(ENV_SCIM_TOKEN), "{e}");
+        assert!(
+            e.contains("[scim] token_hashes") && e.contains(ENV_SCIM_TOKEN),
+            "{e}"
+        );
     }
 
     #[test]
@@ -696,14 +770,20 @@ mod tests {
     fn token_hashes_work_without_env() {
         let mut env = env();
         env.remove(ENV_SCIM_TOKEN);
-        let text = format!("{MIN}[scim]\ntoken_hashes = [\"{}\"]\n", crate::token::hash_token("abc"));
+        let text = format!(
+            "{MIN}[scim]\ntoken_hashes = [\"{}\"]\n",
+            crate::token::hash_token("abc")
+        );
         let c = Config::from_toml(&text, Path::new("t.toml"), &env);
         assert!(c.map(|c| c.scim.tokens.verify("abc")).unwrap_or(false));
     }
 
     #[test]
     fn base_path_rules() {
-        assert_eq!(normalize_base_path("/scim/v2/").ok(), Some("/scim/v2".to_string()));
+        assert_eq!(
+            normalize_base_path("/scim/v2/").ok(),
+            Some("/scim/v2".to_string())
+        );
         assert!(normalize_base_path("scim").is_err());
         assert!(normalize_base_path("/scim_v2").is_err());
     }

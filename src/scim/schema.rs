@@ -6,7 +6,8 @@
 use serde_json::{json, Value};
 
 pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
-pub const ENTERPRISE_USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+pub const ENTERPRISE_USER_SCHEMA: &str =
+    "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 pub const LIST_RESPONSE_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
 pub const PATCH_OP_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
@@ -181,10 +182,17 @@ const fn mv_sub(
 ) -> [AttrDef; 4] {
     [
         a("value", value_type, value_desc),
-        s("display", "A human-readable name, primarily used for display purposes.")
-            .mutability(Mutability::ReadWrite),
+        s(
+            "display",
+            "A human-readable name, primarily used for display purposes.",
+        )
+        .mutability(Mutability::ReadWrite),
         s("type", "A label indicating the attribute's function.").canonical(types),
-        a("primary", T::Boolean, "Indicates the primary or preferred value for this attribute."),
+        a(
+            "primary",
+            T::Boolean,
+            "Indicates the primary or preferred value for this attribute.",
+        ),
     ]
 }
 
@@ -210,21 +218,32 @@ const NAME_SUB: [AttrDef; 6] = [
 ];
 
 const ADDRESS_SUB: [AttrDef; 8] = [
-    s("formatted", "The full mailing address, formatted for display."),
+    s(
+        "formatted",
+        "The full mailing address, formatted for display.",
+    ),
     s("streetAddress", "The full street address component."),
     s("locality", "The city or locality component."),
     s("region", "The state or region component."),
     s("postalCode", "The zip code or postal code component."),
     s("country", "The country name component."),
     s("type", "A label indicating the attribute's function.").canonical(&["work", "home", "other"]),
-    a("primary", T::Boolean, "Indicates the primary mailing address."),
+    a(
+        "primary",
+        T::Boolean,
+        "Indicates the primary mailing address.",
+    ),
 ];
 
 const GROUP_REF_SUB: [AttrDef; 4] = [
     s("value", "The identifier of the User's group.").mutability(Mutability::ReadOnly),
-    a("$ref", T::Reference, "The URI of the corresponding Group resource.")
-        .mutability(Mutability::ReadOnly)
-        .refs(&["Group"]),
+    a(
+        "$ref",
+        T::Reference,
+        "The URI of the corresponding Group resource.",
+    )
+    .mutability(Mutability::ReadOnly)
+    .refs(&["Group"]),
     s("display", "A human-readable name of the group.").mutability(Mutability::ReadOnly),
     s("type", "How the membership was derived.")
         .mutability(Mutability::ReadOnly)
@@ -232,62 +251,127 @@ const GROUP_REF_SUB: [AttrDef; 4] = [
 ];
 
 pub const USER_ATTRS: &[AttrDef] = &[
-    s("userName", "Unique identifier for the User, case-insensitively unique.")
-        .required()
-        .unique(),
-    a("name", T::Complex, "The components of the user's real name.").sub(&NAME_SUB),
-    s("displayName", "The name of the User, suitable for display to end-users."),
+    s(
+        "userName",
+        "Unique identifier for the User, case-insensitively unique.",
+    )
+    .required()
+    .unique(),
+    a(
+        "name",
+        T::Complex,
+        "The components of the user's real name.",
+    )
+    .sub(&NAME_SUB),
+    s(
+        "displayName",
+        "The name of the User, suitable for display to end-users.",
+    ),
     s("nickName", "The casual way to address the user."),
-    a("profileUrl", T::Reference, "A fully qualified URL to the User's online profile.")
-        .refs(&["external"]),
+    a(
+        "profileUrl",
+        T::Reference,
+        "A fully qualified URL to the User's online profile.",
+    )
+    .refs(&["external"]),
     s("title", "The user's title, such as \"Vice President\"."),
-    s("userType", "Used to identify the relationship between the organization and the user."),
-    s("preferredLanguage", "Indicates the User's preferred written or spoken language."),
+    s(
+        "userType",
+        "Used to identify the relationship between the organization and the user.",
+    ),
+    s(
+        "preferredLanguage",
+        "Indicates the User's preferred written or spoken language.",
+    ),
     s("locale", "Used to indicate the User's default location."),
-    s("timezone", "The User's time zone in the 'Olson' time zone database format."),
-    a("active", T::Boolean, "A Boolean value indicating the User's administrative status."),
-    s("password", "Accepted and discarded: this server never stores or returns a password.")
-        .mutability(Mutability::WriteOnly)
-        .returned(Returned::Never),
+    s(
+        "timezone",
+        "The User's time zone in the 'Olson' time zone database format.",
+    ),
+    a(
+        "active",
+        T::Boolean,
+        "A Boolean value indicating the User's administrative status.",
+    ),
+    s(
+        "password",
+        "Accepted and discarded: this server never stores or returns a password.",
+    )
+    .mutability(Mutability::WriteOnly)
+    .returned(Returned::Never),
     a("emails", T::Complex, "Email addresses for the user.")
         .multi()
         .sub(&EMAIL_SUB),
     a("phoneNumbers", T::Complex, "Phone numbers for the User.")
         .multi()
         .sub(&PHONE_SUB),
-    a("ims", T::Complex, "Instant messaging addresses for the User.")
-        .multi()
-        .sub(&IMS_SUB),
+    a(
+        "ims",
+        T::Complex,
+        "Instant messaging addresses for the User.",
+    )
+    .multi()
+    .sub(&IMS_SUB),
     a("photos", T::Complex, "URLs of photos of the User.")
         .multi()
         .sub(&PHOTO_SUB),
-    a("addresses", T::Complex, "A physical mailing address for this User.")
-        .multi()
-        .sub(&ADDRESS_SUB),
-    a("groups", T::Complex, "The groups the user belongs to; maintained by the server.")
-        .multi()
-        .mutability(Mutability::ReadOnly)
-        .sub(&GROUP_REF_SUB),
-    a("entitlements", T::Complex, "A list of entitlements for the User.")
-        .multi()
-        .sub(&ENTITLEMENT_SUB),
-    a("roles", T::Complex, "A list of roles for the User; drives the Portkey organisation role.")
-        .multi()
-        .sub(&ROLE_SUB),
-    a("x509Certificates", T::Complex, "A list of certificates issued to the User.")
-        .multi()
-        .sub(&CERT_SUB),
+    a(
+        "addresses",
+        T::Complex,
+        "A physical mailing address for this User.",
+    )
+    .multi()
+    .sub(&ADDRESS_SUB),
+    a(
+        "groups",
+        T::Complex,
+        "The groups the user belongs to; maintained by the server.",
+    )
+    .multi()
+    .mutability(Mutability::ReadOnly)
+    .sub(&GROUP_REF_SUB),
+    a(
+        "entitlements",
+        T::Complex,
+        "A list of entitlements for the User.",
+    )
+    .multi()
+    .sub(&ENTITLEMENT_SUB),
+    a(
+        "roles",
+        T::Complex,
+        "A list of roles for the User; drives the Portkey organisation role.",
+    )
+    .multi()
+    .sub(&ROLE_SUB),
+    a(
+        "x509Certificates",
+        T::Complex,
+        "A list of certificates issued to the User.",
+    )
+    .multi()
+    .sub(&CERT_SUB),
 ];
 
 const MANAGER_SUB: [AttrDef; 3] = [
-    s("value", "The id of the SCIM resource representing the User's manager."),
-    a("$ref", T::Reference, "The URI of the SCIM resource representing the User's manager.")
-        .refs(&["User"]),
+    s(
+        "value",
+        "The id of the SCIM resource representing the User's manager.",
+    ),
+    a(
+        "$ref",
+        T::Reference,
+        "The URI of the SCIM resource representing the User's manager.",
+    )
+    .refs(&["User"]),
     s("displayName", "The displayName of the User's manager.").mutability(Mutability::ReadOnly),
 ];
 
 pub const ENTERPRISE_ATTRS: &[AttrDef] = &[
-    s("employeeNumber", "Numeric or alphanumeric identifier assigned to a person."),
+    s(
+        "employeeNumber",
+        "Numeric or alphanumeric identifier assigned to a person.",
+    ),
     s("costCenter", "Identifies the name of a cost center."),
     s("organization", "Identifies the name of an organization."),
     s("division", "Identifies the name of a division."),
@@ -299,9 +383,13 @@ const MEMBER_SUB: [AttrDef; 4] = [
     s("value", "Identifier of the member of this Group.")
         .mutability(Mutability::Immutable)
         .case_exact(),
-    a("$ref", T::Reference, "The URI of the corresponding member resource.")
-        .mutability(Mutability::Immutable)
-        .refs(&["User"]),
+    a(
+        "$ref",
+        T::Reference,
+        "The URI of the corresponding member resource.",
+    )
+    .mutability(Mutability::Immutable)
+    .refs(&["User"]),
     s("display", "A human-readable name of the member.").mutability(Mutability::ReadOnly),
     s("type", "The type of the member.")
         .mutability(Mutability::Immutable)
@@ -309,39 +397,70 @@ const MEMBER_SUB: [AttrDef; 4] = [
 ];
 
 pub const GROUP_ATTRS: &[AttrDef] = &[
-    s("displayName", "A human-readable name for the Group, unique case-insensitively.")
-        .required()
-        .unique(),
-    a("members", T::Complex, "A list of members of the Group (Users only).")
-        .multi()
-        .sub(&MEMBER_SUB),
+    s(
+        "displayName",
+        "A human-readable name for the Group, unique case-insensitively.",
+    )
+    .required()
+    .unique(),
+    a(
+        "members",
+        T::Complex,
+        "A list of members of the Group (Users only).",
+    )
+    .multi()
+    .sub(&MEMBER_SUB),
 ];
 
 /// Attributes every resource has (RFC 7643 §3.1).
 const META_SUB: [AttrDef; 5] = [
-    s("resourceType", "The name of the resource type of the resource.")
-        .mutability(Mutability::ReadOnly)
-        .case_exact(),
-    a("created", T::DateTime, "The DateTime that the resource was added to the service provider.")
-        .mutability(Mutability::ReadOnly),
-    a("lastModified", T::DateTime, "The most recent DateTime that the details of this resource were updated.")
-        .mutability(Mutability::ReadOnly),
-    a("location", T::Reference, "The URI of the resource being returned.")
-        .mutability(Mutability::ReadOnly)
-        .case_exact(),
-    s("version", "The version of the resource being returned (a weak ETag).")
-        .mutability(Mutability::ReadOnly)
-        .case_exact(),
+    s(
+        "resourceType",
+        "The name of the resource type of the resource.",
+    )
+    .mutability(Mutability::ReadOnly)
+    .case_exact(),
+    a(
+        "created",
+        T::DateTime,
+        "The DateTime that the resource was added to the service provider.",
+    )
+    .mutability(Mutability::ReadOnly),
+    a(
+        "lastModified",
+        T::DateTime,
+        "The most recent DateTime that the details of this resource were updated.",
+    )
+    .mutability(Mutability::ReadOnly),
+    a(
+        "location",
+        T::Reference,
+        "The URI of the resource being returned.",
+    )
+    .mutability(Mutability::ReadOnly)
+    .case_exact(),
+    s(
+        "version",
+        "The version of the resource being returned (a weak ETag).",
+    )
+    .mutability(Mutability::ReadOnly)
+    .case_exact(),
 ];
 
 pub const COMMON_ATTRS: &[AttrDef] = &[
-    s("id", "Unique identifier for the resource, assigned by the service provider.")
-        .mutability(Mutability::ReadOnly)
-        .returned(Returned::Always)
-        .case_exact()
-        .unique(),
-    s("externalId", "An identifier for the resource as defined by the provisioning client.")
-        .case_exact(),
+    s(
+        "id",
+        "Unique identifier for the resource, assigned by the service provider.",
+    )
+    .mutability(Mutability::ReadOnly)
+    .returned(Returned::Always)
+    .case_exact()
+    .unique(),
+    s(
+        "externalId",
+        "An identifier for the resource as defined by the provisioning client.",
+    )
+    .case_exact(),
     a("meta", T::Complex, "Resource metadata.")
         .mutability(Mutability::ReadOnly)
         .sub(&META_SUB),
@@ -429,7 +548,8 @@ impl ResourceKind {
     /// Resolves an attribute name, optionally URN-qualified, case-insensitively.
     /// `urn` may name the core schema (then it is the same as no URN) or an extension.
     pub fn resolve(self, urn: Option<&str>, name: &str) -> Option<ResolvedAttr> {
-        let find = |attrs: &'static [AttrDef]| attrs.iter().find(|a| a.name.eq_ignore_ascii_case(name));
+        let find =
+            |attrs: &'static [AttrDef]| attrs.iter().find(|a| a.name.eq_ignore_ascii_case(name));
         match urn {
             None => find(self.core().attributes)
                 .or_else(|| find(COMMON_ATTRS))
@@ -534,16 +654,23 @@ mod tests {
         let r = ResourceKind::User.resolve(None, "USERNAME");
         assert_eq!(r.map(|r| r.def.name), Some("userName"));
         let r = ResourceKind::User.resolve(Some(ENTERPRISE_USER_SCHEMA), "EmployeeNumber");
-        assert_eq!(r.map(|r| (r.extension, r.def.name)), Some((Some(ENTERPRISE_USER_SCHEMA), "employeeNumber")));
-        assert!(ResourceKind::Group.resolve(Some(ENTERPRISE_USER_SCHEMA), "manager").is_none());
-        assert_eq!(ResourceKind::User.resolve(None, "id").map(|r| r.def.name), Some("id"));
+        assert_eq!(
+            r.map(|r| (r.extension, r.def.name)),
+            Some((Some(ENTERPRISE_USER_SCHEMA), "employeeNumber"))
+        );
+        assert!(ResourceKind::Group
+            .resolve(Some(ENTERPRISE_USER_SCHEMA), "manager")
+            .is_none());
+        assert_eq!(
+            ResourceKind::User.resolve(None, "id").map(|r| r.def.name),
+            Some("id")
+        );
     }
 
     #[test]
     fn splits_urn_prefix_with_dots() {
-        let (urn, rest) = ResourceKind::User.split_urn(
-            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value",
-        );
+        let (urn, rest) = ResourceKind::User
+            .split_urn("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value");
         assert_eq!(urn, Some(ENTERPRISE_USER_SCHEMA));
         assert_eq!(rest, "manager.value");
         let (urn, rest) = ResourceKind::User.split_urn("name.givenName");
