@@ -159,25 +159,15 @@ pub static SCHEMAS_ATTR: AttrDef = AttrDef {
 /// Parses a `filter` query parameter. Errors are `400 invalidFilter`.
 pub fn parse_filter(input: &str) -> Result<Filter, ScimError> {
     let input = check_length(input, "filter").map_err(ScimError::invalid_filter)?;
-    match input.parse::<sf::Filter>() {
-        Ok(parsed) => Ok(convert_filter(parsed)),
-        Err(first) => {
-            // Entra filters on `emails[type eq "work"].value eq "…"`, a PATCH-path shape the RFC
-            // filter grammar lacks; it means the same as the value filter with the comparison
-            // moved inside the brackets.
-            let Some(rewritten) = rewrite_value_path_subattrs(input) else {
-                return Err(ScimError::invalid_filter(describe_parse_error(
-                    input, &first, "filter",
-                )));
-            };
-            match rewritten.parse::<sf::Filter>() {
-                Ok(parsed) => Ok(convert_filter(parsed)),
-                Err(_) => Err(ScimError::invalid_filter(describe_parse_error(
-                    input, &first, "filter",
-                ))),
-            }
-        }
-    }
+    let parsed = input.parse::<sf::Filter>().or_else(|first| {
+        // Entra filters on `emails[type eq "work"].value eq "…"`, a PATCH-path shape the RFC
+        // filter grammar lacks; it means the same as the value filter with the comparison
+        // moved inside the brackets. Errors still describe what the client sent.
+        rewrite_value_path_subattrs(input)
+            .and_then(|rewritten| rewritten.parse::<sf::Filter>().ok())
+            .ok_or_else(|| ScimError::invalid_filter(describe_parse_error(input, &first, "filter")))
+    })?;
+    Ok(convert_filter(parsed))
 }
 
 /// Parses a PATCH `path`. Errors are `400 invalidPath`.
@@ -1307,6 +1297,13 @@ mod tests {
             selects(&format!(r#"{upper}:EmployeeNumber pr"#)),
             [true, false, false]
         );
+        // A complex attribute without a sub-attribute compares its `value`.
+        assert_eq!(
+            selects(&format!(
+                r#"{ext}:manager eq "26118915-6090-4610-87e4-49d8ca9f808d""#
+            )),
+            [true, false, false]
+        );
         // An extension attribute is not reachable without its URN.
         assert_invalid_filter(r#"employeeNumber eq "701984""#);
     }
@@ -1388,6 +1385,10 @@ mod tests {
         assert_eq!(
             selects(r#"emails[type eq "work"].value pr"#),
             [true, true, true]
+        );
+        assert_eq!(
+            selects(r#"not (emails[type eq "work"].Value   EQ  "cdoe@other.net")"#),
+            [true, true, false]
         );
         // A `]` or `.value eq` inside a string is not rewritten.
         assert_eq!(
