@@ -14,8 +14,9 @@
 //! accepts and strict in what it keeps:
 //! - Names are matched case-insensitively. Extension attributes may be nested under their URN or
 //!   URN-qualified (`urn:…:enterprise:2.0:User:employeeNumber`); dotted keys (`name.givenName`)
-//!   address sub-attributes. A bare enterprise attribute name (`department`, `manager`) that the core
-//!   schema does not define is taken as the enterprise one, as older Entra mappings send it.
+//!   address sub-attributes. A bare enterprise attribute name (`manager`, `department`) that the
+//!   core schema does not define is taken as the enterprise one: older Entra documentation
+//!   addresses `manager` without its URN (behaviours §2.6).
 //! - **Unknown attributes are dropped, not stored and not returned.** So are unknown schema URNs,
 //!   read-only attributes (`id`, `meta`, `groups`, `manager.displayName`), `password` and explicit
 //!   `null`s (which mean "absent").
@@ -194,7 +195,7 @@ fn schema_urn(kind: ResourceKind, key: &str) -> Option<&'static str> {
 }
 
 /// [`ResourceKind::resolve`], falling back to the extensions for unqualified names the core schema
-/// does not define (older Entra mappings send `manager`, Okta AIW apps `department`).
+/// does not define (older Entra documentation sends `path: "manager"`).
 pub fn resolve_lenient(kind: ResourceKind, urn: Option<&str>, name: &str) -> Option<ResolvedAttr> {
     if let Some(found) = kind.resolve(urn, name) {
         return Some(found);
