@@ -958,6 +958,22 @@ mod tests {
     }
 
     #[test]
+    fn rfc_replace_all_members_by_remove_then_add() {
+        let mut g = group();
+        let ch = group_patch(
+            &mut g,
+            json!([
+                {"op": "remove", "path": "members"},
+                {"op": "add", "path": "members", "value": [
+                    {"display": "Babs Jensen", "$ref": format!("https://example.com/v2/Users/{BJ}"), "value": BJ},
+                    {"display": "James Smith", "$ref": format!("https://example.com/v2/Users/{JS}"), "value": JS}
+                ]}
+            ]),
+        );
+        assert_eq!(ch, vec![MemberChange::Clear, add(&[BJ, JS])]);
+    }
+
+    #[test]
     fn rfc_remove_by_complex_filter() {
         let mut u = bjensen();
         user_patch(
@@ -981,7 +997,7 @@ mod tests {
         assert_eq!(u["x509Certificates"], json!([{"value": cert}]));
         user_patch(
             &mut u,
-            json!([{"op": "remove", "path": format!("x509Certificates[value eq \"{cert}\"]")}]),
+            json!([{"op": "remove", "path": format!("x509certificates[value eq \"{cert}\"]")}]),
         );
         assert!(u.get("x509Certificates").is_none());
     }
