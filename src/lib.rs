@@ -10,6 +10,18 @@
 //! - [`portkey`]: the control-plane Admin API client.
 //! - [`app`]: wiring used by `main` (`serve`).
 
+// Library code must not panic: a panic in a request handler drops the connection without a
+// SCIM answer, and one in the writer thread stops every write. Tests may.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::await_holding_lock
+    )
+)]
+
 pub mod app;
 pub mod config;
 pub mod http;

@@ -1,5 +1,7 @@
 //! The `scim-sync` command line. Parsing and exit codes only; the work is in the library.
 
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use scim_sync::config::{Config, LogFormat, ProcessEnv};

@@ -8,22 +8,7 @@
 use super::{body_with_limit, BodyError};
 use crate::scim::error::ScimError;
 use crate::scim::filter::{self, AttrRef, Filter};
-// TEMPORARY until src/scim/projection.rs lands.
-mod projection {
-    use crate::scim::error::ScimError;
-    use crate::scim::filter::AttrRef;
-    use crate::scim::schema::ResourceKind;
-    use serde_json::Value;
-    pub fn parse_attr_list(_s: &str, _k: ResourceKind) -> Result<Vec<AttrRef>, ScimError> {
-        Ok(Vec::new())
-    }
-    pub fn project(_k: ResourceKind, v: &Value, _a: &[AttrRef], _e: &[AttrRef]) -> Value {
-        v.clone()
-    }
-    pub fn wants_attr(_k: ResourceKind, _a: &[AttrRef], _e: &[AttrRef], _n: &str) -> bool {
-        true
-    }
-}
+use crate::scim::projection;
 use crate::scim::schema::{self, ResourceKind, LIST_RESPONSE_SCHEMA};
 use crate::scim::{patch, resource};
 use crate::store::{Page, Query, Resource, Store, StoreError, WriteNotes};

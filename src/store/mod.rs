@@ -259,10 +259,16 @@ impl Store {
         let rtx = self.db.begin_read().db()?;
         let t = rtx.open_table(resource_table(kind)).db()?;
         let start = q.start_index.max(1) - 1;
-        let needs_members_for_filter = kind == ResourceKind::Group
-            && q.filter
-                .as_ref()
-                .is_some_and(|f| filter::references(f, "members"));
+        // Filters on `members` (groups) or `groups` (users) need the reference lists, which are
+        // not part of the stored document; only then are they loaded.
+        let ref_attr = match kind {
+            ResourceKind::Group => "members",
+            ResourceKind::User => "groups",
+        };
+        let needs_refs_for_filter = q
+            .filter
+            .as_ref()
+            .is_some_and(|f| filter::references(f, ref_attr));
 
         let Some(f) = &q.filter else {
             let total = t.len().db()? as usize;
@@ -284,15 +290,15 @@ impl Store {
         let mut matched: Vec<Record> = Vec::new();
         let mut consider = |record: Record| -> Result<()> {
             let mut doc = eval_doc(kind, &record);
-            if needs_members_for_filter {
-                let members = read_refs(&rtx, kind, &record.id)?;
+            if needs_refs_for_filter {
+                let refs = read_refs(&rtx, kind, &record.id)?;
+                let ref_type = if kind == ResourceKind::Group { "User" } else { "direct" };
                 if let Some(obj) = doc.as_object_mut() {
                     obj.insert(
-                        "members".into(),
+                        ref_attr.into(),
                         Value::Array(
-                            members
-                                .into_iter()
-                                .map(|(v, d)| serde_json::json!({"value": v, "display": d, "type": "User"}))
+                            refs.into_iter()
+                                .map(|(v, d)| serde_json::json!({"value": v, "display": d, "type": ref_type}))
                                 .collect(),
                         ),
                     );
