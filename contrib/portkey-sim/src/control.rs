@@ -28,7 +28,8 @@ fn parse<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<T, Bo
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|e| Box::new(error(400, format!("invalid JSON body: {e}"))))
+    serde_json::from_slice(body)
+        .map_err(|e| Box::new(error(400, format!("invalid JSON body: {e}"))))
 }
 
 pub(crate) fn handle(inner: &Arc<Inner>, method: &Method, path: &str, body: &Bytes) -> Response {
