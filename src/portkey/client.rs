@@ -299,10 +299,11 @@ impl Client {
 
     /// `PUT /admin/users/{id}` `{"role"}`: change the org role (`admin` or `member`).
     ///
-    /// Retry rule: retried on transient errors. The API rejects a PUT of the role the user
-    /// already has (spec §3.1), so when an earlier attempt may have been applied and a retry is
-    /// then rejected with a 4xx, the user is re-read: if the role is already `role`, the call
-    /// succeeded. Otherwise the rejection is returned.
+    /// Retry rule: retried on transient errors. After an attempt that may have been applied
+    /// (timeout, broken connection, 5xx), the user is re-read before resending: if the role is
+    /// already `role`, the call succeeded. The API rejects a PUT of the role the user already
+    /// has (spec §3.1), so a 4xx rejection of a resend after such an attempt is checked the same
+    /// way; only if the role is not in place is the rejection returned.
     pub async fn update_user_role(&self, user_id: &str, role: &OrgRole) -> Result<()> {
         let req = self.req(
             Method::PUT,
@@ -609,8 +610,9 @@ impl Client {
 
     /// `PUT /admin/workspaces/{ws}/users/{user}` `{"role"}`.
     ///
-    /// Retry rule: as [`Client::update_user_role`]; the check read lists the workspace's
-    /// members and compares this user's role.
+    /// Retry rule: as [`Client::update_user_role`]; the check read is `GET
+    /// /admin/workspaces/{ws}/users/{user}`. Org owners and admins always read back as
+    /// `admin`, so for them only an `admin` request is ever confirmed by a check.
     pub async fn update_member_role(
         &self,
         workspace: &str,
@@ -630,12 +632,31 @@ impl Client {
             }),
         )?;
         self.put_role(&req, || async {
-            let members = self
-                .list_members(workspace, &MemberFilter::default())
-                .await?;
-            Ok(members.iter().any(|m| m.id == user_id && m.role == *role))
+            Ok(self.member_role(workspace, user_id).await? == *role)
         })
         .await
+    }
+
+    /// `GET /admin/workspaces/{ws}/users/{user}`, role only: the check read of
+    /// [`Client::update_member_role`]. Only the role is read because this endpoint is known to
+    /// leave out `id` and other fields (spec §3.4).
+    async fn member_role(&self, workspace: &str, user_id: &str) -> Result<WorkspaceRole> {
+        #[derive(Deserialize)]
+        struct RoleOnly {
+            role: WorkspaceRole,
+        }
+        let req = self.req(
+            Method::GET,
+            format!(
+                "/admin/workspaces/{}/users/{}",
+                segment("workspace", workspace)?,
+                segment("user", user_id)?
+            ),
+            &[],
+            None::<&()>,
+        )?;
+        let (body, attempts) = self.run(&req).await?;
+        Ok(decode::<RoleOnly>(&req, attempts, &body)?.role)
     }
 
     /// `DELETE /admin/workspaces/{ws}/users/{user}`.
@@ -840,26 +861,33 @@ impl Client {
         let mut uncertain = false;
         loop {
             let attempt = retry.next_attempt();
-            match self.attempt(req, attempt).await {
+            let failure = match self.attempt(req, attempt).await {
                 Ok(_) => return Ok(()),
-                Err(f) => {
-                    if f.kind.is_transient() {
-                        if !retry.pause(&f).await {
-                            return Err(f.into_error(req, attempt));
-                        }
-                        uncertain |= f.applied == Applied::Maybe;
-                        continue;
+                Err(f) => f,
+            };
+            if failure.kind.is_transient() {
+                if !retry.pause(&failure).await {
+                    return Err(failure.into_error(req, attempt));
+                }
+                if failure.applied == Applied::Maybe {
+                    uncertain = true;
+                    // Checking first spares a resend the API may reject as "same role". A failed
+                    // check is no reason to stop: the PUT itself is safe to resend.
+                    if let Ok(true) = already_done().await {
+                        tracing::info!(call = %req.call(), attempt, "portkey: role in place after an uncertain attempt; done");
+                        return Ok(());
                     }
-                    let err = f.into_error(req, attempt);
-                    if uncertain && !err.is_not_found() {
-                        if let Ok(true) = already_done().await {
-                            tracing::info!(call = %req.call(), attempt, "portkey: role already in place after an uncertain attempt; done");
-                            return Ok(());
-                        }
-                    }
-                    return Err(err);
+                }
+                continue;
+            }
+            let err = failure.into_error(req, attempt);
+            if uncertain && !err.is_not_found() {
+                if let Ok(true) = already_done().await {
+                    tracing::info!(call = %req.call(), attempt, "portkey: role in place after an uncertain attempt; done");
+                    return Ok(());
                 }
             }
+            return Err(err);
         }
     }
 
@@ -1001,5 +1029,406 @@ struct RoleBody<'a> {
 fn push_opt(query: &mut Vec<(&'static str, String)>, name: &'static str, value: Option<&str>) {
     if let Some(v) = value {
         query.push((name, v.to_owned()));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly by design
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Mutex;
+
+    use serde_json::json;
+    use warp::Filter;
+
+    use super::*;
+    use crate::portkey::config::ApiKey;
+
+    /// One request as the scripted server saw it.
+    #[derive(Debug, Clone)]
+    struct Hit {
+        n: u32,
+        method: String,
+        path: String,
+        query: String,
+    }
+
+    struct Answer {
+        status: u16,
+        headers: Vec<(&'static str, String)>,
+        body: String,
+        delay: Duration,
+    }
+
+    fn ok(body: serde_json::Value) -> Answer {
+        Answer {
+            status: 200,
+            headers: vec![],
+            body: body.to_string(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    fn status(code: u16, body: serde_json::Value) -> Answer {
+        Answer {
+            status: code,
+            ..ok(body)
+        }
+    }
+
+    type Script = dyn Fn(&Hit) -> Answer + Send + Sync;
+
+    /// A local server that answers from `script`; returns its base URL and the hits.
+    async fn serve(script: Arc<Script>) -> (String, Arc<Mutex<Vec<Hit>>>) {
+        let hits: Arc<Mutex<Vec<Hit>>> = Arc::default();
+        let counter = Arc::new(AtomicU32::new(0));
+        let seen = Arc::clone(&hits);
+        let route = warp::method()
+            .and(warp::path::full())
+            .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+            .then(
+                move |method: warp::http::Method, path: warp::path::FullPath, query: String| {
+                    let hit = Hit {
+                        n: counter.fetch_add(1, Ordering::SeqCst),
+                        method: method.to_string(),
+                        path: path.as_str().to_owned(),
+                        query,
+                    };
+                    seen.lock().unwrap().push(hit.clone());
+                    let answer = script(&hit);
+                    async move {
+                        if !answer.delay.is_zero() {
+                            tokio::time::sleep(answer.delay).await;
+                        }
+                        let mut resp = warp::http::Response::builder().status(answer.status);
+                        for (k, v) in answer.headers {
+                            resp = resp.header(k, v);
+                        }
+                        resp.header("content-type", "application/json")
+                            .body(answer.body)
+                            .unwrap()
+                    }
+                },
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(warp::serve(route).incoming(listener).run());
+        (format!("http://{addr}/v1"), hits)
+    }
+
+    fn client(base: &str, tweak: impl FnOnce(&mut ClientConfig)) -> Client {
+        let mut cfg = ClientConfig {
+            base_url: base.to_owned(),
+            api_key: ApiKey::new("test-key"),
+            request_timeout: Duration::from_secs(5),
+            retry: RetryConfig {
+                initial_interval: Duration::from_millis(1),
+                max_interval: Duration::from_millis(5),
+                multiplier: 2.0,
+                max_elapsed: Duration::from_secs(5),
+                randomization_factor: 0.1,
+            },
+            max_in_flight: 4,
+            requests_per_second: f64::INFINITY,
+            page_size: 2,
+        };
+        tweak(&mut cfg);
+        Client::new(cfg).unwrap()
+    }
+
+    fn user(id: &str) -> serde_json::Value {
+        json!({"id": id, "email": format!("{id}@example.com"), "role": "member"})
+    }
+
+    #[tokio::test]
+    async fn retry_after_seconds_is_waited_out() {
+        let (base, hits) = serve(Arc::new(|h: &Hit| {
+            if h.n == 0 {
+                Answer {
+                    headers: vec![("retry-after", "1".into())],
+                    ..status(429, json!({"success":false,"data":{"message":"Rate limit exceeded","errorCode":"AB06"}}))
+                }
+            } else {
+                ok(user("u1"))
+            }
+        }))
+        .await;
+        let c = client(&base, |_| {});
+        let start = Instant::now();
+        let u = c.get_user("u1").await.unwrap();
+        assert_eq!(u.id, "u1");
+        assert!(
+            start.elapsed() >= Duration::from_secs(1),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(hits.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn retry_after_http_date_is_waited_out() {
+        let (base, hits) = serve(Arc::new(|h: &Hit| {
+            if h.n == 0 {
+                let at = SystemTime::now() + Duration::from_secs(2);
+                Answer {
+                    headers: vec![("retry-after", httpdate::fmt_http_date(at))],
+                    ..status(503, json!({}))
+                }
+            } else {
+                ok(user("u1"))
+            }
+        }))
+        .await;
+        let c = client(&base, |_| {});
+        let start = Instant::now();
+        c.get_user("u1").await.unwrap();
+        // HTTP dates have one-second resolution: "now + 2 s" is at least one second away.
+        assert!(
+            start.elapsed() >= Duration::from_secs(1),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(hits.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn retry_after_past_the_give_up_time_fails_at_once() {
+        let (base, hits) = serve(Arc::new(|_: &Hit| Answer {
+            headers: vec![("retry-after", "3600".into())],
+            ..status(
+                429,
+                json!({"success":false,"data":{"message":"slow down","errorCode":"AB06"}}),
+            )
+        }))
+        .await;
+        let c = client(&base, |_| {});
+        let start = Instant::now();
+        let err = c.get_user("u1").await.unwrap_err();
+        assert!(start.elapsed() < Duration::from_secs(1));
+        assert!(err.is_transient());
+        assert_eq!(err.status(), Some(429));
+        assert_eq!(err.call(), "GET /admin/users/u1");
+        assert_eq!(hits.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn permanent_errors_are_not_retried() {
+        let (base, hits) = serve(Arc::new(|_: &Hit| {
+            status(
+                400,
+                json!({"success":false,"data":{"message":"invalid role","errorCode":"AB01"}}),
+            )
+        }))
+        .await;
+        let c = client(&base, |_| {});
+        let err = c.update_user_role("u1", &OrgRole::Admin).await.unwrap_err();
+        assert!(err.is_permanent());
+        assert_eq!(err.error_code(), Some("AB01"));
+        assert_eq!(
+            err.to_string(),
+            "PUT /admin/users/u1: HTTP 400 AB01: invalid role (after 1 attempt)"
+        );
+        assert_eq!(hits.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn server_errors_are_retried_until_the_give_up_time() {
+        let (base, hits) = serve(Arc::new(|_: &Hit| status(500, json!({})))).await;
+        let c = client(&base, |cfg| {
+            cfg.retry.max_elapsed = Duration::from_millis(200)
+        });
+        let err = c.list_users(&UserFilter::default()).await.unwrap_err();
+        assert!(err.is_transient());
+        assert!(err.attempts() > 2, "{err}");
+        assert_eq!(hits.lock().unwrap().len() as u32, err.attempts());
+    }
+
+    #[tokio::test]
+    async fn timeouts_and_connect_errors_are_transient() {
+        let (base, _) = serve(Arc::new(|_: &Hit| Answer {
+            delay: Duration::from_secs(2),
+            ..ok(user("u1"))
+        }))
+        .await;
+        let c = client(&base, |cfg| {
+            cfg.request_timeout = Duration::from_millis(100);
+            cfg.retry.max_elapsed = Duration::from_millis(250);
+        });
+        let err = c.get_user("u1").await.unwrap_err();
+        assert!(matches!(err.kind(), ErrorKind::Timeout(_)), "{err}");
+        assert!(err.is_transient());
+
+        // A port that was just free: nothing listens.
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = free.local_addr().unwrap();
+        drop(free);
+        let c = client(&format!("http://{addr}/v1"), |cfg| {
+            cfg.retry.max_elapsed = Duration::from_millis(50)
+        });
+        let err = c.get_user("u1").await.unwrap_err();
+        assert!(matches!(err.kind(), ErrorKind::Connect(_)), "{err}");
+        assert!(err.is_transient());
+    }
+
+    #[tokio::test]
+    async fn base_url_prefix_and_encoding() {
+        let (base, hits) = serve(Arc::new(|_: &Hit| ok(json!({})))).await;
+        let base = base.replace("/v1", "/api/v1/");
+        let c = client(&base, |_| {});
+        c.delete_user("a/b?c").await.unwrap();
+        let err = c.delete_user("").await.unwrap_err();
+        assert!(matches!(err.kind(), ErrorKind::InvalidRequest(_)));
+        assert!(c.remove_member("ws", "..").await.is_err());
+        let hits = hits.lock().unwrap();
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].path, "/api/v1/admin/users/a%2Fb%3Fc");
+    }
+
+    fn page_server(pages: Vec<serde_json::Value>) -> Arc<Script> {
+        Arc::new(move |h: &Hit| {
+            let page: usize = h
+                .query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("currentPage="))
+                .and_then(|v| v.parse().ok())
+                .unwrap();
+            ok(pages
+                .get(page)
+                .cloned()
+                .unwrap_or(json!({"total": 0, "data": []})))
+        })
+    }
+
+    #[tokio::test]
+    async fn pages_that_disagree_are_refused() {
+        // The total changes between pages.
+        let (base, _) = serve(page_server(vec![
+            json!({"total": 3, "data": [user("a"), user("b")]}),
+            json!({"total": 4, "data": [user("c"), user("d")]}),
+        ]))
+        .await;
+        let err = client(&base, |_| {})
+            .list_users(&UserFilter::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err.kind(), ErrorKind::Pagination(_)), "{err}");
+
+        // An item shows up twice (an insert shifted the window).
+        let (base, _) = serve(page_server(vec![
+            json!({"total": 4, "data": [user("a"), user("b")]}),
+            json!({"total": 4, "data": [user("b"), user("c")]}),
+        ]))
+        .await;
+        let err = client(&base, |_| {})
+            .list_users(&UserFilter::default())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("item b repeated"), "{err}");
+
+        // A short page before the total is reached (a delete shifted the window).
+        let (base, _) = serve(page_server(vec![
+            json!({"total": 5, "data": [user("a"), user("b")]}),
+            json!({"total": 5, "data": [user("c")]}),
+        ]))
+        .await;
+        let err = client(&base, |_| {})
+            .list_users(&UserFilter::default())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("page 1 has 1 items"), "{err}");
+        assert!(err.is_transient());
+
+        // More items than announced.
+        let (base, _) = serve(page_server(vec![
+            json!({"total": 1, "data": [user("a"), user("b")]}),
+        ]))
+        .await;
+        let err = client(&base, |_| {})
+            .list_users(&UserFilter::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err.kind(), ErrorKind::Pagination(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn lists_without_a_total_end_on_a_short_page() {
+        let (base, hits) = serve(page_server(vec![
+            json!({"data": [user("a"), user("b")]}),
+            json!({"data": [user("c")]}),
+        ]))
+        .await;
+        let users = client(&base, |_| {})
+            .list_users(&UserFilter::default())
+            .await
+            .unwrap();
+        assert_eq!(users.len(), 3);
+        assert_eq!(hits.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn create_invite_after_a_timeout_reads_before_resending() {
+        let (base, hits) = serve(Arc::new(|h: &Hit| match h.method.as_str() {
+            // The server applies the create but answers too late.
+            "POST" => Answer {
+                delay: Duration::from_secs(2),
+                ..ok(json!({"id": "inv-1", "invite_link": "https://x/inv-1"}))
+            },
+            _ => ok(json!({"total": 1, "data": [{"id": "inv-1", "email": "New@Example.com", "role": "member", "status": "pending"}]})),
+        }))
+        .await;
+        let c = client(&base, |cfg| {
+            cfg.request_timeout = Duration::from_millis(100)
+        });
+        let created = c
+            .create_invite(&CreateInvite {
+                email: "new@example.com".into(),
+                role: OrgRole::Member,
+                workspaces: vec![],
+                workspace_api_key_details: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(created.id, "inv-1");
+        assert_eq!(created.invite_link, None);
+        let hits = hits.lock().unwrap();
+        let methods: Vec<&str> = hits.iter().map(|h| h.method.as_str()).collect();
+        assert_eq!(methods, ["POST", "GET"]);
+        assert_eq!(
+            hits[1].query,
+            "email=new%40example.com&status=pending&pageSize=2&currentPage=0"
+        );
+    }
+
+    #[tokio::test]
+    async fn in_flight_bound_holds() {
+        let now = Arc::new(AtomicU32::new(0));
+        let peak = Arc::new(AtomicU32::new(0));
+        let (n2, p2) = (Arc::clone(&now), Arc::clone(&peak));
+        // Counting happens in the script, before the delay; the delay keeps requests open.
+        let (base, _) = serve(Arc::new(move |_: &Hit| {
+            let cur = n2.fetch_add(1, Ordering::SeqCst) + 1;
+            p2.fetch_max(cur, Ordering::SeqCst);
+            let n3 = Arc::clone(&n2);
+            tokio::spawn(async move {
+                // Decrements before the answer leaves, so the count never lags behind.
+                tokio::time::sleep(Duration::from_millis(40)).await;
+                n3.fetch_sub(1, Ordering::SeqCst);
+            });
+            Answer {
+                delay: Duration::from_millis(80),
+                ..ok(user("u"))
+            }
+        }))
+        .await;
+        let c = client(&base, |cfg| cfg.max_in_flight = 3);
+        let calls = (0..12).map(|_| c.get_user("u"));
+        for r in futures::future::join_all(calls).await {
+            r.unwrap();
+        }
+        assert!(
+            peak.load(Ordering::SeqCst) <= 3,
+            "{}",
+            peak.load(Ordering::SeqCst)
+        );
     }
 }
