@@ -101,6 +101,7 @@ pub async fn start(
         store = %config.store.path.display(),
         "scim-sync is serving"
     );
+    let closing = store.clone();
     let done = tokio::spawn(async move {
         let signal = tokio::spawn(async move {
             shutdown.await;
@@ -109,6 +110,8 @@ pub async fn start(
         });
         tokio::join!(scim_server, admin_server);
         signal.abort();
+        // Every request has been answered; stop the writer so the store file is released.
+        closing.close().await;
     });
     Ok(Running {
         scim_addr,

@@ -192,6 +192,12 @@ impl Store {
         Ok(Store { db, writer })
     }
 
+    /// Stops the writer after the writes already queued. Every clone of this store stops
+    /// writing; the file is released once the last clone is dropped.
+    pub async fn close(&self) {
+        self.writer.close().await;
+    }
+
     pub fn write_stats(&self) -> WriteStats {
         self.writer.stats()
     }
@@ -292,7 +298,11 @@ impl Store {
             let mut doc = eval_doc(kind, &record);
             if needs_refs_for_filter {
                 let refs = read_refs(&rtx, kind, &record.id)?;
-                let ref_type = if kind == ResourceKind::Group { "User" } else { "direct" };
+                let ref_type = if kind == ResourceKind::Group {
+                    "User"
+                } else {
+                    "direct"
+                };
                 if let Some(obj) = doc.as_object_mut() {
                     obj.insert(
                         ref_attr.into(),

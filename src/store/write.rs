@@ -28,20 +28,27 @@ pub struct WriteStats {
     pub writes: u64,
 }
 
+enum Msg {
+    Job(Job),
+    /// Finish what is queued, then stop and release the database.
+    Stop,
+}
+
 #[derive(Clone)]
 pub(crate) struct Writer {
-    tx: mpsc::Sender<Job>,
+    tx: mpsc::Sender<Msg>,
     commits: Arc<AtomicU64>,
     writes: Arc<AtomicU64>,
+    thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
 impl Writer {
     pub(crate) fn start(db: Arc<redb::Database>, max_batch: usize) -> Result<Writer> {
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (tx, rx) = mpsc::channel::<Msg>();
         let commits = Arc::new(AtomicU64::new(0));
         let writes = Arc::new(AtomicU64::new(0));
         let (c, w) = (commits.clone(), writes.clone());
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || writer_loop(db, rx, max_batch.max(1), c, w))
             .map_err(|e| StoreError::BatchFailed(format!("cannot start the writer thread: {e}")))?;
@@ -49,7 +56,18 @@ impl Writer {
             tx,
             commits,
             writes,
+            thread: Arc::new(std::sync::Mutex::new(Some(handle))),
         })
+    }
+
+    /// Applies what is queued, stops the writer thread and waits for it, so that its handle on
+    /// the database is gone when this returns. Later writes fail with `WriterGone`.
+    pub(crate) async fn close(&self) {
+        let _ = self.tx.send(Msg::Stop);
+        let handle = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = handle {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
     }
 
     pub(crate) fn stats(&self) -> WriteStats {
@@ -90,23 +108,34 @@ impl Writer {
             });
             (finish, fatal)
         });
-        self.tx.send(job).map_err(|_| StoreError::WriterGone)?;
+        self.tx
+            .send(Msg::Job(job))
+            .map_err(|_| StoreError::WriterGone)?;
         wait.await.map_err(|_| StoreError::WriterGone)?
     }
 }
 
 fn writer_loop(
     db: Arc<redb::Database>,
-    rx: mpsc::Receiver<Job>,
+    rx: mpsc::Receiver<Msg>,
     max_batch: usize,
     commits: Arc<AtomicU64>,
     writes: Arc<AtomicU64>,
 ) {
-    while let Ok(first) = rx.recv() {
+    let mut stop = false;
+    while !stop {
+        let first = match rx.recv() {
+            Ok(Msg::Job(job)) => job,
+            Ok(Msg::Stop) | Err(_) => break,
+        };
         let mut batch = vec![first];
         while batch.len() < max_batch {
             match rx.try_recv() {
-                Ok(job) => batch.push(job),
+                Ok(Msg::Job(job)) => batch.push(job),
+                Ok(Msg::Stop) => {
+                    stop = true;
+                    break;
+                }
                 Err(_) => break,
             }
         }

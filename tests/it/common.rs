@@ -104,9 +104,14 @@ impl Server {
         let json = if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()))
+            serde_json::from_slice(&bytes)
+                .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()))
         };
-        Resp { status, headers, json }
+        Resp {
+            status,
+            headers,
+            json,
+        }
     }
 
     pub async fn get(&self, path: &str) -> Resp {
@@ -128,7 +133,9 @@ impl Server {
     /// Sends bytes as written (for requests a client library would normalise) and returns the
     /// status and the body.
     pub async fn raw(&self, request: &str) -> (u16, String) {
-        let mut s = tokio::net::TcpStream::connect(self.scim_addr).await.unwrap();
+        let mut s = tokio::net::TcpStream::connect(self.scim_addr)
+            .await
+            .unwrap();
         s.write_all(request.as_bytes()).await.unwrap();
         let mut out = Vec::new();
         s.read_to_end(&mut out).await.unwrap();
@@ -149,7 +156,10 @@ impl Server {
     }
 
     pub async fn create_group(&self, name: &str, members: &[&str]) -> String {
-        let members: Vec<Value> = members.iter().map(|m| serde_json::json!({"value": m})).collect();
+        let members: Vec<Value> = members
+            .iter()
+            .map(|m| serde_json::json!({"value": m}))
+            .collect();
         let r = self
             .post(
                 "/Groups",
@@ -169,7 +179,11 @@ impl Server {
         assert_eq!(r.status, 200, "{}", r.json);
         let mut ids: Vec<String> = r.json["members"]
             .as_array()
-            .map(|a| a.iter().filter_map(|m| m["value"].as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|m| m["value"].as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default();
         ids.sort();
         ids
@@ -203,7 +217,9 @@ fn percent_encode(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }

@@ -1,5 +1,7 @@
 //! The one integration-test binary; each area is a module.
 
 mod common;
+mod crash;
 mod portkey;
 mod scim_checklist;
+mod scim_http;

@@ -10,7 +10,12 @@ const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:
 async fn checklist_01_op_matched_case_insensitively() {
     let s = Server::start().await;
     let id = s.create_user("ops@example.com").await;
-    for (op, name) in [("Replace", "A"), ("REPLACE", "B"), ("replace", "C"), ("Add", "D")] {
+    for (op, name) in [
+        ("Replace", "A"),
+        ("REPLACE", "B"),
+        ("replace", "C"),
+        ("Add", "D"),
+    ] {
         let r = s
             .patch(
                 &format!("/Users/{id}"),
@@ -52,10 +57,16 @@ async fn checklist_02_attribute_names_urns_and_filter_keywords_case_insensitive(
         .await;
     assert_eq!(r.json["displayName"], "X");
     let r = s
-        .get(&format!("/Users?filter={}", enc("USERNAME EQ \"case@example.com\" AND Active pr")))
+        .get(&format!(
+            "/Users?filter={}",
+            enc("USERNAME EQ \"case@example.com\" AND Active pr")
+        ))
         .await;
     assert_eq!(r.status, 200, "{}", r.json);
-    assert_eq!(r.json["totalResults"], 0, "active is absent, so `active pr` is false");
+    assert_eq!(
+        r.json["totalResults"], 0,
+        "active is absent, so `active pr` is false"
+    );
     let r = s
         .get(&format!(
             "/Users?filter={}",
@@ -98,7 +109,9 @@ async fn checklist_03_pathless_object_values() {
     let r = s
         .patch(
             &format!("/Groups/{gid}"),
-            patch_body(json!([{"op": "replace", "value": {"id": gid, "displayName": "New Group Name"}}])),
+            patch_body(
+                json!([{"op": "replace", "value": {"id": gid, "displayName": "New Group Name"}}]),
+            ),
         )
         .await;
     assert!(r.status == 204 || r.status == 200, "{}", r.json);
@@ -124,9 +137,16 @@ async fn checklist_04_extension_paths() {
     assert_eq!(r.status, 200, "{}", r.json);
     assert_eq!(r.json[ENTERPRISE]["employeeNumber"], "123");
     assert_eq!(r.json[ENTERPRISE]["department"], "Eng");
-    assert!(r.json["schemas"].as_array().unwrap().iter().any(|s| s == ENTERPRISE));
+    assert!(r.json["schemas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s == ENTERPRISE));
     let r = s
-        .get(&format!("/Users?filter={}", enc(&format!("{ENTERPRISE}:employeeNumber eq \"123\""))))
+        .get(&format!(
+            "/Users?filter={}",
+            enc(&format!("{ENTERPRISE}:employeeNumber eq \"123\""))
+        ))
         .await;
     assert_eq!(r.json["totalResults"], 1, "{}", r.json);
 }
@@ -152,11 +172,16 @@ async fn checklist_05_value_filter_paths_create_missing_elements() {
     assert_eq!(r.status, 200, "{}", r.json);
     let emails = r.json["emails"].as_array().unwrap();
     assert_eq!(emails.len(), 2, "{emails:?}");
-    assert!(emails.iter().any(|e| e["type"] == "work" && e["value"] == "work@example.com"));
+    assert!(emails
+        .iter()
+        .any(|e| e["type"] == "work" && e["value"] == "work@example.com"));
     assert_eq!(r.json["phoneNumbers"][0]["type"], "mobile");
     assert_eq!(r.json["phoneNumbers"][0]["value"], "+1 555");
     assert_eq!(r.json["addresses"][0]["formatted"], "1 Main St");
-    assert_eq!(r.json["roles"][0]["primary"], true, "\"True\" is stored as a boolean");
+    assert_eq!(
+        r.json["roles"][0]["primary"], true,
+        "\"True\" is stored as a boolean"
+    );
     assert_eq!(r.json["roles"][0]["value"], "admin");
     // A second replace through the same filter modifies the element instead of adding one.
     let r = s
@@ -174,8 +199,11 @@ async fn checklist_05_value_filter_paths_create_missing_elements() {
 async fn checklist_06_string_booleans() {
     let s = Server::start().await;
     let r = s
-        .post("/Users", json!({"userName": "sb@example.com", "active": "True",
-                               "emails": [{"value": "sb@example.com", "primary": "true"}]}))
+        .post(
+            "/Users",
+            json!({"userName": "sb@example.com", "active": "True",
+                               "emails": [{"value": "sb@example.com", "primary": "true"}]}),
+        )
         .await;
     assert_eq!(r.status, 201, "{}", r.json);
     assert_eq!(r.json["active"], true);
@@ -183,7 +211,10 @@ async fn checklist_06_string_booleans() {
     let id = r.json["id"].as_str().unwrap();
     for (v, expect) in [("False", false), ("true", true), ("false", false)] {
         let r = s
-            .patch(&format!("/Users/{id}"), patch_body(json!([{"op": "Replace", "path": "active", "value": v}])))
+            .patch(
+                &format!("/Users/{id}"),
+                patch_body(json!([{"op": "Replace", "path": "active", "value": v}])),
+            )
             .await;
         assert_eq!(r.status, 200, "{}", r.json);
         assert_eq!(r.json["active"], expect);
@@ -198,7 +229,9 @@ async fn checklist_07_single_value_where_complex_expected() {
     let r = s
         .patch(
             &format!("/Users/{id}"),
-            patch_body(json!([{"op": "Add", "path": format!("{ENTERPRISE}:manager"), "value": boss}])),
+            patch_body(
+                json!([{"op": "Add", "path": format!("{ENTERPRISE}:manager"), "value": boss}]),
+            ),
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.json);
@@ -241,7 +274,9 @@ async fn checklist_09_remove_members_by_value_list_not_all() {
     let r = s
         .patch(
             &format!("/Groups/{gid}"),
-            patch_body(json!([{"op": "Remove", "path": "members", "value": [{"$ref": null, "value": b}]}])),
+            patch_body(
+                json!([{"op": "Remove", "path": "members", "value": [{"$ref": null, "value": b}]}]),
+            ),
         )
         .await;
     assert!(r.status == 204 || r.status == 200, "{}", r.json);
@@ -259,7 +294,10 @@ async fn checklist_09_remove_members_by_value_list_not_all() {
     assert_eq!(s.member_ids(&gid).await, vec![c.clone()]);
     // Neither value nor filter: clears.
     let r = s
-        .patch(&format!("/Groups/{gid}"), patch_body(json!([{"op": "remove", "path": "members"}])))
+        .patch(
+            &format!("/Groups/{gid}"),
+            patch_body(json!([{"op": "remove", "path": "members"}])),
+        )
         .await;
     assert!(r.status == 204 || r.status == 200, "{}", r.json);
     assert!(s.member_ids(&gid).await.is_empty());
@@ -271,14 +309,19 @@ async fn checklist_10_replace_members_empty_and_add_is_union() {
     let a = s.create_user("a10@example.com").await;
     let b = s.create_user("b10@example.com").await;
     let gid = s.create_group("ten", &[&a]).await;
-    let add = patch_body(json!([{"op": "add", "path": "members", "value": [{"value": a}, {"value": b}]}]));
+    let add = patch_body(
+        json!([{"op": "add", "path": "members", "value": [{"value": a}, {"value": b}]}]),
+    );
     s.patch(&format!("/Groups/{gid}"), add.clone()).await;
     s.patch(&format!("/Groups/{gid}"), add).await;
     let mut want = vec![a.clone(), b.clone()];
     want.sort();
     assert_eq!(s.member_ids(&gid).await, want, "no duplicates");
     let r = s
-        .patch(&format!("/Groups/{gid}"), patch_body(json!([{"op": "replace", "path": "members", "value": []}])))
+        .patch(
+            &format!("/Groups/{gid}"),
+            patch_body(json!([{"op": "replace", "path": "members", "value": []}])),
+        )
         .await;
     assert!(r.status == 204 || r.status == 200, "{}", r.json);
     assert!(s.member_ids(&gid).await.is_empty());
@@ -289,7 +332,9 @@ async fn checklist_11_empty_operations_is_a_noop() {
     let s = Server::start().await;
     let id = s.create_user("empty@example.com").await;
     let before = s.get(&format!("/Users/{id}")).await;
-    let r = s.patch(&format!("/Users/{id}"), patch_body(json!([]))).await;
+    let r = s
+        .patch(&format!("/Users/{id}"), patch_body(json!([])))
+        .await;
     assert_eq!(r.status, 200, "{}", r.json);
     assert_eq!(r.json["userName"], "empty@example.com");
     assert_eq!(r.json["meta"]["version"], before.json["meta"]["version"]);
@@ -314,16 +359,25 @@ async fn checklist_12_readonly_and_unknown_data_ignored() {
     assert_ne!(r.json["id"], "client-chosen");
     assert_ne!(r.json["meta"]["created"], "2000-01-01T00:00:00Z");
     let text = r.json.to_string();
-    assert!(!text.contains("Secr3t"), "password must never be returned: {text}");
+    assert!(
+        !text.contains("Secr3t"),
+        "password must never be returned: {text}"
+    );
     assert!(r.json.get("title").is_none());
-    assert!(r.json.get("favouriteColour").is_none(), "unknown attributes are dropped");
+    assert!(
+        r.json.get("favouriteColour").is_none(),
+        "unknown attributes are dropped"
+    );
     let id = r.json["id"].as_str().unwrap();
     let g = s.get(&format!("/Users/{id}")).await;
     assert!(!g.json.to_string().contains("Secr3t"));
     let r = s
-        .post("/Groups", json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group",
+        .post(
+            "/Groups",
+            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group",
             "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group"],
-            "externalId": "abc", "displayName": "Entra Group", "meta": {"resourceType": "Group"}}))
+            "externalId": "abc", "displayName": "Entra Group", "meta": {"resourceType": "Group"}}),
+        )
         .await;
     assert_eq!(r.status, 201, "{}", r.json);
 }
@@ -350,10 +404,18 @@ async fn checklist_13_query_string_encodings() {
             crate::common::SCIM_TOKEN
         ))
         .await;
-    assert!(status == 400 || body.contains("\"totalResults\":0"), "{status} {body}");
+    assert!(
+        status == 400 || body.contains("\"totalResults\":0"),
+        "{status} {body}"
+    );
     // Escaped quotes inside a value.
     s.create_user("o\"malley@example.com").await;
-    let r = s.get(&format!("/Users?filter={}", enc("userName eq \"o\\\"malley@example.com\""))).await;
+    let r = s
+        .get(&format!(
+            "/Users?filter={}",
+            enc("userName eq \"o\\\"malley@example.com\"")
+        ))
+        .await;
     assert_eq!(r.json["totalResults"], 1, "{}", r.json);
 }
 
@@ -361,9 +423,17 @@ async fn checklist_13_query_string_encodings() {
 async fn checklist_14_username_case_insensitive_for_filter_and_uniqueness() {
     let s = Server::start().await;
     s.create_user("Alice@Example.com").await;
-    let r = s.get(&format!("/Users?filter={}", enc("userName eq \"ALICE@example.COM\""))).await;
+    let r = s
+        .get(&format!(
+            "/Users?filter={}",
+            enc("userName eq \"ALICE@example.COM\"")
+        ))
+        .await;
     assert_eq!(r.json["totalResults"], 1);
-    assert_eq!(r.json["Resources"][0]["userName"], "Alice@Example.com", "original case kept");
+    assert_eq!(
+        r.json["Resources"][0]["userName"], "Alice@Example.com",
+        "original case kept"
+    );
     let r = s.post("/Users", user("alice@example.com")).await;
     assert_eq!(r.status, 409, "{}", r.json);
     assert_eq!(r.json["scimType"], "uniqueness");
@@ -373,8 +443,11 @@ async fn checklist_14_username_case_insensitive_for_filter_and_uniqueness() {
 async fn checklist_15_supported_filters_and_unsupported_rejected() {
     let s = Server::start().await;
     let r = s
-        .post("/Users", json!({"userName": "f15@example.com", "externalId": "ext-15",
-            "emails": [{"value": "f15@work.example.com", "type": "work"}]}))
+        .post(
+            "/Users",
+            json!({"userName": "f15@example.com", "externalId": "ext-15",
+            "emails": [{"value": "f15@work.example.com", "type": "work"}]}),
+        )
         .await;
     let uid = r.json["id"].as_str().unwrap().to_string();
     s.create_user("other15@example.com").await;
@@ -383,11 +456,23 @@ async fn checklist_15_supported_filters_and_unsupported_rejected() {
         ("/Users", "userName eq \"f15@example.com\"".to_string()),
         ("/Users", "externalId eq \"ext-15\"".to_string()),
         ("/Users", format!("id eq \"{uid}\"")),
-        ("/Users", "emails[type eq \"work\"].value eq \"f15@work.example.com\"".to_string()),
-        ("/Users", "emails.value eq \"f15@work.example.com\"".to_string()),
-        ("/Users", "userName eq \"f15@example.com\" and externalId eq \"ext-15\"".to_string()),
+        (
+            "/Users",
+            "emails[type eq \"work\"].value eq \"f15@work.example.com\"".to_string(),
+        ),
+        (
+            "/Users",
+            "emails.value eq \"f15@work.example.com\"".to_string(),
+        ),
+        (
+            "/Users",
+            "userName eq \"f15@example.com\" and externalId eq \"ext-15\"".to_string(),
+        ),
         ("/Groups", "displayName eq \"group fifteen\"".to_string()),
-        ("/Groups", format!("id eq \"{gid}\" and members[value eq \"{uid}\"]")),
+        (
+            "/Groups",
+            format!("id eq \"{gid}\" and members[value eq \"{uid}\"]"),
+        ),
     ];
     for (ep, f) in &cases {
         let r = s.get(&format!("{ep}?filter={}", enc(f))).await;
@@ -395,10 +480,18 @@ async fn checklist_15_supported_filters_and_unsupported_rejected() {
         assert_eq!(r.json["totalResults"], 1, "{f}: {}", r.json);
     }
     let r = s
-        .get(&format!("/Groups?excludedAttributes=members&filter={}", enc(&format!("id eq \"{gid}\" and members[value eq \"nobody\"]"))))
+        .get(&format!(
+            "/Groups?excludedAttributes=members&filter={}",
+            enc(&format!("id eq \"{gid}\" and members[value eq \"nobody\"]"))
+        ))
         .await;
     assert_eq!(r.json["totalResults"], 0);
-    for bad in ["userName eq", "userName xx \"a\"", "(userName eq \"a\"", "userName eq \"a\" garbage"] {
+    for bad in [
+        "userName eq",
+        "userName xx \"a\"",
+        "(userName eq \"a\"",
+        "userName eq \"a\" garbage",
+    ] {
         let r = s.get(&format!("/Users?filter={}", enc(bad))).await;
         assert_eq!(r.status, 400, "{bad}: {}", r.json);
         assert_eq!(r.json["scimType"], "invalidFilter", "{bad}");
@@ -409,9 +502,21 @@ async fn checklist_15_supported_filters_and_unsupported_rejected() {
 async fn checklist_16_filter_and_uniqueness_see_the_same_users() {
     let s = Server::start().await;
     let id = s.create_user("same16@example.com").await;
-    s.patch(&format!("/Users/{id}"), patch_body(json!([{"op": "replace", "value": {"active": false}}]))).await;
-    let r = s.get(&format!("/Users?filter={}", enc("userName eq \"SAME16@example.com\""))).await;
-    assert_eq!(r.json["totalResults"], 1, "the inactive user is visible to the filter");
+    s.patch(
+        &format!("/Users/{id}"),
+        patch_body(json!([{"op": "replace", "value": {"active": false}}])),
+    )
+    .await;
+    let r = s
+        .get(&format!(
+            "/Users?filter={}",
+            enc("userName eq \"SAME16@example.com\"")
+        ))
+        .await;
+    assert_eq!(
+        r.json["totalResults"], 1,
+        "the inactive user is visible to the filter"
+    );
     let r = s.post("/Users", user("same16@example.com")).await;
     assert_eq!(r.status, 409, "and to the uniqueness check");
 }
@@ -420,13 +525,24 @@ async fn checklist_16_filter_and_uniqueness_see_the_same_users() {
 async fn checklist_17_inactive_users_remain_readable() {
     let s = Server::start().await;
     let id = s.create_user("inactive17@example.com").await;
-    s.patch(&format!("/Users/{id}"), patch_body(json!([{"op": "Replace", "path": "active", "value": "False"}]))).await;
+    s.patch(
+        &format!("/Users/{id}"),
+        patch_body(json!([{"op": "Replace", "path": "active", "value": "False"}])),
+    )
+    .await;
     let r = s.get(&format!("/Users/{id}")).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json["active"], false);
-    let r = s.get(&format!("/Users?filter={}", enc("userName eq \"inactive17@example.com\""))).await;
+    let r = s
+        .get(&format!(
+            "/Users?filter={}",
+            enc("userName eq \"inactive17@example.com\"")
+        ))
+        .await;
     assert_eq!(r.json["Resources"][0]["active"], false);
-    let r = s.get(&format!("/Users?filter={}", enc("active eq false"))).await;
+    let r = s
+        .get(&format!("/Users?filter={}", enc("active eq false")))
+        .await;
     assert_eq!(r.json["totalResults"], 1);
 }
 
@@ -434,15 +550,30 @@ async fn checklist_17_inactive_users_remain_readable() {
 async fn checklist_18_reactivation_on_the_same_id() {
     let s = Server::start().await;
     let id = s.create_user("react18@example.com").await;
-    s.patch(&format!("/Users/{id}"), patch_body(json!([{"op": "replace", "value": {"active": false}}]))).await;
-    let r = s.patch(&format!("/Users/{id}"), patch_body(json!([{"op": "replace", "value": {"active": true}}]))).await;
+    s.patch(
+        &format!("/Users/{id}"),
+        patch_body(json!([{"op": "replace", "value": {"active": false}}])),
+    )
+    .await;
+    let r = s
+        .patch(
+            &format!("/Users/{id}"),
+            patch_body(json!([{"op": "replace", "value": {"active": true}}])),
+        )
+        .await;
     assert_eq!(r.json["active"], true);
     // AIW style: full PUT with active true.
     let mut body = s.get(&format!("/Users/{id}")).await.json;
     body["active"] = json!(false);
-    assert_eq!(s.put(&format!("/Users/{id}"), body.clone()).await.json["active"], false);
+    assert_eq!(
+        s.put(&format!("/Users/{id}"), body.clone()).await.json["active"],
+        false
+    );
     body["active"] = json!(true);
-    assert_eq!(s.put(&format!("/Users/{id}"), body).await.json["active"], true);
+    assert_eq!(
+        s.put(&format!("/Users/{id}"), body).await.json["active"],
+        true
+    );
     let r = s.get("/Users?count=0").await;
     assert_eq!(r.json["totalResults"], 1, "still one user");
 }
@@ -452,11 +583,18 @@ async fn checklist_19_attributes_and_excluded_attributes() {
     let s = Server::start().await;
     let uid = s.create_user("proj19@example.com").await;
     let gid = s.create_group("proj19", &[&uid]).await;
-    let r = s.get(&format!("/Groups/{gid}?excludedAttributes=members")).await;
+    let r = s
+        .get(&format!("/Groups/{gid}?excludedAttributes=members"))
+        .await;
     assert_eq!(r.status, 200);
     assert!(r.json.get("members").is_none(), "{}", r.json);
     assert_eq!(r.json["displayName"], "proj19");
-    let r = s.get(&format!("/Groups?excludedAttributes=members&filter={}", enc("displayName eq \"proj19\""))).await;
+    let r = s
+        .get(&format!(
+            "/Groups?excludedAttributes=members&filter={}",
+            enc("displayName eq \"proj19\"")
+        ))
+        .await;
     assert!(r.json["Resources"][0].get("members").is_none());
     assert_eq!(r.json["Resources"][0]["id"], gid.as_str());
     let r = s.get(&format!("/Users/{uid}?attributes=userName")).await;
@@ -464,7 +602,10 @@ async fn checklist_19_attributes_and_excluded_attributes() {
     assert_eq!(r.json["id"], uid.as_str(), "id is always returned");
     assert!(r.json.get("emails").is_none(), "{}", r.json);
     let r = s.get("/Users?attributes=emails.value").await;
-    assert_eq!(r.json["Resources"][0]["emails"][0]["value"], "proj19@example.com");
+    assert_eq!(
+        r.json["Resources"][0]["emails"][0]["value"],
+        "proj19@example.com"
+    );
     assert!(r.json["Resources"][0]["emails"][0].get("type").is_none());
 }
 
@@ -477,7 +618,10 @@ async fn checklist_20_group_display_name_unique() {
     assert_eq!(r.json["scimType"], "uniqueness");
     let other = s.create_group("Others", &[]).await;
     let r = s
-        .patch(&format!("/Groups/{other}?attributes=displayName"), patch_body(json!([{"op": "Replace", "path": "displayName", "value": "ENGINEERS"}])))
+        .patch(
+            &format!("/Groups/{other}?attributes=displayName"),
+            patch_body(json!([{"op": "Replace", "path": "displayName", "value": "ENGINEERS"}])),
+        )
         .await;
     assert_eq!(r.status, 409, "{}", r.json);
 }
@@ -485,7 +629,12 @@ async fn checklist_20_group_display_name_unique() {
 #[tokio::test]
 async fn checklist_21_put_is_full_replace_and_round_trips_get() {
     let s = Server::start().await;
-    let r = s.post("/Users", json!({"userName": "put21@example.com", "title": "Boss", "nickName": "B"})).await;
+    let r = s
+        .post(
+            "/Users",
+            json!({"userName": "put21@example.com", "title": "Boss", "nickName": "B"}),
+        )
+        .await;
     let id = r.json["id"].as_str().unwrap().to_string();
     // Okta copies the GET body into the PUT, read-only parts included.
     let mut body = s.get(&format!("/Users/{id}")).await.json;
@@ -494,15 +643,21 @@ async fn checklist_21_put_is_full_replace_and_round_trips_get() {
     let r = s.put(&format!("/Users/{id}"), body).await;
     assert_eq!(r.status, 200, "{}", r.json);
     assert_eq!(r.json["displayName"], "Put Name");
-    assert!(r.json.get("title").is_none(), "omitted attributes are cleared by PUT");
+    assert!(
+        r.json.get("title").is_none(),
+        "omitted attributes are cleared by PUT"
+    );
     assert_eq!(r.json["nickName"], "B");
     // Group PUT with the complete member list (Okta AIW).
     let a = s.create_user("a21@example.com").await;
     let b = s.create_user("b21@example.com").await;
     let gid = s.create_group("put21", &[&a]).await;
     let r = s
-        .put(&format!("/Groups/{gid}"), json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "id": gid,
-            "displayName": "put21", "members": [{"value": b}]}))
+        .put(
+            &format!("/Groups/{gid}"),
+            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "id": gid,
+            "displayName": "put21", "members": [{"value": b}]}),
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.json);
     assert_eq!(s.member_ids(&gid).await, vec![b]);
@@ -517,9 +672,20 @@ async fn checklist_22_deletes_keep_references_consistent() {
     assert_eq!(s.delete(&format!("/Users/{a}")).await.status, 204);
     assert_eq!(s.member_ids(&gid).await, vec![b.clone()]);
     assert_eq!(s.delete(&format!("/Groups/{gid}")).await.status, 204);
-    assert_eq!(s.get(&format!("/Users/{b}")).await.status, 200, "deleting a group keeps its users");
+    assert_eq!(
+        s.get(&format!("/Users/{b}")).await.status,
+        200,
+        "deleting a group keeps its users"
+    );
     let r = s.get(&format!("/Users/{b}")).await;
-    assert!(r.json.get("groups").map(|g| g.as_array().unwrap().is_empty()).unwrap_or(true), "{}", r.json);
+    assert!(
+        r.json
+            .get("groups")
+            .map(|g| g.as_array().unwrap().is_empty())
+            .unwrap_or(true),
+        "{}",
+        r.json
+    );
 }
 
 #[tokio::test]
@@ -531,13 +697,24 @@ async fn checklist_23_scim_content_type_everywhere() {
         s.get(&format!("/Users/{id}")).await,
         s.get("/Users/nope").await,
         s.get(&format!("/Users?filter={}", enc("bad filter"))).await,
-        s.post("/Users", json!({"userName": "ct23@example.com"})).await,
+        s.post("/Users", json!({"userName": "ct23@example.com"}))
+            .await,
         s.get("/ServiceProviderConfig").await,
         s.get("/Nowhere").await,
     ] {
-        assert_eq!(r.header("content-type").as_deref(), Some("application/scim+json"), "{}", r.json);
+        assert_eq!(
+            r.header("content-type").as_deref(),
+            Some("application/scim+json"),
+            "{}",
+            r.json
+        );
     }
-    let r = s.http.get(format!("{}/Users", s.base)).send().await.unwrap();
+    let r = s
+        .http
+        .get(format!("{}/Users", s.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(r.headers()["content-type"], "application/scim+json");
 }
@@ -547,34 +724,101 @@ async fn checklist_24_status_codes() {
     let s = Server::start().await;
     let r = s.post("/Users", user("sc24@example.com")).await;
     assert_eq!(r.status, 201);
-    assert!(r.header("location").unwrap().ends_with(&format!("/Users/{}", r.json["id"].as_str().unwrap())));
+    assert!(r
+        .header("location")
+        .unwrap()
+        .ends_with(&format!("/Users/{}", r.json["id"].as_str().unwrap())));
     let id = r.json["id"].as_str().unwrap().to_string();
     assert_eq!(s.get(&format!("/Users/{id}")).await.status, 200);
-    assert_eq!(s.put(&format!("/Users/{id}"), user("sc24@example.com")).await.status, 200);
-    let r = s.patch(&format!("/Users/{id}"), patch_body(json!([{"op": "replace", "path": "title", "value": "T"}]))).await;
+    assert_eq!(
+        s.put(&format!("/Users/{id}"), user("sc24@example.com"))
+            .await
+            .status,
+        200
+    );
+    let r = s
+        .patch(
+            &format!("/Users/{id}"),
+            patch_body(json!([{"op": "replace", "path": "title", "value": "T"}])),
+        )
+        .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json["title"], "T");
     let gid = s.create_group("sc24", &[]).await;
-    let r = s.patch(&format!("/Groups/{gid}"), patch_body(json!([{"op": "add", "path": "members", "value": [{"value": id}]}]))).await;
+    let r = s
+        .patch(
+            &format!("/Groups/{gid}"),
+            patch_body(json!([{"op": "add", "path": "members", "value": [{"value": id}]}])),
+        )
+        .await;
     assert_eq!(r.status, 204);
-    assert_eq!(s.get("/Users/010101001010101011001010101011").await.status, 404);
+    assert_eq!(
+        s.get("/Users/010101001010101011001010101011").await.status,
+        404
+    );
     assert_eq!(s.post("/Users", user("sc24@example.com")).await.status, 409);
-    let r = s.get(&format!("/Users?filter={}", enc("userName zz \"x\""))).await;
-    assert_eq!((r.status, r.json["scimType"].as_str()), (400, Some("invalidFilter")));
-    let r = s.patch(&format!("/Users/{id}"), patch_body(json!([{"op": "remove"}]))).await;
-    assert_eq!((r.status, r.json["scimType"].as_str()), (400, Some("noTarget")));
-    let r = s.patch(&format!("/Users/{id}"), patch_body(json!([{"op": "replace", "path": "emails[type eq", "value": "x"}]))).await;
-    assert_eq!((r.status, r.json["scimType"].as_str()), (400, Some("invalidPath")));
-    let r = s.patch(&format!("/Users/{id}"), patch_body(json!([{"op": "replace", "path": "id", "value": "x"}]))).await;
-    assert_eq!((r.status, r.json["scimType"].as_str()), (400, Some("mutability")));
-    let r = s.patch(&format!("/Users/{id}"), patch_body(json!([{"op": "replace", "path": "active", "value": "maybe"}]))).await;
-    assert_eq!((r.status, r.json["scimType"].as_str()), (400, Some("invalidValue")));
+    let r = s
+        .get(&format!("/Users?filter={}", enc("userName zz \"x\"")))
+        .await;
+    assert_eq!(
+        (r.status, r.json["scimType"].as_str()),
+        (400, Some("invalidFilter"))
+    );
+    let r = s
+        .patch(
+            &format!("/Users/{id}"),
+            patch_body(json!([{"op": "remove"}])),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json["scimType"].as_str()),
+        (400, Some("noTarget"))
+    );
+    let r = s
+        .patch(
+            &format!("/Users/{id}"),
+            patch_body(json!([{"op": "replace", "path": "emails[type eq", "value": "x"}])),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json["scimType"].as_str()),
+        (400, Some("invalidPath"))
+    );
+    let r = s
+        .patch(
+            &format!("/Users/{id}"),
+            patch_body(json!([{"op": "replace", "path": "id", "value": "x"}])),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json["scimType"].as_str()),
+        (400, Some("mutability"))
+    );
+    let r = s
+        .patch(
+            &format!("/Users/{id}"),
+            patch_body(json!([{"op": "replace", "path": "active", "value": "maybe"}])),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json["scimType"].as_str()),
+        (400, Some("invalidValue"))
+    );
     assert_eq!(s.delete(&format!("/Groups/{gid}")).await.status, 204);
     assert_eq!(s.delete(&format!("/Users/{id}")).await.status, 204);
     assert_eq!(s.delete(&format!("/Users/{id}")).await.status, 404);
-    let r = s.http.get(format!("{}/Users", s.base)).bearer_auth("wrong").send().await.unwrap();
+    let r = s
+        .http
+        .get(format!("{}/Users", s.base))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    assert!(r.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
+    assert!(r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Bearer"));
 }
 
 #[tokio::test]
@@ -582,7 +826,10 @@ async fn checklist_25_error_body_shape() {
     let s = Server::start().await;
     let r = s.get("/Users/unknown-id").await;
     assert_eq!(r.status, 404);
-    assert_eq!(r.json["schemas"], json!(["urn:ietf:params:scim:api:messages:2.0:Error"]));
+    assert_eq!(
+        r.json["schemas"],
+        json!(["urn:ietf:params:scim:api:messages:2.0:Error"])
+    );
     assert_eq!(r.json["status"], "404", "status is a string");
     assert!(!r.json["detail"].as_str().unwrap().is_empty());
 }
@@ -590,17 +837,26 @@ async fn checklist_25_error_body_shape() {
 #[tokio::test]
 async fn checklist_26_list_response_complete_when_empty() {
     let s = Server::start().await;
-    for path in ["/Users?startIndex=1&count=2", "/Groups?startIndex=1&count=100", "/Users"] {
+    for path in [
+        "/Users?startIndex=1&count=2",
+        "/Groups?startIndex=1&count=100",
+        "/Users",
+    ] {
         let r = s.get(path).await;
         assert_eq!(r.status, 200);
-        assert_eq!(r.json["schemas"], json!(["urn:ietf:params:scim:api:messages:2.0:ListResponse"]));
+        assert_eq!(
+            r.json["schemas"],
+            json!(["urn:ietf:params:scim:api:messages:2.0:ListResponse"])
+        );
         assert_eq!(r.json["totalResults"], json!(0));
         assert_eq!(r.json["startIndex"], json!(1));
         assert_eq!(r.json["itemsPerPage"], json!(0));
         assert_eq!(r.json["Resources"], json!([]));
     }
     // Entra's Test Connection: a random GUID that matches nothing.
-    let r = s.get("/Users?filter=userName+eq+%22cf4d78e8-cc4f-4d5d-b8b9-183561c0104a%22").await;
+    let r = s
+        .get("/Users?filter=userName+eq+%22cf4d78e8-cc4f-4d5d-b8b9-183561c0104a%22")
+        .await;
     assert_eq!((r.status, r.json["totalResults"].clone()), (200, json!(0)));
 }
 
@@ -634,7 +890,10 @@ async fn checklist_27_stable_paging_count_cap_and_start_index() {
     assert_eq!(r.json["startIndex"], 1);
     assert_eq!(r.json["Resources"][0]["id"].as_str().unwrap(), seen[0]);
     let r = s.get("/Users?startIndex=-5&count=0").await;
-    assert_eq!((r.json["totalResults"].clone(), r.json["Resources"].clone()), (json!(12), json!([])));
+    assert_eq!(
+        (r.json["totalResults"].clone(), r.json["Resources"].clone()),
+        (json!(12), json!([]))
+    );
 }
 
 #[tokio::test]
@@ -648,12 +907,23 @@ async fn checklist_28_resources_carry_required_fields() {
             assert!(res["id"].is_string());
             assert!(res["schemas"].is_array());
             assert!(res["meta"]["resourceType"].is_string());
-            assert!(res["meta"]["location"].as_str().unwrap().starts_with("http://"));
+            assert!(res["meta"]["location"]
+                .as_str()
+                .unwrap()
+                .starts_with("http://"));
         }
     }
     let r = s.get(&format!("/Users/{uid}")).await;
     assert_eq!(r.json["active"], true);
-    assert_eq!(r.json["emails"].as_array().unwrap().iter().filter(|e| e["primary"] == true).count(), 1);
+    assert_eq!(
+        r.json["emails"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["primary"] == true)
+            .count(),
+        1
+    );
     assert_eq!(r.json["groups"][0]["display"], "req28", "{}", r.json);
 }
 
@@ -666,7 +936,10 @@ async fn checklist_29_etags_and_if_match() {
     assert_eq!(r.json["meta"]["version"], etag.as_str());
     let body = patch_body(json!([{"op": "replace", "path": "title", "value": "x"}]));
     // Without If-Match: fine.
-    assert_eq!(s.patch(&format!("/Users/{id}"), body.clone()).await.status, 200);
+    assert_eq!(
+        s.patch(&format!("/Users/{id}"), body.clone()).await.status,
+        200
+    );
     // With the stale tag: 412.
     let r = s
         .http
@@ -719,11 +992,24 @@ async fn checklist_31_deactivation_keeps_user_delete_is_final() {
     let s = Server::start().await;
     let id = s.create_user("final31@example.com").await;
     let gid = s.create_group("g31", &[&id]).await;
-    s.patch(&format!("/Users/{id}"), patch_body(json!([{"op": "replace", "value": {"active": false}}]))).await;
-    assert_eq!(s.member_ids(&gid).await, vec![id.clone()], "memberships of inactive users are kept");
+    s.patch(
+        &format!("/Users/{id}"),
+        patch_body(json!([{"op": "replace", "value": {"active": false}}])),
+    )
+    .await;
+    assert_eq!(
+        s.member_ids(&gid).await,
+        vec![id.clone()],
+        "memberships of inactive users are kept"
+    );
     assert_eq!(s.delete(&format!("/Users/{id}")).await.status, 204);
     assert_eq!(s.get(&format!("/Users/{id}")).await.status, 404);
-    let r = s.get(&format!("/Users?filter={}", enc("userName eq \"final31@example.com\""))).await;
+    let r = s
+        .get(&format!(
+            "/Users?filter={}",
+            enc("userName eq \"final31@example.com\"")
+        ))
+        .await;
     assert_eq!(r.json["totalResults"], 0);
 }
 
@@ -743,11 +1029,17 @@ async fn checklist_32_quirky_but_harmless_ops_accepted() {
     assert_eq!(s.member_ids(&gid).await, want);
     // Removing a member that is not there, or through a filter that matches nothing, succeeds.
     let r = s
-        .patch(&format!("/Groups/{gid}"), patch_body(json!([{"op": "remove", "path": "members[value eq \"ghost\"]"}])))
+        .patch(
+            &format!("/Groups/{gid}"),
+            patch_body(json!([{"op": "remove", "path": "members[value eq \"ghost\"]"}])),
+        )
         .await;
     assert_eq!(r.status, 204, "{}", r.json);
     let r = s
-        .patch(&format!("/Users/{id}"), patch_body(json!([{"op": "remove", "path": "emails[type eq \"home\"]"}])))
+        .patch(
+            &format!("/Users/{id}"),
+            patch_body(json!([{"op": "remove", "path": "emails[type eq \"home\"]"}])),
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.json);
 }
@@ -756,7 +1048,12 @@ async fn checklist_32_quirky_but_harmless_ops_accepted() {
 async fn checklist_33_unknown_query_parameters_ignored() {
     let s = Server::start().await;
     s.create_user("q33@example.com").await;
-    let r = s.get(&format!("/Users?aadOptscim062020&filter={}&sortBy=userName", enc("userName eq \"q33@example.com\""))).await;
+    let r = s
+        .get(&format!(
+            "/Users?aadOptscim062020&filter={}&sortBy=userName",
+            enc("userName eq \"q33@example.com\"")
+        ))
+        .await;
     assert_eq!(r.status, 200, "{}", r.json);
     assert_eq!(r.json["totalResults"], 1);
 }
