@@ -78,7 +78,9 @@ pub struct Faults {
     /// One page of one list endpoint that always answers 500.
     pub fail_page: Option<FailPage>,
     /// `"METHOD /v1/path"` patterns (`*` or `{name}` match one segment; the `/v1` prefix
-    /// may be left out): the write is applied, then 500 is answered.
+    /// may be left out): the write is applied, then 500 is answered. Each distinct write
+    /// (method, path, JSON body) is hit once, like a lost response: an identical retry
+    /// gets the real answer (for example 409 for a repeated invite).
     pub apply_then_500: Vec<String>,
 }
 

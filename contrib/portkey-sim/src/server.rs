@@ -1,7 +1,7 @@
 //! HTTP front: one warp filter that hands every request to a hand-written router, so
 //! logging, fault injection and error envelopes are applied in one place.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -34,12 +34,19 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) struct FaultState {
     pub(crate) faults: Faults,
     rng: StdRng,
+    /// Writes already answered 500 by `apply_then_500` (method, path, body). The fault
+    /// models a lost response, so an identical retry gets the real answer.
+    fired: HashSet<String>,
 }
 
 impl FaultState {
     pub(crate) fn new(faults: Faults) -> Self {
         let rng = StdRng::seed_from_u64(faults.seed);
-        FaultState { faults, rng }
+        FaultState {
+            faults,
+            rng,
+            fired: HashSet::new(),
+        }
     }
 }
 
@@ -363,7 +370,10 @@ async fn answer(
         Err(Routed::NoRoute) => envelope(404, "AB02", "no such route"),
     };
     if d.apply_then_500 && resp.status().is_success() {
-        return (internal_error(), Some("apply_then_500"));
+        let key = format!("{method} {} {body}", trim_path(path));
+        if lock(&inner.faults).fired.insert(key) {
+            return (internal_error(), Some("apply_then_500"));
+        }
     }
     (resp, None)
 }

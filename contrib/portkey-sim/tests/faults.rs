@@ -213,6 +213,31 @@ async fn apply_then_500_applies_the_write() {
     );
     let (_, v) = sim.get("/admin/workspaces/ws-w/users").await;
     assert_eq!(v["total"], 1);
+    // An identical retry gets the real answer (adding a member again is a no-op 200).
+    let (s, _) = sim
+        .post(
+            "/admin/workspaces/ws-w/users",
+            json!({"users": [{"id": m, "role": "member"}]}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    // A different write to the same route is hit again.
+    sim.ctl(
+        Method::POST,
+        "/users",
+        Some(json!({"email": "n@example.com", "role": "member"})),
+    )
+    .await;
+    let n = sim.user_id("n@example.com").await;
+    assert_err(
+        &sim.post(
+            "/admin/workspaces/ws-w/users",
+            json!({"users": [{"id": n, "role": "member"}]}),
+        )
+        .await,
+        500,
+        "AB04",
+    );
     assert_err(
         &sim.put(&format!("/admin/users/{m}"), json!({"role": "admin"}))
             .await,
