@@ -8,7 +8,7 @@
 //! - [`store`]: redb tables, unique indexes, the user→groups reverse index, the change feed.
 //! - [`http`]: warp servers (SCIM under the base path, admin).
 //! - [`portkey`]: the control-plane Admin API client.
-//! - [`app`]: wiring used by `main` (`serve`).
+//! - [`app`]: wiring used by `main` (`serve`); [`demo`]: the same next to the bundled simulator.
 
 // Library code must not panic: a panic in a request handler drops the connection without a
 // SCIM answer, and one in the writer thread stops every write. Tests may.
@@ -24,6 +24,7 @@
 
 pub mod app;
 pub mod config;
+pub mod demo;
 pub mod http;
 pub mod portkey;
 pub mod scim;

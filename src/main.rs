@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use scim_sync::config::{Config, LogFormat, ProcessEnv};
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -27,6 +27,20 @@ enum Command {
         /// The TOML config file (every key: config/scim-sync.example.toml).
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// Run the daemon for real on a local redb file next to the bundled control-plane
+    /// simulator, with fresh tokens, and print copy-paste commands.
+    Demo {
+        /// The redb store file.
+        #[arg(long, default_value = "scim-sync-demo.redb")]
+        store: PathBuf,
+        #[arg(long, default_value_t = 8080)]
+        scim_port: u16,
+        #[arg(long, default_value_t = 8081)]
+        admin_port: u16,
+        /// Port of the control-plane simulator.
+        #[arg(long, default_value_t = 8090)]
+        sim_port: u16,
     },
     /// Validate a config file and the secrets in the environment, then exit (0 = valid).
     CheckConfig {
@@ -53,7 +67,7 @@ fn init_logging(format: LogFormat, level: &str) {
     }
 }
 
-fn load(path: &PathBuf) -> anyhow::Result<Config> {
+fn load(path: &Path) -> anyhow::Result<Config> {
     Ok(Config::load(path, &ProcessEnv)?)
 }
 
@@ -74,6 +88,29 @@ fn main() -> ExitCode {
             .build()
             .context("cannot start the async runtime")
             .and_then(|rt| rt.block_on(serve(config))),
+        Command::Demo {
+            store,
+            scim_port,
+            admin_port,
+            sim_port,
+        } => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")
+            .and_then(|rt| {
+                rt.block_on(async {
+                    init_logging(LogFormat::Text, "info");
+                    let opts = scim_sync::demo::DemoOptions {
+                        store,
+                        scim_port,
+                        admin_port,
+                        sim_port,
+                    };
+                    scim_sync::demo::run(opts, scim_sync::app::shutdown_signal())
+                        .await
+                        .map_err(anyhow::Error::from)
+                })
+            }),
         Command::CheckConfig { config } => load(&config).map(|c| {
             println!(
                 "config OK: SCIM on {}{} ({} token(s)), admin on {}, store {}, control plane {}",
