@@ -166,6 +166,7 @@ pub enum SimError {
 }
 
 /// A running simulator. Dropping it stops the server too, without waiting.
+#[derive(Debug)]
 pub struct SimServer {
     pub addr: SocketAddr,
     shutdown: watch::Sender<bool>,
