@@ -522,10 +522,8 @@ pub(crate) fn patch(
                 let (known, unknown) = known_users(tx, member_ids(&refs))?;
                 notes.unknown_members.extend(unknown);
                 for uid in known {
-                    if !member_now(tx, &add, &remove, &uid)? {
-                        if !remove.remove(&uid) {
-                            add.insert(uid);
-                        }
+                    if !member_now(tx, &add, &remove, &uid)? && !remove.remove(&uid) {
+                        add.insert(uid);
                     }
                 }
             }

@@ -16,8 +16,8 @@ pub struct Server {
     pub admin: String,
     pub http: reqwest::Client,
     pub store: scim_sync::store::Store,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    done: Option<tokio::task::JoinHandle<()>>,
+    /// Dropping the server drops this sender, which shuts the daemon down.
+    _stop: tokio::sync::oneshot::Sender<()>,
     _dir: tempfile::TempDir,
 }
 
@@ -71,18 +71,8 @@ impl Server {
             admin: format!("http://{}", running.admin_addr),
             http: reqwest::Client::new(),
             store: running.store,
-            stop: Some(tx),
-            done: Some(running.done),
+            _stop: tx,
             _dir: dir,
-        }
-    }
-
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(done) = self.done.take() {
-            let _ = done.await;
         }
     }
 
