@@ -350,14 +350,26 @@ fn current_members(tx: &WriteTransaction, gid: &str) -> Result<BTreeSet<String>>
     Ok(out)
 }
 
-fn is_member(tx: &WriteTransaction, gid: &str, uid: &str) -> Result<bool> {
-    let t = tx.open_multimap_table(MEMBERS).db()?;
-    for v in t.get(gid).db()? {
-        if v.db()?.value() == uid {
-            return Ok(true);
-        }
+/// Adds a membership to both link tables; true when it is new.
+fn link(tx: &WriteTransaction, gid: &str, uid: &str) -> Result<bool> {
+    let mut members = tx.open_multimap_table(MEMBERS).db()?;
+    let existed = members.insert(gid, uid).db()?;
+    if !existed {
+        let mut reverse = tx.open_multimap_table(USER_GROUPS).db()?;
+        reverse.insert(uid, gid).db()?;
     }
-    Ok(false)
+    Ok(!existed)
+}
+
+/// Removes a membership from both link tables; true when it was there.
+fn unlink(tx: &WriteTransaction, gid: &str, uid: &str) -> Result<bool> {
+    let mut members = tx.open_multimap_table(MEMBERS).db()?;
+    let existed = members.remove(gid, uid).db()?;
+    if existed {
+        let mut reverse = tx.open_multimap_table(USER_GROUPS).db()?;
+        reverse.remove(uid, gid).db()?;
+    }
+    Ok(existed)
 }
 
 fn apply_member_diff(
@@ -495,65 +507,64 @@ pub(crate) fn patch(
     check_unique(tx, kind, &name, Some(id))?;
 
     let mut notes = WriteNotes::default();
-    // Net effect of the member changes, in order, against the stored list: `add` and `remove`
-    // are disjoint and only hold real changes, so the cost is O(changed members) except for a
-    // clear or a non-trivial filter, which must look at every member.
+    // Member changes are applied in order straight to the two link tables. redb reports whether
+    // each pair was present, so the net effect is known without reading the member list: the
+    // cost is O(changed members), except for a clear or a non-trivial filter, which must look
+    // at every member. Nothing here can fail on the request's merits (unknown members are
+    // skipped), so mutating before the data write keeps "validate, then mutate".
     let mut add: BTreeSet<String> = BTreeSet::new();
     let mut remove: BTreeSet<String> = BTreeSet::new();
-    let member_now = |tx: &WriteTransaction,
-                      add: &BTreeSet<String>,
-                      remove: &BTreeSet<String>,
-                      uid: &str|
-     -> Result<bool> {
-        if add.contains(uid) {
-            return Ok(true);
-        }
-        if remove.contains(uid) {
-            return Ok(false);
-        }
-        is_member(tx, id, uid)
-    };
-    for change in changes {
-        if kind != ResourceKind::Group {
-            break;
-        }
-        match change {
-            MemberChange::Add(refs) => {
-                let (known, unknown) = known_users(tx, member_ids(&refs))?;
-                notes.unknown_members.extend(unknown);
-                for uid in known {
-                    if !member_now(tx, &add, &remove, &uid)? && !remove.remove(&uid) {
-                        add.insert(uid);
+    if kind == ResourceKind::Group {
+        for change in changes {
+            match change {
+                MemberChange::Add(refs) => {
+                    let (known, unknown) = known_users(tx, member_ids(&refs))?;
+                    notes.unknown_members.extend(unknown);
+                    for uid in known {
+                        if link(tx, id, &uid)? && !remove.remove(&uid) {
+                            add.insert(uid);
+                        }
                     }
                 }
-            }
-            MemberChange::Remove(ids) => {
-                for uid in ids {
-                    if member_now(tx, &add, &remove, &uid)? && !add.remove(&uid) {
-                        remove.insert(uid);
+                MemberChange::Remove(ids) => {
+                    for uid in ids {
+                        if unlink(tx, id, &uid)? && !add.remove(&uid) {
+                            remove.insert(uid);
+                        }
                     }
                 }
-            }
-            MemberChange::Clear => {
-                add.clear();
-                remove = current_members(tx, id)?;
-            }
-            MemberChange::RemoveWhere(f) => {
-                let mut all = current_members(tx, id)?;
-                all.retain(|u| !remove.contains(u));
-                all.extend(add.iter().cloned());
-                let users = tx.open_table(USERS).db()?;
-                let member_def = GROUP.attributes.iter().find(|a| a.name == "members");
-                let Some(member_def) = member_def else { break };
-                for uid in all {
-                    let display = match users.get(uid.as_str()).db()? {
-                        Some(v) => display_of(&decode(&uid, v.value())?),
-                        None => String::new(),
+                MemberChange::Clear => {
+                    for uid in current_members(tx, id)? {
+                        unlink(tx, id, &uid)?;
+                        if !add.remove(&uid) {
+                            remove.insert(uid);
+                        }
+                    }
+                }
+                MemberChange::RemoveWhere(f) => {
+                    let member_def = GROUP.attributes.iter().find(|a| a.name == "members");
+                    let Some(member_def) = member_def else {
+                        continue;
                     };
-                    let element =
-                        serde_json::json!({"value": uid, "display": display, "type": "User"});
-                    if filter::matches_element(&f, member_def, &element) && !add.remove(&uid) {
-                        remove.insert(uid);
+                    let mut doomed = Vec::new();
+                    {
+                        let users = tx.open_table(USERS).db()?;
+                        for uid in current_members(tx, id)? {
+                            let display = match users.get(uid.as_str()).db()? {
+                                Some(v) => display_of(&decode(&uid, v.value())?),
+                                None => String::new(),
+                            };
+                            let element = serde_json::json!({"value": uid, "display": display, "type": "User"});
+                            if filter::matches_element(&f, member_def, &element) {
+                                doomed.push(uid);
+                            }
+                        }
+                    }
+                    for uid in doomed {
+                        unlink(tx, id, &uid)?;
+                        if !add.remove(&uid) {
+                            remove.insert(uid);
+                        }
                     }
                 }
             }
@@ -576,9 +587,6 @@ pub(crate) fn patch(
     save(tx, kind, &record)?;
     update_indexes(tx, kind, id, Some(&old.data), Some(&record.data))?;
     let users = affected_users(tx, kind, id, &old.data, &record.data, &add, &remove)?;
-    if members_changed {
-        apply_member_diff(tx, id, &add, &remove)?;
-    }
     let action = if data_changed {
         ChangeAction::Updated
     } else {
