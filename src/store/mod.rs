@@ -8,6 +8,7 @@
 //! mutates, so a write that fails (409, 412, 400) leaves nothing behind in the shared
 //! transaction. Reads run on MVCC snapshots and never wait for the writer.
 
+pub mod ledger;
 mod tables;
 mod write;
 
@@ -24,6 +25,7 @@ use std::path::Path;
 use std::sync::Arc;
 use tables::*;
 
+pub use ledger::{AuditEntry, Link};
 pub use write::WriteStats;
 
 /// Version of the table layout; a later release migrates from older values.
@@ -458,6 +460,8 @@ fn init_tables(db: &redb::Database) -> Result<()> {
         tx.open_multimap_table(MEMBERS).db()?;
         tx.open_multimap_table(USER_GROUPS).db()?;
         tx.open_table(CHANGES).db()?;
+        tx.open_table(LINKS).db()?;
+        tx.open_table(AUDIT).db()?;
     }
     tx.commit().db()?;
     Ok(())

@@ -29,6 +29,11 @@ pub const USER_GROUPS: MultimapTableDefinition<&str, &str> =
 /// seq → JSON-encoded [`super::Change`].
 pub const CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("changes");
 
+/// Lower-cased email → JSON-encoded [`super::ledger::Link`].
+pub const LINKS: TableDefinition<&str, &[u8]> = TableDefinition::new("links");
+/// seq → JSON-encoded [`super::ledger::AuditEntry`].
+pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+
 pub fn resource_table(kind: ResourceKind) -> TableDefinition<'static, &'static str, &'static [u8]> {
     match kind {
         ResourceKind::User => USERS,
