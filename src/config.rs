@@ -457,10 +457,16 @@ impl Config {
         let full_resync_cron = s
             .full_resync_cron
             .unwrap_or_else(|| "0 */15 * * * *".into());
-        if full_resync_cron.split_whitespace().count() != 6 {
+        // Parsed by the same cron parser the scheduler uses, so what passes here runs there.
+        let cron_ok = full_resync_cron.split_whitespace().count() == 6
+            && tokio_cron_scheduler::Job::new_async(full_resync_cron.as_str(), |_, _| {
+                Box::pin(async {})
+            })
+            .is_ok();
+        if !cron_ok {
             return Err(invalid(
                 "[sync] full_resync_cron",
-                format!("'{full_resync_cron}' does not have six fields"),
+                format!("'{full_resync_cron}' is not a six-field cron expression"),
                 "use a cron expression with seconds, e.g. \"0 */15 * * * *\"",
             ));
         }
@@ -776,6 +782,14 @@ mod tests {
         );
         let c = Config::from_toml(&text, Path::new("t.toml"), &env);
         assert!(c.map(|c| c.scim.tokens.verify("abc")).unwrap_or(false));
+    }
+
+    #[test]
+    fn bad_cron_is_named() {
+        for cron in ["*/5 * * * *", "0 0 25 * * *", "banana"] {
+            let e = err(&format!("{MIN}[sync]\nfull_resync_cron = \"{cron}\"\n"), &env());
+            assert!(e.contains("[sync] full_resync_cron"), "{cron}: {e}");
+        }
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub mod config;
 pub mod demo;
 pub mod http;
 pub mod portkey;
+pub mod scheduler;
 pub mod scim;
 pub mod store;
 pub mod token;

@@ -161,6 +161,8 @@ pub struct Page {
 pub struct Store {
     db: Arc<redb::Database>,
     writer: write::Writer,
+    /// Ticks after every acknowledged SCIM write, for change-driven reconciliation.
+    changed: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -191,7 +193,24 @@ impl Store {
         let db = Arc::new(db);
         init_tables(&db)?;
         let writer = write::Writer::start(db.clone(), opts.max_batch)?;
-        Ok(Store { db, writer })
+        let (changed, _) = tokio::sync::watch::channel(0u64);
+        Ok(Store {
+            db,
+            writer,
+            changed: Arc::new(changed),
+        })
+    }
+
+    /// A receiver that sees a new value after each acknowledged SCIM write.
+    pub fn subscribe_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn tick<T>(&self, r: Result<T>) -> Result<T> {
+        if r.is_ok() {
+            self.changed.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        r
     }
 
     /// Stops the writer after the writes already queued. Every clone of this store stops
@@ -207,7 +226,8 @@ impl Store {
     // ---- writes -------------------------------------------------------------------------
 
     pub async fn create(&self, kind: ResourceKind, n: Normalized) -> Result<(Record, WriteNotes)> {
-        self.writer.run(move |tx| write::create(tx, kind, n)).await
+        let r = self.writer.run(move |tx| write::create(tx, kind, n)).await;
+        self.tick(r)
     }
 
     pub async fn replace(
@@ -217,9 +237,11 @@ impl Store {
         n: Normalized,
         if_match: Option<String>,
     ) -> Result<(Record, WriteNotes)> {
-        self.writer
+        let r = self
+            .writer
             .run(move |tx| write::replace(tx, kind, &id, n, if_match.as_deref()))
-            .await
+            .await;
+        self.tick(r)
     }
 
     pub async fn patch(
@@ -229,9 +251,11 @@ impl Store {
         ops: Vec<PatchOp>,
         if_match: Option<String>,
     ) -> Result<(Record, WriteNotes)> {
-        self.writer
+        let r = self
+            .writer
             .run(move |tx| write::patch(tx, kind, &id, &ops, if_match.as_deref()))
-            .await
+            .await;
+        self.tick(r)
     }
 
     pub async fn delete(
@@ -240,9 +264,11 @@ impl Store {
         id: String,
         if_match: Option<String>,
     ) -> Result<()> {
-        self.writer
+        let r = self
+            .writer
             .run(move |tx| write::delete(tx, kind, &id, if_match.as_deref()))
-            .await
+            .await;
+        self.tick(r)
     }
 
     // ---- reads --------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 """Run the scim2-tester conformance suite against a running SCIM server.
 
 Prints one line per check, then a closing line
-``conformance: N passed, M failed[, K known]``. Exits 1 iff a failed check is not
+``conformance: N passed, M failed`` (known failures on the line before). Exits 1 iff a failed check is not
 listed in the known-issues file, 2 if the suite itself could not run.
 
 Check names are ``[ResourceType/]checker[:attribute]``, e.g.
@@ -189,10 +189,11 @@ def main() -> int:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(records, f, indent=1)
 
-    summary = f"conformance: {passed} passed, {failed} failed"
+    # The closing line keeps the plain "N passed, N failed" form that CI tooling reads; failures
+    # tolerated by known-issues.md are reported on the line before it.
     if known_failed:
-        summary += f", {known_failed} known"
-    print(summary)
+        print(f"conformance: {known_failed} known failures tolerated (tests/conformance/known-issues.md)")
+    print(f"conformance: {passed} passed, {failed} failed")
     return 1 if failed else 0
 
 
