@@ -567,14 +567,36 @@ async fn run_list(
     kind: ResourceKind,
     p: ListParams,
 ) -> Result<ScimReply, ScimError> {
-    let filter: Option<Filter> = match p.filter.as_deref() {
-        Some(f) if !f.trim().is_empty() => {
-            let parsed = filter::parse_filter(f)?;
-            filter::validate(&parsed, kind)?;
-            Some(parsed)
-        }
+    run_query(req, &[kind], p).await
+}
+
+/// Lists one resource type, or several one after the other (a search at the root, RFC 7644
+/// §3.4.3), paging over the concatenation. At the root, a filter naming an attribute one type
+/// does not have simply matches nothing of that type; it is an error only if no type knows it.
+async fn run_query(
+    req: &Request<'_>,
+    kinds: &[ResourceKind],
+    p: ListParams,
+) -> Result<ScimReply, ScimError> {
+    let parsed: Option<Filter> = match p.filter.as_deref() {
+        Some(f) if !f.trim().is_empty() => Some(filter::parse_filter(f)?),
         _ => None,
     };
+    let mut applicable = Vec::new();
+    let mut first_error = None;
+    for &kind in kinds {
+        match parsed.as_ref().map(|f| filter::validate(f, kind)) {
+            Some(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            _ => applicable.push(kind),
+        }
+    }
+    if applicable.is_empty() {
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+    }
     let start_index = p.start_index.unwrap_or(1).max(1) as usize;
     let max = req.state.max_results;
     let count = match p.count {
@@ -582,37 +604,39 @@ async fn run_list(
         Some(c) if c < 0 => 0,
         Some(c) => (c as usize).min(max),
     };
-    let proj = Projection::from_strs(kind, p.attributes.as_deref(), p.excluded.as_deref())?;
-    let query = Query {
-        filter,
-        start_index,
-        count,
-        with_refs: proj.wants_refs(kind),
-    };
-    let store = req.state.store.clone();
-    let page: Page = tokio::task::spawn_blocking(move || store.query(kind, &query))
-        .await
-        .map_err(|e| ScimError::internal(format!("query task failed: {e}")))?
-        .map_err(store_error)?;
     let base = req.base_url();
-    let resources: Vec<Value> = page
-        .items
-        .iter()
-        .map(|r| proj.apply(kind, render(r, &base)))
-        .collect();
+    let mut total = 0usize;
+    let mut resources: Vec<Value> = Vec::new();
+    for kind in applicable {
+        let proj = Projection::from_strs(kind, p.attributes.as_deref(), p.excluded.as_deref())?;
+        // Where this type's slice of the concatenated result starts.
+        let local_start = start_index.saturating_sub(total).max(1);
+        let query = Query {
+            filter: parsed.clone(),
+            start_index: local_start,
+            count: count - resources.len(),
+            with_refs: proj.wants_refs(kind),
+        };
+        let store = req.state.store.clone();
+        let page: Page = tokio::task::spawn_blocking(move || store.query(kind, &query))
+            .await
+            .map_err(|e| ScimError::internal(format!("query task failed: {e}")))?
+            .map_err(store_error)?;
+        total += page.total;
+        resources.extend(
+            page.items
+                .iter()
+                .map(|r| proj.apply(kind, render(r, &base))),
+        );
+    }
     Ok(ScimReply::json(
         StatusCode::OK,
-        list_response(page.total, start_index, resources),
+        list_response(total, start_index, resources),
     ))
 }
 
 /// POST /.search (RFC 7644 §3.4.3): the same query, with parameters in the body.
 async fn search(req: &Request<'_>, kind: Option<ResourceKind>) -> Result<ScimReply, ScimError> {
-    let Some(kind) = kind else {
-        return Err(ScimError::not_implemented(
-            "search across resource types is not supported; POST /Users/.search or /Groups/.search",
-        ));
-    };
     let body = req.json_body()?;
     let get = |k: &str| {
         body.as_object().and_then(|o| {
@@ -657,7 +681,10 @@ async fn search(req: &Request<'_>, kind: Option<ResourceKind>) -> Result<ScimRep
         attributes: as_list(get("attributes")),
         excluded: as_list(get("excludedAttributes")),
     };
-    run_list(req, kind, params).await
+    match kind {
+        Some(kind) => run_list(req, kind, params).await,
+        None => run_query(req, &[ResourceKind::User, ResourceKind::Group], params).await,
+    }
 }
 
 fn get_one(req: &Request<'_>, kind: ResourceKind, id: &str) -> Result<ScimReply, ScimError> {

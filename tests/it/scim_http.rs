@@ -233,6 +233,34 @@ async fn search_endpoint_matches_get() {
     assert_eq!(r.json["totalResults"], 5);
     assert_eq!(r.json["itemsPerPage"], 2);
     assert!(r.json["Resources"][0].get("emails").is_none());
+    // At the root: users then groups, paged over both; a filter on an attribute only groups
+    // have matches no user.
+    s.create_group("searchable", &[]).await;
+    let r = s
+        .post("/.search", json!({"startIndex": 5, "count": 10}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(r.json["totalResults"], 6);
+    let kinds: Vec<&str> = r.json["Resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["meta"]["resourceType"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, vec!["User", "Group"]);
+    let r = s
+        .post(
+            "/.search",
+            json!({"filter": "displayName eq \"searchable\""}),
+        )
+        .await;
+    assert_eq!(r.json["totalResults"], 1, "{}", r.json);
+    let r = s.post("/.search", json!({"filter": "members pr"})).await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    let r = s
+        .post("/.search", json!({"filter": "nosuchattr eq \"x\""}))
+        .await;
+    assert_eq!(r.status, 400);
 }
 
 #[tokio::test]
