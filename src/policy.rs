@@ -1,0 +1,1012 @@
+//! Desired state: what the control plane should look like, computed from the SCIM store and the
+//! configuration alone. Pure: no I/O, so the rules below are tested in isolation and `explain`
+//! can answer for any user without touching the control plane.
+//!
+//! # Rules
+//! - **Who.** Every active SCIM user with an email: the primary email, else the first email, else
+//!   `userName` when it looks like an email. Emails are compared lower-cased. Inactive users are
+//!   not desired (the reconciler removes them); users without an email cannot be matched to a
+//!   control-plane user at all and are reported as warnings. Two active SCIM users with the same
+//!   email are merged (one person, two IdP records) and reported.
+//! - **Org role.** From `roles[].value`, case-insensitively: `owner`, `admin`, `member`. Entra app
+//!   roles arrive as the app-role `value` (the SCIM layer unpacks Entra's stringified JSON; a
+//!   value still in that form is unpacked here too). The Portkey guide's `group` app role only
+//!   lets the user in, so it carries no org-role opinion. With several recognised values the
+//!   `primary` one wins, else the highest (Entra's multi-role mappings mark none primary, and
+//!   which of several it sends first is undefined). Nothing recognised → `sync.default_org_role`.
+//! - **Owner.** The Admin API cannot grant `owner` (invites and `PUT /admin/users/{id}` accept
+//!   `admin`/`member` only), so a desired `owner` means "admin at least": invite as admin, promote
+//!   a member to admin, leave an admin or an owner as they are. Whatever the IdP says, an existing
+//!   owner is never demoted (the reconciler enforces that).
+//! - **Workspaces.** A group named `ws-{Workspace}-role-{admin|manager|member}` (prefix and role
+//!   case-insensitive, the workspace name keeps its case; the *last* `-role-` separates, so
+//!   workspace names may contain dashes and even `-role-`), plus every `[[mapping.groups]]` whose
+//!   group equals the group's name case-insensitively. Workspace names are compared
+//!   case-insensitively, as a person would; the first spelling met (mappings, then groups by name)
+//!   is kept. Several roles for one workspace → the highest (admin > manager > member) wins and a
+//!   [`Conflict`] is reported.
+//! - **Managed workspaces.** Every workspace named by a convention group that exists in SCIM or by
+//!   a mapping, even without members: the reconciler removes members only from these.
+
+use crate::config::{GroupMapping, OrgRole, SyncConfig, WorkspaceRole};
+use serde::{Serialize, Serializer};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A SCIM user as stored: the id and the canonical JSON.
+#[derive(Debug, Clone)]
+pub struct ScimUser {
+    pub id: String,
+    pub data: Value,
+}
+
+/// A SCIM group: its name and the ids of its member users.
+#[derive(Debug, Clone)]
+pub struct ScimGroup {
+    pub id: String,
+    pub display_name: String,
+    pub members: Vec<String>,
+}
+
+/// The org role the IdP asks for. Unlike [`OrgRole`] it can say `owner`, which the API cannot set
+/// but which must still protect the person from demotion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DesiredOrgRole {
+    Member,
+    Admin,
+    Owner,
+}
+
+impl DesiredOrgRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Member => "member",
+            Self::Admin => "admin",
+            Self::Owner => "owner",
+        }
+    }
+
+    /// The role an invite or a role change sends: `owner` cannot be sent, admin is the nearest.
+    pub fn settable(self) -> OrgRole {
+        match self {
+            Self::Member => OrgRole::Member,
+            Self::Admin | Self::Owner => OrgRole::Admin,
+        }
+    }
+}
+
+impl From<OrgRole> for DesiredOrgRole {
+    fn from(r: OrgRole) -> Self {
+        match r {
+            OrgRole::Admin => Self::Admin,
+            OrgRole::Member => Self::Member,
+        }
+    }
+}
+
+pub fn workspace_role_str(r: WorkspaceRole) -> &'static str {
+    match r {
+        WorkspaceRole::Admin => "admin",
+        WorkspaceRole::Manager => "manager",
+        WorkspaceRole::Member => "member",
+    }
+}
+
+// The config enums have no `Serialize` (config is read, never written), so the JSON that
+// /admin/plan and /admin/explain show goes through these.
+fn ser_ws_role<S: Serializer>(r: &WorkspaceRole, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(workspace_role_str(*r))
+}
+
+fn ser_ws_roles<S: Serializer>(rs: &[WorkspaceRole], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(rs.iter().map(|r| workspace_role_str(*r)))
+}
+
+/// Why a group gives a workspace role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "via", rename_all = "snake_case")]
+pub enum Via {
+    /// The `ws-{name}-role-{role}` naming convention.
+    Convention,
+    /// `[[mapping.groups]]` entry number `index` (1-based, as the config errors count).
+    Mapping { index: usize },
+}
+
+/// One group that gives one workspace role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Source {
+    pub group: String,
+    #[serde(flatten)]
+    pub via: Via,
+    #[serde(serialize_with = "ser_ws_role")]
+    pub role: WorkspaceRole,
+}
+
+impl Source {
+    pub fn describe(&self) -> String {
+        match &self.via {
+            Via::Convention => format!("in group {}", self.group),
+            Via::Mapping { index } => format!(
+                "in group {} ([[mapping.groups]] #{index}: {})",
+                self.group,
+                workspace_role_str(self.role)
+            ),
+        }
+    }
+}
+
+/// A desired workspace membership and every group that asks for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DesiredMembership {
+    #[serde(serialize_with = "ser_ws_role")]
+    pub role: WorkspaceRole,
+    pub sources: Vec<Source>,
+}
+
+impl DesiredMembership {
+    /// Names of the groups that give the winning role, for op reasons.
+    pub fn reason(&self) -> String {
+        let winning: Vec<String> = self
+            .sources
+            .iter()
+            .filter(|s| s.role == self.role)
+            .map(Source::describe)
+            .collect();
+        winning.join("; ")
+    }
+
+    pub fn source_groups(&self) -> Vec<String> {
+        let mut g: Vec<String> = self.sources.iter().map(|s| s.group.clone()).collect();
+        g.dedup();
+        g
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DesiredUser {
+    pub scim_id: String,
+    pub user_name: String,
+    /// Lower-cased.
+    pub email: String,
+    pub org_role: DesiredOrgRole,
+    /// Why the org role is what it is, for `explain`.
+    pub org_role_reason: String,
+    /// Workspace name (as spelled in the first mapping or group naming it) → membership.
+    pub workspaces: BTreeMap<String, DesiredMembership>,
+}
+
+/// A user who asks for several roles in one workspace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Conflict {
+    pub email: String,
+    pub workspace: String,
+    #[serde(serialize_with = "ser_ws_roles")]
+    pub roles: Vec<WorkspaceRole>,
+    pub groups: Vec<String>,
+    #[serde(serialize_with = "ser_ws_role")]
+    pub chosen: WorkspaceRole,
+}
+
+/// A SCIM user who is not desired, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Excluded {
+    pub scim_id: String,
+    pub user_name: String,
+    /// Lower-cased, when the user has one: an inactive user with an email is removed from the
+    /// control plane.
+    pub email: Option<String>,
+    pub active: bool,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DesiredState {
+    /// Lower-cased email → user.
+    pub users: BTreeMap<String, DesiredUser>,
+    pub managed_workspaces: BTreeSet<String>,
+    pub conflicts: Vec<Conflict>,
+    pub warnings: Vec<String>,
+    /// SCIM users who are not desired (inactive, or without an email), by SCIM id.
+    pub excluded: BTreeMap<String, Excluded>,
+}
+
+/// Everything `explain` knows about one user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Explanation {
+    pub scim_id: String,
+    pub user_name: String,
+    pub email: Option<String>,
+    pub desired: bool,
+    /// Why the user is not desired, when not.
+    pub excluded_because: Option<String>,
+    pub org_role: Option<DesiredOrgRole>,
+    pub org_role_reason: Option<String>,
+    pub workspaces: Vec<ExplainedMembership>,
+    pub conflicts: Vec<Conflict>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExplainedMembership {
+    pub workspace: String,
+    #[serde(serialize_with = "ser_ws_role")]
+    pub role: WorkspaceRole,
+    pub because: Vec<String>,
+}
+
+impl DesiredState {
+    /// Every lower-cased email the IdP knows, desired or not: the reconciler's scope.
+    pub fn known_emails(&self) -> BTreeSet<String> {
+        self.users
+            .keys()
+            .cloned()
+            .chain(self.excluded.values().filter_map(|e| e.email.clone()))
+            .collect()
+    }
+
+    /// Lower-cased emails of SCIM users that exist but are inactive (and not also desired through
+    /// another active record with the same email).
+    pub fn inactive_emails(&self) -> BTreeSet<String> {
+        self.excluded
+            .values()
+            .filter(|e| !e.active)
+            .filter_map(|e| e.email.clone())
+            .filter(|e| !self.users.contains_key(e))
+            .collect()
+    }
+
+    /// Explains one user, found by email, `userName` (both case-insensitive) or SCIM id.
+    pub fn explain(&self, who: &str) -> Option<Explanation> {
+        let key = who.trim().to_lowercase();
+        let desired = self.users.get(&key).or_else(|| {
+            self.users
+                .values()
+                .find(|u| u.scim_id == who || u.user_name.to_lowercase() == key)
+        });
+        if let Some(u) = desired {
+            let workspaces = u
+                .workspaces
+                .iter()
+                .map(|(ws, m)| ExplainedMembership {
+                    workspace: ws.clone(),
+                    role: m.role,
+                    because: m
+                        .sources
+                        .iter()
+                        .map(|s| {
+                            let mut d = s.describe();
+                            if s.role != m.role {
+                                d.push_str(&format!(
+                                    " asks for {}, outranked by {}",
+                                    workspace_role_str(s.role),
+                                    workspace_role_str(m.role)
+                                ));
+                            } else if matches!(s.via, Via::Convention) {
+                                d.push_str(&format!(" → {}", workspace_role_str(s.role)));
+                            }
+                            d
+                        })
+                        .collect(),
+                })
+                .collect();
+            return Some(Explanation {
+                scim_id: u.scim_id.clone(),
+                user_name: u.user_name.clone(),
+                email: Some(u.email.clone()),
+                desired: true,
+                excluded_because: None,
+                org_role: Some(u.org_role),
+                org_role_reason: Some(u.org_role_reason.clone()),
+                workspaces,
+                conflicts: self
+                    .conflicts
+                    .iter()
+                    .filter(|c| c.email == u.email)
+                    .cloned()
+                    .collect(),
+            });
+        }
+        let e = self.excluded.get(who).or_else(|| {
+            self.excluded.values().find(|e| {
+                e.user_name.to_lowercase() == key || e.email.as_deref() == Some(key.as_str())
+            })
+        })?;
+        Some(Explanation {
+            scim_id: e.scim_id.clone(),
+            user_name: e.user_name.clone(),
+            email: e.email.clone(),
+            desired: false,
+            excluded_because: Some(e.reason.clone()),
+            org_role: None,
+            org_role_reason: None,
+            workspaces: Vec::new(),
+            conflicts: Vec::new(),
+        })
+    }
+}
+
+// ---- reading a user ------------------------------------------------------------------------
+
+fn looks_like_email(s: &str) -> bool {
+    let s = s.trim();
+    match s.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !domain.contains('@')
+                && !s.chars().any(char::is_whitespace)
+        }
+        None => false,
+    }
+}
+
+/// Primary email, else the first email, else `userName` when it is an email; lower-cased.
+pub fn user_email(data: &Value) -> Option<String> {
+    let emails: Vec<&Value> = data
+        .get("emails")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    let value = |e: &Value| {
+        e.get("value")
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    };
+    let primary = emails
+        .iter()
+        .find(|e| is_true(e.get("primary")))
+        .and_then(|e| value(e));
+    primary
+        .or_else(|| emails.iter().find_map(|e| value(e)))
+        .or_else(|| {
+            data.get("userName")
+                .and_then(Value::as_str)
+                .filter(|u| looks_like_email(u))
+                .map(|u| u.trim().to_string())
+        })
+        .map(|e| e.to_lowercase())
+}
+
+/// SCIM booleans, including the strings some IdPs send (`"True"`).
+fn is_true(v: Option<&Value>) -> bool {
+    match v {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
+        _ => false,
+    }
+}
+
+/// A missing `active` means active: SCIM does not require the attribute, and a user the IdP
+/// bothered to provision is meant to get in.
+pub fn user_active(data: &Value) -> bool {
+    match data.get("active") {
+        None | Some(Value::Null) => true,
+        other => is_true(other),
+    }
+}
+
+fn user_name(data: &Value) -> String {
+    data.get("userName")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+enum RoleValue {
+    Org(DesiredOrgRole),
+    /// The guide's `group` app role: access without an org-role opinion.
+    NoOpinion,
+    Unknown,
+}
+
+fn classify_role(raw: &str) -> (String, RoleValue) {
+    let mut v = raw.trim().to_string();
+    // Normalisation unpacks Entra's stringified role objects on the way in; a record written
+    // before that rule existed may still hold one.
+    if v.starts_with('{') {
+        if let Ok(Value::Object(inner)) = serde_json::from_str::<Value>(&v) {
+            if let Some(s) = inner
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("value"))
+                .and_then(|(_, x)| x.as_str())
+            {
+                v = s.trim().to_string();
+            }
+        }
+    }
+    let class = match v.to_ascii_lowercase().as_str() {
+        "owner" => RoleValue::Org(DesiredOrgRole::Owner),
+        "admin" => RoleValue::Org(DesiredOrgRole::Admin),
+        "member" => RoleValue::Org(DesiredOrgRole::Member),
+        "group" => RoleValue::NoOpinion,
+        _ => RoleValue::Unknown,
+    };
+    (v, class)
+}
+
+/// The org role and a sentence saying why.
+pub fn org_role(data: &Value, default: OrgRole) -> (DesiredOrgRole, String) {
+    let roles = data
+        .get("roles")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut primary: Option<(DesiredOrgRole, String)> = None;
+    let mut recognised: Vec<(DesiredOrgRole, String)> = Vec::new();
+    let mut ignored: Vec<String> = Vec::new();
+    for r in &roles {
+        let Some(raw) = r.get("value").and_then(Value::as_str) else {
+            continue;
+        };
+        let (v, class) = classify_role(raw);
+        match class {
+            RoleValue::Org(role) => {
+                if is_true(r.get("primary")) && primary.is_none() {
+                    primary = Some((role, v.clone()));
+                }
+                recognised.push((role, v));
+            }
+            RoleValue::NoOpinion => ignored.push(format!("'{v}' (access only, no org role)")),
+            RoleValue::Unknown => ignored.push(format!("'{v}' (not an org role)")),
+        }
+    }
+    let default_role = DesiredOrgRole::from(default);
+    let ignored_note = if ignored.is_empty() {
+        String::new()
+    } else {
+        format!("; ignored roles: {}", ignored.join(", "))
+    };
+    let owner_note = |r: DesiredOrgRole| {
+        if r == DesiredOrgRole::Owner {
+            " (owner cannot be granted through the API: admin at least, an owner is never demoted)"
+        } else {
+            ""
+        }
+    };
+    if let Some((role, v)) = primary {
+        let others = recognised.iter().filter(|(r, _)| *r != role).count();
+        let extra = if others > 0 {
+            ", the primary one of several"
+        } else {
+            ""
+        };
+        return (
+            role,
+            format!("role value '{v}'{extra}{}{ignored_note}", owner_note(role)),
+        );
+    }
+    if let Some((role, v)) = recognised.iter().max_by_key(|(r, _)| *r).cloned() {
+        let several = recognised.iter().any(|(r, _)| *r != role);
+        let extra = if several {
+            ", the highest of several (none is primary)"
+        } else {
+            ""
+        };
+        return (
+            role,
+            format!("role value '{v}'{extra}{}{ignored_note}", owner_note(role)),
+        );
+    }
+    (
+        default_role,
+        format!(
+            "no owner/admin/member role value: sync.default_org_role ({}){ignored_note}",
+            default_role.as_str()
+        ),
+    )
+}
+
+/// `ws-{workspace}-role-{role}` → (workspace, role). The last `-role-` separates, so the
+/// workspace part may contain dashes.
+pub fn parse_convention(group: &str) -> Option<(String, WorkspaceRole)> {
+    let name = group.trim();
+    // ASCII lower-casing keeps byte offsets, so indexes found in `lower` slice `name`.
+    let lower = name.to_ascii_lowercase();
+    if !lower.starts_with("ws-") {
+        return None;
+    }
+    let sep = lower.rfind("-role-")?;
+    if sep < 3 {
+        return None;
+    }
+    let role = WorkspaceRole::parse(name.get(sep + "-role-".len()..)?)?;
+    let workspace = name.get(3..sep)?.trim();
+    if workspace.is_empty() {
+        return None;
+    }
+    Some((workspace.to_string(), role))
+}
+
+// ---- the whole state -----------------------------------------------------------------------
+
+/// Builds the desired state. Deterministic: the same inputs in any order give the same output.
+pub fn desired_state(
+    users: &[ScimUser],
+    groups: &[ScimGroup],
+    sync: &SyncConfig,
+    mappings: &[GroupMapping],
+) -> DesiredState {
+    let mut out = DesiredState::default();
+
+    // Canonical workspace spelling, keyed lower-cased.
+    let mut ws_names: BTreeMap<String, String> = BTreeMap::new();
+    let mut canonical = |name: &str, warnings: &mut Vec<String>| -> String {
+        let key = name.to_lowercase();
+        match ws_names.get(&key) {
+            Some(existing) => {
+                if existing != name {
+                    let w = format!(
+                        "workspace '{name}' is also spelled '{existing}'; both mean '{existing}'"
+                    );
+                    if !warnings.contains(&w) {
+                        warnings.push(w);
+                    }
+                }
+                existing.clone()
+            }
+            None => {
+                ws_names.insert(key, name.to_string());
+                name.to_string()
+            }
+        }
+    };
+
+    for m in mappings {
+        let ws = canonical(m.workspace.trim(), &mut out.warnings);
+        out.managed_workspaces.insert(ws);
+    }
+
+    let mut sorted_groups: Vec<&ScimGroup> = groups.iter().collect();
+    sorted_groups.sort_by(|a, b| {
+        a.display_name
+            .cmp(&b.display_name)
+            .then_with(|| a.id.cmp(&b.id))
+    });
+
+    // Group id → the workspace roles it gives.
+    let mut grants: BTreeMap<&str, Vec<(String, Source)>> = BTreeMap::new();
+    for g in &sorted_groups {
+        let mut list = Vec::new();
+        for (i, m) in mappings.iter().enumerate() {
+            if m.group.trim().eq_ignore_ascii_case(g.display_name.trim()) {
+                let ws = canonical(m.workspace.trim(), &mut out.warnings);
+                list.push((
+                    ws,
+                    Source {
+                        group: g.display_name.clone(),
+                        via: Via::Mapping { index: i + 1 },
+                        role: m.role,
+                    },
+                ));
+            }
+        }
+        if let Some((ws, role)) = parse_convention(&g.display_name) {
+            let ws = canonical(&ws, &mut out.warnings);
+            out.managed_workspaces.insert(ws.clone());
+            list.push((
+                ws,
+                Source {
+                    group: g.display_name.clone(),
+                    via: Via::Convention,
+                    role,
+                },
+            ));
+        } else if g
+            .display_name
+            .trim()
+            .to_ascii_lowercase()
+            .starts_with("ws-")
+            && list.is_empty()
+        {
+            out.warnings.push(format!(
+                "group '{}' starts with ws- but is not ws-{{workspace}}-role-{{admin|manager|member}}; it gives no workspace role",
+                g.display_name
+            ));
+        }
+        if !list.is_empty() {
+            grants.insert(g.id.as_str(), list);
+        }
+    }
+
+    // User id → groups (as grants) the user is in.
+    let mut user_grants: BTreeMap<&str, Vec<&(String, Source)>> = BTreeMap::new();
+    for g in &sorted_groups {
+        let Some(list) = grants.get(g.id.as_str()) else {
+            continue;
+        };
+        let mut seen = BTreeSet::new();
+        for member in &g.members {
+            if seen.insert(member.as_str()) {
+                user_grants
+                    .entry(member.as_str())
+                    .or_default()
+                    .extend(list.iter());
+            }
+        }
+    }
+
+    let mut sorted_users: Vec<&ScimUser> = users.iter().collect();
+    sorted_users.sort_by(|a, b| a.id.cmp(&b.id));
+
+    // Email → (user, collected sources per workspace).
+    let mut collected: BTreeMap<String, (DesiredUser, BTreeMap<String, Vec<Source>>)> =
+        BTreeMap::new();
+    for u in sorted_users {
+        let name = user_name(&u.data);
+        let email = user_email(&u.data);
+        let active = user_active(&u.data);
+        if !active {
+            out.excluded.insert(
+                u.id.clone(),
+                Excluded {
+                    scim_id: u.id.clone(),
+                    user_name: name,
+                    email,
+                    active,
+                    reason: "deactivated in the IdP".into(),
+                },
+            );
+            continue;
+        }
+        let Some(email) = email else {
+            out.warnings.push(format!(
+                "SCIM user '{name}' ({}) has no email and a userName that is not one; it cannot be matched to a control-plane user",
+                u.id
+            ));
+            out.excluded.insert(
+                u.id.clone(),
+                Excluded {
+                    scim_id: u.id.clone(),
+                    user_name: name,
+                    email: None,
+                    active,
+                    reason: "no email (no emails[] value, and userName is not an email)".into(),
+                },
+            );
+            continue;
+        };
+        let (role, why) = org_role(&u.data, sync.default_org_role);
+        let entry = collected.entry(email.clone()).or_insert_with(|| {
+            (
+                DesiredUser {
+                    scim_id: u.id.clone(),
+                    user_name: name.clone(),
+                    email: email.clone(),
+                    org_role: role,
+                    org_role_reason: why.clone(),
+                    workspaces: BTreeMap::new(),
+                },
+                BTreeMap::new(),
+            )
+        });
+        if entry.0.scim_id != u.id {
+            out.warnings.push(format!(
+                "SCIM users {} and {} share the email {email}; they are treated as one person",
+                entry.0.scim_id, u.id
+            ));
+            if role > entry.0.org_role {
+                entry.0.org_role = role;
+                entry.0.org_role_reason = format!("{why} (from SCIM user {})", u.id);
+            }
+        }
+        for (ws, src) in user_grants.get(u.id.as_str()).into_iter().flatten() {
+            let list = entry.1.entry(ws.clone()).or_default();
+            if !list.contains(src) {
+                list.push(src.clone());
+            }
+        }
+    }
+
+    for (email, (mut user, per_ws)) in collected {
+        for (ws, sources) in per_ws {
+            let Some(role) = sources.iter().map(|s| s.role).max() else {
+                continue;
+            };
+            let mut roles: Vec<WorkspaceRole> = sources.iter().map(|s| s.role).collect();
+            roles.sort_unstable_by(|a, b| b.cmp(a));
+            roles.dedup();
+            if roles.len() > 1 {
+                let mut groups: Vec<String> = sources.iter().map(|s| s.group.clone()).collect();
+                groups.dedup();
+                out.conflicts.push(Conflict {
+                    email: email.clone(),
+                    workspace: ws.clone(),
+                    roles,
+                    groups,
+                    chosen: role,
+                });
+            }
+            user.workspaces
+                .insert(ws, DesiredMembership { role, sources });
+        }
+        out.users.insert(email, user);
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    pub(crate) fn sync() -> SyncConfig {
+        SyncConfig {
+            debounce_ms: 500,
+            full_resync_cron: "0 */15 * * * *".into(),
+            max_deletions: 10,
+            max_deletion_percent: 10.0,
+            dry_run: false,
+            protected_emails: vec![],
+            create_workspaces: true,
+            default_org_role: OrgRole::Member,
+        }
+    }
+
+    fn user(id: &str, data: Value) -> ScimUser {
+        ScimUser {
+            id: id.into(),
+            data,
+        }
+    }
+
+    fn group(id: &str, name: &str, members: &[&str]) -> ScimGroup {
+        ScimGroup {
+            id: id.into(),
+            display_name: name.into(),
+            members: members.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn mapping(group: &str, ws: &str, role: WorkspaceRole) -> GroupMapping {
+        GroupMapping {
+            group: group.into(),
+            workspace: ws.into(),
+            role,
+        }
+    }
+
+    fn role_of(roles: Value) -> DesiredOrgRole {
+        org_role(&json!({ "roles": roles }), OrgRole::Member).0
+    }
+
+    #[test]
+    fn email_choice() {
+        let d = json!({"userName": "x", "emails": [
+            {"value": "Second@Example.com"},
+            {"value": "Prime@Example.COM", "primary": true}
+        ]});
+        assert_eq!(user_email(&d).as_deref(), Some("prime@example.com"));
+        let d = json!({"userName": "x", "emails": [{"value": "A@b.io", "type": "work"}, {"value": "c@d.io"}]});
+        assert_eq!(user_email(&d).as_deref(), Some("a@b.io"));
+        let d = json!({"userName": "Bob@Example.com"});
+        assert_eq!(user_email(&d).as_deref(), Some("bob@example.com"));
+        assert_eq!(user_email(&json!({"userName": "bob"})), None);
+        assert_eq!(user_email(&json!({"userName": "bob@localhost"})), None);
+        let d = json!({"userName": "x", "emails": [{"value": "p@q.io", "primary": "True"}, ]});
+        assert_eq!(user_email(&d).as_deref(), Some("p@q.io"));
+    }
+
+    #[test]
+    fn org_roles() {
+        assert_eq!(role_of(json!([{"value": "admin"}])), DesiredOrgRole::Admin);
+        assert_eq!(role_of(json!([{"value": "OWNER"}])), DesiredOrgRole::Owner);
+        assert_eq!(
+            role_of(json!([{"value": "Member"}])),
+            DesiredOrgRole::Member
+        );
+        // Entra app-role value, as stored after normalisation and as still stringified.
+        assert_eq!(
+            role_of(
+                json!([{"primary": true, "type": "WindowsAzureActiveDirectoryRole", "value": "Admin"}])
+            ),
+            DesiredOrgRole::Admin
+        );
+        assert_eq!(
+            role_of(
+                json!([{"value": "{\"id\":\"06b0\",\"value\":\"Admin\",\"displayName\":\"Admins\"}"}])
+            ),
+            DesiredOrgRole::Admin
+        );
+        // `group` means no opinion; an unknown value too: the default applies.
+        let (r, why) = org_role(&json!({"roles": [{"value": "group"}]}), OrgRole::Admin);
+        assert_eq!(r, DesiredOrgRole::Admin);
+        assert!(why.contains("default_org_role"), "{why}");
+        assert!(why.contains("'group'"), "{why}");
+        assert_eq!(
+            role_of(json!([{"value": "viewer"}])),
+            DesiredOrgRole::Member
+        );
+        assert_eq!(role_of(json!([])), DesiredOrgRole::Member);
+        assert_eq!(
+            org_role(&json!({}), OrgRole::Admin).0,
+            DesiredOrgRole::Admin
+        );
+        // Primary wins over higher; otherwise the highest.
+        assert_eq!(
+            role_of(json!([{"value": "admin"}, {"value": "member", "primary": true}])),
+            DesiredOrgRole::Member
+        );
+        let (r, why) = org_role(
+            &json!({"roles": [{"value": "member"}, {"value": "admin"}, {"value": "group"}]}),
+            OrgRole::Member,
+        );
+        assert_eq!(r, DesiredOrgRole::Admin);
+        assert!(why.contains("highest"), "{why}");
+        assert_eq!(DesiredOrgRole::Owner.settable(), OrgRole::Admin);
+        let (_, why) = org_role(&json!({"roles": [{"value": "owner"}]}), OrgRole::Member);
+        assert!(why.contains("never demoted"), "{why}");
+    }
+
+    #[test]
+    fn convention_names() {
+        assert_eq!(
+            parse_convention("ws-Eng-role-admin"),
+            Some(("Eng".into(), WorkspaceRole::Admin))
+        );
+        assert_eq!(
+            parse_convention("WS-Data-Science-Team-ROLE-Manager"),
+            Some(("Data-Science-Team".into(), WorkspaceRole::Manager))
+        );
+        // The last `-role-` separates.
+        assert_eq!(
+            parse_convention("ws-my-role-play-role-member"),
+            Some(("my-role-play".into(), WorkspaceRole::Member))
+        );
+        assert_eq!(parse_convention("ws--role-admin"), None);
+        assert_eq!(parse_convention("ws-Eng-role-owner"), None);
+        assert_eq!(parse_convention("ws-Eng"), None);
+        assert_eq!(parse_convention("Eng-role-admin"), None);
+        assert_eq!(parse_convention("ws-role-admin"), None);
+    }
+
+    #[test]
+    fn who_is_desired() {
+        let users = vec![
+            user("1", json!({"userName": "a@x.io", "active": true})),
+            user("2", json!({"userName": "b@x.io", "active": false})),
+            user("3", json!({"userName": "carol", "active": true})),
+            user(
+                "4",
+                json!({"userName": "d", "emails": [{"value": "D@X.io"}]}),
+            ),
+        ];
+        let d = desired_state(&users, &[], &sync(), &[]);
+        assert_eq!(d.users.keys().collect::<Vec<_>>(), vec!["a@x.io", "d@x.io"]);
+        assert_eq!(d.inactive_emails(), BTreeSet::from(["b@x.io".to_string()]));
+        assert_eq!(d.warnings.len(), 1);
+        assert!(d.warnings[0].contains("carol"));
+        assert!(d.known_emails().contains("b@x.io"));
+        let e = d.explain("carol").unwrap();
+        assert!(!e.desired);
+        assert!(e.excluded_because.unwrap().contains("no email"));
+        let e = d.explain("B@x.io").unwrap();
+        assert_eq!(
+            e.excluded_because.as_deref(),
+            Some("deactivated in the IdP")
+        );
+    }
+
+    #[test]
+    fn memberships_and_conflicts() {
+        let users = vec![
+            user("u1", json!({"userName": "a@x.io"})),
+            user("u2", json!({"userName": "b@x.io"})),
+        ];
+        let groups = vec![
+            group("g1", "ws-Eng-Core-role-member", &["u1", "u2"]),
+            group("g2", "ws-eng-core-role-ADMIN", &["u1"]),
+            group("g3", "Platform", &["u2"]),
+            group("g4", "ws-Empty-role-member", &[]),
+            group("g5", "ws-oops", &["u1"]),
+        ];
+        let maps = vec![
+            mapping("platform", "Infra", WorkspaceRole::Manager),
+            mapping("Unused", "Ghost", WorkspaceRole::Member),
+        ];
+        let d = desired_state(&users, &groups, &sync(), &maps);
+        // Mappings first, then groups by name: "Eng-Core" is spelled as the first group met.
+        assert_eq!(
+            d.managed_workspaces,
+            BTreeSet::from([
+                "Empty".to_string(),
+                "Eng-Core".to_string(),
+                "Ghost".to_string(),
+                "Infra".to_string()
+            ])
+        );
+        let a = &d.users["a@x.io"];
+        assert_eq!(a.workspaces.len(), 1);
+        assert_eq!(a.workspaces["Eng-Core"].role, WorkspaceRole::Admin);
+        let b = &d.users["b@x.io"];
+        assert_eq!(b.workspaces["Eng-Core"].role, WorkspaceRole::Member);
+        assert_eq!(b.workspaces["Infra"].role, WorkspaceRole::Manager);
+        assert_eq!(d.conflicts.len(), 1);
+        let c = &d.conflicts[0];
+        assert_eq!(c.email, "a@x.io");
+        assert_eq!(c.workspace, "Eng-Core");
+        assert_eq!(c.roles, vec![WorkspaceRole::Admin, WorkspaceRole::Member]);
+        assert_eq!(c.chosen, WorkspaceRole::Admin);
+        assert_eq!(c.groups.len(), 2);
+        assert!(d.warnings.iter().any(|w| w.contains("ws-oops")));
+        assert!(d.warnings.iter().any(|w| w.contains("also spelled")));
+
+        let e = d.explain("a@x.io").unwrap();
+        assert_eq!(e.workspaces.len(), 1);
+        assert!(e.workspaces[0]
+            .because
+            .iter()
+            .any(|b| b.contains("outranked")));
+        assert_eq!(e.conflicts.len(), 1);
+        let e = d.explain("b@x.io").unwrap();
+        let infra = e
+            .workspaces
+            .iter()
+            .find(|w| w.workspace == "Infra")
+            .unwrap();
+        assert!(infra.because[0].contains("[[mapping.groups]] #1"));
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["workspaces"][1]["role"], "manager");
+    }
+
+    #[test]
+    fn mapping_and_convention_on_one_group() {
+        let users = vec![user("u1", json!({"userName": "a@x.io"}))];
+        let groups = vec![group("g1", "ws-Eng-role-member", &["u1"])];
+        let maps = vec![mapping("WS-ENG-ROLE-MEMBER", "Eng", WorkspaceRole::Member)];
+        let d = desired_state(&users, &groups, &sync(), &maps);
+        let m = &d.users["a@x.io"].workspaces["Eng"];
+        assert_eq!(m.sources.len(), 2);
+        assert!(d.conflicts.is_empty(), "same role twice is no conflict");
+    }
+
+    #[test]
+    fn duplicate_emails_merge() {
+        let users = vec![
+            user(
+                "u1",
+                json!({"userName": "a@x.io", "roles": [{"value": "member"}]}),
+            ),
+            user(
+                "u2",
+                json!({"userName": "alt", "emails": [{"value": "A@x.io"}], "roles": [{"value": "admin"}]}),
+            ),
+            user(
+                "u3",
+                json!({"userName": "gone", "emails": [{"value": "a@x.io"}], "active": false}),
+            ),
+        ];
+        let groups = vec![group("g", "ws-W-role-member", &["u2"])];
+        let d = desired_state(&users, &groups, &sync(), &[]);
+        let a = &d.users["a@x.io"];
+        assert_eq!(a.scim_id, "u1");
+        assert_eq!(a.org_role, DesiredOrgRole::Admin);
+        assert!(a.workspaces.contains_key("W"));
+        assert!(d.warnings.iter().any(|w| w.contains("share the email")));
+        // The active record wins over the inactive one.
+        assert!(d.inactive_emails().is_empty());
+    }
+
+    #[test]
+    fn order_does_not_matter() {
+        let users = vec![
+            user("u1", json!({"userName": "a@x.io"})),
+            user("u2", json!({"userName": "b@x.io"})),
+        ];
+        let groups = vec![
+            group("g1", "ws-Eng-role-member", &["u1", "u2"]),
+            group("g2", "ws-Eng-role-manager", &["u2"]),
+        ];
+        let d1 = desired_state(&users, &groups, &sync(), &[]);
+        let mut ru = users.clone();
+        ru.reverse();
+        let mut rg = groups.clone();
+        rg.reverse();
+        let d2 = desired_state(&ru, &rg, &sync(), &[]);
+        assert_eq!(d1, d2);
+    }
+}

@@ -1,0 +1,38 @@
+//! The reconciler: makes the control plane match what the IdP pushed, level-triggered.
+//!
+//! Each run reads the desired state ([`crate::policy`]) and the actual state (the control plane),
+//! computes `plan = diff(desired, actual)` ([`plan`]) and applies it in phases. This module holds
+//! the pure part: the plan, the safety rules and the deletion fuse, with no I/O, so that every rule
+//! is unit-tested and `/admin/plan` can show exactly what a run would do.
+
+pub mod plan;
+
+pub use plan::{
+    apply_fuse, diff, ActualState, FuseOutcome, MemberList, Op, OpKind, Phase, Plan, PlanOptions,
+};
+
+use crate::policy::{ScimGroup, ScimUser};
+use crate::store::Record;
+
+/// The policy's view of a stored user.
+pub fn scim_user(record: &Record) -> ScimUser {
+    ScimUser {
+        id: record.id.clone(),
+        data: record.data.clone(),
+    }
+}
+
+/// The policy's view of a stored group; `member_ids` come from the store's member table
+/// ([`crate::store::Resource::refs`]).
+pub fn scim_group(record: &Record, member_ids: impl IntoIterator<Item = String>) -> ScimGroup {
+    ScimGroup {
+        id: record.id.clone(),
+        display_name: record
+            .data
+            .get("displayName")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        members: member_ids.into_iter().collect(),
+    }
+}
