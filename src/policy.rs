@@ -156,10 +156,14 @@ impl DesiredMembership {
         winning.join("; ")
     }
 
+    /// The groups behind this membership, each once, in source order.
     pub fn source_groups(&self) -> Vec<String> {
-        let mut g: Vec<String> = self.sources.iter().map(|s| s.group.clone()).collect();
-        g.dedup();
-        g
+        let mut seen = BTreeSet::new();
+        self.sources
+            .iter()
+            .filter(|s| seen.insert(s.group.as_str()))
+            .map(|s| s.group.clone())
+            .collect()
     }
 }
 
@@ -961,6 +965,7 @@ mod tests {
         let d = desired_state(&users, &groups, &sync(), &maps);
         let m = &d.users["a@x.io"].workspaces["Eng"];
         assert_eq!(m.sources.len(), 2);
+        assert_eq!(m.source_groups(), vec!["ws-Eng-role-member".to_string()]);
         assert!(d.conflicts.is_empty(), "same role twice is no conflict");
     }
 

@@ -36,3 +36,30 @@ pub fn scim_group(record: &Record, member_ids: impl IntoIterator<Item = String>)
         members: member_ids.into_iter().collect(),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn records_become_policy_inputs() {
+        let rec = |id: &str, data| Record {
+            id: id.into(),
+            version: 1,
+            created: String::new(),
+            last_modified: String::new(),
+            data,
+        };
+        let u = scim_user(&rec("u1", json!({"userName": "a@x.io"})));
+        assert_eq!(u.id, "u1");
+        assert_eq!(u.data["userName"], "a@x.io");
+        let g = scim_group(
+            &rec("g1", json!({"displayName": "ws-Eng-role-admin"})),
+            vec!["u1".to_string()],
+        );
+        assert_eq!(g.display_name, "ws-Eng-role-admin");
+        assert_eq!(g.members, vec!["u1".to_string()]);
+    }
+}
