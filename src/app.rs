@@ -5,6 +5,8 @@
 
 use crate::config::Config;
 use crate::http::{admin, scim};
+use crate::reconcile::{Reconciler, RunSummary};
+use crate::scheduler;
 use crate::store::{Store, StoreError, StoreOptions};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,6 +24,10 @@ pub enum AppError {
     },
     #[error("config key [store] path: {0}")]
     Store(#[from] StoreError),
+    #[error("config section [portkey]: {0}")]
+    Reconciler(#[from] crate::reconcile::run::ReconcileError),
+    #[error(transparent)]
+    Scheduler(#[from] crate::scheduler::CronError),
 }
 
 /// A running daemon: the bound addresses, and the task that ends when it has shut down.
@@ -29,6 +35,8 @@ pub struct Running {
     pub scim_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub store: Store,
+    pub reconciler: Arc<Reconciler>,
+    pub scheduler: scheduler::Handle<RunSummary>,
     pub done: tokio::task::JoinHandle<()>,
 }
 
@@ -64,6 +72,28 @@ pub async fn start(
         .await
         .map_err(|e| AppError::Store(StoreError::BatchFailed(e.to_string())))??;
 
+    let reconciler = Arc::new(Reconciler::new(
+        store.clone(),
+        &config.portkey,
+        config.sync.clone(),
+        config.mappings.clone(),
+    )?);
+    let (tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let mut rx_sched = tx.subscribe();
+    let (sched, sched_task) = scheduler::spawn(
+        reconciler.clone(),
+        scheduler::Options {
+            debounce: std::time::Duration::from_millis(config.sync.debounce_ms),
+            cron: Some(config.sync.full_resync_cron.clone()),
+            run_at_startup: true,
+        },
+        store.subscribe_changes(),
+        async move {
+            let _ = rx_sched.recv().await;
+        },
+    )
+    .await?;
+
     let scim_state = Arc::new(scim::ScimState {
         store: store.clone(),
         tokens: config.scim.tokens.clone(),
@@ -78,9 +108,10 @@ pub async fn start(
         started: Instant::now(),
         scim_listen: scim_addr.to_string(),
         scim_base_path: config.scim.base_path.clone(),
+        reconciler: reconciler.clone(),
+        scheduler: sched.clone(),
     });
 
-    let (tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let mut rx_scim = tx.subscribe();
     let mut rx_admin = tx.subscribe();
     let scim_server = warp::serve(scim::routes(scim_state))
@@ -110,6 +141,16 @@ pub async fn start(
         });
         tokio::join!(scim_server, admin_server);
         signal.abort();
+        // The reconciler finishes its current run if that is quick; a run stuck retrying an
+        // unreachable control plane is cut short (the next start converges from live state).
+        let mut sched_task = sched_task;
+        if tokio::time::timeout(std::time::Duration::from_secs(5), &mut sched_task)
+            .await
+            .is_err()
+        {
+            sched_task.abort();
+            tracing::warn!("reconcile run interrupted by shutdown; the next start converges");
+        }
         // Every request has been answered; stop the writer so the store file is released.
         closing.close().await;
     });
@@ -117,6 +158,8 @@ pub async fn start(
         scim_addr,
         admin_addr,
         store,
+        reconciler,
+        scheduler: sched,
         done,
     })
 }

@@ -32,6 +32,9 @@ pub enum Trigger {
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// The run in progress and who waits for its summary.
+type InFlight<'a, S> = (BoxFuture<'a, S>, Vec<oneshot::Sender<S>>);
+
 /// Performs one run. The scheduler guarantees calls never overlap.
 pub trait Runner: Send + Sync + 'static {
     type Summary: Clone + Send + Sync + 'static;
@@ -161,8 +164,7 @@ pub async fn spawn<R: Runner>(
         let mut next_waiters: Vec<oneshot::Sender<R::Summary>> = Vec::new();
         let mut changes_due: Option<Instant> = None;
         let mut changes_open = true;
-        let mut current: Option<(BoxFuture<'_, R::Summary>, Vec<oneshot::Sender<R::Summary>>)> =
-            None;
+        let mut current: Option<InFlight<'_, R::Summary>> = None;
         let mut stopping = false;
         loop {
             if current.is_none() {
@@ -258,7 +260,10 @@ mod tests {
                     *r = true;
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                self.runs.lock().unwrap().push((run_id.clone(), kind, trigger));
+                self.runs
+                    .lock()
+                    .unwrap()
+                    .push((run_id.clone(), kind, trigger));
                 *self.running.lock().unwrap() = false;
                 run_id
             })
@@ -277,7 +282,9 @@ mod tests {
     async fn startup_run_then_debounced_change_run() {
         let rec = Arc::new(Recorder::default());
         let (tx, rx) = watch::channel(0u64);
-        let (_h, _t) = spawn(rec.clone(), opts(true), rx, std::future::pending()).await.unwrap();
+        let (_h, _t) = spawn(rec.clone(), opts(true), rx, std::future::pending())
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
         for i in 1..=5 {
             tx.send(i).unwrap();
@@ -288,7 +295,10 @@ mod tests {
         let runs = rec.runs.lock().unwrap().clone();
         assert_eq!(
             runs.iter().map(|r| (r.1, r.2)).collect::<Vec<_>>(),
-            vec![(RunKind::Full, Trigger::Startup), (RunKind::Changes, Trigger::Change)]
+            vec![
+                (RunKind::Full, Trigger::Startup),
+                (RunKind::Changes, Trigger::Change)
+            ]
         );
     }
 
@@ -296,7 +306,9 @@ mod tests {
     async fn resync_returns_id_and_waits_and_triggers_coalesce() {
         let rec = Arc::new(Recorder::default());
         let (_tx, rx) = watch::channel(0u64);
-        let (h, _t) = spawn(rec.clone(), opts(false), rx, std::future::pending()).await.unwrap();
+        let (h, _t) = spawn(rec.clone(), opts(false), rx, std::future::pending())
+            .await
+            .unwrap();
         let (id, wait) = h.resync(Trigger::Manual, true).await.unwrap();
         assert_eq!(id, "run-1");
         // While run-1 runs, three more requests are answered at once and coalesce into one
@@ -306,7 +318,10 @@ mod tests {
         for _ in 0..3 {
             later.push(h.resync(Trigger::Manual, true).await.unwrap());
         }
-        assert!(rec.runs.lock().unwrap().is_empty(), "ids come back before run-1 ends");
+        assert!(
+            rec.runs.lock().unwrap().is_empty(),
+            "ids come back before run-1 ends"
+        );
         assert_eq!(wait.unwrap().await.unwrap(), "run-1");
         for (id, w) in later {
             assert_eq!(id, "run-2");

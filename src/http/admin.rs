@@ -1,12 +1,14 @@
-//! The admin server: health for probes, status for operators. Loopback by default, its own
-//! bearer token. (Resync, plan, explain and audit arrive with the reconciler.)
+//! The admin server: health for probes; status, resync, plan, explain, audit and approval of
+//! held deletions for operators. Loopback by default, its own bearer token.
 
+use crate::reconcile::{Reconciler, RunSummary};
+use crate::scheduler::{Handle, Trigger};
 use crate::store::Store;
 use crate::token::TokenSet;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Instant;
-use warp::http::StatusCode;
+use warp::http::{HeaderMap, Method, StatusCode};
 use warp::Filter;
 
 #[derive(Clone)]
@@ -16,10 +18,14 @@ pub struct AdminState {
     pub started: Instant,
     pub scim_listen: String,
     pub scim_base_path: String,
+    pub reconciler: Arc<Reconciler>,
+    pub scheduler: Handle<RunSummary>,
 }
 
-fn json_reply(status: StatusCode, v: serde_json::Value) -> warp::reply::Response {
-    let mut r = warp::reply::with_status(warp::reply::json(&v), status).into_response_boxed();
+fn json_reply(status: StatusCode, v: &Value) -> warp::reply::Response {
+    let body = serde_json::to_vec_pretty(v).unwrap_or_default();
+    let mut r = warp::reply::Response::new(body.into());
+    *r.status_mut() = status;
     r.headers_mut().insert(
         "content-type",
         warp::http::HeaderValue::from_static("application/json"),
@@ -27,19 +33,14 @@ fn json_reply(status: StatusCode, v: serde_json::Value) -> warp::reply::Response
     r
 }
 
-trait IntoResponseBoxed {
-    fn into_response_boxed(self) -> warp::reply::Response;
-}
-impl<T: warp::Reply> IntoResponseBoxed for T {
-    fn into_response_boxed(self) -> warp::reply::Response {
-        self.into_response()
-    }
+fn error(status: StatusCode, msg: impl Into<String>) -> warp::reply::Response {
+    json_reply(status, &json!({"error": msg.into()}))
 }
 
 fn unauthorized() -> warp::reply::Response {
-    let mut r = json_reply(
+    let mut r = error(
         StatusCode::UNAUTHORIZED,
-        json!({"error": "missing or invalid bearer token (SCIM_SYNC_ADMIN_TOKEN)"}),
+        "missing or invalid bearer token (SCIM_SYNC_ADMIN_TOKEN)",
     );
     r.headers_mut().insert(
         "www-authenticate",
@@ -51,70 +52,263 @@ fn unauthorized() -> warp::reply::Response {
 pub fn routes(
     state: Arc<AdminState>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
-    let with_state = {
-        let s = state.clone();
-        warp::any().map(move || s.clone())
-    };
-    let healthz = warp::path!("healthz")
-        .and(warp::get())
-        .map(|| json_reply(StatusCode::OK, json!({"status": "ok"})));
-    let readyz = warp::path!("readyz")
-        .and(warp::get())
-        .and(with_state.clone())
-        .map(|s: Arc<AdminState>| match s.store.ping() {
-            Ok(()) => json_reply(StatusCode::OK, json!({"status": "ready"})),
-            Err(e) => json_reply(
-                StatusCode::SERVICE_UNAVAILABLE,
-                json!({"status": "not ready", "store": e.to_string()}),
-            ),
-        });
-    let status = warp::path!("admin" / "status")
-        .and(warp::get())
-        .and(warp::header::optional::<String>("authorization"))
-        .and(with_state)
-        .map(|auth: Option<String>, s: Arc<AdminState>| {
-            if !s.tokens.verify_header(auth.as_deref()) {
-                return unauthorized();
-            }
-            json_reply(StatusCode::OK, status_doc(&s))
-        });
-    healthz
-        .or(readyz)
-        .unify()
-        .or(status)
-        .unify()
-        .recover(|r: warp::Rejection| async move {
-            let (code, msg) = if r.is_not_found() {
-                (StatusCode::NOT_FOUND, "no such admin endpoint")
-            } else if r.find::<warp::reject::MethodNotAllowed>().is_some() {
-                (StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
-            } else {
-                (StatusCode::BAD_REQUEST, "bad request")
-            };
-            Ok::<_, std::convert::Infallible>(json_reply(code, json!({"error": msg})))
-        })
-        .unify()
+    warp::method()
+        .and(warp::path::full())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(warp::header::headers_cloned())
+        .and(warp::any().map(move || state.clone()))
+        .then(
+            |method: Method,
+             path: warp::path::FullPath,
+             query: String,
+             headers: HeaderMap,
+             state: Arc<AdminState>| async move {
+                let started = Instant::now();
+                let r = dispatch(&state, &method, path.as_str(), &query, &headers).await;
+                tracing::info!(
+                    target: "scim_sync::admin",
+                    method = %method,
+                    path = %path.as_str(),
+                    status = r.status().as_u16(),
+                    ms = started.elapsed().as_secs_f64() * 1000.0,
+                    "admin request"
+                );
+                r
+            },
+        )
 }
 
-fn status_doc(s: &AdminState) -> serde_json::Value {
+fn param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    query
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+async fn dispatch(
+    s: &AdminState,
+    method: &Method,
+    path: &str,
+    raw_query: &str,
+    headers: &HeaderMap,
+) -> warp::reply::Response {
+    let segs: Vec<String> = path
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            percent_encoding::percent_decode_str(p)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect();
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    // Probes need no token: they say nothing an attacker could use.
+    match (method, segs.as_slice()) {
+        (&Method::GET, ["healthz"]) => return json_reply(StatusCode::OK, &json!({"status": "ok"})),
+        (&Method::GET, ["readyz"]) => {
+            return match s.store.ping() {
+                Ok(()) => json_reply(StatusCode::OK, &json!({"status": "ready"})),
+                Err(e) => json_reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &json!({"status": "not ready", "store": e.to_string()}),
+                ),
+            }
+        }
+        _ => {}
+    }
+    if !s
+        .tokens
+        .verify_header(headers.get("authorization").and_then(|v| v.to_str().ok()))
+    {
+        return unauthorized();
+    }
+    let query: Vec<(String, String)> = serde_urlencoded::from_str(raw_query).unwrap_or_default();
+    match (method, segs.as_slice()) {
+        (&Method::GET, ["admin", "status"]) => json_reply(StatusCode::OK, &status_doc(s)),
+        (&Method::POST, ["admin", "resync"]) => {
+            let wait = matches!(param(&query, "wait"), Some("true" | "1" | "yes"));
+            match s.scheduler.resync(Trigger::Manual, wait).await {
+                Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+                Ok((run_id, None)) => json_reply(StatusCode::ACCEPTED, &json!({"run_id": run_id})),
+                Ok((run_id, Some(rx))) => match rx.await {
+                    Ok(summary) => json_reply(
+                        StatusCode::OK,
+                        &json!({"run_id": run_id, "summary": summary}),
+                    ),
+                    Err(_) => error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the reconciler stopped before the run finished",
+                    ),
+                },
+            }
+        }
+        (&Method::POST, ["admin", "approve-deletions"]) => {
+            let approved = s.reconciler.approve_held();
+            if approved == 0 {
+                return json_reply(
+                    StatusCode::OK,
+                    &json!({"approved": 0, "detail": "no deletions are held"}),
+                );
+            }
+            match s.scheduler.resync(Trigger::Manual, true).await {
+                Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+                Ok((run_id, rx)) => {
+                    let summary = match rx {
+                        Some(rx) => rx.await.ok(),
+                        None => None,
+                    };
+                    json_reply(
+                        StatusCode::OK,
+                        &json!({"approved": approved, "run_id": run_id, "summary": summary}),
+                    )
+                }
+            }
+        }
+        (&Method::GET, ["admin", "plan"]) => match s.reconciler.plan().await {
+            Ok((view, _)) => json_reply(
+                StatusCode::OK,
+                &json!({
+                    "summary": view.plan.summary(),
+                    "dry_run_only": true,
+                    "plan": view.plan,
+                    "held_by_fuse": view.held,
+                    "held_reason": view.held_reason,
+                    "read_errors": view.read_errors,
+                }),
+            ),
+            Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        },
+        (&Method::GET, ["admin", "explain", who]) => explain(s, who).await,
+        (&Method::GET, ["admin", "audit"]) => {
+            let limit = param(&query, "limit")
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(100)
+                .min(10_000);
+            let before = param(&query, "before").and_then(|v| v.parse::<u64>().ok());
+            match s.store.audit(limit, before) {
+                Ok(entries) => json_reply(StatusCode::OK, &json!({"entries": entries})),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            }
+        }
+        (_, ["admin", ..]) | (_, ["healthz" | "readyz"]) => error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no admin endpoint {method} {path}; see GET /admin/status, POST /admin/resync, GET /admin/plan, GET /admin/explain/{{userName}}, GET /admin/audit, POST /admin/approve-deletions"
+            ),
+        ),
+        _ => error(StatusCode::NOT_FOUND, "no such endpoint"),
+    }
+}
+
+async fn explain(s: &AdminState, who: &str) -> warp::reply::Response {
+    let desired = match s.reconciler.desired() {
+        Ok(d) => d,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let explanation = desired.explain(who);
+    let email = explanation
+        .as_ref()
+        .and_then(|e| e.email.clone())
+        .unwrap_or_else(|| who.to_lowercase());
+    let (ops, control_plane, read_errors) = match s.reconciler.plan().await {
+        Ok((view, actual)) => {
+            let ops: Vec<_> = view
+                .plan
+                .ops
+                .iter()
+                .filter(|op| {
+                    serde_json::to_string(&op.kind)
+                        .map(|t| t.to_lowercase().contains(&email))
+                        .unwrap_or(false)
+                })
+                .cloned()
+                .collect();
+            let user = actual
+                .users
+                .iter()
+                .find(|u| u.email.eq_ignore_ascii_case(&email));
+            let invites: Vec<_> = actual
+                .invites
+                .iter()
+                .filter(|i| i.email.eq_ignore_ascii_case(&email))
+                .collect();
+            let memberships: Vec<Value> = match user {
+                Some(u) => actual
+                    .members
+                    .iter()
+                    .filter_map(|(ws, list)| {
+                        list.members
+                            .iter()
+                            .find(|m| m.id == u.id)
+                            .map(|m| json!({"workspace_id": ws, "role": m.role.as_str()}))
+                    })
+                    .collect(),
+                None => Vec::new(),
+            };
+            (
+                ops,
+                json!({"user": user, "invites": invites, "memberships_in_managed_workspaces": memberships}),
+                view.read_errors,
+            )
+        }
+        Err(e) => (Vec::new(), Value::Null, vec![e.to_string()]),
+    };
+    if explanation.is_none() && control_plane["user"].is_null() {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("'{who}' is neither a SCIM user (by userName, email or id) nor a control-plane user"),
+        );
+    }
+    json_reply(
+        StatusCode::OK,
+        &json!({
+            "query": who,
+            "email": email,
+            "desired": explanation,
+            "actual": control_plane,
+            "planned_ops": ops,
+            "read_errors": read_errors,
+        }),
+    )
+}
+
+fn status_doc(s: &AdminState) -> Value {
     let now = crate::store::now_rfc3339();
     let users = s.store.count(crate::scim::schema::ResourceKind::User);
     let groups = s.store.count(crate::scim::schema::ResourceKind::Group);
     let seq = s.store.last_seq();
+    let stats = s.store.write_stats();
     let store = match (&users, &groups, &seq) {
         (Ok(u), Ok(g), Ok(q)) => json!({
             "ok": true, "users": u, "groups": g, "last_change_seq": q, "last_ok_at": now,
-            "write_commits": s.store.write_stats().commits, "writes": s.store.write_stats().writes,
+            "write_commits": stats.commits, "writes": stats.writes,
         }),
-        _ => {
-            json!({"ok": false, "error": users.err().or(groups.err()).or(seq.err()).map(|e| e.to_string())})
-        }
+        _ => json!({
+            "ok": false,
+            "error": users.err().or(groups.err()).or(seq.err()).map(|e| e.to_string()),
+        }),
     };
+    let r = s.reconciler.status();
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_secs": s.started.elapsed().as_secs(),
         "scim": {"ok": true, "listen": s.scim_listen, "base_path": s.scim_base_path, "last_ok_at": now},
         "store": store,
-        "reconciler": {"ok": false, "state": "not available in this release: SCIM state is stored but not yet pushed to the control plane"},
+        "control_plane": r.control_plane,
+        "reconciler": {
+            "ok": r.last_run.as_ref().map(|l| l.ok),
+            "running": r.running,
+            "progress": r.progress,
+            "last_successful_run_at": r.last_successful_run_at,
+            "last_successful_full_run_at": r.last_successful_full_run_at,
+            "last_run": r.last_run.as_ref().map(|l| json!({
+                "run_id": l.run_id, "kind": l.kind, "trigger": l.trigger, "ok": l.ok,
+                "started_at": l.started_at, "finished_at": l.finished_at, "duration_ms": l.duration_ms,
+                "dry_run": l.dry_run, "planned": l.planned, "applied": l.applied, "failed": l.failed,
+                "held": l.held, "withheld": l.withheld, "errors": l.errors, "warnings": l.warnings,
+            })),
+            "held_deletions": r.held,
+            "held_reason": r.held_reason,
+        },
     })
 }

@@ -6,10 +6,12 @@
 //! is unit-tested and `/admin/plan` can show exactly what a run would do.
 
 pub mod plan;
+pub mod run;
 
 pub use plan::{
     apply_fuse, diff, ActualState, FuseOutcome, MemberList, Op, OpKind, Phase, Plan, PlanOptions,
 };
+pub use run::{Reconciler, ReconcilerStatus, RunSummary};
 
 use crate::policy::{ScimGroup, ScimUser};
 use crate::store::Record;

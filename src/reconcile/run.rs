@@ -1,0 +1,656 @@
+//! One reconciliation run with I/O: read the SCIM state from the store and the actual state from
+//! the control plane, plan, hold what the fuse holds, apply the rest in phase order, and record
+//! every applied op in the audit log and every link in the ledger.
+//!
+//! A run is level-triggered: it recomputes everything from live state, so a crash or a failed op
+//! at any point is repaired by the next run, and nothing is applied twice.
+
+use super::plan::{apply_fuse, diff, ActualState, MemberList, Op, OpKind, Plan, PlanOptions};
+use crate::config::{GroupMapping, PortkeyConfig, SyncConfig};
+use crate::policy::{self, DesiredState};
+use crate::portkey::{
+    self, Client, ClientConfig, CreateInvite, CreateWorkspace, InviteFilter, InviteWorkspace,
+    MemberFilter, NewMember, RetryConfig, UserFilter, WorkspaceFilter,
+};
+use crate::scheduler::{BoxFuture, RunKind, Runner, Trigger};
+use crate::scim::schema::ResourceKind;
+use crate::store::{now_rfc3339, AuditEntry, Link, Query, Store};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The client settings from the `[portkey]` config section.
+pub fn client_config(p: &PortkeyConfig) -> ClientConfig {
+    ClientConfig {
+        base_url: p.base_url.clone(),
+        api_key: portkey::ApiKey::new(p.api_key.expose()),
+        request_timeout: Duration::from_millis(p.request_timeout_ms),
+        retry: RetryConfig {
+            initial_interval: Duration::from_millis(p.retry_initial_ms),
+            max_interval: Duration::from_millis(p.retry_max_interval_ms),
+            max_elapsed: Duration::from_secs(p.retry_give_up_secs),
+            ..RetryConfig::default()
+        },
+        max_in_flight: p.max_in_flight,
+        requests_per_second: p.requests_per_second,
+        page_size: p.page_size,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("reading SCIM state: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("control-plane client: {0}")]
+    Client(#[from] portkey::Error),
+}
+
+/// The outcome of one op.
+#[derive(Debug, Clone, Serialize)]
+pub struct OpResult {
+    #[serde(flatten)]
+    pub op: Op,
+    pub result: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub run_id: String,
+    pub kind: RunKind,
+    pub trigger: Trigger,
+    pub started_at: String,
+    pub finished_at: String,
+    pub duration_ms: u64,
+    pub dry_run: bool,
+    /// Op counts of the plan, per kind.
+    pub planned: BTreeMap<&'static str, usize>,
+    pub applied: usize,
+    pub failed: usize,
+    /// Destructive ops held by the deletion fuse (waiting for approval).
+    pub held: usize,
+    /// Destructive ops left out because the control plane was not read completely.
+    pub withheld: usize,
+    pub ok: bool,
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+    pub results: Vec<OpResult>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ControlPlaneStatus {
+    pub ok: Option<bool>,
+    pub last_ok_at: Option<String>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Progress {
+    pub done: usize,
+    pub total: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReconcilerStatus {
+    pub running: Option<String>,
+    pub progress: Progress,
+    pub last_run: Option<RunSummary>,
+    pub last_successful_run_at: Option<String>,
+    pub last_successful_full_run_at: Option<String>,
+    pub control_plane: ControlPlaneStatus,
+    /// Destructive ops held by the fuse; `POST /admin/approve-deletions` releases them.
+    pub held: Vec<Op>,
+    pub held_reason: Option<String>,
+}
+
+pub struct Reconciler {
+    store: Store,
+    client: Client,
+    sync: SyncConfig,
+    mappings: Vec<GroupMapping>,
+    status: Mutex<ReconcilerStatus>,
+    /// Destructive ops an operator approved: applied by the next run if still planned.
+    approved: Mutex<BTreeSet<String>>,
+}
+
+fn op_key(op: &Op) -> String {
+    serde_json::to_string(&op.kind).unwrap_or_default()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What a plan computation produced, for `/admin/plan` and for a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanView {
+    pub plan: Plan,
+    /// Destructive ops the fuse would hold.
+    pub held: Vec<Op>,
+    pub held_reason: Option<String>,
+    pub read_errors: Vec<String>,
+}
+
+impl Reconciler {
+    pub fn new(
+        store: Store,
+        portkey: &PortkeyConfig,
+        sync: SyncConfig,
+        mappings: Vec<GroupMapping>,
+    ) -> Result<Self, ReconcileError> {
+        Ok(Self {
+            store,
+            client: Client::new(client_config(portkey))?,
+            sync,
+            mappings,
+            status: Mutex::new(ReconcilerStatus::default()),
+            approved: Mutex::new(BTreeSet::new()),
+        })
+    }
+
+    pub fn status(&self) -> ReconcilerStatus {
+        lock(&self.status).clone()
+    }
+
+    /// Approves the destructive ops currently held; the next run applies those still planned.
+    pub fn approve_held(&self) -> usize {
+        let held = lock(&self.status).held.clone();
+        let mut approved = lock(&self.approved);
+        approved.clear();
+        approved.extend(held.iter().map(op_key));
+        approved.len()
+    }
+
+    /// The desired state from the store.
+    pub fn desired(&self) -> Result<DesiredState, ReconcileError> {
+        let all = |with_refs| Query {
+            filter: None,
+            start_index: 1,
+            count: usize::MAX,
+            with_refs,
+        };
+        let users = self.store.query(ResourceKind::User, &all(false))?;
+        let groups = self.store.query(ResourceKind::Group, &all(true))?;
+        let users: Vec<_> = users
+            .items
+            .iter()
+            .map(|r| super::scim_user(&r.record))
+            .collect();
+        let groups: Vec<_> = groups
+            .items
+            .iter()
+            .map(|r| {
+                let ids = r.refs.iter().flatten().map(|(id, _)| id.clone());
+                super::scim_group(&r.record, ids)
+            })
+            .collect();
+        Ok(policy::desired_state(
+            &users,
+            &groups,
+            &self.sync,
+            &self.mappings,
+        ))
+    }
+
+    /// Reads the control plane. Every part that fails is marked incomplete, which stops every
+    /// destructive op of the plan built on it.
+    async fn actual(&self, desired: &DesiredState) -> (ActualState, Vec<String>) {
+        let mut errors = Vec::new();
+        let mut actual = ActualState::default();
+        let (uf, inf, wf) = (
+            UserFilter::default(),
+            InviteFilter::default(),
+            WorkspaceFilter::default(),
+        );
+        let (users, invites, workspaces) = tokio::join!(
+            self.client.list_users(&uf),
+            self.client.list_invites(&inf),
+            self.client.list_workspaces(&wf),
+        );
+        match users {
+            Ok(u) => {
+                actual.users = u;
+                actual.users_complete = true;
+            }
+            Err(e) => errors.push(e.to_string()),
+        }
+        match invites {
+            Ok(i) => {
+                actual.invites = i;
+                actual.invites_complete = true;
+            }
+            Err(e) => errors.push(e.to_string()),
+        }
+        match workspaces {
+            Ok(w) => {
+                actual.workspaces = w;
+                actual.workspaces_complete = true;
+            }
+            Err(e) => errors.push(e.to_string()),
+        }
+        let managed: BTreeSet<String> = desired
+            .managed_workspaces
+            .iter()
+            .map(|w| w.to_lowercase())
+            .collect();
+        let wanted: Vec<String> = actual
+            .workspaces
+            .iter()
+            .filter(|w| {
+                managed.contains(&w.name.to_lowercase())
+                    || w.slug
+                        .as_ref()
+                        .is_some_and(|s| managed.contains(&s.to_lowercase()))
+                    || managed.contains(&w.id.to_lowercase())
+            })
+            .map(|w| w.id.clone())
+            .collect();
+        let reads = futures::future::join_all(wanted.iter().map(|id| async move {
+            (
+                id.clone(),
+                self.client.list_members(id, &MemberFilter::default()).await,
+            )
+        }))
+        .await;
+        for (id, r) in reads {
+            match r {
+                Ok(members) => {
+                    actual.members.insert(
+                        id,
+                        MemberList {
+                            members,
+                            complete: true,
+                        },
+                    );
+                }
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        (actual, errors)
+    }
+
+    /// Computes what a run would do now, without changing anything.
+    pub async fn plan(&self) -> Result<(PlanView, ActualState), ReconcileError> {
+        let desired = self.desired()?;
+        let (actual, read_errors) = self.actual(&desired).await;
+        let linked: BTreeSet<String> = self.store.links()?.into_keys().collect();
+        let opts = PlanOptions::new(
+            &self.sync.protected_emails,
+            linked,
+            self.sync.create_workspaces,
+            time::OffsetDateTime::now_utc(),
+        );
+        let plan = diff(&desired, &actual, &opts);
+        let fuse = apply_fuse(
+            &plan,
+            self.sync.max_deletions,
+            self.sync.max_deletion_percent,
+            plan.managed_users,
+        );
+        Ok((
+            PlanView {
+                held: fuse.held,
+                held_reason: fuse.reason,
+                plan,
+                read_errors,
+            },
+            actual,
+        ))
+    }
+
+    /// One run: plan, apply what may be applied, record it.
+    pub async fn run_once(&self, run_id: String, kind: RunKind, trigger: Trigger) -> RunSummary {
+        let started = Instant::now();
+        let started_at = now_rfc3339();
+        lock(&self.status).running = Some(run_id.clone());
+        let mut summary = RunSummary {
+            run_id: run_id.clone(),
+            kind,
+            trigger,
+            started_at,
+            finished_at: String::new(),
+            duration_ms: 0,
+            dry_run: self.sync.dry_run,
+            planned: BTreeMap::new(),
+            applied: 0,
+            failed: 0,
+            held: 0,
+            withheld: 0,
+            ok: false,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+            results: Vec::new(),
+        };
+        match self.plan().await {
+            Err(e) => summary.errors.push(e.to_string()),
+            Ok((view, actual)) => self.execute(&run_id, view, &actual, &mut summary).await,
+        }
+        summary.ok = summary.errors.is_empty() && summary.failed == 0;
+        summary.finished_at = now_rfc3339();
+        summary.duration_ms = started.elapsed().as_millis() as u64;
+        let mut st = lock(&self.status);
+        st.running = None;
+        if summary.ok {
+            st.last_successful_run_at = Some(summary.finished_at.clone());
+            if kind == RunKind::Full {
+                st.last_successful_full_run_at = Some(summary.finished_at.clone());
+            }
+        }
+        st.last_run = Some(summary.clone());
+        tracing::info!(
+            run = %summary.run_id,
+            kind = ?summary.kind,
+            trigger = ?summary.trigger,
+            ok = summary.ok,
+            applied = summary.applied,
+            failed = summary.failed,
+            held = summary.held,
+            withheld = summary.withheld,
+            ms = summary.duration_ms,
+            "reconcile run finished"
+        );
+        summary
+    }
+
+    async fn execute(
+        &self,
+        run_id: &str,
+        view: PlanView,
+        actual: &ActualState,
+        s: &mut RunSummary,
+    ) {
+        let PlanView {
+            plan,
+            held,
+            held_reason,
+            read_errors,
+        } = view;
+        {
+            let mut st = lock(&self.status);
+            if read_errors.is_empty() {
+                st.control_plane.ok = Some(true);
+                st.control_plane.last_ok_at = Some(now_rfc3339());
+                st.control_plane.last_error = None;
+            } else {
+                st.control_plane.ok = Some(false);
+                st.control_plane.last_error = read_errors.first().cloned();
+            }
+        }
+        s.errors.extend(read_errors);
+        s.planned = plan.summary();
+        s.warnings = plan.warnings.clone();
+        s.withheld = plan.withheld.as_ref().map(|w| w.dropped).unwrap_or(0);
+
+        // Approved held ops pass the fuse once; everything else the fuse held stays held.
+        let approved = std::mem::take(&mut *lock(&self.approved));
+        let (released, still_held): (Vec<Op>, Vec<Op>) = held
+            .into_iter()
+            .partition(|op| approved.contains(&op_key(op)));
+        let held_keys: BTreeSet<String> = still_held.iter().map(op_key).collect();
+        s.held = still_held.len();
+        {
+            let mut st = lock(&self.status);
+            st.held = still_held.clone();
+            st.held_reason = if still_held.is_empty() {
+                None
+            } else {
+                held_reason
+            };
+        }
+        let to_apply: Vec<Op> = plan
+            .ops
+            .iter()
+            .filter(|op| !held_keys.contains(&op_key(op)))
+            .cloned()
+            .chain(
+                released
+                    .into_iter()
+                    .filter(|op| !plan.ops.iter().any(|p| p == op)),
+            )
+            .collect();
+        if self.sync.dry_run {
+            s.results = to_apply
+                .into_iter()
+                .map(|op| OpResult {
+                    op,
+                    result: "dry-run".into(),
+                })
+                .collect();
+            return;
+        }
+
+        lock(&self.status).progress = Progress {
+            done: 0,
+            total: to_apply.len(),
+        };
+        let mut created: BTreeMap<String, String> = BTreeMap::new();
+        let mut audit = Vec::new();
+        let mut link_changes: Vec<(String, Option<Link>)> = Vec::new();
+        for (i, op) in to_apply.into_iter().enumerate() {
+            let result = self.apply(&op, &mut created, &mut link_changes).await;
+            let text = match &result {
+                Ok(note) => {
+                    s.applied += 1;
+                    note.clone()
+                }
+                Err(e) => {
+                    s.failed += 1;
+                    tracing::warn!(op = op.kind.name(), error = %e, "reconcile op failed");
+                    format!("failed: {e}")
+                }
+            };
+            audit.push(AuditEntry {
+                seq: 0,
+                at: String::new(),
+                run_id: run_id.to_string(),
+                op: serde_json::to_value(&op.kind).unwrap_or_default(),
+                reason: op.reason.clone(),
+                result: text.clone(),
+            });
+            s.results.push(OpResult { op, result: text });
+            lock(&self.status).progress.done = i + 1;
+            // Progress of long runs in the log, without a line per op.
+            if (i + 1) % 500 == 0 {
+                tracing::info!(run = %run_id, done = i + 1, "reconcile progress");
+            }
+        }
+        link_changes.extend(self.links_for(actual));
+        if let Err(e) = self.store.append_audit(audit).await {
+            s.errors.push(format!("audit log: {e}"));
+        }
+        if !link_changes.is_empty() {
+            if let Err(e) = self.store.set_links(link_changes).await {
+                s.errors.push(format!("link ledger: {e}"));
+            }
+        }
+    }
+
+    /// Ledger entries for desired users that exist in the control plane and are not linked yet.
+    fn links_for(&self, actual: &ActualState) -> Vec<(String, Option<Link>)> {
+        let Ok(existing) = self.store.links() else {
+            return Vec::new();
+        };
+        let Ok(desired) = self.desired() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for u in &actual.users {
+            let email = u.email.to_lowercase();
+            if let Some(d) = desired.users.get(&email) {
+                let have = existing.get(&email);
+                if have.and_then(|l| l.portkey_user_id.as_deref()) != Some(u.id.as_str()) {
+                    out.push((
+                        email,
+                        Some(Link {
+                            scim_id: Some(d.scim_id.clone()),
+                            portkey_user_id: Some(u.id.clone()),
+                            invite_id: have.and_then(|l| l.invite_id.clone()),
+                            updated: String::new(),
+                        }),
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    fn workspace_ref(
+        name: &str,
+        id: Option<&String>,
+        created: &BTreeMap<String, String>,
+    ) -> Result<String, String> {
+        id.cloned()
+            .or_else(|| created.get(&name.to_lowercase()).cloned())
+            .ok_or_else(|| {
+                format!("workspace '{name}' does not exist (its creation failed or is disabled)")
+            })
+    }
+
+    /// Applies one op. `Ok` carries what happened ("ok", or why a repeat counts as done).
+    async fn apply(
+        &self,
+        op: &Op,
+        created: &mut BTreeMap<String, String>,
+        links: &mut Vec<(String, Option<Link>)>,
+    ) -> Result<String, String> {
+        let done_if =
+            |r: portkey::Result<()>, benign: fn(&portkey::Error) -> bool, note: &str| match r {
+                Ok(()) => Ok("ok".to_string()),
+                Err(e) if benign(&e) => Ok(format!("ok ({note})")),
+                Err(e) => Err(e.to_string()),
+            };
+        match &op.kind {
+            OpKind::CreateWorkspace { name } => {
+                let ws = self
+                    .client
+                    .create_workspace(&CreateWorkspace {
+                        name: name.clone(),
+                        description: Some("Managed by scim-sync".into()),
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                created.insert(name.to_lowercase(), ws.id.clone());
+                Ok("ok".into())
+            }
+            OpKind::Invite {
+                email,
+                role,
+                workspaces,
+                replaces_expired,
+            } => {
+                let mut targets = Vec::new();
+                for t in workspaces {
+                    let id = Self::workspace_ref(&t.workspace, t.workspace_id.as_ref(), created)?;
+                    targets.push(InviteWorkspace {
+                        id,
+                        role: t.role.clone(),
+                    });
+                }
+                let body = CreateInvite {
+                    email: email.clone(),
+                    role: role.clone(),
+                    workspaces: targets,
+                    workspace_api_key_details: None,
+                };
+                let mut result = self.client.create_invite(&body).await;
+                if let (Err(e), Some(old)) = (&result, replaces_expired) {
+                    // The expired invite may still block a new one: revoke it, then retry once.
+                    if e.is_conflict() {
+                        let _ = self.client.delete_invite(old).await;
+                        result = self.client.create_invite(&body).await;
+                    }
+                }
+                match result {
+                    Ok(created_invite) => {
+                        links.push((
+                            email.to_lowercase(),
+                            Some(Link {
+                                scim_id: None,
+                                portkey_user_id: None,
+                                invite_id: Some(created_invite.id),
+                                updated: String::new(),
+                            }),
+                        ));
+                        Ok("ok".into())
+                    }
+                    Err(e) if e.is_conflict() => Ok("ok (already invited or a member)".into()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            OpKind::UpdateOrgRole { user_id, to, .. } => done_if(
+                self.client.update_user_role(user_id, to).await,
+                |_| false,
+                "",
+            ),
+            OpKind::AddMembers {
+                workspace,
+                workspace_id,
+                members,
+            } => {
+                let id = Self::workspace_ref(workspace, workspace_id.as_ref(), created)?;
+                let users: Vec<NewMember> = members
+                    .iter()
+                    .map(|m| NewMember {
+                        id: m.user_id.clone(),
+                        role: m.role.clone(),
+                    })
+                    .collect();
+                done_if(
+                    self.client.add_members(&id, &users).await,
+                    portkey::Error::is_conflict,
+                    "already members",
+                )
+            }
+            OpKind::UpdateMemberRole {
+                workspace_id,
+                user_id,
+                to,
+                ..
+            } => done_if(
+                self.client
+                    .update_member_role(workspace_id, user_id, to)
+                    .await,
+                |_| false,
+                "",
+            ),
+            OpKind::RemoveMember {
+                workspace_id,
+                user_id,
+                ..
+            } => done_if(
+                self.client.remove_member(workspace_id, user_id).await,
+                portkey::Error::is_not_found,
+                "already gone",
+            ),
+            OpKind::RevokeInvite { invite_id, email } => {
+                let r = done_if(
+                    self.client.delete_invite(invite_id).await,
+                    portkey::Error::is_not_found,
+                    "already gone",
+                );
+                if r.is_ok() {
+                    links.push((email.to_lowercase(), None));
+                }
+                r
+            }
+            OpKind::RemoveUser { user_id, email } => {
+                let r = done_if(
+                    self.client.delete_user(user_id).await,
+                    portkey::Error::is_not_found,
+                    "already gone",
+                );
+                if r.is_ok() {
+                    links.push((email.to_lowercase(), None));
+                }
+                r
+            }
+        }
+    }
+}
+
+impl Runner for Reconciler {
+    type Summary = RunSummary;
+    fn run(&self, run_id: String, kind: RunKind, trigger: Trigger) -> BoxFuture<'_, RunSummary> {
+        Box::pin(self.run_once(run_id, kind, trigger))
+    }
+}
