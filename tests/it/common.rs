@@ -54,7 +54,7 @@ impl Server {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("store.redb");
         let text = format!(
-            "[scim]\nlisten = \"127.0.0.1:0\"\n{extra}\n[admin]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n[portkey]\nbase_url = \"http://127.0.0.1:9/v1\"\n",
+            "[scim]\nlisten = \"127.0.0.1:0\"\n{extra}\n[admin]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n[portkey]\nbase_url = \"http://127.0.0.1:9/v1\"\nretry_give_up_secs = 1\nretry_initial_ms = 50\n",
             store.display()
         );
         let config = Config::from_toml(&text, Path::new("test.toml"), &test_env()).unwrap();

@@ -315,7 +315,7 @@ async fn writes_survive_a_restart_and_feed_the_change_log() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store.redb");
     let text = format!(
-        "[scim]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n[portkey]\nbase_url = \"http://127.0.0.1:9/v1\"\n",
+        "[scim]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n[portkey]\nbase_url = \"http://127.0.0.1:9/v1\"\nretry_give_up_secs = 1\nretry_initial_ms = 50\n",
         store.display()
     );
     let config = Config::from_toml(&text, Path::new("t.toml"), &test_env()).unwrap();
