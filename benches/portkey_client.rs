@@ -175,7 +175,9 @@ async fn main() {
         })
         .await;
         assert_eq!(sample.items, 50_000);
-        sample.report(&format!("members of one workspace, page {page}, no rate limit"));
+        sample.report(&format!(
+            "members of one workspace, page {page}, no rate limit"
+        ));
         s.shutdown().await;
     }
 }

@@ -199,11 +199,12 @@ fn segment(what: &str, id: &str) -> Result<String> {
     Ok(utf8_percent_encode(id, SEGMENT).to_string())
 }
 
-fn reqwest_detail(e: &reqwest::Error) -> String {
+fn reqwest_detail(e: reqwest::Error) -> String {
     // The URL is left out: its query can hold email addresses. Sources carry the useful part
     // ("connection refused", "operation timed out").
+    let e = e.without_url();
     let mut detail = e.to_string();
-    let mut source = std::error::Error::source(e);
+    let mut source = std::error::Error::source(&e);
     while let Some(s) = source {
         detail.push_str(": ");
         detail.push_str(&s.to_string());
@@ -247,7 +248,7 @@ impl Client {
             .user_agent(concat!("scim-sync/", env!("CARGO_PKG_VERSION")))
             .pool_max_idle_per_host(cfg.max_in_flight)
             .build()
-            .map_err(|e| invalid(format!("HTTP client: {}", reqwest_detail(&e))))?;
+            .map_err(|e| invalid(format!("HTTP client: {}", reqwest_detail(e))))?;
         let base = cfg.base_url.trim_end_matches('/').to_owned();
         Ok(Self {
             inner: Arc::new(Inner {
@@ -739,7 +740,7 @@ impl Client {
                 retry_after: None,
             }),
             Ok(Err(e)) if e.is_connect() => Err(Failure {
-                kind: ErrorKind::Connect(reqwest_detail(&e)),
+                kind: ErrorKind::Connect(reqwest_detail(e)),
                 applied: Applied::No,
                 retry_after: None,
             }),
@@ -749,7 +750,7 @@ impl Client {
                 retry_after: None,
             }),
             Ok(Err(e)) => Err(Failure {
-                kind: ErrorKind::Network(reqwest_detail(&e)),
+                kind: ErrorKind::Network(reqwest_detail(e)),
                 applied: Applied::Maybe,
                 retry_after: None,
             }),
