@@ -113,6 +113,9 @@ pub struct Reconciler {
     approved: Mutex<BTreeSet<String>>,
 }
 
+/// Ledger keys of workspaces the daemon has managed (emails never start with this).
+const WORKSPACE_LINK: &str = "workspace:";
+
 fn op_key(op: &Op) -> String {
     serde_json::to_string(&op.kind).unwrap_or_default()
 }
@@ -194,7 +197,7 @@ impl Reconciler {
 
     /// Reads the control plane. Every part that fails is marked incomplete, which stops every
     /// destructive op of the plan built on it.
-    async fn actual(&self, desired: &DesiredState) -> (ActualState, Vec<String>) {
+    async fn actual(&self, managed: &BTreeSet<String>) -> (ActualState, Vec<String>) {
         let mut errors = Vec::new();
         let mut actual = ActualState::default();
         let (uf, inf, wf) = (
@@ -228,11 +231,7 @@ impl Reconciler {
             }
             Err(e) => errors.push(e.to_string()),
         }
-        let managed: BTreeSet<String> = desired
-            .managed_workspaces
-            .iter()
-            .map(|w| w.to_lowercase())
-            .collect();
+        let managed: BTreeSet<String> = managed.iter().map(|w| w.to_lowercase()).collect();
         let wanted: Vec<String> = actual
             .workspaces
             .iter()
@@ -271,9 +270,43 @@ impl Reconciler {
 
     /// Computes what a run would do now, without changing anything.
     pub async fn plan(&self) -> Result<(PlanView, ActualState), ReconcileError> {
-        let desired = self.desired()?;
-        let (actual, read_errors) = self.actual(&desired).await;
-        let linked: BTreeSet<String> = self.store.links()?.into_keys().collect();
+        let mut desired = self.desired()?;
+        let links = self.store.links()?;
+        // Workspaces managed before stay managed while they exist, so that renaming or deleting
+        // a group removes the memberships it granted. They are never created again.
+        let former: BTreeSet<String> = links
+            .keys()
+            .filter_map(|k| k.strip_prefix(WORKSPACE_LINK))
+            .map(str::to_string)
+            .collect();
+        let to_read: BTreeSet<String> = desired
+            .managed_workspaces
+            .iter()
+            .cloned()
+            .chain(former.iter().cloned())
+            .collect();
+        let (actual, read_errors) = self.actual(&to_read).await;
+        let known: BTreeSet<String> = desired
+            .managed_workspaces
+            .iter()
+            .map(|w| w.to_lowercase())
+            .collect();
+        for f in &former {
+            if known.contains(f) {
+                continue;
+            }
+            if let Some(w) = actual
+                .workspaces
+                .iter()
+                .find(|w| w.name.to_lowercase() == *f)
+            {
+                desired.managed_workspaces.insert(w.name.clone());
+            }
+        }
+        let linked: BTreeSet<String> = links
+            .into_keys()
+            .filter(|k| !k.starts_with(WORKSPACE_LINK))
+            .collect();
         let opts = PlanOptions::new(
             &self.sync.protected_emails,
             linked,
@@ -454,7 +487,7 @@ impl Reconciler {
                 tracing::info!(run = %run_id, done = i + 1, "reconcile progress");
             }
         }
-        link_changes.extend(self.links_for(actual));
+        link_changes.extend(self.links_for(actual, &created));
         if let Err(e) = self.store.append_audit(audit).await {
             s.errors.push(format!("audit log: {e}"));
         }
@@ -465,8 +498,13 @@ impl Reconciler {
         }
     }
 
-    /// Ledger entries for desired users that exist in the control plane and are not linked yet.
-    fn links_for(&self, actual: &ActualState) -> Vec<(String, Option<Link>)> {
+    /// Ledger entries not recorded yet: desired users that exist in the control plane, and managed
+    /// workspaces that exist.
+    fn links_for(
+        &self,
+        actual: &ActualState,
+        created: &BTreeMap<String, String>,
+    ) -> Vec<(String, Option<Link>)> {
         let Ok(existing) = self.store.links() else {
             return Vec::new();
         };
@@ -474,6 +512,24 @@ impl Reconciler {
             return Vec::new();
         };
         let mut out = Vec::new();
+        let existing_ws: BTreeSet<String> = actual
+            .workspaces
+            .iter()
+            .map(|w| w.name.to_lowercase())
+            .chain(created.keys().cloned())
+            .collect();
+        for name in &desired.managed_workspaces {
+            let key = format!("{WORKSPACE_LINK}{}", name.to_lowercase());
+            if existing_ws.contains(&name.to_lowercase()) && !existing.contains_key(&key) {
+                out.push((
+                    key,
+                    Some(Link {
+                        updated: String::new(),
+                        ..Link::default()
+                    }),
+                ));
+            }
+        }
         for u in &actual.users {
             let email = u.email.to_lowercase();
             if let Some(d) = desired.users.get(&email) {

@@ -3,5 +3,6 @@
 mod common;
 mod crash;
 mod portkey;
+mod reconcile;
 mod scim_checklist;
 mod scim_http;

@@ -1,0 +1,672 @@
+//! End to end: the daemon (SCIM server, store, reconciler, admin API) against the control-plane
+//! simulator, both over real HTTP, replaying IdP flows and asserting on the simulator's state and
+//! request log.
+
+use crate::common::{patch_body, test_env, user, ADMIN_TOKEN, SCIM_TOKEN};
+use portkey_sim::{Faults, Seed, SeedUser, SimOptions, SimServer};
+use scim_sync::config::Config;
+use serde_json::{json, Value};
+use std::path::Path;
+
+const API_KEY: &str = "test-portkey-key";
+
+struct Env {
+    sim: SimServer,
+    scim: String,
+    admin: String,
+    http: reqwest::Client,
+    _stop: tokio::sync::oneshot::Sender<()>,
+    _dir: tempfile::TempDir,
+}
+
+/// Sync settings that let flows run without the fuse getting in the way; fuse tests pass their own.
+const RELAXED: &str = "max_deletions = 1000\nmax_deletion_percent = 100.0\n";
+
+async fn start(seed: Seed, sync: &str) -> Env {
+    let sim = portkey_sim::spawn(
+        ([127, 0, 0, 1], 0).into(),
+        SimOptions {
+            api_key: API_KEY.into(),
+            seed: Some(seed),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[scim]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n\
+         [portkey]\nbase_url = \"{}\"\nretry_initial_ms = 20\nretry_max_interval_ms = 200\nretry_give_up_secs = 20\n\
+         requests_per_second = 1000.0\n[sync]\ndebounce_ms = 60000\nfull_resync_cron = \"0 0 0 1 1 *\"\n{sync}",
+        dir.path().join("store.redb").display(),
+        sim.base_url()
+    );
+    let mut env = test_env();
+    env.insert("PORTKEY_API_KEY".into(), API_KEY.into());
+    let config = Config::from_toml(&text, Path::new("e2e.toml"), &env).unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let running = scim_sync::app::start(&config, async move {
+        let _ = rx.await;
+    })
+    .await
+    .unwrap();
+    let e = Env {
+        scim: format!("http://{}/scim/v2", running.scim_addr),
+        admin: format!("http://{}", running.admin_addr),
+        http: reqwest::Client::new(),
+        sim,
+        _stop: tx,
+        _dir: dir,
+    };
+    // The startup run; later runs are forced explicitly so each test controls the timing.
+    e.resync().await;
+    e
+}
+
+fn seed_owner() -> Seed {
+    Seed {
+        users: vec![SeedUser {
+            email: "owner@example.com".into(),
+            first_name: None,
+            last_name: None,
+            role: "owner".into(),
+        }],
+        ..Default::default()
+    }
+}
+
+impl Env {
+    async fn scim(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut rb = self
+            .http
+            .request(method, format!("{}{path}", self.scim))
+            .bearer_auth(SCIM_TOKEN);
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let r = rb.send().await.unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        r.json().await.unwrap_or(Value::Null)
+    }
+
+    async fn create_user(&self, name: &str) -> String {
+        self.scim(reqwest::Method::POST, "/Users", Some(user(name)))
+            .await["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    async fn create_group(&self, name: &str, members: &[&str]) -> String {
+        let members: Vec<Value> = members.iter().map(|m| json!({"value": m})).collect();
+        self.scim(
+            reqwest::Method::POST,
+            "/Groups",
+            Some(json!({"displayName": name, "members": members})),
+        )
+        .await["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    async fn patch(&self, path: &str, ops: Value) {
+        self.scim(reqwest::Method::PATCH, path, Some(patch_body(ops)))
+            .await;
+    }
+
+    /// Forces a full run and returns its summary.
+    async fn resync(&self) -> Value {
+        let r = self
+            .http
+            .post(format!("{}/admin/resync?wait=true", self.admin))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        v["summary"].clone()
+    }
+
+    async fn admin_get(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}{path}", self.admin))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn sim_state(&self) -> Value {
+        self.http
+            .get(format!("{}/state", self.sim.control_url()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn sim_post(&self, path: &str, body: Value) -> Value {
+        self.http
+            .post(format!("{}{path}", self.sim.control_url()))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn accept_all(&self) {
+        self.sim_post("/invites/accept", json!({})).await;
+    }
+
+    async fn set_faults(&self, f: Faults) {
+        self.http
+            .put(format!("{}/faults", self.sim.control_url()))
+            .json(&f)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    async fn clear_log(&self) {
+        self.http
+            .delete(format!("{}/requests", self.sim.control_url()))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// The writes the control plane received since the last clear, as "METHOD path".
+    async fn writes(&self) -> Vec<String> {
+        let log: Vec<Value> = self
+            .http
+            .get(format!("{}/requests", self.sim.control_url()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        log.iter()
+            .filter(|e| e["method"] != "GET")
+            .map(|e| {
+                format!(
+                    "{} {}",
+                    e["method"].as_str().unwrap(),
+                    e["path"].as_str().unwrap()
+                )
+            })
+            .collect()
+    }
+
+    /// Email → org role of the control plane's users.
+    async fn users(&self) -> Vec<(String, String)> {
+        let st = self.sim_state().await;
+        let mut v: Vec<(String, String)> = st["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| {
+                (
+                    u["email"].as_str().unwrap().to_string(),
+                    u["role"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Explicit (non-implicit) members of a workspace by name: (email, role).
+    async fn members(&self, workspace: &str) -> Vec<(String, String)> {
+        let st = self.sim_state().await;
+        let Some(ws) = st["workspaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["name"] == workspace)
+        else {
+            return Vec::new();
+        };
+        let mut v: Vec<(String, String)> = ws["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["implicit"] != true)
+            .map(|m| {
+                (
+                    m["email"].as_str().unwrap().to_string(),
+                    m["role"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    async fn pending_invites(&self) -> Vec<String> {
+        let st = self.sim_state().await;
+        let mut v: Vec<String> = st["invites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["status"] == "pending")
+            .map(|i| i["email"].as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+fn pair(a: &str, b: &str) -> (String, String) {
+    (a.to_string(), b.to_string())
+}
+
+#[tokio::test]
+async fn okta_flow_converges_and_a_second_run_writes_nothing() {
+    let e = start(seed_owner(), RELAXED).await;
+    let alice = e.create_user("alice@example.com").await;
+    let bob = e.create_user("bob@example.com").await;
+    e.create_group("ws-Eng-Platform-role-member", &[&alice, &bob])
+        .await;
+    e.create_group("ws-Eng-Platform-role-admin", &[&alice])
+        .await;
+    let s = e.resync().await;
+    assert_eq!(s["ok"], true, "{s}");
+    assert_eq!(
+        e.pending_invites().await,
+        vec!["alice@example.com", "bob@example.com"]
+    );
+    e.accept_all().await;
+    let s = e.resync().await;
+    assert_eq!(s["ok"], true, "{s}");
+    assert_eq!(
+        e.members("Eng-Platform").await,
+        vec![
+            pair("alice@example.com", "admin"),
+            pair("bob@example.com", "member")
+        ],
+        "the highest role wins"
+    );
+    e.clear_log().await;
+    let s = e.resync().await;
+    assert_eq!(s["planned"]["total"], 0, "{s}");
+    assert_eq!(
+        e.writes().await,
+        Vec::<String>::new(),
+        "a converged run makes no write calls"
+    );
+    let audit = e.admin_get("/admin/audit").await;
+    assert!(audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|x| x["op"]["op"] == "invite"));
+}
+
+#[tokio::test]
+async fn lifecycle_role_change_move_deactivate_reactivate_delete() {
+    let e = start(seed_owner(), RELAXED).await;
+    let alice = e.create_user("alice@example.com").await;
+    let bob = e.create_user("bob@example.com").await;
+    let a = e.create_group("ws-A-role-member", &[&alice, &bob]).await;
+    let b = e.create_group("ws-B-role-manager", &[]).await;
+    e.resync().await;
+    e.accept_all().await;
+    e.resync().await;
+    assert_eq!(e.members("A").await.len(), 2);
+
+    // Move bob from A to B.
+    e.patch(
+        &format!("/Groups/{a}"),
+        json!([{"op": "Remove", "path": "members", "value": [{"value": bob}]}]),
+    )
+    .await;
+    e.patch(
+        &format!("/Groups/{b}"),
+        json!([{"op": "Add", "path": "members", "value": [{"value": bob}]}]),
+    )
+    .await;
+    let s = e.resync().await;
+    assert_eq!(s["ok"], true, "{s}");
+    assert_eq!(
+        e.members("A").await,
+        vec![pair("alice@example.com", "member")]
+    );
+    assert_eq!(
+        e.members("B").await,
+        vec![pair("bob@example.com", "manager")]
+    );
+
+    // Deactivate (Okta), then reactivate: removed, then invited again.
+    e.patch(
+        &format!("/Users/{bob}"),
+        json!([{"op": "replace", "value": {"active": false}}]),
+    )
+    .await;
+    e.resync().await;
+    assert!(!e.users().await.iter().any(|u| u.0 == "bob@example.com"));
+    e.patch(
+        &format!("/Users/{bob}"),
+        json!([{"op": "replace", "value": {"active": true}}]),
+    )
+    .await;
+    e.resync().await;
+    assert_eq!(e.pending_invites().await, vec!["bob@example.com"]);
+    e.accept_all().await;
+    e.resync().await;
+    assert_eq!(
+        e.members("B").await,
+        vec![pair("bob@example.com", "manager")]
+    );
+
+    // Delete (Entra hard delete): the linked user leaves the organisation.
+    e.scim(reqwest::Method::DELETE, &format!("/Users/{bob}"), None)
+        .await;
+    e.resync().await;
+    assert!(!e.users().await.iter().any(|u| u.0 == "bob@example.com"));
+
+    // Group rename: alice leaves A and joins C. Group delete: she leaves C.
+    e.patch(
+        &format!("/Groups/{a}"),
+        json!([{"op": "replace", "path": "displayName", "value": "ws-C-role-member"}]),
+    )
+    .await;
+    e.resync().await;
+    assert!(e.members("A").await.is_empty());
+    assert_eq!(
+        e.members("C").await,
+        vec![pair("alice@example.com", "member")]
+    );
+    e.scim(reqwest::Method::DELETE, &format!("/Groups/{a}"), None)
+        .await;
+    let s = e.resync().await;
+    assert_eq!(s["ok"], true, "{s}");
+    assert!(e.members("C").await.is_empty());
+
+    // Entra app role, stringified as Entra sends it without the compatibility flag.
+    e.patch(
+        &format!("/Users/{alice}"),
+        json!([{"op": "Add", "path": "roles", "value": [{"value": "{\"id\":\"1\",\"value\":\"Admin\",\"displayName\":\"Admin\"}"}]}]),
+    )
+    .await;
+    e.resync().await;
+    assert!(e
+        .users()
+        .await
+        .contains(&pair("alice@example.com", "admin")));
+    e.clear_log().await;
+    let s = e.resync().await;
+    assert_eq!(s["planned"]["total"], 0, "{s}");
+    assert_eq!(e.writes().await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn drift_made_by_hand_is_repaired_by_a_full_resync() {
+    let e = start(seed_owner(), RELAXED).await;
+    let alice = e.create_user("alice@example.com").await;
+    e.create_group("ws-Drift-role-manager", &[&alice]).await;
+    e.resync().await;
+    e.accept_all().await;
+    e.resync().await;
+    assert_eq!(
+        e.members("Drift").await,
+        vec![pair("alice@example.com", "manager")]
+    );
+    // Someone changes alice's role and removes her by hand, through the Admin API.
+    let st = e.sim_state().await;
+    let ws = st["workspaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "Drift")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let uid = st["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["email"] == "alice@example.com")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = e
+        .http
+        .delete(format!(
+            "{}/admin/workspaces/{ws}/users/{uid}",
+            e.sim.base_url()
+        ))
+        .header("x-portkey-api-key", API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(e.members("Drift").await.is_empty());
+    let s = e.resync().await;
+    assert_eq!(s["ok"], true, "{s}");
+    assert_eq!(
+        e.members("Drift").await,
+        vec![pair("alice@example.com", "manager")]
+    );
+}
+
+#[tokio::test]
+async fn a_failed_page_read_makes_no_destructive_call() {
+    let e = start(seed_owner(), RELAXED).await;
+    let alice = e.create_user("alice@example.com").await;
+    let bob = e.create_user("bob@example.com").await;
+    e.create_group("ws-P-role-member", &[&alice, &bob]).await;
+    e.resync().await;
+    e.accept_all().await;
+    e.resync().await;
+    for id in [&alice, &bob] {
+        e.patch(
+            &format!("/Users/{id}"),
+            json!([{"op": "replace", "value": {"active": false}}]),
+        )
+        .await;
+    }
+    e.set_faults(Faults {
+        fail_page: Some(portkey_sim::FailPage {
+            path: "/v1/admin/users".into(),
+            page: 0,
+        }),
+        ..Default::default()
+    })
+    .await;
+    e.clear_log().await;
+    let s = e.resync().await;
+    assert_eq!(s["ok"], false, "{s}");
+    assert!(
+        s["withheld"].as_u64().unwrap() > 0 || s["planned"]["destructive"] == 0,
+        "{s}"
+    );
+    assert!(
+        e.writes().await.iter().all(|w| !w.starts_with("DELETE")),
+        "no destructive call after a failed read: {:?}",
+        e.writes().await
+    );
+    assert_eq!(e.users().await.len(), 3);
+    let status = e.admin_get("/admin/status").await;
+    assert_eq!(status["control_plane"]["ok"], false, "{status}");
+    // Once reads work again, the removals go through.
+    e.set_faults(Faults::default()).await;
+    let s = e.resync().await;
+    assert_eq!(s["ok"], true, "{s}");
+    assert_eq!(e.users().await, vec![pair("owner@example.com", "owner")]);
+}
+
+#[tokio::test]
+async fn the_fuse_holds_a_mass_unassignment_until_approved() {
+    let e = start(
+        seed_owner(),
+        "max_deletions = 3\nmax_deletion_percent = 50.0\n",
+    )
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(e.create_user(&format!("u{i}@example.com")).await);
+    }
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let g = e.create_group("ws-Fuse-role-member", &refs).await;
+    e.resync().await;
+    e.accept_all().await;
+    e.resync().await;
+    assert_eq!(e.members("Fuse").await.len(), 10);
+    // 90% unassigned at once.
+    let gone: Vec<Value> = ids[1..].iter().map(|i| json!({"value": i})).collect();
+    e.patch(
+        &format!("/Groups/{g}"),
+        json!([{"op": "remove", "path": "members", "value": gone}]),
+    )
+    .await;
+    e.clear_log().await;
+    let s = e.resync().await;
+    assert_eq!(s["held"], 9, "{s}");
+    assert_eq!(
+        e.writes().await,
+        Vec::<String>::new(),
+        "nothing destructive was sent"
+    );
+    assert_eq!(e.members("Fuse").await.len(), 10);
+    let status = e.admin_get("/admin/status").await;
+    assert_eq!(
+        status["reconciler"]["held_deletions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        9
+    );
+    let plan = e.admin_get("/admin/plan").await;
+    assert_eq!(plan["held_by_fuse"].as_array().unwrap().len(), 9);
+    // Approval releases them.
+    let r: Value = e
+        .http
+        .post(format!("{}/admin/approve-deletions", e.admin))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["approved"], 9, "{r}");
+    assert_eq!(
+        e.members("Fuse").await,
+        vec![pair("u0@example.com", "member")]
+    );
+}
+
+#[tokio::test]
+async fn owners_and_protected_emails_survive_everything() {
+    let mut seed = seed_owner();
+    seed.users.push(SeedUser {
+        email: "keep@example.com".into(),
+        first_name: None,
+        last_name: None,
+        role: "admin".into(),
+    });
+    let e = start(
+        seed,
+        &format!("{RELAXED}protected_emails = [\"KEEP@example.com\"]\n"),
+    )
+    .await;
+    // The IdP knows both, says "member", then deactivates them.
+    let owner = e.create_user("owner@example.com").await;
+    let keep = e.create_user("keep@example.com").await;
+    e.resync().await;
+    assert!(
+        e.users()
+            .await
+            .contains(&pair("owner@example.com", "owner")),
+        "owners are never demoted"
+    );
+    assert!(
+        e.users().await.contains(&pair("keep@example.com", "admin")),
+        "protected emails are never changed"
+    );
+    for id in [&owner, &keep] {
+        e.patch(
+            &format!("/Users/{id}"),
+            json!([{"op": "replace", "value": {"active": false}}]),
+        )
+        .await;
+    }
+    e.clear_log().await;
+    let s = e.resync().await;
+    assert_eq!(s["ok"], true, "{s}");
+    assert_eq!(e.writes().await, Vec::<String>::new());
+    assert_eq!(
+        e.users().await,
+        vec![
+            pair("keep@example.com", "admin"),
+            pair("owner@example.com", "owner")
+        ]
+    );
+}
+
+#[tokio::test]
+async fn with_5xx_and_429_it_converges_and_invites_each_person_once() {
+    let e = start(seed_owner(), RELAXED).await;
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        ids.push(e.create_user(&format!("f{i}@example.com")).await);
+    }
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    e.create_group("ws-Faulty-role-member", &refs).await;
+    e.clear_log().await;
+    e.set_faults(Faults {
+        seed: 11,
+        rate_5xx: 0.3,
+        rate_429: 0.1,
+        ..Default::default()
+    })
+    .await;
+    let mut converged = false;
+    for _ in 0..8 {
+        let s = e.resync().await;
+        if s["ok"] == true && e.pending_invites().await.len() == 12 {
+            converged = true;
+            break;
+        }
+    }
+    assert!(converged, "did not converge within 8 runs");
+    let log: Vec<Value> = e
+        .http
+        .get(format!("{}/requests", e.sim.control_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for i in 0..12 {
+        let email = format!("f{i}@example.com");
+        let created = log
+            .iter()
+            .filter(|x| {
+                x["method"] == "POST"
+                    && x["path"] == "/v1/admin/users/invites"
+                    && x["status"] == 200
+            })
+            .filter(|x| x["body"]["email"] == email.as_str())
+            .count();
+        assert_eq!(created, 1, "{email} invited exactly once");
+    }
+    e.set_faults(Faults::default()).await;
+    e.accept_all().await;
+    e.resync().await;
+    assert_eq!(e.members("Faulty").await.len(), 12);
+}
