@@ -1141,12 +1141,14 @@ mod tests {
         json!({"id": id, "email": format!("{id}@example.com"), "role": "member"})
     }
 
-    #[tokio::test]
+    // Paused time: the 30 s wait is on tokio's clock, so the test proves the wait without
+    // sleeping for real (the wall-clock bound below would fail otherwise).
+    #[tokio::test(start_paused = true)]
     async fn retry_after_seconds_is_waited_out() {
         let (base, hits) = serve(Arc::new(|h: &Hit| {
             if h.n == 0 {
                 Answer {
-                    headers: vec![("retry-after", "1".into())],
+                    headers: vec![("retry-after", "30".into())],
                     ..status(429, json!({"success":false,"data":{"message":"Rate limit exceeded","errorCode":"AB06"}}))
                 }
             } else {
@@ -1154,23 +1156,32 @@ mod tests {
             }
         }))
         .await;
-        let c = client(&base, |_| {});
+        let c = client(&base, |cfg| {
+            cfg.request_timeout = Duration::from_secs(3600);
+            cfg.retry.max_elapsed = Duration::from_secs(600);
+        });
+        let wall = std::time::Instant::now();
         let start = Instant::now();
         let u = c.get_user("u1").await.unwrap();
         assert_eq!(u.id, "u1");
         assert!(
-            start.elapsed() >= Duration::from_secs(1),
+            start.elapsed() >= Duration::from_secs(30),
             "{:?}",
             start.elapsed()
+        );
+        assert!(
+            wall.elapsed() < Duration::from_secs(10),
+            "slept for real: {:?}",
+            wall.elapsed()
         );
         assert_eq!(hits.lock().unwrap().len(), 2);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn retry_after_http_date_is_waited_out() {
         let (base, hits) = serve(Arc::new(|h: &Hit| {
             if h.n == 0 {
-                let at = SystemTime::now() + Duration::from_secs(2);
+                let at = SystemTime::now() + Duration::from_secs(60);
                 Answer {
                     headers: vec![("retry-after", httpdate::fmt_http_date(at))],
                     ..status(503, json!({}))
@@ -1180,14 +1191,23 @@ mod tests {
             }
         }))
         .await;
-        let c = client(&base, |_| {});
+        let c = client(&base, |cfg| {
+            cfg.request_timeout = Duration::from_secs(3600);
+            cfg.retry.max_elapsed = Duration::from_secs(600);
+        });
+        let wall = std::time::Instant::now();
         let start = Instant::now();
         c.get_user("u1").await.unwrap();
-        // HTTP dates have one-second resolution: "now + 2 s" is at least one second away.
+        // HTTP dates have one-second resolution: "now + 60 s" is at least 59 s away.
         assert!(
-            start.elapsed() >= Duration::from_secs(1),
+            start.elapsed() >= Duration::from_secs(59),
             "{:?}",
             start.elapsed()
+        );
+        assert!(
+            wall.elapsed() < Duration::from_secs(10),
+            "slept for real: {:?}",
+            wall.elapsed()
         );
         assert_eq!(hits.lock().unwrap().len(), 2);
     }
