@@ -1,0 +1,474 @@
+//! Throughput and latency of the SCIM server over loopback HTTP, with the daemon started in this
+//! process by `scim_sync::app::start` on a redb file (durable commits, group commit):
+//!
+//! - (a) user creates/s with 16 clients, and how many commits the writer needed for them;
+//! - (b) `userName eq` lookup latency p50/p99 with 100,000 users stored;
+//! - (c) member adds/s (PATCH adding one member) into one group at ~1,000 and ~50,000 members;
+//! - (d) resident memory of this process (server and clients) with 100,000 users stored.
+//!
+//! Run with `cargo bench --bench scim_server`; `SCIM_SYNC_BENCH_QUICK=1` makes every size 10×
+//! smaller for a smoke run. The store lives in a temporary directory on the same filesystem as
+//! `std::env::temp_dir()`; set TMPDIR to measure another disk.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a bench fails loudly
+
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const CLIENTS: usize = 16;
+const TOKEN: &str = "bench-scim-token-0123456789";
+
+struct Sizes {
+    creates: usize,
+    users: usize,
+    lookups: usize,
+    small_group: usize,
+    large_group: usize,
+    member_adds: usize,
+}
+
+impl Sizes {
+    fn new(quick: bool) -> Sizes {
+        let d = if quick { 10 } else { 1 };
+        Sizes {
+            creates: 20_000 / d,
+            users: 100_000 / d,
+            lookups: 10_000 / d,
+            small_group: 1_000 / d,
+            large_group: 50_000 / d,
+            member_adds: 2_000 / d,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let mut rb = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(TOKEN);
+        if let Some(b) = body {
+            rb = rb
+                .header("content-type", "application/scim+json")
+                .body(serde_json::to_vec(b).unwrap());
+        }
+        let r = rb.send().await.unwrap();
+        let status = r.status().as_u16();
+        let bytes = r.bytes().await.unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+}
+
+fn user_name(i: usize) -> String {
+    format!("bench.user{i:07}@example.com")
+}
+
+/// An Okta-shaped create body, so that stored documents have a realistic size.
+fn user_body(i: usize) -> Value {
+    let name = user_name(i);
+    json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": name,
+        "name": {"givenName": "Bench", "familyName": format!("User {i}")},
+        "emails": [{"primary": true, "value": name, "type": "work"}],
+        "displayName": format!("Bench User {i}"),
+        "active": true,
+    })
+}
+
+fn member_patch(ids: &[String]) -> Value {
+    json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{
+            "op": "add",
+            "path": "members",
+            "value": ids.iter().map(|id| json!({"value": id})).collect::<Vec<_>>(),
+        }],
+    })
+}
+
+/// Runs `n` requests from `CLIENTS` concurrent clients; `op(i)` makes request `i`. Returns the
+/// wall time and every request's latency, in request order.
+async fn load<F, Fut, T>(n: usize, op: F) -> (Duration, Vec<(Duration, T)>)
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = T> + Send,
+    T: Send + 'static,
+{
+    load_with(CLIENTS, n, op).await
+}
+
+async fn load_with<F, Fut, T>(clients: usize, n: usize, op: F) -> (Duration, Vec<(Duration, T)>)
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = T> + Send,
+    T: Send + 'static,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    let op = Arc::new(op);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let (next, op) = (next.clone(), op.clone());
+            tokio::spawn(async move {
+                let mut out = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        break;
+                    }
+                    let t = Instant::now();
+                    let v = op(i).await;
+                    out.push((i, t.elapsed(), v));
+                }
+                out
+            })
+        })
+        .collect();
+    let mut all = Vec::with_capacity(n);
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let wall = started.elapsed();
+    all.sort_by_key(|(i, _, _)| *i);
+    (wall, all.into_iter().map(|(_, d, v)| (d, v)).collect())
+}
+
+/// Creates users `from..to`; returns their ids in order and the wall time.
+async fn create_users(api: &Api, from: usize, to: usize) -> (Duration, Vec<String>) {
+    let a = api.clone();
+    let (wall, out) = load(to - from, move |i| {
+        let a = a.clone();
+        async move {
+            let (status, body) = a
+                .send(reqwest::Method::POST, "/Users", Some(&user_body(from + i)))
+                .await;
+            assert_eq!(status, 201, "{body}");
+            body["id"].as_str().unwrap().to_string()
+        }
+    })
+    .await;
+    (wall, out.into_iter().map(|(_, id)| id).collect())
+}
+
+/// Adds `ids` to the group `gid`, one member per PATCH, `CLIENTS` requests at a time.
+async fn add_members(api: &Api, gid: &str, ids: &[String]) -> Duration {
+    let ids: Arc<Vec<String>> = Arc::new(ids.to_vec());
+    let (a, path) = (api.clone(), format!("/Groups/{gid}"));
+    let (wall, _) = load(ids.len(), move |i| {
+        let (a, path, ids) = (a.clone(), path.clone(), ids.clone());
+        async move {
+            let (status, body) = a
+                .send(
+                    reqwest::Method::PATCH,
+                    &path,
+                    Some(&member_patch(&ids[i..=i])),
+                )
+                .await;
+            assert_eq!(status, 204, "{body}");
+        }
+    })
+    .await;
+    wall
+}
+
+/// Sets the group's members to `ids` in one PUT, which diffs against the stored list once;
+/// filling by PATCH would time the fill rather than the adds being measured.
+async fn set_members(api: &Api, gid: &str, ids: &[String]) -> Duration {
+    let body = json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+        "displayName": "bench-group",
+        "members": ids.iter().map(|id| json!({"value": id})).collect::<Vec<_>>(),
+    });
+    let t = Instant::now();
+    let (status, resp) = api
+        .send(reqwest::Method::PUT, &format!("/Groups/{gid}"), Some(&body))
+        .await;
+    assert_eq!(status, 200, "{resp}");
+    t.elapsed()
+}
+
+/// `n` lookups of existing userNames; returns the wall time and each request's latency.
+async fn lookups(api: &Api, users: usize, n: usize, clients: usize) -> (Duration, Vec<Duration>) {
+    let a = api.clone();
+    let (wall, lat) = load_with(clients, n, move |i| {
+        let a = a.clone();
+        async move {
+            // A stride coprime to the user count visits names all over the index rather than a
+            // hot range.
+            let name = user_name((i * 7919) % users);
+            let q = url_encode(&format!("userName eq \"{name}\""));
+            let (status, body) = a
+                .send(reqwest::Method::GET, &format!("/Users?filter={q}"), None)
+                .await;
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(body["totalResults"], 1, "{body}");
+        }
+    })
+    .await;
+    (wall, lat.into_iter().map(|(d, _)| d).collect())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let idx = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[idx]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn proc_status(key: &str) -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .map(|l| l[key.len()..].trim_start_matches(':').trim().to_string())
+        .unwrap_or_else(|| "n/a".into())
+}
+
+/// User plus system CPU seconds of this process so far. /proc counts in USER_HZ, which is 100
+/// on every Linux the kernel's ABI allows.
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name, which may itself hold spaces.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// How busy the process kept the CPUs during a phase: a figure near the core count means the
+/// phase was CPU-bound, a low one that it waited (on fsync, mostly).
+fn cores_busy(cpu_before: f64, wall: Duration) -> String {
+    let used = cpu_secs() - cpu_before;
+    format!(
+        "cpu {used:.2} s = {:.2} cores busy",
+        used / wall.as_secs_f64()
+    )
+}
+
+fn load_avg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn file_mb(path: &Path) -> f64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) as f64 / 1e6
+}
+
+async fn member_count(api: &Api, gid: &str) -> usize {
+    let (status, body) = api
+        .send(reqwest::Method::GET, &format!("/Groups/{gid}"), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["members"].as_array().map(Vec::len).unwrap_or(0)
+}
+
+#[tokio::main]
+async fn main() {
+    let quick = std::env::var("SCIM_SYNC_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+    let sizes = Sizes::new(quick);
+    let dir = tempfile::tempdir().unwrap();
+    let store_path = dir.path().join("bench.redb");
+    let toml = format!(
+        "[scim]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = {}\n[admin]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n\
+         [portkey]\nbase_url = \"http://127.0.0.1:9/v1\"\n",
+        // The 50,000-member PUT that fills the large group is about 2.5 MB.
+        16 * 1024 * 1024,
+        store_path.display()
+    );
+    let env: HashMap<String, String> = [
+        (scim_sync::config::ENV_SCIM_TOKEN, TOKEN),
+        (
+            scim_sync::config::ENV_ADMIN_TOKEN,
+            "bench-admin-token-0123456789",
+        ),
+        (scim_sync::config::ENV_PORTKEY_API_KEY, "bench-portkey-key"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let config =
+        scim_sync::config::Config::from_toml(&toml, Path::new("bench.toml"), &env).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = scim_sync::app::start(&config, async move {
+        let _ = stopped.await;
+    })
+    .await
+    .unwrap();
+    let store = running.store.clone();
+    let api = Api {
+        base: format!("http://{}{}", running.scim_addr, config.scim.base_path),
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(CLIENTS)
+            .build()
+            .unwrap(),
+    };
+    println!(
+        "scim_server bench{}: {CLIENTS} clients over loopback HTTP, store {}; load average {}",
+        if quick { " (QUICK: sizes / 10)" } else { "" },
+        store_path.display(),
+        load_avg()
+    );
+
+    // (a) durable creates
+    let before = store.write_stats();
+    let cpu = cpu_secs();
+    let (wall, mut ids) = create_users(&api, 0, sizes.creates).await;
+    let busy = cores_busy(cpu, wall);
+    let after = store.write_stats();
+    let (commits, writes) = (after.commits - before.commits, after.writes - before.writes);
+    println!(
+        "(a) user creates: {} in {:.2} s = {:.0} creates/s; {commits} commits for {writes} writes \
+         ({:.1} writes per commit, {:.2} ms per commit); {busy}",
+        sizes.creates,
+        wall.as_secs_f64(),
+        sizes.creates as f64 / wall.as_secs_f64(),
+        writes as f64 / commits.max(1) as f64,
+        ms(wall) / commits.max(1) as f64
+    );
+
+    // Fill to the lookup size; the fill rate is one more creates/s figure, at a larger store.
+    let cpu = cpu_secs();
+    let before = store.write_stats();
+    let (wall, more) = create_users(&api, sizes.creates, sizes.users).await;
+    let busy = cores_busy(cpu, wall);
+    ids.extend(more);
+    let stats = store.write_stats();
+    let commits = stats.commits - before.commits;
+    println!(
+        "    fill to {} users: {} more in {:.2} s = {:.0} creates/s, {:.1} writes per commit, \
+         {:.2} ms per commit; {busy}; totals {} commits for {} writes; store file {:.0} MB",
+        sizes.users,
+        sizes.users - sizes.creates,
+        wall.as_secs_f64(),
+        (sizes.users - sizes.creates) as f64 / wall.as_secs_f64(),
+        (stats.writes - before.writes) as f64 / commits.max(1) as f64,
+        ms(wall) / commits.max(1) as f64,
+        stats.commits,
+        stats.writes,
+        file_mb(&store_path)
+    );
+
+    // (d) memory with every user stored, before the lookups touch the pages again.
+    println!(
+        "(d) RSS at {} users: VmRSS {} (peak VmHWM {}); server and load clients share this process",
+        sizes.users,
+        proc_status("VmRSS"),
+        proc_status("VmHWM")
+    );
+
+    // (b) lookups by userName: under the 16-client load, then one client alone, whose latency is
+    // the service time without queueing for the CPUs.
+    for clients in [CLIENTS, 1] {
+        let n = if clients == 1 {
+            sizes.lookups / 5
+        } else {
+            sizes.lookups
+        };
+        let cpu = cpu_secs();
+        let (wall, mut d) = lookups(&api, sizes.users, n, clients).await;
+        let busy = cores_busy(cpu, wall);
+        d.sort();
+        println!(
+            "(b) userName eq lookups at {} users, {clients} client(s): {n} in {:.2} s = {:.0}/s; \
+             p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; {busy}",
+            sizes.users,
+            wall.as_secs_f64(),
+            n as f64 / wall.as_secs_f64(),
+            ms(percentile(&d, 0.50)),
+            ms(percentile(&d, 0.99)),
+            ms(*d.last().unwrap())
+        );
+    }
+
+    // (c) member adds, one member per PATCH, at two group sizes.
+    let (status, body) = api
+        .send(
+            reqwest::Method::POST,
+            "/Groups",
+            Some(&json!({
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                "displayName": "bench-group",
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let gid = body["id"].as_str().unwrap().to_string();
+    // Members so far are a prefix of `ids`: the fill takes the group to `at`, then the
+    // measured adds use the next users.
+    let mut members = 0usize;
+    for at in [sizes.small_group, sizes.large_group] {
+        let fill_wall = set_members(&api, &gid, &ids[..at]).await;
+        let rss_after_fill = proc_status("VmRSS");
+        let have = member_count(&api, &gid).await;
+        assert_eq!(have, at);
+        let single = &ids[at..at + sizes.member_adds];
+        let before = store.write_stats();
+        let cpu = cpu_secs();
+        let wall = add_members(&api, &gid, single).await;
+        let busy = cores_busy(cpu, wall);
+        let after = store.write_stats();
+        members = member_count(&api, &gid).await;
+        assert_eq!(members, have + single.len());
+        println!(
+            "(c) member adds at {have} members: {} single-member PATCHes in {:.2} s = {:.0} adds/s \
+             ({} commits, {:.1} writes per commit); {busy}; PUT to {at} members took {:.2} s, VmRSS after it \
+             {rss_after_fill}",
+            single.len(),
+            wall.as_secs_f64(),
+            single.len() as f64 / wall.as_secs_f64(),
+            after.commits - before.commits,
+            (after.writes - before.writes) as f64 / (after.commits - before.commits).max(1) as f64,
+            fill_wall.as_secs_f64()
+        );
+    }
+    println!(
+        "    after all phases ({members}-member group): VmRSS {} (peak VmHWM {}); store file \
+         {:.0} MB",
+        proc_status("VmRSS"),
+        proc_status("VmHWM"),
+        file_mb(&store_path)
+    );
+
+    println!("    load average at the end: {}", load_avg());
+    let _ = stop.send(());
+    running.done.await.unwrap();
+}
+
+/// Percent-encodes a query value (RFC 3986 unreserved characters stay).
+fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
