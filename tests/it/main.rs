@@ -4,5 +4,6 @@ mod common;
 mod crash;
 mod portkey;
 mod reconcile;
+mod reconcile_crash;
 mod scim_checklist;
 mod scim_http;
