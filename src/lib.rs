@@ -26,6 +26,7 @@ pub mod app;
 pub mod config;
 pub mod demo;
 pub mod http;
+pub mod metrics;
 pub mod policy;
 pub mod portkey;
 pub mod reconcile;

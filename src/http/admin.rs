@@ -105,6 +105,32 @@ async fn dispatch(
     // Probes need no token: they say nothing an attacker could use.
     match (method, segs.as_slice()) {
         (&Method::GET, ["healthz"]) => return json_reply(StatusCode::OK, &json!({"status": "ok"})),
+        // Counts only, no secrets: scrapable without the admin token, like the probes.
+        (&Method::GET, ["metrics"]) => {
+            let m = crate::metrics::metrics();
+            for kind in [
+                crate::scim::schema::ResourceKind::User,
+                crate::scim::schema::ResourceKind::Group,
+            ] {
+                if let Ok(n) = s.store.count(kind) {
+                    m.store_resources
+                        .get_or_create(&crate::metrics::ResourceLabels {
+                            resource: kind.name().to_lowercase(),
+                        })
+                        .set(n as i64);
+                }
+            }
+            m.held_deletions
+                .set(s.reconciler.status().held.len() as i64);
+            let mut r = warp::reply::Response::new(m.render().into());
+            r.headers_mut().insert(
+                "content-type",
+                warp::http::HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            return r;
+        }
         (&Method::GET, ["readyz"]) => {
             return match s.store.ping() {
                 Ok(()) => json_reply(StatusCode::OK, &json!({"status": "ready"})),
@@ -190,7 +216,7 @@ async fn dispatch(
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
             }
         }
-        (_, ["admin", ..]) | (_, ["healthz" | "readyz"]) => error(
+        (_, ["admin", ..]) | (_, ["healthz" | "readyz" | "metrics"]) => error(
             StatusCode::NOT_FOUND,
             format!(
                 "no admin endpoint {method} {path}; see GET /admin/status, POST /admin/resync, GET /admin/plan, GET /admin/explain/{{userName}}, GET /admin/audit, POST /admin/approve-deletions"

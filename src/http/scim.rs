@@ -135,6 +135,18 @@ pub fn routes(
                 let started = Instant::now();
                 let path = path.as_str().to_string();
                 let reply = handle(&state, &method, &path, &query, &headers, body).await;
+                let route = route_label(&path, &state.base_path);
+                let m = crate::metrics::metrics();
+                m.scim_requests
+                    .get_or_create(&crate::metrics::ScimLabels {
+                        route: route.clone(),
+                        method: method.as_str().to_string(),
+                        status: reply.status.as_u16(),
+                    })
+                    .inc();
+                m.scim_request_duration
+                    .get_or_create(&crate::metrics::RouteLabels { route })
+                    .observe(started.elapsed().as_secs_f64());
                 tracing::info!(
                     target: "scim_sync::scim",
                     method = %method,
@@ -208,6 +220,36 @@ where
         Ok(r) => r,
         Err(e) => ScimReply::error(&e),
     }
+}
+
+/// A low-cardinality route for metrics: `/Users`, `/Users/{id}`, `/Groups/.search`, ….
+fn route_label(path: &str, base: &str) -> String {
+    let Some(segs) = strip_base(path, base) else {
+        return "other".into();
+    };
+    let mut out = String::new();
+    for (i, seg) in segs.iter().enumerate() {
+        out.push('/');
+        let known = matches!(
+            seg.to_ascii_lowercase().as_str(),
+            "users"
+                | "groups"
+                | ".search"
+                | "serviceproviderconfig"
+                | "resourcetypes"
+                | "schemas"
+                | "bulk"
+                | "me"
+        );
+        if i == 0 && !known {
+            return "other".into();
+        }
+        out.push_str(if known { seg } else { "{id}" });
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
 }
 
 /// The path segments after the base path, or `None` when the path is outside it.

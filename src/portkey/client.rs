@@ -776,6 +776,25 @@ impl Client {
         let duration_ms = started.elapsed().as_millis() as u64;
         let method = req.method.as_str();
         let path = req.path.as_str();
+        let status_label = match &result {
+            Ok((status, _)) => status.as_u16().to_string(),
+            Err(f) => match &f.kind {
+                ErrorKind::Status { status, .. } => status.to_string(),
+                ErrorKind::Timeout(_) => "timeout".into(),
+                ErrorKind::Connect(_) => "connect_error".into(),
+                _ => "error".into(),
+            },
+        };
+        crate::metrics::metrics()
+            .portkey_calls
+            .get_or_create(&crate::metrics::CallLabels {
+                endpoint: crate::metrics::endpoint_label(method, path),
+                status: status_label,
+            })
+            .inc();
+        if attempt > 1 {
+            crate::metrics::metrics().portkey_retries.inc();
+        }
         match &result {
             Ok((status, _)) if req.method == Method::GET => tracing::debug!(
                 method,

@@ -361,6 +361,20 @@ impl Reconciler {
         summary.ok = summary.errors.is_empty() && summary.failed == 0;
         summary.finished_at = now_rfc3339();
         summary.duration_ms = started.elapsed().as_millis() as u64;
+        let m = crate::metrics::metrics();
+        m.reconcile_runs
+            .get_or_create(&crate::metrics::RunLabels {
+                kind: format!("{kind:?}").to_lowercase(),
+                result: if summary.ok { "ok" } else { "failed" }.into(),
+            })
+            .inc();
+        m.reconcile_run_duration
+            .observe(summary.duration_ms as f64 / 1000.0);
+        m.held_deletions.set(summary.held as i64);
+        if summary.ok && kind == RunKind::Full {
+            m.last_full_sync
+                .set(time::OffsetDateTime::now_utc().unix_timestamp() as f64);
+        }
         let mut st = lock(&self.status);
         st.running = None;
         if summary.ok {
@@ -456,11 +470,29 @@ impl Reconciler {
             done: 0,
             total: to_apply.len(),
         };
+        let m = crate::metrics::metrics();
+        m.reconcile_progress_total.set(to_apply.len() as i64);
+        m.reconcile_progress_done.set(0);
+        for op in &still_held {
+            m.reconcile_ops
+                .get_or_create(&crate::metrics::OpLabels {
+                    op: op.kind.name().into(),
+                    result: "held".into(),
+                })
+                .inc();
+        }
         let mut created: BTreeMap<String, String> = BTreeMap::new();
         let mut audit = Vec::new();
         let mut link_changes: Vec<(String, Option<Link>)> = Vec::new();
         for (i, op) in to_apply.into_iter().enumerate() {
             let result = self.apply(&op, &mut created, &mut link_changes).await;
+            crate::metrics::metrics()
+                .reconcile_ops
+                .get_or_create(&crate::metrics::OpLabels {
+                    op: op.kind.name().into(),
+                    result: if result.is_ok() { "ok" } else { "failed" }.into(),
+                })
+                .inc();
             let text = match &result {
                 Ok(note) => {
                     s.applied += 1;
@@ -482,6 +514,7 @@ impl Reconciler {
             });
             s.results.push(OpResult { op, result: text });
             lock(&self.status).progress.done = i + 1;
+            m.reconcile_progress_done.set((i + 1) as i64);
             // Progress of long runs in the log, without a line per op.
             if (i + 1) % 500 == 0 {
                 tracing::info!(run = %run_id, done = i + 1, "reconcile progress");

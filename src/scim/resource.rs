@@ -147,10 +147,13 @@ fn expand_into(
             if sub_name.is_none() {
                 let refs = member_refs(value)?;
                 let list = out.members.get_or_insert_with(Vec::new);
-                for r in refs {
-                    if !list.contains(&r) {
-                        list.push(r);
-                    }
+                if list.is_empty() {
+                    *list = refs;
+                } else {
+                    // Rare: the same body names `members` twice (e.g. under two spellings).
+                    let mut seen: std::collections::HashSet<String> =
+                        list.iter().map(|m| m.value.clone()).collect();
+                    list.extend(refs.into_iter().filter(|r| seen.insert(r.value.clone())));
                 }
             }
             continue;
@@ -414,6 +417,8 @@ pub fn member_refs(value: &Value) -> Result<Vec<MemberRef>, ScimError> {
         single => vec![single],
     };
     let mut out: Vec<MemberRef> = Vec::with_capacity(items.len());
+    // Order kept, duplicates dropped in linear time: full pushes carry tens of thousands.
+    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
     for item in items {
         let id = match item {
             Value::Null => continue,
@@ -426,9 +431,8 @@ pub fn member_refs(value: &Value) -> Result<Vec<MemberRef>, ScimError> {
                 "every element of members needs a non-empty string value (the member's id)",
             ));
         };
-        let r = MemberRef { value: id.clone() };
-        if !out.contains(&r) {
-            out.push(r);
+        if seen.insert(id.clone()) {
+            out.push(MemberRef { value: id.clone() });
         }
     }
     Ok(out)

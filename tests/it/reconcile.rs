@@ -670,3 +670,87 @@ async fn with_5xx_and_429_it_converges_and_invites_each_person_once() {
     e.resync().await;
     assert_eq!(e.members("Faulty").await.len(), 12);
 }
+
+/// Parses Prometheus/OpenMetrics text: every sample line is `name[{labels}] value`, every
+/// family has a TYPE, and the exposition ends with `# EOF`. Returns the family names.
+fn parse_exposition(text: &str) -> std::collections::BTreeSet<String> {
+    let mut families = std::collections::BTreeSet::new();
+    assert!(text.ends_with("# EOF\n"), "missing # EOF");
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split_whitespace();
+            let name = parts.next().unwrap();
+            let kind = parts.next().unwrap();
+            assert!(
+                ["counter", "gauge", "histogram", "info", "unknown"].contains(&kind),
+                "{line}"
+            );
+            families.insert(name.to_string());
+            continue;
+        }
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        value
+            .parse::<f64>()
+            .unwrap_or_else(|_| panic!("bad value in {line}"));
+        let name = series.split('{').next().unwrap();
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "{line}"
+        );
+        if let Some(labels) = series.strip_prefix(name) {
+            if !labels.is_empty() {
+                assert!(labels.starts_with('{') && labels.ends_with('}'), "{line}");
+            }
+        }
+        assert!(
+            families.iter().any(|f| name.starts_with(f.as_str())),
+            "sample {name} before its TYPE line"
+        );
+    }
+    families
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text_with_the_expected_families() {
+    let e = start(seed_owner(), RELAXED).await;
+    let alice = e.create_user("alice@example.com").await;
+    e.create_group("ws-M-role-member", &[&alice]).await;
+    e.resync().await;
+    let r = e
+        .http
+        .get(format!("{}/metrics", e.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let families = parse_exposition(&text);
+    for f in [
+        "scim_sync_scim_requests",
+        "scim_sync_scim_request_duration_seconds",
+        "scim_sync_store_resources",
+        "scim_sync_reconcile_runs",
+        "scim_sync_reconcile_run_duration_seconds",
+        "scim_sync_reconcile_ops",
+        "scim_sync_held_deletions",
+        "scim_sync_portkey_requests",
+        "scim_sync_portkey_retries",
+        "scim_sync_last_successful_full_sync_timestamp_seconds",
+    ] {
+        assert!(families.contains(f), "{f} missing from {families:?}");
+    }
+    assert!(text.contains("route=\"/Users\""), "{text}");
+    assert!(
+        text.contains("scim_sync_store_resources{resource=\"user\"}"),
+        "{text}"
+    );
+    assert!(text.contains("op=\"invite\""), "{text}");
+    assert!(
+        text.contains("endpoint=\"POST /admin/users/invites\""),
+        "{text}"
+    );
+}

@@ -1,0 +1,210 @@
+//! Prometheus metrics (OpenMetrics text via `prometheus-client`), served on the admin listener at
+//! `GET /metrics`. One process-wide registry: the SCIM server, the control-plane client and the
+//! reconciler record into it without plumbing handles through every layer.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+use std::sync::OnceLock;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScimLabels {
+    pub route: String,
+    pub method: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResourceLabels {
+    pub resource: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RunLabels {
+    pub kind: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabels {
+    pub op: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub endpoint: String,
+    pub status: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms .. ~16 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub scim_requests: Family<ScimLabels, Counter>,
+    pub scim_request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    pub store_resources: Family<ResourceLabels, Gauge>,
+    pub reconcile_runs: Family<RunLabels, Counter>,
+    pub reconcile_run_duration: Histogram,
+    pub reconcile_ops: Family<OpLabels, Counter>,
+    pub held_deletions: Gauge,
+    pub reconcile_progress_done: Gauge,
+    pub reconcile_progress_total: Gauge,
+    pub last_full_sync: Gauge<f64, AtomicU64>,
+    pub portkey_calls: Family<CallLabels, Counter>,
+    pub portkey_retries: Counter,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("scim_sync");
+        let m = Metrics {
+            scim_requests: Family::default(),
+            scim_request_duration: Family::new_with_constructor(latency_histogram),
+            store_resources: Family::default(),
+            reconcile_runs: Family::default(),
+            reconcile_run_duration: Histogram::new(exponential_buckets(0.01, 2.0, 16)),
+            reconcile_ops: Family::default(),
+            held_deletions: Gauge::default(),
+            reconcile_progress_done: Gauge::default(),
+            reconcile_progress_total: Gauge::default(),
+            last_full_sync: Gauge::default(),
+            portkey_calls: Family::default(),
+            portkey_retries: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "scim_requests",
+            "SCIM requests by route, method and status",
+            m.scim_requests.clone(),
+        );
+        registry.register(
+            "scim_request_duration_seconds",
+            "SCIM request latency by route",
+            m.scim_request_duration.clone(),
+        );
+        registry.register(
+            "store_resources",
+            "Resources in the store by type",
+            m.store_resources.clone(),
+        );
+        registry.register(
+            "reconcile_runs",
+            "Reconciliation runs by kind and result",
+            m.reconcile_runs.clone(),
+        );
+        registry.register(
+            "reconcile_run_duration_seconds",
+            "Duration of reconciliation runs",
+            m.reconcile_run_duration.clone(),
+        );
+        registry.register(
+            "reconcile_ops",
+            "Control-plane operations by kind and result (ok, failed, held, dry_run)",
+            m.reconcile_ops.clone(),
+        );
+        registry.register(
+            "held_deletions",
+            "Destructive operations held by the deletion fuse, waiting for approval",
+            m.held_deletions.clone(),
+        );
+        registry.register(
+            "reconcile_progress_done",
+            "Operations applied so far in the current run",
+            m.reconcile_progress_done.clone(),
+        );
+        registry.register(
+            "reconcile_progress_total",
+            "Operations to apply in the current run",
+            m.reconcile_progress_total.clone(),
+        );
+        registry.register(
+            "last_successful_full_sync_timestamp_seconds",
+            "Unix time of the last full reconciliation that succeeded",
+            m.last_full_sync.clone(),
+        );
+        registry.register(
+            "portkey_requests",
+            "Control-plane HTTP requests by endpoint and status (error kind when no status)",
+            m.portkey_calls.clone(),
+        );
+        registry.register(
+            "portkey_retries",
+            "Control-plane request retries (attempts after the first)",
+            m.portkey_retries.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// The process-wide metrics.
+pub fn metrics() -> &'static Metrics {
+    static M: OnceLock<Metrics> = OnceLock::new();
+    M.get_or_init(Metrics::new)
+}
+
+/// A low-cardinality label for a control-plane path: ids become `:id`.
+pub fn endpoint_label(method: &str, path: &str) -> String {
+    const LITERALS: [&str; 5] = ["admin", "users", "invites", "workspaces", "resend"];
+    let template: Vec<&str> = path
+        .split('?')
+        .next()
+        .unwrap_or_default()
+        .split('/')
+        .map(|s| {
+            if s.is_empty() || LITERALS.contains(&s) {
+                s
+            } else {
+                ":id"
+            }
+        })
+        .collect();
+    format!("{method} {}", template.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_labels_hide_ids() {
+        assert_eq!(
+            endpoint_label("DELETE", "/admin/workspaces/ws-x-12/users/1b2c"),
+            "DELETE /admin/workspaces/:id/users/:id"
+        );
+        assert_eq!(endpoint_label("GET", "/admin/users"), "GET /admin/users");
+        assert_eq!(
+            endpoint_label("POST", "/admin/users/invites/9/resend"),
+            "POST /admin/users/invites/:id/resend"
+        );
+    }
+
+    #[test]
+    fn renders_registered_families() {
+        metrics().held_deletions.set(3);
+        let text = metrics().render();
+        assert!(text.contains("scim_sync_held_deletions 3"), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
