@@ -2,6 +2,7 @@
 
 mod common;
 mod crash;
+mod lifecycle;
 mod portkey;
 mod reconcile;
 mod reconcile_crash;
