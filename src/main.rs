@@ -1,58 +1,15 @@
-//! The `scim-sync` command line. Parsing and exit codes only; the work is in the library.
+//! The `scim-sync` command line. Parsing, printing and exit codes only; the work is in the
+//! library ([`scim_sync::cli`] for the commands that talk to a running daemon).
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use scim_sync::cli::{exit, Cli, Command};
 use scim_sync::config::{Config, LogFormat, ProcessEnv};
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
-
-#[derive(Parser)]
-#[command(
-    name = "scim-sync",
-    version,
-    about = "SCIM 2.0 service provider that keeps a Portkey control plane in line with your IdP"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the daemon: the SCIM server for the IdP and the admin server.
-    Serve {
-        /// The TOML config file (every key: config/scim-sync.example.toml).
-        #[arg(long, short)]
-        config: PathBuf,
-    },
-    /// Run the daemon for real on a local redb file next to the bundled control-plane
-    /// simulator, with fresh tokens, and print copy-paste commands.
-    Demo {
-        /// The redb store file.
-        #[arg(long, default_value = "scim-sync-demo.redb")]
-        store: PathBuf,
-        #[arg(long, default_value_t = 8080)]
-        scim_port: u16,
-        #[arg(long, default_value_t = 8081)]
-        admin_port: u16,
-        /// Port of the control-plane simulator.
-        #[arg(long, default_value_t = 8090)]
-        sim_port: u16,
-    },
-    /// Validate a config file and the secrets in the environment, then exit (0 = valid).
-    CheckConfig {
-        #[arg(long, short)]
-        config: PathBuf,
-    },
-    /// Print the hash of a token for `token_hashes` (reads the token from stdin if not given).
-    HashToken {
-        /// The token; omit to read it from stdin (keeps it out of shell history).
-        token: Option<String>,
-    },
-}
 
 fn init_logging(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SCIM_SYNC_LOG")
@@ -67,86 +24,111 @@ fn init_logging(format: LogFormat, level: &str) {
     }
 }
 
-fn load(path: &Path) -> anyhow::Result<Config> {
-    Ok(Config::load(path, &ProcessEnv)?)
+fn runtime(multi_thread: bool) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut b = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    b.enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }
 
-async fn serve(config: PathBuf) -> anyhow::Result<()> {
-    let config = load(&config)?;
-    init_logging(config.log.format, &config.log.level);
-    let running = scim_sync::app::start(&config, scim_sync::app::shutdown_signal()).await?;
-    running.done.await.context("server task failed")?;
-    tracing::info!("stopped");
-    Ok(())
+/// The daemon. An invalid config, or a listener or store that cannot be opened, exits 2 (the
+/// message names the key); a failure while serving exits 1.
+fn serve(config: PathBuf) -> ExitCode {
+    let config = match Config::load(&config, &ProcessEnv) {
+        Ok(c) => c,
+        Err(e) => return fail(&e, exit::USAGE),
+    };
+    let rt = match runtime(true) {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("{e:#}"), exit::FAILED),
+    };
+    rt.block_on(async {
+        init_logging(config.log.format, &config.log.level);
+        let running = match scim_sync::app::start(&config, scim_sync::app::shutdown_signal()).await
+        {
+            Ok(r) => r,
+            Err(e) => return fail(&e, exit::USAGE),
+        };
+        if let Err(e) = running.done.await.context("server task failed") {
+            return fail(&format!("{e:#}"), exit::FAILED);
+        }
+        tracing::info!("stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+fn demo(opts: scim_sync::demo::DemoOptions) -> ExitCode {
+    let result = runtime(true).and_then(|rt| {
+        rt.block_on(async {
+            init_logging(LogFormat::Text, "info");
+            scim_sync::demo::run(opts, scim_sync::app::shutdown_signal())
+                .await
+                .map_err(anyhow::Error::from)
+        })
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&format!("{e:#}"), exit::USAGE),
+    }
+}
+
+fn fail(e: &dyn std::fmt::Display, code: u8) -> ExitCode {
+    eprintln!("scim-sync: {e}");
+    ExitCode::from(code)
+}
+
+fn print(text: &str) -> bool {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|_| out.flush())
+        .is_ok()
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Serve { config } => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .context("cannot start the async runtime")
-            .and_then(|rt| rt.block_on(serve(config))),
+    match cli.command {
+        Command::Serve { config } => serve(config),
         Command::Demo {
             store,
             scim_port,
             admin_port,
             sim_port,
-        } => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .context("cannot start the async runtime")
-            .and_then(|rt| {
-                rt.block_on(async {
-                    init_logging(LogFormat::Text, "info");
-                    let opts = scim_sync::demo::DemoOptions {
-                        store,
-                        scim_port,
-                        admin_port,
-                        sim_port,
-                    };
-                    scim_sync::demo::run(opts, scim_sync::app::shutdown_signal())
-                        .await
-                        .map_err(anyhow::Error::from)
-                })
-            }),
-        Command::CheckConfig { config } => load(&config).map(|c| {
-            println!(
-                "config OK: SCIM on {}{} ({} token(s)), admin on {}, store {}, control plane {}",
-                c.scim.listen,
-                c.scim.base_path,
-                c.scim.tokens.len(),
-                c.admin.listen,
-                c.store.path.display(),
-                c.portkey.base_url
-            );
+        } => demo(scim_sync::demo::DemoOptions {
+            store,
+            scim_port,
+            admin_port,
+            sim_port,
         }),
-        Command::HashToken { token } => {
-            let token = match token {
-                Some(t) => Ok(t),
-                None => {
-                    let mut s = String::new();
-                    std::io::stdin()
-                        .read_to_string(&mut s)
-                        .map(|_| s.trim().to_string())
-                        .context("cannot read the token from stdin")
-                }
+        Command::CheckConfig { config } => match scim_sync::cli::check_config(&config) {
+            Ok(line) => {
+                print(&format!("{line}\n"));
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e, e.exit_code()),
+        },
+        Command::HashToken { token } => match scim_sync::cli::hash_token(token, std::io::stdin()) {
+            Ok(hash) => {
+                print(&format!("{hash}\n"));
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e, e.exit_code()),
+        },
+        Command::Admin(cmd) => {
+            let rt = match runtime(false) {
+                Ok(rt) => rt,
+                Err(e) => return fail(&format!("{e:#}"), exit::FAILED),
             };
-            token.and_then(|t| {
-                if t.is_empty() {
-                    anyhow::bail!("empty token");
+            match rt.block_on(scim_sync::cli::run_admin(&cmd)) {
+                Ok(outcome) => {
+                    print(&outcome.output);
+                    ExitCode::from(outcome.code)
                 }
-                println!("{}", scim_sync::token::hash_token(&t));
-                Ok(())
-            })
-        }
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("scim-sync: {e:#}");
-            ExitCode::from(2)
+                Err(e) => fail(&e, e.exit_code()),
+            }
         }
     }
 }

@@ -1,0 +1,1431 @@
+//! The command line: argument definitions, and the commands that talk to a running daemon's
+//! admin API (`status`, `resync`, `plan`, `explain`, `approve-deletions`).
+//!
+//! `main` parses, runs, prints and exits; everything that decides what is printed and with which
+//! exit code is here, so it is tested like the rest of the library. Exit codes ([`exit`]):
+//! 0 success, 1 the daemon answered but the operation failed or needs attention, 2 usage or
+//! configuration error, 3 the admin API is unreachable or refused the token.
+
+use crate::config::{ConfigError, DEFAULT_ADMIN_LISTEN};
+use clap::{Args, Parser, Subcommand};
+use serde_json::Value;
+use std::fmt::Write as _;
+use std::io::Read;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Process exit codes.
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// The daemon answered but the operation failed or needs attention: a run not ok, deletions
+    /// held by the fuse, an unknown user, a plan computed from an incomplete read.
+    pub const FAILED: u8 = 1;
+    /// Usage or configuration error (clap also exits 2 on bad arguments).
+    pub const USAGE: u8 = 2;
+    /// The admin API could not be reached, did not answer in time, or refused the token.
+    pub const UNREACHABLE: u8 = 3;
+}
+
+macro_rules! exit_codes_help {
+    () => {
+        "Exit codes:
+  0  success
+  1  the daemon answered but the operation failed or needs attention
+     (run not ok, deletions held by the fuse, user not found, incomplete read)
+  2  usage or configuration error (the message names the flag or config key)
+  3  the daemon's admin API is unreachable, timed out, or refused the token"
+    };
+}
+
+/// The exit-code table shown by `--help`.
+pub const EXIT_CODES_HELP: &str = exit_codes_help!();
+
+const TOP_HELP: &str = concat!(
+    "\
+Commands for a running daemon (status, resync, plan, explain, approve-deletions) reach its admin
+API at --admin-url, or at the [admin] listen address of the config file (--config or
+SCIM_SYNC_CONFIG; only that key is read, no secrets needed). The token comes from
+SCIM_SYNC_ADMIN_TOKEN (or --admin-token).
+
+Getting started:
+  scim-sync demo                                        # try it next to a simulated control plane
+  scim-sync check-config --config /etc/scim-sync.toml   # validate config and secrets
+  scim-sync serve --config /etc/scim-sync.toml          # run the daemon
+
+Operating a running daemon:
+  export SCIM_SYNC_CONFIG=/etc/scim-sync.toml SCIM_SYNC_ADMIN_TOKEN=...
+  scim-sync status                      # health, last run, held deletions
+  scim-sync plan                        # what the next run would change (changes nothing)
+  scim-sync explain alice@example.com   # why this person has (or lacks) access
+  scim-sync resync --wait               # run now and print the result
+  scim-sync approve-deletions           # release deletions held by the fuse (review `plan` first)
+
+",
+    exit_codes_help!()
+);
+
+/// Environment variable naming the config file when `--config` is not given.
+pub const ENV_CONFIG: &str = "SCIM_SYNC_CONFIG";
+/// Environment variable with the admin API's base URL.
+pub const ENV_ADMIN_URL: &str = "SCIM_SYNC_ADMIN_URL";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "scim-sync",
+    version,
+    about = "SCIM 2.0 service provider that keeps a Portkey control plane in line with your IdP",
+    after_help = TOP_HELP
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the daemon: the SCIM server for the IdP and the admin server.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Serve {
+        /// The TOML config file (every key: config/scim-sync.example.toml).
+        #[arg(long, short, env = ENV_CONFIG, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Try it locally: the daemon next to the bundled control-plane simulator
+    ///
+    /// Runs the daemon for real on a local redb file next to the bundled control-plane
+    /// simulator, with fresh tokens, and prints copy-paste commands.
+    Demo {
+        /// The redb store file.
+        #[arg(long, default_value = "scim-sync-demo.redb")]
+        store: PathBuf,
+        #[arg(long, default_value_t = 8080)]
+        scim_port: u16,
+        #[arg(long, default_value_t = 8081)]
+        admin_port: u16,
+        /// Port of the control-plane simulator.
+        #[arg(long, default_value_t = 8090)]
+        sim_port: u16,
+    },
+    /// Validate a config file and the secrets in the environment, then exit
+    ///
+    /// Exits 0 when valid, 2 when not; the message names the key at fault and the fix.
+    #[command(after_help = EXIT_CODES_HELP)]
+    CheckConfig {
+        #[arg(long, short, env = ENV_CONFIG, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Print the hash of a token for `token_hashes` (reads the token from stdin if not given).
+    HashToken {
+        /// The token; omit to read it from stdin (keeps it out of shell history).
+        token: Option<String>,
+    },
+    #[command(flatten)]
+    Admin(AdminCommand),
+}
+
+/// Commands that talk to a running daemon's admin API.
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Show the daemon's health: store, control plane, last run, held deletions
+    ///
+    /// Exits 1 when something needs attention: the control plane cannot be read, the last run
+    /// was not ok, or deletions are held by the fuse.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Status {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Start a full reconcile run now (--wait: and print its result)
+    ///
+    /// With --wait, exits 1 if the run was not ok or deletions were held by the fuse.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Resync {
+        /// Wait for the run to finish and print its summary.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Show what the next run would change (dry run, nothing is changed)
+    ///
+    /// Lists the ops by phase, marks the deletions the fuse would hold, and shows conflicts,
+    /// warnings and read errors. Exits 1 if the control plane could not be read completely.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Plan {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Explain one user: desired vs actual access, and the planned ops
+    ///
+    /// Shows the desired org role and workspaces (and which groups grant them), what the control
+    /// plane has, and the ops planned for this person. Exits 1 if the user is unknown.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Explain {
+        /// userName, email or SCIM id (case-insensitive).
+        #[arg(value_name = "USERNAME")]
+        user: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Release the deletions held by the fuse and apply them now
+    ///
+    /// Review them first with `scim-sync plan`. Runs a full reconcile that applies them and
+    /// prints its result; exits 1 if that run is not ok.
+    #[command(after_help = EXIT_CODES_HELP)]
+    ApproveDeletions {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+/// Where the admin API is, how to authenticate, how to print.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Admin API")]
+pub struct AdminArgs {
+    /// Base URL of the daemon's admin API, e.g. http://127.0.0.1:8081.
+    /// Default: built from `[admin] listen` in the config file.
+    #[arg(long, env = ENV_ADMIN_URL, value_name = "URL")]
+    pub admin_url: Option<String>,
+    /// Config file to take `[admin] listen` from. Only that key is read: the secrets the
+    /// daemon needs (SCIM token, PORTKEY_API_KEY) are not required here.
+    #[arg(long, short, env = ENV_CONFIG, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Admin bearer token (the daemon's SCIM_SYNC_ADMIN_TOKEN, or one whose hash is in
+    /// `[admin] token_hashes`). Prefer the environment variable: arguments show in `ps`.
+    #[arg(
+        long,
+        env = crate::config::ENV_ADMIN_TOKEN,
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub admin_token: Option<String>,
+    /// Give up waiting for the daemon after this many seconds (a run keeps going on the
+    /// daemon; check it with `scim-sync status`).
+    #[arg(long, default_value_t = 300, value_name = "SECS")]
+    pub timeout: u64,
+    /// Print the admin API's JSON answer instead of the readable summary (same exit codes).
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl AdminCommand {
+    pub fn args(&self) -> &AdminArgs {
+        match self {
+            Self::Status { admin }
+            | Self::Resync { admin, .. }
+            | Self::Plan { admin }
+            | Self::Explain { admin, .. }
+            | Self::ApproveDeletions { admin } => admin,
+        }
+    }
+}
+
+// ---- errors and outcomes ---------------------------------------------------------------------
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Bad arguments or environment (exit 2).
+    #[error("{0}")]
+    Usage(String),
+    /// A bad config file (exit 2); the message names the key.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Nothing answered, or not in time, or not the admin API (exit 3).
+    #[error("cannot reach the scim-sync admin API at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    /// The admin API refused the token (exit 3).
+    #[error("the admin API at {url} refused the token (HTTP {status}). Fix: set SCIM_SYNC_ADMIN_TOKEN (or --admin-token) to a token the daemon accepts: its SCIM_SYNC_ADMIN_TOKEN, or one whose hash is in [admin] token_hashes")]
+    AuthRefused { url: String, status: u16 },
+    /// The daemon answered that the operation failed (exit 1).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Usage(_) | Self::Config(_) => exit::USAGE,
+            Self::Unreachable { .. } | Self::AuthRefused { .. } => exit::UNREACHABLE,
+            Self::Failed(_) => exit::FAILED,
+        }
+    }
+}
+
+/// What a command prints on stdout, and the exit code (0 or 1) once printed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub output: String,
+    pub code: u8,
+}
+
+impl Outcome {
+    fn new(output: String, ok: bool) -> Self {
+        Self {
+            output,
+            code: if ok { exit::OK } else { exit::FAILED },
+        }
+    }
+}
+
+// ---- check-config, hash-token ----------------------------------------------------------------
+
+/// Validates the config file and the secrets in the process environment; returns the one-line
+/// summary printed on success.
+pub fn check_config(path: &Path) -> Result<String, CliError> {
+    let c = crate::config::Config::load(path, &crate::config::ProcessEnv)?;
+    Ok(format!(
+        "config OK: SCIM on {}{} ({} token(s)), admin on {}, store {}, control plane {}",
+        c.scim.listen,
+        c.scim.base_path,
+        c.scim.tokens.len(),
+        c.admin.listen,
+        c.store.path.display(),
+        c.portkey.base_url
+    ))
+}
+
+/// The hash of `token`, or of the token read from `stdin` (trimmed) when `token` is `None`.
+pub fn hash_token(token: Option<String>, stdin: impl Read) -> Result<String, CliError> {
+    let token = match token {
+        Some(t) => t,
+        None => {
+            let mut s = String::new();
+            let mut stdin = stdin;
+            stdin
+                .read_to_string(&mut s)
+                .map_err(|e| CliError::Usage(format!("cannot read the token from stdin: {e}")))?;
+            s.trim().to_string()
+        }
+    };
+    if token.is_empty() {
+        return Err(CliError::Usage(
+            "empty token: pass it as an argument or on stdin".into(),
+        ));
+    }
+    Ok(crate::token::hash_token(&token))
+}
+
+// ---- finding the admin API -------------------------------------------------------------------
+
+/// The admin API's base URL from a config file, reading only `[admin] listen` (default
+/// 127.0.0.1:8081). An unspecified address (0.0.0.0, ::) becomes the loopback address.
+pub fn admin_url_from_config(path: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    admin_url_from_toml(&text, path)
+}
+
+/// [`admin_url_from_config`] on TOML text; `origin` only names the file in errors.
+pub fn admin_url_from_toml(text: &str, origin: &Path) -> Result<String, ConfigError> {
+    let file = config::Config::builder()
+        .add_source(config::File::from_str(text, config::FileFormat::Toml))
+        .build()
+        .map_err(|e| ConfigError::Parse {
+            path: origin.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    let invalid = |problem: String| ConfigError::Invalid {
+        key: "[admin] listen".into(),
+        problem,
+        fix: format!("use the form {DEFAULT_ADMIN_LISTEN}, or pass --admin-url"),
+    };
+    let listen = match file.get::<String>("admin.listen") {
+        Ok(s) => s,
+        Err(config::ConfigError::NotFound(_)) => DEFAULT_ADMIN_LISTEN.to_string(),
+        Err(e) => return Err(invalid(e.to_string())),
+    };
+    let addr: SocketAddr = listen
+        .trim()
+        .parse()
+        .map_err(|_| invalid(format!("'{listen}' is not an IP address and port")))?;
+    if addr.port() == 0 {
+        return Err(ConfigError::Invalid {
+            key: "[admin] listen".into(),
+            problem: "port 0 lets the daemon pick any free port, so it cannot be found from here"
+                .into(),
+            fix: "pass --admin-url with the address the daemon logged at startup".into(),
+        });
+    }
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    Ok(format!("http://{}", SocketAddr::new(ip, addr.port())))
+}
+
+/// The admin base URL and token from the arguments (and the environment, through clap).
+pub fn resolve(args: &AdminArgs) -> Result<(String, String), CliError> {
+    let url = match (nonempty(args.admin_url.as_deref()), &args.config) {
+        (Some(u), _) => {
+            let u = u.trim().trim_end_matches('/');
+            if !(u.starts_with("http://") || u.starts_with("https://")) || u.len() < 9 {
+                return Err(CliError::Usage(format!(
+                    "--admin-url '{u}' is not an http(s) URL. Fix: use e.g. http://127.0.0.1:8081"
+                )));
+            }
+            u.to_string()
+        }
+        (None, Some(path)) => admin_url_from_config(path)?,
+        (None, None) => {
+            return Err(CliError::Usage(format!(
+                "where is the daemon? Pass --config FILE (its [admin] listen is used) or \
+                 --admin-url URL, or set {ENV_CONFIG}"
+            )))
+        }
+    };
+    let token = nonempty(args.admin_token.as_deref()).ok_or_else(|| {
+        CliError::Usage(format!(
+            "no admin token. Fix: export {}=<the daemon's admin token> (or pass --admin-token)",
+            crate::config::ENV_ADMIN_TOKEN
+        ))
+    })?;
+    Ok((url, token.trim().to_string()))
+}
+
+fn nonempty(s: Option<&str>) -> Option<&str> {
+    s.filter(|v| !v.trim().is_empty())
+}
+
+// ---- the admin API client --------------------------------------------------------------------
+
+struct AdminClient {
+    base: String,
+    token: String,
+    timeout: Duration,
+    http: reqwest::Client,
+}
+
+/// The innermost cause of an error, which is what says why (connection refused, …).
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+impl AdminClient {
+    fn new(base: String, token: String, timeout: Duration) -> Result<Self, CliError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5).min(timeout))
+            .timeout(timeout)
+            .no_proxy()
+            .build()
+            .map_err(|e| CliError::Usage(format!("cannot set up the HTTP client: {e}")))?;
+        Ok(Self {
+            base,
+            token,
+            timeout,
+            http,
+        })
+    }
+
+    /// Sends a request; returns the status and the JSON body of any answer but an auth refusal.
+    async fn call(&self, method: reqwest::Method, path: &str) -> Result<(u16, Value), CliError> {
+        let url = format!("{}{path}", self.base);
+        let unreachable = |reason: String| CliError::Unreachable {
+            url: self.base.clone(),
+            reason,
+        };
+        let resp = self
+            .http
+            .request(method, &url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_timeout() {
+                    unreachable(format!(
+                        "no answer within {} s (--timeout); anything started keeps running on the \
+                         daemon, check it with `scim-sync status`",
+                        self.timeout.as_secs()
+                    ))
+                } else {
+                    unreachable(format!(
+                        "{}. Is the daemon running, and is this its [admin] listen address?",
+                        root_cause(&e)
+                    ))
+                }
+            })?;
+        let status = resp.status().as_u16();
+        if status == 401 || status == 403 {
+            return Err(CliError::AuthRefused {
+                url: self.base.clone(),
+                status,
+            });
+        }
+        let bytes = resp.bytes().await.map_err(|e| {
+            if e.is_timeout() {
+                unreachable(format!(
+                    "no complete answer within {} s (--timeout)",
+                    self.timeout.as_secs()
+                ))
+            } else {
+                unreachable(format!("the answer was cut short: {}", root_cause(&e)))
+            }
+        })?;
+        let json: Value = serde_json::from_slice(&bytes).map_err(|_| {
+            unreachable(format!(
+                "HTTP {status} with a body that is not the admin API's JSON; is this the admin \
+                 listener (not the SCIM one)?"
+            ))
+        })?;
+        if status == 404 && json.get("error").is_none() {
+            return Err(unreachable(format!(
+                "HTTP 404 for {path}; is this the admin listener (not the SCIM one)?"
+            )));
+        }
+        Ok((status, json))
+    }
+}
+
+fn daemon_error(status: u16, body: &Value) -> CliError {
+    let msg = body
+        .get("error")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| body.to_string());
+    CliError::Failed(format!("the daemon answered HTTP {status}: {msg}"))
+}
+
+/// Runs one admin command against the daemon and renders its answer.
+pub async fn run_admin(cmd: &AdminCommand) -> Result<Outcome, CliError> {
+    let args = cmd.args();
+    let (base, token) = resolve(args)?;
+    let client = AdminClient::new(base, token, Duration::from_secs(args.timeout.max(1)))?;
+    let json = args.json;
+    use reqwest::Method;
+    match cmd {
+        AdminCommand::Status { .. } => {
+            let (status, body) = client.call(Method::GET, "/admin/status").await?;
+            if status != 200 {
+                return Err(daemon_error(status, &body));
+            }
+            let (text, ok) = render_status(&body, &client.base);
+            Ok(Outcome::new(pick(json, &body, text), ok))
+        }
+        AdminCommand::Resync { wait, .. } => {
+            let path = if *wait {
+                "/admin/resync?wait=true"
+            } else {
+                "/admin/resync"
+            };
+            let (status, body) = client.call(Method::POST, path).await?;
+            match status {
+                202 => {
+                    let text = format!(
+                        "Full resync started: run {}.\nFollow it with `scim-sync status`, or use \
+                         `scim-sync resync --wait` to wait for the result.\n",
+                        text(&body["run_id"])
+                    );
+                    Ok(Outcome::new(pick(json, &body, text), true))
+                }
+                200 => {
+                    let (text, ok) = render_run(&body["summary"]);
+                    Ok(Outcome::new(pick(json, &body, text), ok))
+                }
+                _ => Err(daemon_error(status, &body)),
+            }
+        }
+        AdminCommand::Plan { .. } => {
+            let (status, body) = client.call(Method::GET, "/admin/plan").await?;
+            if status != 200 {
+                return Err(daemon_error(status, &body));
+            }
+            let (text, ok) = render_plan(&body);
+            Ok(Outcome::new(pick(json, &body, text), ok))
+        }
+        AdminCommand::Explain { user, .. } => {
+            let enc =
+                percent_encoding::utf8_percent_encode(user, percent_encoding::NON_ALPHANUMERIC);
+            let (status, body) = client
+                .call(Method::GET, &format!("/admin/explain/{enc}"))
+                .await?;
+            match status {
+                200 => {
+                    let (text, ok) = render_explain(&body);
+                    Ok(Outcome::new(pick(json, &body, text), ok))
+                }
+                404 => {
+                    let msg = body
+                        .get("error")
+                        .and_then(Value::as_str)
+                        .unwrap_or("not found");
+                    let text = format!(
+                        "Not found: {msg}.\nCheck the spelling; `explain` takes a userName, an \
+                         email or a SCIM id.\n"
+                    );
+                    Ok(Outcome::new(pick(json, &body, text), false))
+                }
+                _ => Err(daemon_error(status, &body)),
+            }
+        }
+        AdminCommand::ApproveDeletions { .. } => {
+            let (status, body) = client
+                .call(Method::POST, "/admin/approve-deletions")
+                .await?;
+            if status != 200 {
+                return Err(daemon_error(status, &body));
+            }
+            let (text, ok) = render_approval(&body);
+            Ok(Outcome::new(pick(json, &body, text), ok))
+        }
+    }
+}
+
+fn pick(json: bool, body: &Value, text: String) -> String {
+    if json {
+        let mut s = serde_json::to_string_pretty(body).unwrap_or_else(|_| body.to_string());
+        s.push('\n');
+        s
+    } else {
+        text
+    }
+}
+
+// ---- rendering -------------------------------------------------------------------------------
+
+/// A JSON value as plain text: strings unquoted, null as `-`.
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn count(v: &Value) -> u64 {
+    match v {
+        Value::Array(a) => a.len() as u64,
+        other => other.as_u64().unwrap_or(0),
+    }
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| a.iter().map(text).collect())
+        .unwrap_or_default()
+}
+
+/// Left-aligned columns; the last one is not padded.
+fn table(out: &mut String, indent: &str, headers: &[&str], rows: &[Vec<String>]) {
+    let n = headers.len();
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate().take(n) {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |out: &mut String, cells: Vec<&str>| {
+        let mut l = String::from(indent);
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(c);
+            } else {
+                l.push_str(c);
+                l.push_str(&" ".repeat(widths[i] - c.chars().count() + 2));
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(out, headers.to_vec());
+    for row in rows {
+        line(out, row.iter().map(String::as_str).collect());
+    }
+}
+
+fn field(out: &mut String, label: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(out, "{label:<16}{value}");
+}
+
+fn list(out: &mut String, title: &str, items: &[String]) {
+    if items.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "{title} ({}):", items.len());
+    for i in items {
+        let _ = writeln!(out, "  - {i}");
+    }
+}
+
+fn duration(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
+fn held_hint(n: u64) -> String {
+    format!(
+        "{n} deletion(s) held by the fuse. Review them with `scim-sync plan`, release them with \
+         `scim-sync approve-deletions`, or fix the IdP if they are a mistake."
+    )
+}
+
+/// `GET /admin/status` as a short table; false when something needs attention.
+pub fn render_status(s: &Value, base: &str) -> (String, bool) {
+    let mut out = String::new();
+    let mut attention: Vec<String> = Vec::new();
+    let _ = writeln!(
+        out,
+        "scim-sync {} at {base}, up {}",
+        text(&s["version"]),
+        duration(s["uptime_secs"].as_u64().unwrap_or(0))
+    );
+    let scim = &s["scim"];
+    field(
+        &mut out,
+        "SCIM",
+        format!(
+            "{}, listening on {} (base path {})",
+            if scim["ok"] == Value::Bool(true) {
+                "ok"
+            } else {
+                "NOT OK"
+            },
+            text(&scim["listen"]),
+            text(&scim["base_path"])
+        ),
+    );
+    let store = &s["store"];
+    if store["ok"] == Value::Bool(true) {
+        field(
+            &mut out,
+            "Store",
+            format!(
+                "ok: {} users, {} groups, change seq {}",
+                text(&store["users"]),
+                text(&store["groups"]),
+                text(&store["last_change_seq"])
+            ),
+        );
+    } else {
+        field(
+            &mut out,
+            "Store",
+            format!("NOT OK: {}", text(&store["error"])),
+        );
+        attention.push("the store is failing".into());
+    }
+    let cp = &s["control_plane"];
+    let last_ok = match &cp["last_ok_at"] {
+        Value::Null => "never".to_string(),
+        v => text(v),
+    };
+    match cp["ok"].as_bool() {
+        Some(true) => field(&mut out, "Control plane", format!("ok (last ok {last_ok})")),
+        Some(false) => {
+            field(
+                &mut out,
+                "Control plane",
+                format!("FAILING: {} (last ok {last_ok})", text(&cp["last_error"])),
+            );
+            attention.push("the control plane cannot be read".into());
+        }
+        None => field(&mut out, "Control plane", "not contacted yet"),
+    }
+    let r = &s["reconciler"];
+    match &r["running"] {
+        Value::Null => field(&mut out, "Reconciler", "idle"),
+        run => field(
+            &mut out,
+            "Reconciler",
+            format!(
+                "running {} ({}/{} ops)",
+                text(run),
+                text(&r["progress"]["done"]),
+                text(&r["progress"]["total"])
+            ),
+        ),
+    }
+    let last = &r["last_run"];
+    if last.is_null() {
+        field(&mut out, "Last run", "none yet");
+    } else {
+        let ok = last["ok"] == Value::Bool(true);
+        field(
+            &mut out,
+            "Last run",
+            format!(
+                "{}: {} run ({}) finished {}, {} ms{}",
+                if ok { "ok" } else { "NOT OK" },
+                text(&last["kind"]),
+                text(&last["trigger"]),
+                text(&last["finished_at"]),
+                text(&last["duration_ms"]),
+                if last["dry_run"] == Value::Bool(true) {
+                    ", dry run"
+                } else {
+                    ""
+                }
+            ),
+        );
+        field(
+            &mut out,
+            "",
+            format!(
+                "applied {}, failed {}, held {}, withheld {}",
+                count(&last["applied"]),
+                count(&last["failed"]),
+                count(&last["held"]),
+                count(&last["withheld"])
+            ),
+        );
+        for e in strings(&last["errors"]) {
+            field(&mut out, "", format!("error: {e}"));
+        }
+        if !ok {
+            attention.push("the last run was not ok".into());
+        }
+    }
+    field(
+        &mut out,
+        "Last success",
+        match &r["last_successful_run_at"] {
+            Value::Null => "never".to_string(),
+            v => format!(
+                "{} (full run: {})",
+                text(v),
+                match &r["last_successful_full_run_at"] {
+                    Value::Null => "never".to_string(),
+                    f => text(f),
+                }
+            ),
+        },
+    );
+    let held = count(&r["held_deletions"]);
+    if held == 0 {
+        field(&mut out, "Held deletions", "0");
+    } else {
+        field(
+            &mut out,
+            "Held deletions",
+            format!("{held}: {}", text(&r["held_reason"])),
+        );
+        attention.push(held_hint(held));
+    }
+    if !attention.is_empty() {
+        let _ = writeln!(out, "\nNeeds attention:");
+        for a in &attention {
+            let _ = writeln!(out, "  - {a}");
+        }
+    }
+    (out, attention.is_empty())
+}
+
+/// One plan op as table rows: phase, op, target, reason (an `add_members` op is one row per
+/// member).
+fn op_rows(op: &Value, held: bool) -> Vec<Vec<String>> {
+    let phase = serde_json::from_value::<crate::reconcile::Op>(op.clone())
+        .ok()
+        .and_then(|o| serde_json::to_value(o.phase()).ok())
+        .map(|p| text(&p))
+        .unwrap_or_else(|| "-".into());
+    let name = text(&op["op"]);
+    let mark = |n: &str| {
+        if held {
+            format!("{n} (HELD)")
+        } else {
+            n.to_string()
+        }
+    };
+    let reason = text(&op["reason"]);
+    let t = |k: &str| text(&op[k]);
+    let target = match name.as_str() {
+        "create_workspace" => format!("workspace {}", t("name")),
+        "invite" => {
+            let mut s = format!("{} as org {}", t("email"), t("role"));
+            let ws: Vec<String> = op["workspaces"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|w| format!("{}: {}", text(&w["workspace"]), text(&w["role"])))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !ws.is_empty() {
+                let _ = write!(s, "; {}", ws.join(", "));
+            }
+            if !op["replaces_expired"].is_null() {
+                let _ = write!(s, " (replaces expired invite {})", t("replaces_expired"));
+            }
+            s
+        }
+        "update_org_role" => format!("{}: org {} -> {}", t("email"), t("from"), t("to")),
+        "add_members" => {
+            let members = op["members"].as_array().cloned().unwrap_or_default();
+            return members
+                .iter()
+                .map(|m| {
+                    vec![
+                        phase.clone(),
+                        mark("add_member"),
+                        format!(
+                            "{} to {} as {}",
+                            text(&m["email"]),
+                            t("workspace"),
+                            text(&m["role"])
+                        ),
+                        match &m["reason"] {
+                            Value::Null => reason.clone(),
+                            r => text(r),
+                        },
+                    ]
+                })
+                .collect();
+        }
+        "update_member_role" => format!(
+            "{} in {}: {} -> {}",
+            t("email"),
+            t("workspace"),
+            t("from"),
+            t("to")
+        ),
+        "remove_member" => format!("{} from {}", t("email"), t("workspace")),
+        "revoke_invite" => format!("invite {} for {}", t("invite_id"), t("email")),
+        "remove_user" => format!("{} from the organisation", t("email")),
+        _ => {
+            let mut o = op.clone();
+            if let Some(m) = o.as_object_mut() {
+                m.remove("op");
+                m.remove("reason");
+            }
+            o.to_string()
+        }
+    };
+    vec![vec![phase, mark(&name), target, reason]]
+}
+
+const OP_HEADERS: [&str; 4] = ["PHASE", "OP", "TARGET", "REASON"];
+
+fn ops_table(out: &mut String, indent: &str, ops: &[Value], held: &[Value]) {
+    let rows: Vec<Vec<String>> = ops
+        .iter()
+        .flat_map(|op| op_rows(op, held.contains(op)))
+        .collect();
+    table(out, indent, &OP_HEADERS, &rows);
+}
+
+fn summary_line(summary: &Value) -> String {
+    let parts: Vec<(String, u64)> = summary
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "destructive" | "total"))
+                .map(|(k, v)| (k.clone(), count(v)))
+                .filter(|(_, n)| *n > 0)
+                .collect()
+        })
+        .unwrap_or_default();
+    if parts.is_empty() {
+        return "nothing to do".into();
+    }
+    let total = summary["total"]
+        .as_u64()
+        .unwrap_or_else(|| parts.iter().map(|(_, n)| n).sum());
+    let list: Vec<String> = parts.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    format!(
+        "{total} op(s): {} ({} destructive)",
+        list.join(", "),
+        count(&summary["destructive"])
+    )
+}
+
+/// `GET /admin/plan` as a table; false when the control plane was not read completely.
+pub fn render_plan(p: &Value) -> (String, bool) {
+    let mut out = String::new();
+    let plan = &p["plan"];
+    let ops = plan["ops"].as_array().cloned().unwrap_or_default();
+    let held = p["held_by_fuse"].as_array().cloned().unwrap_or_default();
+    let read_errors = strings(&p["read_errors"]);
+    let _ = writeln!(
+        out,
+        "Plan (dry run, nothing was changed): {}",
+        summary_line(&p["summary"])
+    );
+    if ops.is_empty() {
+        let _ = writeln!(
+            out,
+            "The control plane already matches the IdP{}.",
+            if read_errors.is_empty() {
+                ""
+            } else {
+                " as far as it could be read"
+            }
+        );
+    } else {
+        out.push('\n');
+        ops_table(&mut out, "", &ops, &held);
+    }
+    if !held.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nHeld by the deletion fuse ({}): {}",
+            held.len(),
+            text(&p["held_reason"])
+        );
+        let _ = writeln!(
+            out,
+            "  A run applies everything else and holds these until `scim-sync approve-deletions`."
+        );
+    }
+    if let Some(w) = plan["withheld"].as_object() {
+        let _ = writeln!(
+            out,
+            "\nWithheld: {} destructive op(s) left out because {} could not be read completely: {}",
+            text(&w.get("dropped").cloned().unwrap_or(Value::Null)),
+            strings(&w.get("incomplete").cloned().unwrap_or(Value::Null)).join(", "),
+            text(&w.get("reason").cloned().unwrap_or(Value::Null))
+        );
+    }
+    let conflicts: Vec<String> = plan["conflicts"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|c| {
+                    format!(
+                        "{} in {}: groups {} ask for {}; {} wins",
+                        text(&c["email"]),
+                        text(&c["workspace"]),
+                        strings(&c["groups"]).join(", "),
+                        strings(&c["roles"]).join(", "),
+                        text(&c["chosen"])
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut tail = String::new();
+    list(&mut tail, "Role conflicts", &conflicts);
+    list(&mut tail, "Warnings", &strings(&plan["warnings"]));
+    list(&mut tail, "Left alone", &strings(&plan["notes"]));
+    list(
+        &mut tail,
+        "Read errors (the plan may be incomplete)",
+        &read_errors,
+    );
+    if !tail.is_empty() {
+        out.push('\n');
+        out.push_str(&tail);
+    }
+    (out, read_errors.is_empty())
+}
+
+/// `GET /admin/explain/{user}` as desired vs actual plus planned ops.
+pub fn render_explain(e: &Value) -> (String, bool) {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} (asked for '{}')",
+        text(&e["email"]),
+        text(&e["query"])
+    );
+    let d = &e["desired"];
+    out.push_str("\nDesired (from the IdP):\n");
+    if d.is_null() {
+        out.push_str("  not a SCIM user: the IdP does not know this person\n");
+    } else {
+        field(
+            &mut out,
+            "  SCIM user",
+            format!("{} (id {})", text(&d["user_name"]), text(&d["scim_id"])),
+        );
+        if d["desired"] == Value::Bool(true) {
+            field(
+                &mut out,
+                "  org role",
+                format!("{} ({})", text(&d["org_role"]), text(&d["org_role_reason"])),
+            );
+            let ws = d["workspaces"].as_array().cloned().unwrap_or_default();
+            if ws.is_empty() {
+                field(&mut out, "  workspaces", "none");
+            } else {
+                let rows: Vec<Vec<String>> = ws
+                    .iter()
+                    .map(|w| {
+                        vec![
+                            text(&w["workspace"]),
+                            text(&w["role"]),
+                            strings(&w["because"]).join("; "),
+                        ]
+                    })
+                    .collect();
+                out.push_str("  workspaces:\n");
+                table(&mut out, "    ", &["WORKSPACE", "ROLE", "BECAUSE"], &rows);
+            }
+        } else {
+            field(
+                &mut out,
+                "  in scope",
+                format!("no: {}", text(&d["excluded_because"])),
+            );
+        }
+        for c in d["conflicts"].as_array().cloned().unwrap_or_default() {
+            field(
+                &mut out,
+                "  conflict",
+                format!(
+                    "{}: groups {} ask for {}; {} wins",
+                    text(&c["workspace"]),
+                    strings(&c["groups"]).join(", "),
+                    strings(&c["roles"]).join(", "),
+                    text(&c["chosen"])
+                ),
+            );
+        }
+    }
+    out.push_str("\nActual (control plane):\n");
+    let a = &e["actual"];
+    if a.is_null() {
+        out.push_str("  could not be read (see read errors)\n");
+    } else {
+        let u = &a["user"];
+        if u.is_null() {
+            field(&mut out, "  user", "not in the organisation");
+        } else {
+            field(
+                &mut out,
+                "  user",
+                format!(
+                    "{} (id {}), org {}",
+                    text(&u["email"]),
+                    text(&u["id"]),
+                    text(&u["role"])
+                ),
+            );
+        }
+        for i in a["invites"].as_array().cloned().unwrap_or_default() {
+            field(
+                &mut out,
+                "  invite",
+                format!(
+                    "{} as org {}, {} (expires {})",
+                    text(&i["id"]),
+                    text(&i["role"]),
+                    text(&i["status"]),
+                    text(&i["expires_at"])
+                ),
+            );
+        }
+        let ms = a["memberships_in_managed_workspaces"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if ms.is_empty() {
+            field(&mut out, "  workspaces", "none of the managed workspaces");
+        } else {
+            let rows: Vec<Vec<String>> = ms
+                .iter()
+                .map(|m| vec![text(&m["workspace_id"]), text(&m["role"])])
+                .collect();
+            out.push_str("  workspaces (managed ones):\n");
+            table(&mut out, "    ", &["WORKSPACE ID", "ROLE"], &rows);
+        }
+    }
+    let ops = e["planned_ops"].as_array().cloned().unwrap_or_default();
+    if ops.is_empty() {
+        out.push_str("\nPlanned ops: none, the control plane matches\n");
+    } else {
+        let _ = writeln!(out, "\nPlanned ops ({}):", ops.len());
+        ops_table(&mut out, "  ", &ops, &[]);
+    }
+    let read_errors = strings(&e["read_errors"]);
+    if !read_errors.is_empty() {
+        out.push('\n');
+        list(
+            &mut out,
+            "Read errors (actual state may be incomplete)",
+            &read_errors,
+        );
+    }
+    (out, true)
+}
+
+/// Beyond this many applied ops a run summary only counts them.
+const MAX_LISTED_RESULTS: usize = 25;
+
+/// A run summary (`resync --wait`, `approve-deletions`); false when not ok or deletions held.
+pub fn render_run(s: &Value) -> (String, bool) {
+    let mut out = String::new();
+    if s.is_null() {
+        out.push_str(
+            "The run's result is unknown (the reconciler stopped?). Check `scim-sync status`.\n",
+        );
+        return (out, false);
+    }
+    let ok = s["ok"] == Value::Bool(true);
+    let held = count(&s["held"]);
+    let _ = writeln!(
+        out,
+        "Run {} ({}, {}): {}",
+        text(&s["run_id"]),
+        text(&s["kind"]),
+        text(&s["trigger"]),
+        if ok { "ok" } else { "NOT OK" }
+    );
+    field(
+        &mut out,
+        "  finished",
+        format!(
+            "{} ({} ms){}",
+            text(&s["finished_at"]),
+            text(&s["duration_ms"]),
+            if s["dry_run"] == Value::Bool(true) {
+                ", dry run: nothing was changed"
+            } else {
+                ""
+            }
+        ),
+    );
+    field(&mut out, "  planned", summary_line(&s["planned"]));
+    field(&mut out, "  applied", count(&s["applied"]));
+    field(&mut out, "  failed", count(&s["failed"]));
+    field(&mut out, "  held", held);
+    field(&mut out, "  withheld", count(&s["withheld"]));
+    let results = s["results"].as_array().cloned().unwrap_or_default();
+    let failed: Vec<&Value> = results
+        .iter()
+        .filter(|r| text(&r["result"]).starts_with("failed"))
+        .collect();
+    let result_rows = |rs: &[&Value]| -> Vec<Vec<String>> {
+        rs.iter()
+            .flat_map(|r| {
+                op_rows(r, false).into_iter().map(|mut row| {
+                    row.pop();
+                    row.push(text(&r["result"]));
+                    row
+                })
+            })
+            .collect()
+    };
+    if !failed.is_empty() {
+        let _ = writeln!(out, "\nFailed ops ({}):", failed.len());
+        table(
+            &mut out,
+            "  ",
+            &["PHASE", "OP", "TARGET", "RESULT"],
+            &result_rows(&failed),
+        );
+    }
+    let done: Vec<&Value> = results
+        .iter()
+        .filter(|r| !text(&r["result"]).starts_with("failed"))
+        .collect();
+    if !done.is_empty() && done.len() <= MAX_LISTED_RESULTS {
+        let _ = writeln!(out, "\nApplied ops ({}):", done.len());
+        table(
+            &mut out,
+            "  ",
+            &["PHASE", "OP", "TARGET", "RESULT"],
+            &result_rows(&done),
+        );
+    } else if !done.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{} ops applied; every one is in the audit log (GET /admin/audit), or use --json.",
+            done.len()
+        );
+    }
+    let mut tail = String::new();
+    list(&mut tail, "Errors", &strings(&s["errors"]));
+    list(&mut tail, "Warnings", &strings(&s["warnings"]));
+    if !tail.is_empty() {
+        out.push('\n');
+        out.push_str(&tail);
+    }
+    if held > 0 {
+        let _ = writeln!(out, "\n{}", held_hint(held));
+    }
+    (out, ok && held == 0)
+}
+
+/// `POST /admin/approve-deletions`.
+pub fn render_approval(a: &Value) -> (String, bool) {
+    let approved = count(&a["approved"]);
+    if approved == 0 {
+        return ("No deletions are held; nothing to approve.\n".into(), true);
+    }
+    let mut out =
+        format!("Approved {approved} held deletion(s); they were applied by this run:\n\n");
+    let (run, ok) = render_run(&a["summary"]);
+    out.push_str(&run);
+    (out, ok)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use serde_json::json;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn admin_url_comes_from_admin_listen_only() {
+        let p = Path::new("x.toml");
+        // Other sections, even invalid ones, are not read.
+        let url = admin_url_from_toml(
+            "[scim]\nbogus = 1\n[admin]\nlisten = \"127.0.0.1:9999\"\n",
+            p,
+        )
+        .unwrap();
+        assert_eq!(url, "http://127.0.0.1:9999");
+        assert_eq!(admin_url_from_toml("", p).unwrap(), "http://127.0.0.1:8081");
+        assert_eq!(
+            admin_url_from_toml("[admin]\nlisten = \"0.0.0.0:81\"\n", p).unwrap(),
+            "http://127.0.0.1:81"
+        );
+        assert_eq!(
+            admin_url_from_toml("[admin]\nlisten = \"[::]:81\"\n", p).unwrap(),
+            "http://[::1]:81"
+        );
+        let e = admin_url_from_toml("[admin]\nlisten = \"nowhere\"\n", p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[admin] listen"), "{e}");
+        let e = admin_url_from_toml("[admin]\nlisten = \"127.0.0.1:0\"\n", p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--admin-url"), "{e}");
+        let e = admin_url_from_toml("[admin\n", p).unwrap_err().to_string();
+        assert!(e.contains("x.toml"), "{e}");
+    }
+
+    fn args(url: Option<&str>, config: Option<&str>, token: Option<&str>) -> AdminArgs {
+        AdminArgs {
+            admin_url: url.map(str::to_string),
+            config: config.map(PathBuf::from),
+            admin_token: token.map(str::to_string),
+            timeout: 5,
+            json: false,
+        }
+    }
+
+    #[test]
+    fn resolve_needs_a_place_and_a_token() {
+        let (u, t) = resolve(&args(Some("http://h:1/"), None, Some("tok"))).unwrap();
+        assert_eq!((u.as_str(), t.as_str()), ("http://h:1", "tok"));
+        let e = resolve(&args(None, None, Some("t"))).unwrap_err();
+        assert_eq!(e.exit_code(), exit::USAGE);
+        assert!(e.to_string().contains("--admin-url"), "{e}");
+        let e = resolve(&args(Some("h:1"), None, Some("t"))).unwrap_err();
+        assert_eq!(e.exit_code(), exit::USAGE);
+        let e = resolve(&args(Some("http://h:1"), None, Some(" "))).unwrap_err();
+        assert!(e.to_string().contains("SCIM_SYNC_ADMIN_TOKEN"), "{e}");
+        let e = resolve(&args(None, Some("/nonexistent/x.toml"), Some("t"))).unwrap_err();
+        assert_eq!(e.exit_code(), exit::USAGE);
+        assert!(e.to_string().contains("/nonexistent/x.toml"), "{e}");
+    }
+
+    #[test]
+    fn hash_token_reads_stdin_and_refuses_empty() {
+        let a = hash_token(Some("abc".into()), std::io::empty()).unwrap();
+        let b = hash_token(None, "  abc\n".as_bytes()).unwrap();
+        assert_eq!(a, b);
+        assert!(a.starts_with("sha256:"));
+        assert_eq!(
+            hash_token(None, "\n".as_bytes()).unwrap_err().exit_code(),
+            exit::USAGE
+        );
+    }
+
+    #[test]
+    fn plan_renders_ops_held_and_errors() {
+        let remove = json!({"op": "remove_member", "workspace": "Eng", "workspace_id": "w1",
+            "user_id": "u9", "email": "bob@x.io", "reason": "no longer in ws-Eng-role-member"});
+        let body = json!({
+            "summary": {"add_members": 2, "remove_member": 1, "destructive": 1},
+            "dry_run_only": true,
+            "plan": {
+                "ops": [
+                    {"op": "add_members", "workspace": "Eng", "workspace_id": "w1", "members": [
+                        {"user_id": "u1", "email": "a@x.io", "role": "member", "reason": "group A"},
+                        {"user_id": "u2", "email": "c@x.io", "role": "admin", "reason": "group B"}
+                    ], "reason": "members"},
+                    remove,
+                ],
+                "withheld": null, "conflicts": [], "warnings": ["w!"], "notes": [], "managed_users": 3
+            },
+            "held_by_fuse": [remove],
+            "held_reason": "1 > max_deletions 0",
+            "read_errors": []
+        });
+        let (out, ok) = render_plan(&body);
+        assert!(ok);
+        assert!(out.contains("PHASE"), "{out}");
+        assert!(out.contains("add_or_change_members"), "{out}");
+        assert!(out.contains("a@x.io to Eng as member"), "{out}");
+        assert!(out.contains("remove_member (HELD)"), "{out}");
+        assert!(out.contains("bob@x.io from Eng"), "{out}");
+        assert!(out.contains("1 > max_deletions 0"), "{out}");
+        assert!(out.contains("w!"), "{out}");
+        let mut bad = body.clone();
+        bad["read_errors"] = json!(["users: timeout"]);
+        let (out, ok) = render_plan(&bad);
+        assert!(!ok);
+        assert!(out.contains("users: timeout"), "{out}");
+    }
+
+    #[test]
+    fn run_not_ok_or_held_is_a_failure() {
+        let mut s = json!({"run_id": "r1", "kind": "full", "trigger": "manual", "ok": true,
+            "finished_at": "t", "duration_ms": 5, "planned": {}, "applied": 0, "failed": 0,
+            "held": 0, "withheld": 0, "errors": [], "warnings": [], "results": []});
+        assert!(render_run(&s).1);
+        s["held"] = json!(2);
+        let (out, ok) = render_run(&s);
+        assert!(!ok);
+        assert!(out.contains("approve-deletions"), "{out}");
+        s["held"] = json!(0);
+        s["ok"] = json!(false);
+        s["failed"] = json!(1);
+        s["results"] = json!([{"op": "remove_user", "user_id": "u", "email": "e@x.io",
+            "reason": "gone", "result": "failed: 500"}]);
+        let (out, ok) = render_run(&s);
+        assert!(!ok);
+        assert!(out.contains("e@x.io from the organisation"), "{out}");
+        assert!(out.contains("failed: 500"), "{out}");
+        assert!(!render_run(&Value::Null).1);
+    }
+
+    #[test]
+    fn status_flags_what_needs_attention() {
+        let mut s = json!({
+            "version": "0.1.0", "uptime_secs": 3700,
+            "scim": {"ok": true, "listen": "127.0.0.1:8080", "base_path": "/scim/v2"},
+            "store": {"ok": true, "users": 3, "groups": 1, "last_change_seq": 9},
+            "control_plane": {"ok": true, "last_ok_at": "t1", "last_error": null},
+            "reconciler": {"ok": true, "running": null, "progress": {"done": 0, "total": 0},
+                "last_successful_run_at": "t1", "last_successful_full_run_at": "t1",
+                "last_run": {"run_id": "r", "kind": "full", "trigger": "startup", "ok": true,
+                    "finished_at": "t1", "duration_ms": 3, "applied": 1, "failed": 0, "held": 0,
+                    "withheld": 0, "errors": []},
+                "held_deletions": [], "held_reason": null}
+        });
+        let (out, ok) = render_status(&s, "http://a");
+        assert!(ok, "{out}");
+        assert!(out.contains("3 users, 1 groups"), "{out}");
+        assert!(out.contains("up 1h 1m"), "{out}");
+        s["reconciler"]["held_deletions"] = json!([{}, {}]);
+        s["control_plane"]["ok"] = json!(false);
+        s["control_plane"]["last_error"] = json!("connect refused");
+        let (out, ok) = render_status(&s, "http://a");
+        assert!(!ok);
+        assert!(out.contains("connect refused"), "{out}");
+        assert!(out.contains("Held deletions  2"), "{out}");
+        assert!(out.contains("Needs attention"), "{out}");
+    }
+}

@@ -1,0 +1,659 @@
+//! The `scim-sync` binary as an operator runs it: a child process per command, checked on its
+//! exit code, stdout and stderr, against daemons started in this process.
+
+use crate::common::{patch_body, test_env, user, Server, ADMIN_TOKEN, SCIM_TOKEN};
+use portkey_sim::{Seed, SeedUser, SimOptions, SimServer};
+use scim_sync::config::Config;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::Stdio;
+use tokio::io::AsyncWriteExt;
+
+const BIN: &str = env!("CARGO_BIN_EXE_scim-sync");
+
+/// Variables the binary reads; cleared so the caller's environment cannot leak in.
+const READ_ENV: [&str; 6] = [
+    "SCIM_SYNC_CONFIG",
+    "SCIM_SYNC_ADMIN_URL",
+    "SCIM_SYNC_ADMIN_TOKEN",
+    "SCIM_SYNC_SCIM_TOKEN",
+    "PORTKEY_API_KEY",
+    "SCIM_SYNC_LOG",
+];
+
+#[derive(Debug)]
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+async fn run_with(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Out {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for k in READ_ENV {
+        cmd.env_remove(k);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(s) = stdin {
+        input.write_all(s.as_bytes()).await.unwrap();
+    }
+    drop(input);
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the command finished within 60 s")
+        .unwrap();
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+async fn run(args: &[&str]) -> Out {
+    run_with(args, &[], None).await
+}
+
+/// An admin command against `admin` with the right token.
+async fn admin(admin: &str, args: &[&str]) -> Out {
+    let mut all = args.to_vec();
+    all.extend(["--admin-url", admin]);
+    run_with(&all, &[("SCIM_SYNC_ADMIN_TOKEN", ADMIN_TOKEN)], None).await
+}
+
+// ---- local commands --------------------------------------------------------------------------
+
+#[tokio::test]
+async fn version_prints_the_package_version() {
+    let o = run(&["--version"]).await;
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(
+        o.stdout.trim(),
+        format!("scim-sync {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[tokio::test]
+async fn help_lists_every_command_and_the_exit_codes() {
+    let o = run(&["--help"]).await;
+    assert_eq!(o.code, 0, "{o:?}");
+    for word in [
+        "serve",
+        "demo",
+        "check-config",
+        "hash-token",
+        "status",
+        "resync",
+        "plan",
+        "explain",
+        "approve-deletions",
+        "Exit codes",
+        "SCIM_SYNC_ADMIN_TOKEN",
+        "SCIM_SYNC_CONFIG",
+    ] {
+        assert!(
+            o.stdout.contains(word),
+            "--help lacks {word}:\n{}",
+            o.stdout
+        );
+    }
+    let o = run(&["explain", "--help"]).await;
+    assert_eq!(o.code, 0, "{o:?}");
+    for word in [
+        "USERNAME",
+        "--admin-url",
+        "--config",
+        "--admin-token",
+        "--json",
+        "Exit codes",
+    ] {
+        assert!(
+            o.stdout.contains(word),
+            "explain --help lacks {word}:\n{}",
+            o.stdout
+        );
+    }
+    let o = run(&["resync", "--help"]).await;
+    assert!(o.stdout.contains("--wait"), "{}", o.stdout);
+}
+
+#[tokio::test]
+async fn usage_errors_exit_2() {
+    let o = run(&["no-such-command"]).await;
+    assert_eq!(o.code, 2, "{o:?}");
+    let o = run(&["explain"]).await;
+    assert_eq!(o.code, 2, "{o:?}");
+    assert!(o.stderr.contains("USERNAME"), "{}", o.stderr);
+    // An admin command without anywhere to go says how to fix it.
+    let o = run_with(&["status"], &[("SCIM_SYNC_ADMIN_TOKEN", "t")], None).await;
+    assert_eq!(o.code, 2, "{o:?}");
+    assert!(o.stderr.contains("--admin-url"), "{}", o.stderr);
+    assert!(o.stderr.contains("--config"), "{}", o.stderr);
+    // ... or without a token.
+    let o = run(&["status", "--admin-url", "http://127.0.0.1:9"]).await;
+    assert_eq!(o.code, 2, "{o:?}");
+    assert!(o.stderr.contains("SCIM_SYNC_ADMIN_TOKEN"), "{}", o.stderr);
+    let o = run_with(
+        &["status", "--admin-url", "127.0.0.1:9"],
+        &[("SCIM_SYNC_ADMIN_TOKEN", "t")],
+        None,
+    )
+    .await;
+    assert_eq!(o.code, 2, "{o:?}");
+    assert!(o.stderr.contains("--admin-url"), "{}", o.stderr);
+}
+
+fn good_config(dir: &Path) -> String {
+    format!(
+        "[scim]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n\
+         [portkey]\nbase_url = \"http://127.0.0.1:9/v1\"\n",
+        dir.join("store.redb").display()
+    )
+}
+
+fn secrets() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("SCIM_SYNC_SCIM_TOKEN", SCIM_TOKEN),
+        ("SCIM_SYNC_ADMIN_TOKEN", ADMIN_TOKEN),
+        ("PORTKEY_API_KEY", "k"),
+    ]
+}
+
+#[tokio::test]
+async fn check_config_accepts_a_valid_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ok.toml");
+    std::fs::write(&path, good_config(dir.path())).unwrap();
+    let p = path.to_str().unwrap();
+    let o = run_with(&["check-config", "--config", p], &secrets(), None).await;
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.starts_with("config OK"), "{}", o.stdout);
+    assert!(o.stdout.contains("http://127.0.0.1:9/v1"), "{}", o.stdout);
+    // The file may also come from SCIM_SYNC_CONFIG.
+    let mut env = secrets();
+    env.push(("SCIM_SYNC_CONFIG", p));
+    let o = run_with(&["check-config"], &env, None).await;
+    assert_eq!(o.code, 0, "{o:?}");
+}
+
+#[tokio::test]
+async fn check_config_names_an_unknown_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    let text = good_config(dir.path()).replace("[store]\n", "[store]\nfile_name = \"x\"\n");
+    std::fs::write(&path, text).unwrap();
+    let o = run_with(
+        &["check-config", "--config", path.to_str().unwrap()],
+        &secrets(),
+        None,
+    )
+    .await;
+    assert_eq!(o.code, 2, "{o:?}");
+    assert!(o.stderr.contains("file_name"), "{}", o.stderr);
+    assert!(o.stdout.is_empty(), "{}", o.stdout);
+}
+
+#[tokio::test]
+async fn check_config_names_a_missing_secret_and_a_bad_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, good_config(dir.path())).unwrap();
+    let p = path.to_str().unwrap();
+    let env: Vec<_> = secrets()
+        .into_iter()
+        .filter(|(k, _)| *k != "SCIM_SYNC_SCIM_TOKEN")
+        .collect();
+    let o = run_with(&["check-config", "--config", p], &env, None).await;
+    assert_eq!(o.code, 2, "{o:?}");
+    assert!(o.stderr.contains("SCIM_SYNC_SCIM_TOKEN"), "{}", o.stderr);
+
+    let text = format!("{}max_in_flight = 0\n", good_config(dir.path()));
+    std::fs::write(&path, text).unwrap();
+    let o = run_with(&["check-config", "--config", p], &secrets(), None).await;
+    assert_eq!(o.code, 2, "{o:?}");
+    assert!(o.stderr.contains("[portkey] max_in_flight"), "{}", o.stderr);
+
+    let o = run_with(
+        &["check-config", "--config", "/nonexistent/scim-sync.toml"],
+        &secrets(),
+        None,
+    )
+    .await;
+    assert_eq!(o.code, 2, "{o:?}");
+    assert!(
+        o.stderr.contains("/nonexistent/scim-sync.toml"),
+        "{}",
+        o.stderr
+    );
+}
+
+#[tokio::test]
+async fn serve_refuses_an_invalid_config_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, good_config(dir.path())).unwrap();
+    let o = run_with(
+        &["serve", "--config", path.to_str().unwrap()],
+        &[("SCIM_SYNC_SCIM_TOKEN", SCIM_TOKEN)],
+        None,
+    )
+    .await;
+    assert_eq!(o.code, 2, "{o:?}");
+    assert!(o.stderr.contains("SCIM_SYNC_ADMIN_TOKEN"), "{}", o.stderr);
+}
+
+#[tokio::test]
+async fn hash_token_from_the_argument_and_from_stdin() {
+    let expected = scim_sync::token::hash_token("s3cret-token");
+    let o = run(&["hash-token", "s3cret-token"]).await;
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(o.stdout.trim(), expected);
+    let o = run_with(&["hash-token"], &[], Some("s3cret-token\n")).await;
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(o.stdout.trim(), expected);
+    let o = run_with(&["hash-token"], &[], Some("\n")).await;
+    assert_eq!(o.code, 2, "{o:?}");
+    assert!(o.stderr.contains("empty token"), "{}", o.stderr);
+}
+
+// ---- a daemon whose control plane is down ----------------------------------------------------
+
+/// A port nothing listens on.
+async fn closed_port() -> u16 {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn an_unreachable_daemon_exits_3() {
+    let url = format!("http://127.0.0.1:{}", closed_port().await);
+    for cmd in [
+        &["status"][..],
+        &["resync", "--wait"],
+        &["plan"],
+        &["explain", "a@example.com"],
+        &["approve-deletions"],
+    ] {
+        let o = admin(&url, cmd).await;
+        assert_eq!(o.code, 3, "{cmd:?}: {o:?}");
+        assert!(o.stderr.contains(&url), "{}", o.stderr);
+        assert!(o.stderr.contains("Is the daemon running"), "{}", o.stderr);
+    }
+}
+
+#[tokio::test]
+async fn a_refused_token_exits_3() {
+    let s = Server::start().await;
+    for cmd in [
+        &["status"][..],
+        &["resync"],
+        &["plan", "--json"],
+        &["explain", "a@example.com"],
+        &["approve-deletions"],
+    ] {
+        let mut args = cmd.to_vec();
+        args.extend(["--admin-url", &s.admin]);
+        let o = run_with(&args, &[("SCIM_SYNC_ADMIN_TOKEN", "wrong-token")], None).await;
+        assert_eq!(o.code, 3, "{cmd:?}: {o:?}");
+        assert!(o.stderr.contains("refused the token"), "{}", o.stderr);
+        assert!(o.stdout.is_empty(), "{}", o.stdout);
+    }
+    // The SCIM listener is not the admin API; it says so through its own 401.
+    let scim = format!("http://{}", s.scim_addr);
+    let o = admin(&scim, &["status"]).await;
+    assert_eq!(o.code, 3, "{o:?}");
+}
+
+#[tokio::test]
+async fn a_failing_control_plane_shows_as_exit_1() {
+    let s = Server::start().await;
+    s.create_user("alice@example.com").await;
+    // The run cannot read the control plane: not ok.
+    let o = admin(&s.admin, &["resync", "--wait"]).await;
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.stdout.contains("NOT OK"), "{}", o.stdout);
+    assert!(o.stdout.contains("Errors"), "{}", o.stdout);
+    // Status reports it and asks for attention.
+    let o = admin(&s.admin, &["status"]).await;
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.stdout.contains("1 users, 0 groups"), "{}", o.stdout);
+    assert!(o.stdout.contains("FAILING"), "{}", o.stdout);
+    assert!(o.stdout.contains("Needs attention"), "{}", o.stdout);
+    // The plan cannot be trusted.
+    let o = admin(&s.admin, &["plan"]).await;
+    assert_eq!(o.code, 1, "{o:?}");
+    // A user nobody knows.
+    let o = admin(&s.admin, &["explain", "nobody@example.com"]).await;
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.stdout.contains("Not found"), "{}", o.stdout);
+    assert!(o.stdout.contains("nobody@example.com"), "{}", o.stdout);
+    let o = admin(&s.admin, &["explain", "nobody@example.com", "--json"]).await;
+    assert_eq!(o.code, 1, "{o:?}");
+    let v: Value = serde_json::from_str(&o.stdout).unwrap();
+    assert!(v["error"].as_str().unwrap().contains("nobody@example.com"));
+}
+
+#[tokio::test]
+async fn the_admin_url_comes_from_the_config_file_without_other_secrets() {
+    let s = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("scim-sync.toml");
+    let listen = s.admin.trim_start_matches("http://");
+    // A full config, whose other secrets are not in the environment: only [admin] listen is read.
+    let text = format!(
+        "[scim]\nlisten = \"127.0.0.1:1\"\n[admin]\nlisten = \"{listen}\"\n[store]\npath = \"x.redb\"\n\
+         [portkey]\nbase_url = \"http://127.0.0.1:9/v1\"\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    let p = path.to_str().unwrap();
+    let token = [("SCIM_SYNC_ADMIN_TOKEN", ADMIN_TOKEN)];
+    let o = run_with(&["status", "--json", "--config", p], &token, None).await;
+    assert!(o.code == 0 || o.code == 1, "{o:?}");
+    let v: Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    let env = [
+        ("SCIM_SYNC_ADMIN_TOKEN", ADMIN_TOKEN),
+        ("SCIM_SYNC_CONFIG", p),
+    ];
+    let o = run_with(&["status"], &env, None).await;
+    assert!(o.stdout.contains("Store"), "{o:?}");
+    assert!(o.stdout.contains(&s.admin), "{o:?}");
+    // The token may be given as a flag.
+    let o = run(&[
+        "status",
+        "--json",
+        "--config",
+        p,
+        "--admin-token",
+        ADMIN_TOKEN,
+    ])
+    .await;
+    assert!(o.code == 0 || o.code == 1, "{o:?}");
+    // A bad [admin] listen is named.
+    std::fs::write(&path, "[admin]\nlisten = \"localhost\"\n").unwrap();
+    let o = run_with(&["status", "--config", p], &token, None).await;
+    assert_eq!(o.code, 2, "{o:?}");
+    assert!(o.stderr.contains("[admin] listen"), "{}", o.stderr);
+    // So is a file that is not TOML.
+    std::fs::write(&path, "[admin\n").unwrap();
+    let o = run_with(&["status", "--config", p], &token, None).await;
+    assert_eq!(o.code, 2, "{o:?}");
+    assert!(o.stderr.contains(p), "{}", o.stderr);
+}
+
+// ---- a daemon next to the control-plane simulator --------------------------------------------
+
+const API_KEY: &str = "test-portkey-key";
+
+struct Env {
+    sim: SimServer,
+    scim: String,
+    admin: String,
+    http: reqwest::Client,
+    _stop: tokio::sync::oneshot::Sender<()>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(sync: &str) -> Env {
+    let sim = portkey_sim::spawn(
+        ([127, 0, 0, 1], 0).into(),
+        SimOptions {
+            api_key: API_KEY.into(),
+            seed: Some(Seed {
+                users: vec![SeedUser {
+                    email: "owner@example.com".into(),
+                    first_name: None,
+                    last_name: None,
+                    role: "owner".into(),
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[scim]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n\
+         [portkey]\nbase_url = \"{}\"\nretry_initial_ms = 20\nretry_max_interval_ms = 200\nretry_give_up_secs = 20\n\
+         requests_per_second = 1000.0\n[sync]\ndebounce_ms = 60000\nfull_resync_cron = \"0 0 0 1 1 *\"\n{sync}",
+        dir.path().join("store.redb").display(),
+        sim.base_url()
+    );
+    let mut env = test_env();
+    env.insert("PORTKEY_API_KEY".into(), API_KEY.into());
+    let config = Config::from_toml(&text, Path::new("cli.toml"), &env).unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let running = scim_sync::app::start(&config, async move {
+        let _ = rx.await;
+    })
+    .await
+    .unwrap();
+    Env {
+        scim: format!("http://{}/scim/v2", running.scim_addr),
+        admin: format!("http://{}", running.admin_addr),
+        http: reqwest::Client::new(),
+        sim,
+        _stop: tx,
+        _dir: dir,
+    }
+}
+
+impl Env {
+    async fn scim(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let r = self
+            .http
+            .request(method, format!("{}{path}", self.scim))
+            .bearer_auth(SCIM_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        r.json().await.unwrap_or(Value::Null)
+    }
+
+    async fn create_user(&self, name: &str) -> String {
+        self.scim(reqwest::Method::POST, "/Users", user(name)).await["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    async fn create_group(&self, name: &str, members: &[String]) -> String {
+        let members: Vec<Value> = members.iter().map(|m| json!({"value": m})).collect();
+        self.scim(
+            reqwest::Method::POST,
+            "/Groups",
+            json!({"displayName": name, "members": members}),
+        )
+        .await["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    async fn accept_all_invites(&self) {
+        self.http
+            .post(format!("{}/invites/accept", self.sim.control_url()))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    async fn cli(&self, args: &[&str]) -> Out {
+        admin(&self.admin, args).await
+    }
+}
+
+#[tokio::test]
+async fn plan_explain_resync_and_status_against_a_live_daemon() {
+    let e = start("max_deletions = 1000\nmax_deletion_percent = 100.0\n").await;
+    assert_eq!(e.cli(&["resync", "--wait"]).await.code, 0);
+    let alice = e.create_user("alice@example.com").await;
+    e.create_group("ws-Eng-role-member", &[alice]).await;
+
+    // The plan, readable: phases, ops, targets, reasons.
+    let o = e.cli(&["plan"]).await;
+    assert_eq!(o.code, 0, "{o:?}");
+    for word in [
+        "Plan (dry run",
+        "PHASE",
+        "REASON",
+        "create_workspace",
+        "workspace Eng",
+        "invite",
+        "alice@example.com as org member; Eng: member",
+    ] {
+        assert!(o.stdout.contains(word), "plan lacks {word}:\n{}", o.stdout);
+    }
+    // ... and as JSON.
+    let o = e.cli(&["plan", "--json"]).await;
+    assert_eq!(o.code, 0, "{o:?}");
+    let v: Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["dry_run_only"], true);
+    assert!(!v["plan"]["ops"].as_array().unwrap().is_empty(), "{v}");
+
+    // Explain: desired (with the group that grants it), actual, planned.
+    let o = e.cli(&["explain", "ALICE@example.com"]).await;
+    assert_eq!(o.code, 0, "{o:?}");
+    for word in [
+        "alice@example.com",
+        "Desired",
+        "ws-Eng-role-member",
+        "Actual",
+        "not in the organisation",
+        "Planned ops",
+        "invite",
+    ] {
+        assert!(
+            o.stdout.contains(word),
+            "explain lacks {word}:\n{}",
+            o.stdout
+        );
+    }
+    let o = e.cli(&["explain", "alice@example.com", "--json"]).await;
+    assert_eq!(o.code, 0, "{o:?}");
+    let v: Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["email"], "alice@example.com");
+    assert_eq!(v["desired"]["workspaces"][0]["workspace"], "Eng", "{v}");
+
+    // Run it and wait.
+    let o = e.cli(&["resync", "--wait"]).await;
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.contains(": ok"), "{}", o.stdout);
+    assert!(o.stdout.contains("applied"), "{}", o.stdout);
+    let o = e.cli(&["resync", "--wait", "--json"]).await;
+    assert_eq!(o.code, 0, "{o:?}");
+    let v: Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["summary"]["ok"], true, "{v}");
+
+    // Started in the background.
+    let o = e.cli(&["resync"]).await;
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.contains("started"), "{}", o.stdout);
+
+    // Status, once that run is over.
+    let mut o = e.cli(&["status"]).await;
+    for _ in 0..100 {
+        if o.stdout.contains("idle") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        o = e.cli(&["status"]).await;
+    }
+    assert_eq!(o.code, 0, "{o:?}");
+    for word in [
+        "1 users, 1 groups",
+        "Control plane   ok",
+        "Last run        ok",
+        "Held deletions  0",
+    ] {
+        assert!(
+            o.stdout.contains(word),
+            "status lacks {word}:\n{}",
+            o.stdout
+        );
+    }
+    // Nothing held: approving is a no-op success.
+    let o = e.cli(&["approve-deletions"]).await;
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.contains("nothing to approve"), "{}", o.stdout);
+    // The plan is now empty.
+    let o = e.cli(&["plan"]).await;
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.contains("already matches"), "{}", o.stdout);
+}
+
+#[tokio::test]
+async fn held_deletions_exit_1_until_approved() {
+    let e = start("max_deletions = 2\nmax_deletion_percent = 100.0\n").await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(e.create_user(&format!("u{i}@example.com")).await);
+    }
+    let g = e.create_group("ws-Fuse-role-member", &ids).await;
+    assert_eq!(e.cli(&["resync", "--wait"]).await.code, 0);
+    e.accept_all_invites().await;
+    assert_eq!(e.cli(&["resync", "--wait"]).await.code, 0);
+    // Three of four unassigned at once: more than max_deletions.
+    let gone: Vec<Value> = ids[1..].iter().map(|i| json!({"value": i})).collect();
+    e.scim(
+        reqwest::Method::PATCH,
+        &format!("/Groups/{g}"),
+        patch_body(json!([{"op": "remove", "path": "members", "value": gone}])),
+    )
+    .await;
+
+    let o = e.cli(&["resync", "--wait"]).await;
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.stdout.contains("3 deletion(s) held"), "{}", o.stdout);
+    assert!(o.stdout.contains("approve-deletions"), "{}", o.stdout);
+
+    let o = e.cli(&["status"]).await;
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.stdout.contains("Held deletions  3"), "{}", o.stdout);
+
+    // The plan shows them, marked; it is a preview, so it exits 0.
+    let o = e.cli(&["plan"]).await;
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(
+        o.stdout.matches("remove_member (HELD)").count(),
+        3,
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stdout.contains("u1@example.com from Fuse"),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stdout.contains("Held by the deletion fuse (3)"),
+        "{}",
+        o.stdout
+    );
+
+    let o = e.cli(&["approve-deletions"]).await;
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(
+        o.stdout.contains("Approved 3 held deletion(s)"),
+        "{}",
+        o.stdout
+    );
+    assert!(o.stdout.contains(": ok"), "{}", o.stdout);
+
+    let o = e.cli(&["status"]).await;
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.contains("Held deletions  0"), "{}", o.stdout);
+}
