@@ -290,6 +290,26 @@ async fn an_unreachable_daemon_exits_3() {
 }
 
 #[tokio::test]
+async fn a_daemon_that_does_not_answer_in_time_exits_3() {
+    // Accepts connections and never answers.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    let hold = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            open.push(s);
+        }
+    });
+    let started = std::time::Instant::now();
+    let o = admin(&url, &["resync", "--wait", "--timeout", "1"]).await;
+    assert_eq!(o.code, 3, "{o:?}");
+    assert!(o.stderr.contains("no answer within 1 s"), "{}", o.stderr);
+    assert!(o.stderr.contains("scim-sync status"), "{}", o.stderr);
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    hold.abort();
+}
+
+#[tokio::test]
 async fn a_refused_token_exits_3() {
     let s = Server::start().await;
     for cmd in [
