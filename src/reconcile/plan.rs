@@ -692,7 +692,11 @@ pub fn diff(desired: &DesiredState, actual: &ActualState, opts: &PlanOptions) ->
                 continue;
             }
             match present.get(u.id.as_str()) {
-                Some(m) if m.org_role.as_ref().is_some_and(implicit_workspace_admin) => {}
+                // The org role after this plan decides: someone demoted in this same run is no
+                // longer an implicit admin, whatever the member list read before said.
+                Some(m)
+                    if !role_after.contains_key(u.id.as_str())
+                        && m.org_role.as_ref().is_some_and(implicit_workspace_admin) => {}
                 Some(m) if m.role == *role => {}
                 Some(m) => {
                     if let Some(id) = &workspace_id {

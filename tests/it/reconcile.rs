@@ -754,3 +754,130 @@ async fn metrics_are_prometheus_text_with_the_expected_families() {
         "{text}"
     );
 }
+
+/// Entra's provisioning flow as `shared/idp-scim-behaviors.md` §2 records it: PATCH-only updates
+/// with capitalised ops and string booleans, groups created empty with members added by PATCH,
+/// member removal by value list, app roles as stringified JSON, soft delete then hard delete.
+#[tokio::test]
+async fn entra_flow_converges() {
+    let e = start(seed_owner(), RELAXED).await;
+    let create = |upn: &str, nick: &str| {
+        json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User",
+                        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"],
+            "externalId": nick, "userName": upn, "active": true,
+            "emails": [{"primary": true, "type": "work", "value": upn}],
+            "meta": {"resourceType": "User"},
+            "name": {"formatted": nick, "familyName": nick, "givenName": nick},
+            "roles": []
+        })
+    };
+    let carol = e
+        .scim(
+            reqwest::Method::POST,
+            "/Users",
+            Some(create("carol@example.com", "carol")),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dave = e
+        .scim(
+            reqwest::Method::POST,
+            "/Users",
+            Some(create("dave@example.com", "dave")),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Group created empty, with Entra's extra schema URN; members added by PATCH.
+    let g = e
+        .scim(
+            reqwest::Method::POST,
+            "/Groups",
+            Some(json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group",
+                "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group"],
+                "externalId": "g-1", "displayName": "ws-Research-role-member", "meta": {"resourceType": "Group"}})),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    e.patch(
+        &format!("/Groups/{g}"),
+        json!([{"op": "Add", "path": "members", "value": [{"$ref": null, "value": carol}, {"$ref": null, "value": dave}]}]),
+    )
+    .await;
+    // App role: Admin for carol, stringified as Entra sends it in PATCH.
+    e.patch(
+        &format!("/Users/{carol}"),
+        json!([{"op": "Add", "path": "roles", "value": [{"value": "{\"id\":\"06b0\",\"value\":\"Admin\",\"displayName\":\"Admin\"}"}]}]),
+    )
+    .await;
+    e.resync().await;
+    e.accept_all().await;
+    let s = e.resync().await;
+    assert_eq!(s["ok"], true, "{s}");
+    assert!(e
+        .users()
+        .await
+        .contains(&pair("carol@example.com", "admin")));
+    assert_eq!(
+        e.members("Research").await,
+        vec![
+            pair("carol@example.com", "admin"),
+            pair("dave@example.com", "member")
+        ],
+        "carol joined through her invite and, as an org admin, shows as workspace admin"
+    );
+    // Legacy member removal: path `members` with a value list removes only dave.
+    e.patch(
+        &format!("/Groups/{g}"),
+        json!([{"op": "Remove", "path": "members", "value": [{"$ref": null, "value": dave}]}]),
+    )
+    .await;
+    e.resync().await;
+    assert_eq!(
+        e.members("Research").await,
+        vec![pair("carol@example.com", "admin")]
+    );
+    assert!(
+        e.users()
+            .await
+            .contains(&pair("dave@example.com", "member")),
+        "still in the organisation"
+    );
+    // Soft delete (disable) with the string boolean, then hard delete.
+    e.patch(
+        &format!("/Users/{dave}"),
+        json!([{"op": "Replace", "path": "active", "value": "False"}]),
+    )
+    .await;
+    e.resync().await;
+    assert!(!e.users().await.iter().any(|u| u.0 == "dave@example.com"));
+    e.scim(reqwest::Method::DELETE, &format!("/Users/{dave}"), None)
+        .await;
+    // Role removed with the flag's replace dialect: carol goes back to member.
+    e.patch(
+        &format!("/Users/{carol}"),
+        json!([{"op": "replace", "path": "roles", "value": []}]),
+    )
+    .await;
+    let s = e.resync().await;
+    assert_eq!(s["ok"], true, "{s}");
+    assert!(e
+        .users()
+        .await
+        .contains(&pair("carol@example.com", "member")));
+    assert_eq!(
+        e.members("Research").await,
+        vec![pair("carol@example.com", "member")],
+        "demoted in the same run: her workspace role is fixed too"
+    );
+    e.clear_log().await;
+    let s = e.resync().await;
+    assert_eq!(s["planned"]["total"], 0, "{s}");
+    assert_eq!(e.writes().await, Vec::<String>::new());
+}
