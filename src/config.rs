@@ -787,7 +787,10 @@ mod tests {
     #[test]
     fn bad_cron_is_named() {
         for cron in ["*/5 * * * *", "0 0 25 * * *", "banana"] {
-            let e = err(&format!("{MIN}[sync]\nfull_resync_cron = \"{cron}\"\n"), &env());
+            let e = err(
+                &format!("{MIN}[sync]\nfull_resync_cron = \"{cron}\"\n"),
+                &env(),
+            );
             assert!(e.contains("[sync] full_resync_cron"), "{cron}: {e}");
         }
     }
