@@ -128,6 +128,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[derive(Debug, Clone, Serialize)]
 pub struct PlanView {
     pub plan: Plan,
+    /// What the plan was computed from; not part of the `/admin/plan` document.
+    #[serde(skip)]
+    pub desired: DesiredState,
     /// Destructive ops the fuse would hold.
     pub held: Vec<Op>,
     pub held_reason: Option<String>,
@@ -164,37 +167,53 @@ impl Reconciler {
         approved.len()
     }
 
-    /// The desired state from the store.
-    pub fn desired(&self) -> Result<DesiredState, ReconcileError> {
-        let all = |with_refs| Query {
-            filter: None,
-            start_index: 1,
-            count: usize::MAX,
-            with_refs,
-        };
-        let users = self.store.query(ResourceKind::User, &all(false))?;
-        let groups = self.store.query(ResourceKind::Group, &all(true))?;
-        let users: Vec<_> = users
-            .items
-            .iter()
-            .map(|r| super::scim_user(&r.record))
-            .collect();
-        let groups: Vec<_> = groups
-            .items
-            .iter()
-            .map(|r| {
-                let ids = r.refs.iter().flatten().map(|(id, _)| id.clone());
-                super::scim_group(&r.record, ids)
-            })
-            .collect();
-        Ok(policy::desired_state(
-            &users,
-            &groups,
-            &self.sync,
-            &self.mappings,
-        ))
+    /// The desired state, read on a blocking thread: it scans every SCIM user and group.
+    pub async fn desired_async(&self) -> Result<DesiredState, ReconcileError> {
+        let (store, sync, mappings) =
+            (self.store.clone(), self.sync.clone(), self.mappings.clone());
+        tokio::task::spawn_blocking(move || desired_from(&store, &sync, &mappings))
+            .await
+            .map_err(|e| {
+                ReconcileError::Store(crate::store::StoreError::BatchFailed(e.to_string()))
+            })?
     }
 
+    /// The desired state from the store.
+    pub fn desired(&self) -> Result<DesiredState, ReconcileError> {
+        desired_from(&self.store, &self.sync, &self.mappings)
+    }
+}
+
+fn desired_from(
+    store: &Store,
+    sync: &SyncConfig,
+    mappings: &[GroupMapping],
+) -> Result<DesiredState, ReconcileError> {
+    let all = |with_refs| Query {
+        filter: None,
+        start_index: 1,
+        count: usize::MAX,
+        with_refs,
+    };
+    let users = store.query(ResourceKind::User, &all(false))?;
+    let groups = store.query(ResourceKind::Group, &all(true))?;
+    let users: Vec<_> = users
+        .items
+        .iter()
+        .map(|r| super::scim_user(&r.record))
+        .collect();
+    let groups: Vec<_> = groups
+        .items
+        .iter()
+        .map(|r| {
+            let ids = r.refs.iter().flatten().map(|(id, _)| id.clone());
+            super::scim_group(&r.record, ids)
+        })
+        .collect();
+    Ok(policy::desired_state(&users, &groups, sync, mappings))
+}
+
+impl Reconciler {
     /// Reads the control plane. Every part that fails is marked incomplete, which stops every
     /// destructive op of the plan built on it.
     async fn actual(&self, managed: &BTreeSet<String>) -> (ActualState, Vec<String>) {
@@ -202,7 +221,12 @@ impl Reconciler {
         let mut actual = ActualState::default();
         let (uf, inf, wf) = (
             UserFilter::default(),
-            InviteFilter::default(),
+            // Accepted and cancelled invites only grow with time; expired ones are re-issued from
+            // the diff alone (no live invite and not a user means "invite").
+            InviteFilter {
+                status: Some(portkey::InviteStatus::Pending),
+                ..InviteFilter::default()
+            },
             WorkspaceFilter::default(),
         );
         let (users, invites, workspaces) = tokio::join!(
@@ -270,7 +294,7 @@ impl Reconciler {
 
     /// Computes what a run would do now, without changing anything.
     pub async fn plan(&self) -> Result<(PlanView, ActualState), ReconcileError> {
-        let mut desired = self.desired()?;
+        let mut desired = self.desired_async().await?;
         let links = self.store.links()?;
         // Workspaces managed before stay managed while they exist, so that renaming or deleting
         // a group removes the memberships it granted. They are never created again.
@@ -326,6 +350,7 @@ impl Reconciler {
                 held_reason: fuse.reason,
                 plan,
                 read_errors,
+                desired,
             },
             actual,
         ))
@@ -411,6 +436,7 @@ impl Reconciler {
             held,
             held_reason,
             read_errors,
+            desired,
         } = view;
         {
             let mut st = lock(&self.status);
@@ -482,9 +508,41 @@ impl Reconciler {
                 .inc();
         }
         let mut created: BTreeMap<String, String> = BTreeMap::new();
-        let mut audit = Vec::new();
-        let mut link_changes: Vec<(String, Option<Link>)> = Vec::new();
+        // Everyone about to be invited is linked before the first invite is sent, in one
+        // transaction: a crash mid-run must not leave an invite the daemon does not know it
+        // owns (it could then never revoke it).
+        let existing = self.store.links().unwrap_or_default();
+        let intents: Vec<(String, Option<Link>)> = to_apply
+            .iter()
+            .filter_map(|op| match &op.kind {
+                OpKind::Invite { email, .. } => Some(email.to_lowercase()),
+                _ => None,
+            })
+            .filter(|e| !existing.contains_key(e))
+            .map(|email| {
+                let scim_id = desired.users.get(&email).map(|d| d.scim_id.clone());
+                (
+                    email,
+                    Some(Link {
+                        scim_id,
+                        ..Link::default()
+                    }),
+                )
+            })
+            .collect();
+        if !intents.is_empty() {
+            if let Err(e) = self.store.set_links(intents).await {
+                s.errors
+                    .push(format!("link ledger: {e}; no invite sent this run"));
+                return;
+            }
+        }
+        // Each op's audit entry (and link change) is written as soon as the op is done, without
+        // waiting for the commit: the store's writer groups them, and a crash loses at most
+        // the entries of the last commit in flight.
+        let mut pending_writes = Vec::new();
         for (i, op) in to_apply.into_iter().enumerate() {
+            let mut link_changes: Vec<(String, Option<Link>)> = Vec::new();
             let result = self.apply(&op, &mut created, &mut link_changes).await;
             crate::metrics::metrics()
                 .reconcile_ops
@@ -504,14 +562,22 @@ impl Reconciler {
                     format!("failed: {e}")
                 }
             };
-            audit.push(AuditEntry {
+            let entry = AuditEntry {
                 seq: 0,
                 at: String::new(),
                 run_id: run_id.to_string(),
                 op: serde_json::to_value(&op.kind).unwrap_or_default(),
                 reason: op.reason.clone(),
                 result: text.clone(),
-            });
+            };
+            let store = self.store.clone();
+            pending_writes.push(tokio::spawn(async move {
+                store.append_audit(vec![entry]).await.map(|_| ())?;
+                if !link_changes.is_empty() {
+                    store.set_links(link_changes).await?;
+                }
+                Ok::<(), crate::store::StoreError>(())
+            }));
             s.results.push(OpResult { op, result: text });
             lock(&self.status).progress.done = i + 1;
             m.reconcile_progress_done.set((i + 1) as i64);
@@ -520,12 +586,16 @@ impl Reconciler {
                 tracing::info!(run = %run_id, done = i + 1, "reconcile progress");
             }
         }
-        link_changes.extend(self.links_for(actual, &created));
-        if let Err(e) = self.store.append_audit(audit).await {
-            s.errors.push(format!("audit log: {e}"));
+        for w in pending_writes {
+            match w.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => s.errors.push(format!("audit log / link ledger: {e}")),
+                Err(e) => s.errors.push(format!("audit log / link ledger: {e}")),
+            }
         }
-        if !link_changes.is_empty() {
-            if let Err(e) = self.store.set_links(link_changes).await {
+        let more = self.links_for(&desired, actual, &created);
+        if !more.is_empty() {
+            if let Err(e) = self.store.set_links(more).await {
                 s.errors.push(format!("link ledger: {e}"));
             }
         }
@@ -535,13 +605,11 @@ impl Reconciler {
     /// workspaces that exist.
     fn links_for(
         &self,
+        desired: &DesiredState,
         actual: &ActualState,
         created: &BTreeMap<String, String>,
     ) -> Vec<(String, Option<Link>)> {
         let Ok(existing) = self.store.links() else {
-            return Vec::new();
-        };
-        let Ok(desired) = self.desired() else {
             return Vec::new();
         };
         let mut out = Vec::new();
@@ -558,6 +626,19 @@ impl Reconciler {
                     key,
                     Some(Link {
                         updated: String::new(),
+                        ..Link::default()
+                    }),
+                ));
+            }
+        }
+        for inv in &actual.invites {
+            let email = inv.email.to_lowercase();
+            if let (Some(d), false) = (desired.users.get(&email), existing.contains_key(&email)) {
+                out.push((
+                    email,
+                    Some(Link {
+                        scim_id: Some(d.scim_id.clone()),
+                        invite_id: Some(inv.id.clone()),
                         ..Link::default()
                     }),
                 ));

@@ -881,3 +881,23 @@ async fn entra_flow_converges() {
     assert_eq!(s["planned"]["total"], 0, "{s}");
     assert_eq!(e.writes().await, Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn a_user_deleted_before_accepting_has_the_invite_revoked() {
+    let e = start(seed_owner(), RELAXED).await;
+    let erin = e.create_user("erin@example.com").await;
+    e.resync().await;
+    assert_eq!(e.pending_invites().await, vec!["erin@example.com"]);
+    // The ledger knows the invite is ours, so a hard delete in the IdP revokes it.
+    let audit = e.admin_get("/admin/audit").await;
+    assert!(audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|x| x["op"]["email"] == "erin@example.com"));
+    e.scim(reqwest::Method::DELETE, &format!("/Users/{erin}"), None)
+        .await;
+    let s = e.resync().await;
+    assert_eq!(s["ok"], true, "{s}");
+    assert!(e.pending_invites().await.is_empty(), "{s}");
+}
