@@ -75,6 +75,9 @@ pub struct RunSummary {
     pub errors: Vec<String>,
     pub warnings: Vec<String>,
     pub results: Vec<OpResult>,
+    /// A change-driven run that looked only at these people; `None` for a full run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -331,6 +334,17 @@ impl Reconciler {
             .into_keys()
             .filter(|k| !k.starts_with(WORKSPACE_LINK))
             .collect();
+        Ok(self.finish_plan(desired, actual, read_errors, linked, None))
+    }
+
+    fn finish_plan(
+        &self,
+        desired: DesiredState,
+        actual: ActualState,
+        read_errors: Vec<String>,
+        linked: BTreeSet<String>,
+        fuse_denominator: Option<usize>,
+    ) -> (PlanView, ActualState) {
         let opts = PlanOptions::new(
             &self.sync.protected_emails,
             linked,
@@ -342,9 +356,9 @@ impl Reconciler {
             &plan,
             self.sync.max_deletions,
             self.sync.max_deletion_percent,
-            plan.managed_users,
+            plan.managed_users.max(fuse_denominator.unwrap_or(0)),
         );
-        Ok((
+        (
             PlanView {
                 held: fuse.held,
                 held_reason: fuse.reason,
@@ -353,7 +367,194 @@ impl Reconciler {
                 desired,
             },
             actual,
-        ))
+        )
+    }
+
+    /// The emails a change-driven run is about (every email a changed SCIM user has or had, by
+    /// the ledger) and the feed position it covers; `None` when the changes are too many for a
+    /// targeted run to be cheaper than a full one.
+    fn affected(&self, cursor: u64) -> Result<Option<(BTreeSet<String>, u64)>, ReconcileError> {
+        const MAX_CHANGES: usize = 500;
+        const MAX_USERS: usize = 50;
+        let changes = self.store.changes_since(cursor, MAX_CHANGES + 1)?;
+        if changes.len() > MAX_CHANGES {
+            return Ok(None);
+        }
+        let last = changes.last().map(|c| c.seq).unwrap_or(cursor);
+        let mut ids: BTreeSet<String> = BTreeSet::new();
+        for c in &changes {
+            if c.kind == crate::store::ChangeKind::User {
+                ids.insert(c.id.clone());
+            }
+            ids.extend(c.users.iter().cloned());
+            if ids.len() > MAX_USERS {
+                return Ok(None);
+            }
+        }
+        let links = self.store.links()?;
+        let mut emails = BTreeSet::new();
+        for id in &ids {
+            if let Some(r) = self.store.get(ResourceKind::User, id, false)? {
+                if let Some(e) = policy::user_email(&r.record.data) {
+                    emails.insert(e.to_lowercase());
+                }
+            }
+            // A changed userName or email: the old address is in the ledger.
+            emails.extend(
+                links
+                    .iter()
+                    .filter(|(_, l)| l.scim_id.as_deref() == Some(id.as_str()))
+                    .map(|(e, _)| e.clone()),
+            );
+        }
+        Ok(Some((emails, last)))
+    }
+
+    /// Plans for a few people only, reading only them at the control plane. Every read is
+    /// filtered again here by email and user id, so that a server ignoring a filter parameter
+    /// can never put someone else's row in front of the diff (which would read as "remove").
+    pub async fn plan_for(
+        &self,
+        emails: &BTreeSet<String>,
+    ) -> Result<(PlanView, ActualState), ReconcileError> {
+        let mut desired = self.desired_async().await?;
+        let links = self.store.links()?;
+        let former: BTreeSet<String> = links
+            .keys()
+            .filter_map(|k| k.strip_prefix(WORKSPACE_LINK))
+            .map(str::to_string)
+            .collect();
+        let managed_lower: BTreeSet<String> = desired
+            .managed_workspaces
+            .iter()
+            .map(|w| w.to_lowercase())
+            .chain(former.iter().cloned())
+            .collect();
+        desired.users.retain(|e, _| emails.contains(e));
+
+        let mut errors = Vec::new();
+        let mut actual = ActualState {
+            users_complete: true,
+            invites_complete: true,
+            ..ActualState::default()
+        };
+        for email in emails {
+            let uf = UserFilter {
+                email: Some(email.clone()),
+                ..UserFilter::default()
+            };
+            let inf = InviteFilter {
+                email: Some(email.clone()),
+                status: Some(portkey::InviteStatus::Pending),
+                ..InviteFilter::default()
+            };
+            let (users, invites) =
+                tokio::join!(self.client.list_users(&uf), self.client.list_invites(&inf));
+            match users {
+                Ok(u) => actual.users.extend(
+                    u.into_iter()
+                        .filter(|u| u.email.eq_ignore_ascii_case(email)),
+                ),
+                Err(e) => {
+                    actual.users_complete = false;
+                    errors.push(e.to_string());
+                }
+            }
+            match invites {
+                Ok(i) => actual.invites.extend(
+                    i.into_iter()
+                        .filter(|i| i.email.eq_ignore_ascii_case(email)),
+                ),
+                Err(e) => {
+                    actual.invites_complete = false;
+                    errors.push(e.to_string());
+                }
+            }
+        }
+        match self
+            .client
+            .list_workspaces(&WorkspaceFilter::default())
+            .await
+        {
+            Ok(w) => {
+                actual.workspaces = w;
+                actual.workspaces_complete = true;
+            }
+            Err(e) => errors.push(e.to_string()),
+        }
+        // The workspaces that matter: where these people should be, and managed ones where
+        // they are now.
+        let mut relevant: BTreeSet<String> = desired
+            .users
+            .values()
+            .flat_map(|d| d.workspaces.keys().cloned())
+            .collect();
+        for u in &actual.users {
+            for wid in &u.workspace_ids {
+                if let Some(w) = actual
+                    .workspaces
+                    .iter()
+                    .find(|w| &w.id == wid || w.slug.as_deref() == Some(wid.as_str()))
+                {
+                    if managed_lower.contains(&w.name.to_lowercase()) {
+                        relevant.insert(w.name.clone());
+                    }
+                }
+            }
+        }
+        let relevant_lower: BTreeSet<String> = relevant.iter().map(|w| w.to_lowercase()).collect();
+        desired
+            .managed_workspaces
+            .retain(|w| relevant_lower.contains(&w.to_lowercase()));
+        for name in &relevant {
+            if !desired
+                .managed_workspaces
+                .iter()
+                .any(|w| w.eq_ignore_ascii_case(name))
+            {
+                desired.managed_workspaces.insert(name.clone());
+            }
+        }
+        let user_ids: BTreeSet<String> = actual.users.iter().map(|u| u.id.clone()).collect();
+        let ws_ids: Vec<String> = actual
+            .workspaces
+            .iter()
+            .filter(|w| relevant_lower.contains(&w.name.to_lowercase()))
+            .map(|w| w.id.clone())
+            .collect();
+        for ws in ws_ids {
+            let mut list = MemberList {
+                members: Vec::new(),
+                complete: true,
+            };
+            for u in &actual.users {
+                let mf = MemberFilter {
+                    email: Some(u.email.clone()),
+                    ..MemberFilter::default()
+                };
+                match self.client.list_members(&ws, &mf).await {
+                    Ok(ms) => list
+                        .members
+                        .extend(ms.into_iter().filter(|m| user_ids.contains(&m.id))),
+                    Err(e) => {
+                        list.complete = false;
+                        errors.push(e.to_string());
+                    }
+                }
+            }
+            actual.members.insert(ws, list);
+        }
+        let linked: BTreeSet<String> = links
+            .keys()
+            .filter(|k| !k.starts_with(WORKSPACE_LINK) && emails.contains(*k))
+            .cloned()
+            .collect();
+        // The fuse's percentage is of everyone the daemon manages, not of this handful.
+        let managed = links
+            .keys()
+            .filter(|k| !k.starts_with(WORKSPACE_LINK))
+            .count();
+        Ok(self.finish_plan(desired, actual, errors, linked, Some(managed)))
     }
 
     /// One run: plan, apply what may be applied, record it.
@@ -378,12 +579,35 @@ impl Reconciler {
             errors: Vec::new(),
             warnings: Vec::new(),
             results: Vec::new(),
+            scope: None,
         };
-        match self.plan().await {
+        // The feed position this run covers is taken before anything is read, so a SCIM write
+        // that lands during the run is handled by the next one.
+        let cursor = self.store.reconcile_cursor().unwrap_or(0);
+        let mut covers = self.store.last_seq().unwrap_or(0);
+        let planned = match kind {
+            RunKind::Full => self.plan().await,
+            RunKind::Changes => match self.affected(cursor) {
+                Ok(Some((emails, last))) => {
+                    covers = last;
+                    summary.scope = Some(emails.iter().cloned().collect());
+                    self.plan_for(&emails).await
+                }
+                Ok(None) => self.plan().await,
+                Err(e) => Err(e),
+            },
+        };
+        match planned {
             Err(e) => summary.errors.push(e.to_string()),
             Ok((view, actual)) => self.execute(&run_id, view, &actual, &mut summary).await,
         }
         summary.ok = summary.errors.is_empty() && summary.failed == 0;
+        if summary.ok && !summary.dry_run && covers > cursor {
+            if let Err(e) = self.store.set_reconcile_cursor(covers).await {
+                summary.errors.push(format!("reconcile cursor: {e}"));
+                summary.ok = false;
+            }
+        }
         summary.finished_at = now_rfc3339();
         summary.duration_ms = started.elapsed().as_millis() as u64;
         let m = crate::metrics::metrics();

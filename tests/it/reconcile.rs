@@ -37,9 +37,11 @@ async fn start(seed: Seed, sync: &str) -> Env {
     let text = format!(
         "[scim]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n\
          [portkey]\nbase_url = \"{}\"\nretry_initial_ms = 20\nretry_max_interval_ms = 200\nretry_give_up_secs = 20\n\
-         requests_per_second = 1000.0\n[sync]\ndebounce_ms = 60000\nfull_resync_cron = \"0 0 0 1 1 *\"\n{sync}",
+         requests_per_second = 1000.0\n[sync]\nfull_resync_cron = \"0 0 0 1 1 *\"\n{debounce}{sync}",
         dir.path().join("store.redb").display(),
-        sim.base_url()
+        sim.base_url(),
+        // Change-driven runs wait a minute unless a test asks for them.
+        debounce = if sync.contains("debounce_ms") { "" } else { "debounce_ms = 60000\n" },
     );
     let mut env = test_env();
     env.insert("PORTKEY_API_KEY".into(), API_KEY.into());
@@ -900,4 +902,71 @@ async fn a_user_deleted_before_accepting_has_the_invite_revoked() {
     let s = e.resync().await;
     assert_eq!(s["ok"], true, "{s}");
     assert!(e.pending_invites().await.is_empty(), "{s}");
+}
+
+#[tokio::test]
+async fn a_scim_change_is_applied_by_a_targeted_run() {
+    let e = start(seed_owner(), &format!("{RELAXED}debounce_ms = 200\n")).await;
+    let alice = e.create_user("alice@example.com").await;
+    let bob = e.create_user("bob@example.com").await;
+    let g = e.create_group("ws-Targeted-role-member", &[&alice]).await;
+    // The change-driven run after these writes invites both.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while e.pending_invites().await.len() < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        e.pending_invites().await,
+        vec!["alice@example.com", "bob@example.com"]
+    );
+    e.accept_all().await;
+    e.resync().await;
+    assert_eq!(
+        e.members("Targeted").await,
+        vec![pair("alice@example.com", "member")]
+    );
+
+    e.clear_log().await;
+    e.patch(
+        &format!("/Groups/{g}"),
+        json!([{"op": "add", "path": "members", "value": [{"value": bob}]}]),
+    )
+    .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while e.members("Targeted").await.len() < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        e.members("Targeted").await,
+        vec![
+            pair("alice@example.com", "member"),
+            pair("bob@example.com", "member")
+        ]
+    );
+    let status = e.admin_get("/admin/status").await;
+    assert_eq!(
+        status["reconciler"]["last_run"]["kind"], "changes",
+        "{status}"
+    );
+    let log: Vec<Value> = e
+        .http
+        .get(format!("{}/requests", e.sim.control_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let writes: Vec<&Value> = log.iter().filter(|x| x["method"] != "GET").collect();
+    assert_eq!(writes.len(), 1, "{writes:?}");
+    assert!(
+        log.len() <= 6,
+        "a one-person change reads only that person: {} calls",
+        log.len()
+    );
+    assert!(
+        log.iter().all(|x| x["path"] != "/v1/admin/users"
+            || x["query"].as_str().unwrap_or("").contains("email")),
+        "no full user listing: {log:?}"
+    );
 }
