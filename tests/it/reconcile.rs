@@ -970,3 +970,23 @@ async fn a_scim_change_is_applied_by_a_targeted_run() {
         "no full user listing: {log:?}"
     );
 }
+
+#[tokio::test]
+async fn dry_run_plans_through_the_same_path_and_writes_nothing() {
+    let e = start(seed_owner(), &format!("{RELAXED}dry_run = true\n")).await;
+    let alice = e.create_user("alice@example.com").await;
+    e.create_group("ws-Dry-role-member", &[&alice]).await;
+    e.clear_log().await;
+    let s = e.resync().await;
+    assert_eq!(s["dry_run"], true, "{s}");
+    assert_eq!(s["planned"]["invite"], 1, "{s}");
+    assert_eq!(s["planned"]["create_workspace"], 1, "{s}");
+    assert!(s["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["result"] == "dry-run"));
+    assert_eq!(e.writes().await, Vec::<String>::new());
+    let plan = e.admin_get("/admin/plan").await;
+    assert_eq!(plan["summary"]["total"], 2, "{plan}");
+}
