@@ -943,7 +943,15 @@ async fn a_scim_change_is_applied_by_a_targeted_run() {
             pair("bob@example.com", "member")
         ]
     );
-    let status = e.admin_get("/admin/status").await;
+    // The run records its summary just after its last call: wait for it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut status = e.admin_get("/admin/status").await;
+    while status["reconciler"]["last_run"]["kind"] != "changes"
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        status = e.admin_get("/admin/status").await;
+    }
     assert_eq!(
         status["reconciler"]["last_run"]["kind"], "changes",
         "{status}"
