@@ -15,6 +15,7 @@ use crate::portkey::{
 use crate::scheduler::{BoxFuture, RunKind, Runner, Trigger};
 use crate::scim::schema::ResourceKind;
 use crate::store::{now_rfc3339, AuditEntry, Link, Query, Store};
+use futures::StreamExt;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
@@ -765,49 +766,36 @@ impl Reconciler {
         // waiting for the commit: the store's writer groups them, and a crash loses at most
         // the entries of the last commit in flight.
         let mut pending_writes = Vec::new();
-        for (i, op) in to_apply.into_iter().enumerate() {
-            let mut link_changes: Vec<(String, Option<Link>)> = Vec::new();
-            let result = self.apply(&op, &mut created, &mut link_changes).await;
-            crate::metrics::metrics()
-                .reconcile_ops
-                .get_or_create(&crate::metrics::OpLabels {
-                    op: op.kind.name().into(),
-                    result: if result.is_ok() { "ok" } else { "failed" }.into(),
-                })
-                .inc();
-            let text = match &result {
-                Ok(note) => {
-                    s.applied += 1;
-                    note.clone()
+        let mut done = 0usize;
+        // Phases run in order; within a phase the ops are independent (different people,
+        // workspaces or invites), so they run concurrently up to the client's in-flight bound.
+        // Workspace creation stays sequential: later phases need the ids it yields.
+        let concurrency = self.client.config().max_in_flight.max(1);
+        let mut ops = to_apply.into_iter().peekable();
+        while let Some(first) = ops.next() {
+            let phase = first.phase();
+            let mut group = vec![first];
+            while let Some(next) = ops.next_if(|o| o.phase() == phase) {
+                group.push(next);
+            }
+            if phase == super::Phase::CreateWorkspaces {
+                for op in group {
+                    let (result, made, links) = self.apply(&op, &created).await;
+                    if let Some((name, id)) = made {
+                        created.insert(name, id);
+                    }
+                    self.record_op(run_id, op, result, links, s, &mut pending_writes, &mut done);
                 }
-                Err(e) => {
-                    s.failed += 1;
-                    tracing::warn!(op = op.kind.name(), error = %e, "reconcile op failed");
-                    format!("failed: {e}")
+            } else {
+                let created = &created;
+                let mut running = futures::stream::iter(group.into_iter().map(|op| async move {
+                    let out = self.apply(&op, created).await;
+                    (op, out)
+                }))
+                .buffer_unordered(concurrency);
+                while let Some((op, (result, _, links))) = running.next().await {
+                    self.record_op(run_id, op, result, links, s, &mut pending_writes, &mut done);
                 }
-            };
-            let entry = AuditEntry {
-                seq: 0,
-                at: String::new(),
-                run_id: run_id.to_string(),
-                op: serde_json::to_value(&op.kind).unwrap_or_default(),
-                reason: op.reason.clone(),
-                result: text.clone(),
-            };
-            let store = self.store.clone();
-            pending_writes.push(tokio::spawn(async move {
-                store.append_audit(vec![entry]).await.map(|_| ())?;
-                if !link_changes.is_empty() {
-                    store.set_links(link_changes).await?;
-                }
-                Ok::<(), crate::store::StoreError>(())
-            }));
-            s.results.push(OpResult { op, result: text });
-            lock(&self.status).progress.done = i + 1;
-            m.reconcile_progress_done.set((i + 1) as i64);
-            // Progress of long runs in the log, without a line per op.
-            if (i + 1) % 500 == 0 {
-                tracing::info!(run = %run_id, done = i + 1, "reconcile progress");
             }
         }
         for w in pending_writes {
@@ -822,6 +810,63 @@ impl Reconciler {
             if let Err(e) = self.store.set_links(more).await {
                 s.errors.push(format!("link ledger: {e}"));
             }
+        }
+    }
+
+    /// Counts, logs and records one applied op; its audit entry and link changes go to the
+    /// store without waiting (the writer groups them into one commit).
+    #[allow(clippy::too_many_arguments)]
+    fn record_op(
+        &self,
+        run_id: &str,
+        op: Op,
+        result: Result<String, String>,
+        link_changes: Vec<(String, Option<Link>)>,
+        s: &mut RunSummary,
+        pending_writes: &mut Vec<tokio::task::JoinHandle<Result<(), crate::store::StoreError>>>,
+        done: &mut usize,
+    ) {
+        let m = crate::metrics::metrics();
+        m.reconcile_ops
+            .get_or_create(&crate::metrics::OpLabels {
+                op: op.kind.name().into(),
+                result: if result.is_ok() { "ok" } else { "failed" }.into(),
+            })
+            .inc();
+        let text = match &result {
+            Ok(note) => {
+                s.applied += 1;
+                note.clone()
+            }
+            Err(e) => {
+                s.failed += 1;
+                tracing::warn!(op = op.kind.name(), error = %e, "reconcile op failed");
+                format!("failed: {e}")
+            }
+        };
+        let entry = AuditEntry {
+            seq: 0,
+            at: String::new(),
+            run_id: run_id.to_string(),
+            op: serde_json::to_value(&op.kind).unwrap_or_default(),
+            reason: op.reason.clone(),
+            result: text.clone(),
+        };
+        let store = self.store.clone();
+        pending_writes.push(tokio::spawn(async move {
+            store.append_audit(vec![entry]).await.map(|_| ())?;
+            if !link_changes.is_empty() {
+                store.set_links(link_changes).await?;
+            }
+            Ok::<(), crate::store::StoreError>(())
+        }));
+        s.results.push(OpResult { op, result: text });
+        *done += 1;
+        lock(&self.status).progress.done = *done;
+        m.reconcile_progress_done.set(*done as i64);
+        // Progress of long runs in the log, without a line per op.
+        if *done % 500 == 0 {
+            tracing::info!(run = %run_id, done = *done, "reconcile progress");
         }
     }
 
@@ -901,10 +946,28 @@ impl Reconciler {
     }
 
     /// Applies one op. `Ok` carries what happened ("ok", or why a repeat counts as done).
+    /// Applies one op: what happened ("ok", or why a repeat counts as done), the workspace it
+    /// created (lower-cased name, id), and the link changes it implies.
     async fn apply(
         &self,
         op: &Op,
-        created: &mut BTreeMap<String, String>,
+        created: &BTreeMap<String, String>,
+    ) -> (
+        Result<String, String>,
+        Option<(String, String)>,
+        Vec<(String, Option<Link>)>,
+    ) {
+        let mut links = Vec::new();
+        let mut made = None;
+        let result = self.apply_inner(op, created, &mut made, &mut links).await;
+        (result, made, links)
+    }
+
+    async fn apply_inner(
+        &self,
+        op: &Op,
+        created: &BTreeMap<String, String>,
+        made: &mut Option<(String, String)>,
         links: &mut Vec<(String, Option<Link>)>,
     ) -> Result<String, String> {
         let done_if =
@@ -923,7 +986,7 @@ impl Reconciler {
                     })
                     .await
                     .map_err(|e| e.to_string())?;
-                created.insert(name.to_lowercase(), ws.id.clone());
+                *made = Some((name.to_lowercase(), ws.id.clone()));
                 Ok("ok".into())
             }
             OpKind::Invite {
