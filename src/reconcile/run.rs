@@ -679,11 +679,13 @@ impl Reconciler {
         s.warnings = plan.warnings.clone();
         s.withheld = plan.withheld.as_ref().map(|w| w.dropped).unwrap_or(0);
 
-        // Approved held ops pass the fuse once; everything else the fuse held stays held.
+        // Approved held ops pass the fuse once (they are still in `plan.ops`); everything else
+        // the fuse held stays held.
         let approved = std::mem::take(&mut *lock(&self.approved));
-        let (released, still_held): (Vec<Op>, Vec<Op>) = held
+        let still_held: Vec<Op> = held
             .into_iter()
-            .partition(|op| approved.contains(&op_key(op)));
+            .filter(|op| !approved.contains(&op_key(op)))
+            .collect();
         let held_keys: BTreeSet<String> = still_held.iter().map(op_key).collect();
         s.held = still_held.len();
         {
@@ -700,11 +702,6 @@ impl Reconciler {
             .iter()
             .filter(|op| !held_keys.contains(&op_key(op)))
             .cloned()
-            .chain(
-                released
-                    .into_iter()
-                    .filter(|op| !plan.ops.iter().any(|p| p == op)),
-            )
             .collect();
         if self.sync.dry_run {
             s.results = to_apply
