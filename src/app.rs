@@ -84,8 +84,11 @@ pub async fn start(
         reconciler.clone(),
         scheduler::Options {
             debounce: std::time::Duration::from_millis(config.sync.debounce_ms),
+            debounce_max: std::time::Duration::from_millis(config.sync.debounce_max_ms),
             cron: Some(config.sync.full_resync_cron.clone()),
             run_at_startup: true,
+            retry_initial: std::time::Duration::from_secs(5),
+            retry_max: std::time::Duration::from_secs(300),
         },
         store.subscribe_changes(),
         async move {

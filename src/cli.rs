@@ -171,10 +171,16 @@ pub enum AdminCommand {
     },
     /// Release the deletions held by the fuse and apply them now
     ///
-    /// Review them first with `scim-sync plan`. Runs a full reconcile that applies them and
-    /// prints its result; exits 1 if that run is not ok.
+    /// Approves exactly the held set you reviewed. With --digest, the set that digest names
+    /// (shown by `scim-sync status` and `scim-sync plan`); without it, the set this command
+    /// prints first. If the held set changed in between, nothing is approved and the command
+    /// exits 1. Then runs a full reconcile that applies them and prints its result; exits 1 if
+    /// that run is not ok.
     #[command(after_help = EXIT_CODES_HELP)]
     ApproveDeletions {
+        /// The held set's digest (`held_digest` in `scim-sync status --json`).
+        #[arg(long)]
+        digest: Option<String>,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -217,7 +223,7 @@ impl AdminCommand {
             | Self::Resync { admin, .. }
             | Self::Plan { admin }
             | Self::Explain { admin, .. }
-            | Self::ApproveDeletions { admin } => admin,
+            | Self::ApproveDeletions { admin, .. } => admin,
         }
     }
 }
@@ -565,15 +571,55 @@ pub async fn run_admin(cmd: &AdminCommand) -> Result<Outcome, CliError> {
                 _ => Err(daemon_error(status, &body)),
             }
         }
-        AdminCommand::ApproveDeletions { .. } => {
-            let (status, body) = client
-                .call(Method::POST, "/admin/approve-deletions")
-                .await?;
+        AdminCommand::ApproveDeletions { digest, .. } => {
+            let mut shown = String::new();
+            let digest = match digest {
+                Some(d) => d.clone(),
+                None => {
+                    let (status, st) = client.call(Method::GET, "/admin/status").await?;
+                    if status != 200 {
+                        return Err(daemon_error(status, &st));
+                    }
+                    let r = &st["reconciler"];
+                    let held = r["held_deletions"].as_array().cloned().unwrap_or_default();
+                    match r["held_digest"].as_str() {
+                        Some(d) if !held.is_empty() => {
+                            let _ = writeln!(
+                                shown,
+                                "Approving these {} held op(s) (digest {d}):",
+                                held.len()
+                            );
+                            ops_table(&mut shown, "  ", &held, &[]);
+                            shown.push('\n');
+                            d.to_string()
+                        }
+                        _ => {
+                            let text = "No deletions are held; nothing to approve.\n".to_string();
+                            return Ok(Outcome::new(pick(json, &st, text), true));
+                        }
+                    }
+                }
+            };
+            let path = format!(
+                "/admin/approve-deletions?digest={}",
+                percent_encoding::utf8_percent_encode(&digest, percent_encoding::NON_ALPHANUMERIC)
+            );
+            let (status, body) = client.call(Method::POST, &path).await?;
+            if status == 409 {
+                let text = format!(
+                    "{shown}Nothing approved: the held set changed since it was reviewed (its digest is now {}). Review it again with `scim-sync status` or `scim-sync plan`.\n",
+                    text(&body["held_digest"])
+                );
+                return Ok(Outcome::new(pick(json, &body, text), false));
+            }
             if status != 200 {
                 return Err(daemon_error(status, &body));
             }
             let (text, ok) = render_approval(&body);
-            Ok(Outcome::new(pick(json, &body, text), ok))
+            Ok(Outcome::new(
+                pick(json, &body, format!("{shown}{text}")),
+                ok,
+            ))
         }
     }
 }
@@ -666,8 +712,8 @@ fn duration(secs: u64) -> String {
 
 fn held_hint(n: u64) -> String {
     format!(
-        "{n} deletion(s) held by the fuse. Review them with `scim-sync plan`, release them with \
-         `scim-sync approve-deletions`, or fix the IdP if they are a mistake."
+        "{n} destructive op(s) held by the fuse. Review them with `scim-sync plan`, release them \
+         with `scim-sync approve-deletions`, or fix the IdP if they are a mistake."
     )
 }
 
@@ -812,6 +858,27 @@ pub fn render_status(s: &Value, base: &str) -> (String, bool) {
             format!("{held}: {}", text(&r["held_reason"])),
         );
         attention.push(held_hint(held));
+    }
+    let failing = r["failing_ops"].as_array().cloned().unwrap_or_default();
+    if failing.is_empty() {
+        field(&mut out, "Failing ops", "0");
+    } else {
+        field(&mut out, "Failing ops", failing.len());
+        for f in &failing {
+            let _ = writeln!(
+                out,
+                "  {} {}: {} (attempt {}, next after {})",
+                text(&f["op"]["op"]),
+                text(&f["op"]["email"]),
+                text(&f["last_error"]),
+                text(&f["attempts"]),
+                text(&f["next_attempt_at"])
+            );
+        }
+        attention.push(format!(
+            "{} op(s) keep failing and are retried with a backoff; a removal the control plane refuses stays here until it succeeds. Check the Admin API key's permissions and the audit log (GET /admin/audit).",
+            failing.len()
+        ));
     }
     if !attention.is_empty() {
         let _ = writeln!(out, "\nNeeds attention:");
@@ -1191,6 +1258,9 @@ pub fn render_run(s: &Value) -> (String, bool) {
     field(&mut out, "  failed", count(&s["failed"]));
     field(&mut out, "  held", held);
     field(&mut out, "  withheld", count(&s["withheld"]));
+    if count(&s["quarantined"]) > 0 {
+        field(&mut out, "  quarantined", count(&s["quarantined"]));
+    }
     let results = s["results"].as_array().cloned().unwrap_or_default();
     let failed: Vec<&Value> = results
         .iter()

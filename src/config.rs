@@ -126,6 +126,9 @@ struct RawPortkey {
 #[serde(deny_unknown_fields)]
 struct RawSync {
     debounce_ms: Option<u64>,
+    debounce_max_ms: Option<u64>,
+    fuse_floor: Option<u64>,
+    fuse_window_minutes: Option<u64>,
     full_resync_cron: Option<String>,
     max_deletions: Option<u64>,
     max_deletion_percent: Option<f64>,
@@ -234,9 +237,20 @@ impl WorkspaceRole {
 #[derive(Debug, Clone)]
 pub struct SyncConfig {
     pub debounce_ms: u64,
+    /// A change-driven run starts at most this long after the first unhandled write, however
+    /// steadily writes keep coming.
+    pub debounce_max_ms: u64,
     pub full_resync_cron: String,
+    /// Destructive ops per fuse window above which everything destructive is held.
     pub max_deletions: u64,
+    /// Share of managed people above which destructive ops are held, once more than
+    /// `fuse_floor` of them fall in the window.
     pub max_deletion_percent: f64,
+    /// This many destructive ops per window are never held by the percentage rule, so routine
+    /// offboarding in a small org flows.
+    pub fuse_floor: u64,
+    /// The rolling window, across all runs, over which the fuse counts.
+    pub fuse_window_minutes: u64,
     pub dry_run: bool,
     pub protected_emails: Vec<String>,
     pub create_workspaces: bool,
@@ -287,6 +301,12 @@ pub const DEFAULT_BASE_PATH: &str = "/scim/v2";
 pub const DEFAULT_STORE_PATH: &str = "scim-sync.redb";
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
 pub const DEFAULT_MAX_RESULTS: u64 = 1000;
+/// Fuse defaults: an org of any size offboards a few people an hour without approval (the
+/// floor), a small or mid-size org is held past 10% of its people, and no org loses more than
+/// 25 people an hour without someone approving it.
+pub const DEFAULT_MAX_DELETIONS: u64 = 25;
+pub const DEFAULT_FUSE_FLOOR: u64 = 5;
+pub const DEFAULT_FUSE_WINDOW_MINUTES: u64 = 60;
 
 impl Config {
     /// Reads and validates the file at `path`, taking secrets from `env`.
@@ -446,6 +466,20 @@ impl Config {
         };
 
         let s = raw.sync;
+        let debounce_ms = s.debounce_ms.unwrap_or(500);
+        let debounce_max_ms = s.debounce_max_ms.unwrap_or(10_000);
+        if debounce_max_ms < debounce_ms {
+            return Err(invalid(
+                "[sync] debounce_max_ms",
+                format!("{debounce_max_ms} is less than [sync] debounce_ms ({debounce_ms})"),
+                "set it to at least debounce_ms, e.g. 10000",
+            ));
+        }
+        let fuse_window_minutes = positive(
+            "[sync] fuse_window_minutes",
+            s.fuse_window_minutes,
+            DEFAULT_FUSE_WINDOW_MINUTES,
+        )?;
         let max_deletion_percent = s.max_deletion_percent.unwrap_or(10.0);
         if !(0.0..=100.0).contains(&max_deletion_percent) {
             return Err(invalid(
@@ -487,10 +521,13 @@ impl Config {
             }
         };
         let sync = SyncConfig {
-            debounce_ms: s.debounce_ms.unwrap_or(500),
+            debounce_ms,
+            debounce_max_ms,
             full_resync_cron,
-            max_deletions: s.max_deletions.unwrap_or(10),
+            max_deletions: s.max_deletions.unwrap_or(DEFAULT_MAX_DELETIONS),
             max_deletion_percent,
+            fuse_floor: s.fuse_floor.unwrap_or(DEFAULT_FUSE_FLOOR),
+            fuse_window_minutes,
             dry_run: s.dry_run.unwrap_or(false),
             protected_emails: s
                 .protected_emails
@@ -721,7 +758,10 @@ mod tests {
         assert_eq!(c.scim.base_path, "/scim/v2");
         assert_eq!(c.scim.listen.to_string(), DEFAULT_SCIM_LISTEN);
         assert_eq!(c.admin.listen.to_string(), DEFAULT_ADMIN_LISTEN);
-        assert_eq!(c.sync.max_deletions, 10);
+        assert_eq!(c.sync.max_deletions, 25);
+        assert_eq!(c.sync.fuse_floor, 5);
+        assert_eq!(c.sync.fuse_window_minutes, 60);
+        assert_eq!(c.sync.debounce_max_ms, 10_000);
         assert!(format!("{:?}", c.portkey).contains("[redacted]"));
         assert!(!format!("{:?}", c.portkey).contains("pk-key"));
     }

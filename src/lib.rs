@@ -26,6 +26,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod email;
 pub mod http;
 pub mod metrics;
 pub mod policy;

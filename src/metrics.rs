@@ -60,6 +60,7 @@ pub struct Metrics {
     pub reconcile_run_duration: Histogram,
     pub reconcile_ops: Family<OpLabels, Counter>,
     pub held_deletions: Gauge,
+    pub failing_ops: Gauge,
     pub reconcile_progress_done: Gauge,
     pub reconcile_progress_total: Gauge,
     pub last_full_sync: Gauge<f64, AtomicU64>,
@@ -78,6 +79,7 @@ impl Metrics {
             reconcile_run_duration: Histogram::new(exponential_buckets(0.01, 2.0, 16)),
             reconcile_ops: Family::default(),
             held_deletions: Gauge::default(),
+            failing_ops: Gauge::default(),
             reconcile_progress_done: Gauge::default(),
             reconcile_progress_total: Gauge::default(),
             last_full_sync: Gauge::default(),
@@ -119,6 +121,11 @@ impl Metrics {
             "held_deletions",
             "Destructive operations held by the deletion fuse, waiting for approval",
             m.held_deletions.clone(),
+        );
+        registry.register(
+            "failing_ops",
+            "Operations that failed and are retried with a backoff (quarantined)",
+            m.failing_ops.clone(),
         );
         registry.register(
             "reconcile_progress_done",

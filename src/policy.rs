@@ -4,10 +4,13 @@
 //!
 //! # Rules
 //! - **Who.** Every active SCIM user with an email: the primary email, else the first email, else
-//!   `userName` when it looks like an email. Emails are compared lower-cased. Inactive users are
-//!   not desired (the reconciler removes them); users without an email cannot be matched to a
-//!   control-plane user at all and are reported as warnings. Two active SCIM users with the same
-//!   email are merged (one person, two IdP records) and reported.
+//!   `userName` when it looks like an email ([`read_email`], [`Email`]: compared lower-cased,
+//!   refused when it holds whitespace, invisible characters or look-alikes). Inactive users are
+//!   not desired (the reconciler removes them); users without a usable email cannot be matched to
+//!   a control-plane user at all and are reported as warnings.
+//! - **One address, one record.** Two active SCIM users that claim one address are a conflict,
+//!   never merged: the record the ledger linked to the address decides (even when inactive), and
+//!   without one the address is frozen (nothing granted or removed) and reported.
 //! - **Org role.** From `roles[].value`, case-insensitively: `owner`, `admin`, `member`. Entra app
 //!   roles arrive as the app-role `value` (the SCIM layer unpacks Entra's stringified JSON; a
 //!   value still in that form is unpacked here too). The Portkey guide's `group` app role only
@@ -29,6 +32,7 @@
 //!   a mapping, even without members: the reconciler removes members only from these.
 
 use crate::config::{GroupMapping, OrgRole, SyncConfig, WorkspaceRole};
+use crate::email::{Email, EmailError};
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -173,6 +177,8 @@ pub struct DesiredUser {
     pub user_name: String,
     /// Lower-cased.
     pub email: String,
+    /// As the IdP spelled it, for lookups against a control plane that matches exactly.
+    pub email_original: String,
     pub org_role: DesiredOrgRole,
     /// Why the org role is what it is, for `explain`.
     pub org_role_reason: String,
@@ -213,6 +219,11 @@ pub struct DesiredState {
     pub warnings: Vec<String>,
     /// SCIM users who are not desired (inactive, or without an email), by SCIM id.
     pub excluded: BTreeMap<String, Excluded>,
+    /// Every active SCIM user, desired or not: a control-plane user linked to one of them is
+    /// never taken for someone who left (an address lost or changed is not a departure).
+    pub active_scim_ids: BTreeSet<String>,
+    /// Addresses claimed by several active SCIM users with no owner among them: left as they are.
+    pub frozen: BTreeSet<String>,
 }
 
 /// Everything `explain` knows about one user.
@@ -331,23 +342,11 @@ impl DesiredState {
 
 // ---- reading a user ------------------------------------------------------------------------
 
-fn looks_like_email(s: &str) -> bool {
-    let s = s.trim();
-    match s.split_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty()
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-                && !domain.contains('@')
-                && !s.chars().any(char::is_whitespace)
-        }
-        None => false,
-    }
-}
-
-/// Primary email, else the first email, else `userName` when it is an email; lower-cased.
-pub fn user_email(data: &Value) -> Option<String> {
+/// The address a SCIM user is known by: the primary email, else the first non-empty email, else
+/// `userName` when it has an `@`. An empty value counts as absent (Entra clears `mail` to `""`);
+/// a present value that is not a clean address is refused ([`Email::parse`]), never trimmed or
+/// guessed at.
+pub fn read_email(data: &Value) -> Result<Option<Email>, EmailError> {
     let emails: Vec<&Value> = data
         .get("emails")
         .and_then(Value::as_array)
@@ -356,23 +355,33 @@ pub fn user_email(data: &Value) -> Option<String> {
     let value = |e: &Value| {
         e.get("value")
             .and_then(Value::as_str)
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
+            .filter(|v| !v.trim().is_empty())
             .map(str::to_string)
     };
     let primary = emails
         .iter()
         .find(|e| is_true(e.get("primary")))
         .and_then(|e| value(e));
-    primary
-        .or_else(|| emails.iter().find_map(|e| value(e)))
-        .or_else(|| {
-            data.get("userName")
-                .and_then(Value::as_str)
-                .filter(|u| looks_like_email(u))
-                .map(|u| u.trim().to_string())
-        })
-        .map(|e| e.to_lowercase())
+    if let Some(raw) = primary.or_else(|| emails.iter().find_map(|e| value(e))) {
+        return Email::parse(&raw).map(Some);
+    }
+    match data.get("userName").and_then(Value::as_str) {
+        Some(u) if u.contains('@') => match Email::parse(u) {
+            Ok(e) => Ok(Some(e)),
+            // A userName such as `bob@localhost` is a login, not an address.
+            Err(EmailError::Shape(_)) => Ok(None),
+            Err(e) => Err(e),
+        },
+        _ => Ok(None),
+    }
+}
+
+/// [`read_email`]'s comparison key, when the user has a usable address.
+pub fn user_email(data: &Value) -> Option<String> {
+    read_email(data)
+        .ok()
+        .flatten()
+        .map(|e| e.as_str().to_string())
 }
 
 /// SCIM booleans, including the strings some IdPs send (`"True"`).
@@ -534,6 +543,18 @@ pub fn desired_state(
     sync: &SyncConfig,
     mappings: &[GroupMapping],
 ) -> DesiredState {
+    desired_state_with_owners(users, groups, sync, mappings, &BTreeMap::new())
+}
+
+/// [`desired_state`] with the ledger's owners: email → the SCIM id the daemon provisioned that
+/// address for. When several SCIM users claim one address, the owner's record decides.
+pub fn desired_state_with_owners(
+    users: &[ScimUser],
+    groups: &[ScimGroup],
+    sync: &SyncConfig,
+    mappings: &[GroupMapping],
+    owners: &BTreeMap<String, String>,
+) -> DesiredState {
     let mut out = DesiredState::default();
 
     // Canonical workspace spelling, keyed lower-cased.
@@ -635,13 +656,12 @@ pub fn desired_state(
 
     let mut sorted_users: Vec<&ScimUser> = users.iter().collect();
     sorted_users.sort_by(|a, b| a.id.cmp(&b.id));
+    let all_ids: BTreeSet<&str> = sorted_users.iter().map(|u| u.id.as_str()).collect();
 
-    // Email → (user, collected sources per workspace).
-    let mut collected: BTreeMap<String, (DesiredUser, BTreeMap<String, Vec<Source>>)> =
-        BTreeMap::new();
-    for u in sorted_users {
+    // Email key → the active SCIM users that claim it.
+    let mut claims: BTreeMap<String, Vec<(&ScimUser, Email)>> = BTreeMap::new();
+    for u in &sorted_users {
         let name = user_name(&u.data);
-        let email = user_email(&u.data);
         let active = user_active(&u.data);
         if !active {
             out.excluded.insert(
@@ -649,54 +669,132 @@ pub fn desired_state(
                 Excluded {
                     scim_id: u.id.clone(),
                     user_name: name,
-                    email,
+                    email: user_email(&u.data),
                     active,
                     reason: "deactivated in the IdP".into(),
                 },
             );
             continue;
         }
-        let Some(email) = email else {
-            out.warnings.push(format!(
-                "SCIM user '{name}' ({}) has no email and a userName that is not one; it cannot be matched to a control-plane user",
-                u.id
-            ));
-            out.excluded.insert(
-                u.id.clone(),
-                Excluded {
-                    scim_id: u.id.clone(),
-                    user_name: name,
-                    email: None,
-                    active,
-                    reason: "no email (no emails[] value, and userName is not an email)".into(),
-                },
-            );
-            continue;
-        };
-        let (role, why) = org_role(&u.data, sync.default_org_role);
-        let entry = collected.entry(email.clone()).or_insert_with(|| {
-            (
-                DesiredUser {
-                    scim_id: u.id.clone(),
-                    user_name: name.clone(),
-                    email: email.clone(),
-                    org_role: role,
-                    org_role_reason: why.clone(),
-                    workspaces: BTreeMap::new(),
-                },
-                BTreeMap::new(),
-            )
-        });
-        if entry.0.scim_id != u.id {
-            out.warnings.push(format!(
-                "SCIM users {} and {} share the email {email}; they are treated as one person",
-                entry.0.scim_id, u.id
-            ));
-            if role > entry.0.org_role {
-                entry.0.org_role = role;
-                entry.0.org_role_reason = format!("{why} (from SCIM user {})", u.id);
+        out.active_scim_ids.insert(u.id.clone());
+        match read_email(&u.data) {
+            Ok(Some(email)) => claims
+                .entry(email.as_str().to_string())
+                .or_default()
+                .push((u, email)),
+            Ok(None) => {
+                out.warnings.push(format!(
+                    "SCIM user '{name}' ({}) has no email and a userName that is not one; it cannot be matched to a control-plane user",
+                    u.id
+                ));
+                out.excluded.insert(
+                    u.id.clone(),
+                    Excluded {
+                        scim_id: u.id.clone(),
+                        user_name: name,
+                        email: None,
+                        active,
+                        reason: "no email (no emails[] value, and userName is not an email)".into(),
+                    },
+                );
+            }
+            Err(e) => {
+                out.warnings.push(format!(
+                    "SCIM user '{name}' ({}): email {e}; it is not provisioned, and nothing it was given before is taken away until the IdP sends a clean address",
+                    u.id
+                ));
+                out.excluded.insert(
+                    u.id.clone(),
+                    Excluded {
+                        scim_id: u.id.clone(),
+                        user_name: name,
+                        email: None,
+                        active,
+                        reason: format!("email refused: {e}"),
+                    },
+                );
             }
         }
+    }
+
+    // One owner per address. Two records claiming one address never add up: the record the
+    // ledger links to the address wins; without one, nothing is decided for it.
+    let mut owned: Vec<(&ScimUser, Email)> = Vec::new();
+    for (key, list) in claims {
+        let linked = owners.get(&key).map(String::as_str);
+        let owner: Option<usize> = if let Some(id) = linked.filter(|id| all_ids.contains(id)) {
+            // The linked record still exists: it decides, active or not.
+            list.iter().position(|(u, _)| u.id == id)
+        } else if list.len() == 1 {
+            Some(0)
+        } else {
+            None
+        };
+        let ids: Vec<&str> = list.iter().map(|(u, _)| u.id.as_str()).collect();
+        if list.len() > 1 || owner.is_none() {
+            let why = match (owner, linked) {
+                (Some(i), _) => format!(
+                    "SCIM users {} claim the email {key}; only {} (linked to it) counts, the others are ignored",
+                    ids.join(", "),
+                    ids.get(i).copied().unwrap_or_default()
+                ),
+                (None, Some(id)) if all_ids.contains(id) => format!(
+                    "SCIM user(s) {} claim the email {key}, which belongs to SCIM user {id}; they are ignored",
+                    ids.join(", ")
+                ),
+                (None, _) => {
+                    out.frozen.insert(key.clone());
+                    format!(
+                        "SCIM users {} claim the same email {key}; nothing is granted or removed for this address until only one does",
+                        ids.join(", ")
+                    )
+                }
+            };
+            out.warnings.push(why.clone());
+            for (i, (u, _)) in list.iter().enumerate() {
+                if Some(i) != owner {
+                    out.excluded.insert(
+                        u.id.clone(),
+                        Excluded {
+                            scim_id: u.id.clone(),
+                            user_name: user_name(&u.data),
+                            email: Some(key.clone()),
+                            active: true,
+                            reason: why.clone(),
+                        },
+                    );
+                }
+            }
+        }
+        if let Some(i) = owner {
+            if let Some(pair) = list.into_iter().nth(i) {
+                owned.push(pair);
+            }
+        }
+    }
+
+    // Email → (user, collected sources per workspace).
+    let mut collected: BTreeMap<String, (DesiredUser, BTreeMap<String, Vec<Source>>)> =
+        BTreeMap::new();
+    for (u, email) in owned {
+        let name = user_name(&u.data);
+        let (role, why) = org_role(&u.data, sync.default_org_role);
+        let entry = collected
+            .entry(email.as_str().to_string())
+            .or_insert_with(|| {
+                (
+                    DesiredUser {
+                        scim_id: u.id.clone(),
+                        user_name: name.clone(),
+                        email: email.as_str().to_string(),
+                        email_original: email.original().to_string(),
+                        org_role: role,
+                        org_role_reason: why.clone(),
+                        workspaces: BTreeMap::new(),
+                    },
+                    BTreeMap::new(),
+                )
+            });
         for (ws, src) in user_grants.get(u.id.as_str()).into_iter().flatten() {
             let list = entry.1.entry(ws.clone()).or_default();
             if !list.contains(src) {
@@ -741,6 +839,9 @@ mod tests {
     pub(crate) fn sync() -> SyncConfig {
         SyncConfig {
             debounce_ms: 500,
+            debounce_max_ms: 10_000,
+            fuse_floor: 5,
+            fuse_window_minutes: 60,
             full_resync_cron: "0 */15 * * * *".into(),
             max_deletions: 10,
             max_deletion_percent: 10.0,
@@ -970,7 +1071,7 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_emails_merge() {
+    fn one_address_claimed_twice_is_a_conflict_never_a_merge() {
         let users = vec![
             user(
                 "u1",
@@ -978,7 +1079,7 @@ mod tests {
             ),
             user(
                 "u2",
-                json!({"userName": "alt", "emails": [{"value": "A@x.io"}], "roles": [{"value": "admin"}]}),
+                json!({"userName": "alt", "emails": [{"value": "A@x.io"}], "roles": [{"value": "owner"}]}),
             ),
             user(
                 "u3",
@@ -986,14 +1087,50 @@ mod tests {
             ),
         ];
         let groups = vec![group("g", "ws-W-role-member", &["u2"])];
+        // No owner known: the address is frozen, neither record raises the other.
         let d = desired_state(&users, &groups, &sync(), &[]);
+        assert!(!d.users.contains_key("a@x.io"));
+        assert!(d.frozen.contains("a@x.io"));
+        assert!(d
+            .warnings
+            .iter()
+            .any(|w| w.contains("claim the same email")));
+        assert!(
+            d.inactive_emails().contains("a@x.io"),
+            "the plan must not read the inactive record as a departure: it checks `frozen`"
+        );
+        // The ledger's owner decides; the other record is ignored, its role and groups too.
+        let owners = BTreeMap::from([("a@x.io".to_string(), "u1".to_string())]);
+        let d = desired_state_with_owners(&users, &groups, &sync(), &[], &owners);
         let a = &d.users["a@x.io"];
         assert_eq!(a.scim_id, "u1");
-        assert_eq!(a.org_role, DesiredOrgRole::Admin);
-        assert!(a.workspaces.contains_key("W"));
-        assert!(d.warnings.iter().any(|w| w.contains("share the email")));
-        // The active record wins over the inactive one.
-        assert!(d.inactive_emails().is_empty());
+        assert_eq!(a.org_role, DesiredOrgRole::Member);
+        assert!(a.workspaces.is_empty());
+        assert!(d.excluded["u2"].reason.contains("only u1"));
+        // The owner is deactivated: the other record does not keep the address provisioned.
+        let mut users2 = users.clone();
+        users2[0] = user("u1", json!({"userName": "a@x.io", "active": false}));
+        let d = desired_state_with_owners(&users2, &groups, &sync(), &[], &owners);
+        assert!(!d.users.contains_key("a@x.io"));
+        assert!(d.inactive_emails().contains("a@x.io"));
+    }
+
+    #[test]
+    fn refused_addresses_are_reported_not_trimmed() {
+        let users = vec![
+            user("k1", json!({"userName": "kate@corp.io"})),
+            user(
+                "k2",
+                json!({"userName": "KATE@corp.io ", "roles": [{"value": "owner"}]}),
+            ),
+            user("k3", json!({"userName": "k\u{200B}ate@corp.io"})),
+        ];
+        let d = desired_state(&users, &[], &sync(), &[]);
+        assert_eq!(d.users.len(), 1);
+        assert_eq!(d.users["kate@corp.io"].org_role, DesiredOrgRole::Member);
+        assert!(d.excluded["k2"].reason.contains("whitespace"));
+        assert!(d.excluded["k3"].reason.contains("invisible"));
+        assert!(d.active_scim_ids.contains("k2"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The admin server: health for probes; status, resync, plan, explain, audit and approval of
 //! held deletions for operators. Loopback by default, its own bearer token.
 
+use crate::reconcile::run::Approval;
 use crate::reconcile::{Reconciler, RunSummary};
 use crate::scheduler::{Handle, Trigger};
 use crate::store::Store;
@@ -169,13 +170,40 @@ async fn dispatch(
             }
         }
         (&Method::POST, ["admin", "approve-deletions"]) => {
-            let approved = s.reconciler.approve_held();
-            if approved == 0 {
+            let Some(digest) = param(&query, "digest") else {
+                let st = s.reconciler.status();
                 return json_reply(
-                    StatusCode::OK,
-                    &json!({"approved": 0, "detail": "no deletions are held"}),
+                    StatusCode::BAD_REQUEST,
+                    &json!({
+                        "error": "name the held set you reviewed: POST /admin/approve-deletions?digest=<held_digest from GET /admin/status or /admin/plan>",
+                        "held_digest": st.held_digest,
+                        "held": st.held.len(),
+                    }),
                 );
-            }
+            };
+            let approved = match s.reconciler.approve(digest).await {
+                Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+                Ok(Approval::NothingHeld) => {
+                    return json_reply(
+                        StatusCode::OK,
+                        &json!({"approved": 0, "detail": "no deletions are held"}),
+                    )
+                }
+                Ok(Approval::Mismatch {
+                    current_digest,
+                    held,
+                }) => {
+                    return json_reply(
+                        StatusCode::CONFLICT,
+                        &json!({
+                            "error": "the held set changed since it was reviewed; review it again (GET /admin/status) and approve its new digest",
+                            "held_digest": current_digest,
+                            "held": held,
+                        }),
+                    )
+                }
+                Ok(Approval::Approved { approved }) => approved,
+            };
             match s.scheduler.resync(Trigger::Manual, true).await {
                 Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
                 Ok((run_id, rx)) => {
@@ -199,6 +227,7 @@ async fn dispatch(
                     "plan": view.plan,
                     "held_by_fuse": view.held,
                     "held_reason": view.held_reason,
+                    "held_digest": s.reconciler.status().held_digest,
                     "read_errors": view.read_errors,
                 }),
             ),
@@ -242,10 +271,11 @@ async fn explain(s: &AdminState, who: &str) -> warp::reply::Response {
                 .plan
                 .ops
                 .iter()
-                .filter(|op| {
-                    serde_json::to_string(&op.kind)
-                        .map(|t| t.to_lowercase().contains(&email))
-                        .unwrap_or(false)
+                .filter(|op| match &op.kind {
+                    crate::reconcile::OpKind::AddMembers { members, .. } => {
+                        members.iter().any(|m| m.email == email)
+                    }
+                    kind => kind.email() == Some(email.as_str()),
                 })
                 .cloned()
                 .collect();
@@ -331,10 +361,15 @@ fn status_doc(s: &AdminState) -> Value {
                 "run_id": l.run_id, "kind": l.kind, "trigger": l.trigger, "ok": l.ok,
                 "started_at": l.started_at, "finished_at": l.finished_at, "duration_ms": l.duration_ms,
                 "dry_run": l.dry_run, "planned": l.planned, "applied": l.applied, "failed": l.failed,
-                "held": l.held, "withheld": l.withheld, "errors": l.errors, "warnings": l.warnings,
+                "held": l.held, "withheld": l.withheld, "quarantined": l.quarantined,
+                "approved": l.approved, "errors": l.errors, "warnings": l.warnings,
             })),
             "held_deletions": r.held,
             "held_reason": r.held_reason,
+            "held_digest": r.held_digest,
+            "approved_waiting": r.approved_waiting,
+            "failing_ops": r.failing,
+            "store_error": r.store_error,
         },
     })
 }

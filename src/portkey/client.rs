@@ -322,10 +322,10 @@ impl Client {
 
     /// `DELETE /admin/users/{id}`.
     ///
-    /// Retry rule: retried on transient errors; a 404/403 "not found" answer to a retry after
-    /// an attempt that may have been applied means the earlier attempt did it: success. A
-    /// not-found on a first attempt is returned (the caller decides whether "already gone" is
-    /// fine).
+    /// Retry rule: retried on transient errors; a 404 "not found" answer to a retry after an
+    /// attempt that may have been applied means the earlier attempt did it: success. A 403
+    /// AB03 (which may mean "gone" or "forbidden") and a not-found on a first attempt are
+    /// returned: the caller reads again before it calls the thing gone.
     pub async fn delete_user(&self, user_id: &str) -> Result<()> {
         let req = self.req(
             Method::DELETE,
@@ -857,7 +857,9 @@ impl Client {
                 Ok(_) => return Ok(()),
                 Err(f) => {
                     let err = f.to_error(req, attempt);
-                    if uncertain && err.is_not_found() {
+                    // Only a 404 settles it: a 403 AB03 is also "not allowed", which the
+                    // caller must tell apart by reading again.
+                    if uncertain && err.is_not_found() && err.status() == Some(404) {
                         tracing::info!(call = %req.call(), attempt, "portkey: already gone after an uncertain attempt; done");
                         return Ok(());
                     }

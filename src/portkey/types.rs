@@ -121,9 +121,10 @@ pub struct User {
     pub first_name: Option<String>,
     #[serde(default)]
     pub last_name: Option<String>,
-    /// Workspace ids or slugs; filled on `GET /admin/users/{id}`, often absent from lists.
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub workspace_ids: Vec<String>,
+    /// Workspace ids or slugs. Documented on `GET /admin/users/{id}` only: `None` when a
+    /// response leaves it out (or sends `null`), which is not "in no workspace".
+    #[serde(default)]
+    pub workspace_ids: Option<Vec<String>>,
     /// Undocumented; the Terraform provider reads it.
     #[serde(default)]
     pub status: Option<String>,
@@ -404,7 +405,10 @@ mod tests {
         assert_eq!(users.total, Some(2));
         let users = users.data.unwrap();
         assert_eq!(users[0].role, OrgRole::Member);
-        assert!(users[0].workspace_ids.is_empty());
+        assert_eq!(
+            users[0].workspace_ids, None,
+            "null is 'not sent', not 'in no workspace'"
+        );
 
         let invites: ListPage<Invite> = serde_json::from_value(json!({"object":"list","total":2,"data":[{"object":"invite","id":"419641fb-1458-47d6-94d0-e308159b3ec2","email":"horace.slughorn@example.com",
    "role":"member","created_at":"2023-12-12 13:56:32","expires_at":"2023-12-12 13:56:32","accepted_at":null,

@@ -9,7 +9,8 @@ pub mod plan;
 pub mod run;
 
 pub use plan::{
-    apply_fuse, diff, ActualState, FuseOutcome, MemberList, Op, OpKind, Phase, Plan, PlanOptions,
+    apply_fuse, diff, held_digest, ActualState, FuseLimits, FuseOutcome, FuseState, MemberList, Op,
+    OpKind, Phase, Plan, PlanOptions,
 };
 pub use run::{Reconciler, ReconcilerStatus, RunSummary};
 

@@ -65,9 +65,10 @@ pub struct ActualState {
 pub struct PlanOptions {
     /// Never touched (compared lower-cased).
     pub protected_emails: BTreeSet<String>,
-    /// Emails the daemon has managed before (link ledger): removed when no longer desired even if
-    /// their SCIM user is gone.
-    pub linked: BTreeSet<String>,
+    /// Emails the daemon has managed before (link ledger), with the SCIM user each was
+    /// provisioned for: removed once that SCIM user is deactivated or gone, even if its record
+    /// is deleted; kept while that SCIM user is active under another address or none.
+    pub linked: BTreeMap<String, Option<String>>,
     pub create_workspaces: bool,
     /// For invite expiry.
     pub now: OffsetDateTime,
@@ -76,7 +77,7 @@ pub struct PlanOptions {
 impl PlanOptions {
     pub fn new(
         protected_emails: &[String],
-        linked: BTreeSet<String>,
+        linked: BTreeMap<String, Option<String>>,
         create_workspaces: bool,
         now: OffsetDateTime,
     ) -> Self {
@@ -85,7 +86,10 @@ impl PlanOptions {
                 .iter()
                 .map(|e| e.trim().to_lowercase())
                 .collect(),
-            linked: linked.iter().map(|e| e.trim().to_lowercase()).collect(),
+            linked: linked
+                .into_iter()
+                .map(|(e, id)| (e.trim().to_lowercase(), id))
+                .collect(),
             create_workspaces,
             now,
         }
@@ -199,13 +203,62 @@ impl OpKind {
         }
     }
 
-    /// Takes access away: subject to the incomplete-read rule and the deletion fuse.
+    /// Takes access away: removals, revocations and demotions (org or workspace role down).
+    /// Subject to the incomplete-read rule and the deletion fuse.
     pub fn is_destructive(&self) -> bool {
-        matches!(
-            self,
-            Self::RemoveMember { .. } | Self::RevokeInvite { .. } | Self::RemoveUser { .. }
-        )
+        match self {
+            Self::RemoveMember { .. } | Self::RevokeInvite { .. } | Self::RemoveUser { .. } => true,
+            Self::UpdateOrgRole { from, to, .. } => !is_raise(org_rank(from), org_rank(to)),
+            Self::UpdateMemberRole { from, to, .. } => !is_raise(ws_rank(from), ws_rank(to)),
+            Self::CreateWorkspace { .. } | Self::Invite { .. } | Self::AddMembers { .. } => false,
+        }
     }
+
+    /// The person this op is about (lower-cased email), if any.
+    pub fn email(&self) -> Option<&str> {
+        match self {
+            Self::CreateWorkspace { .. } | Self::AddMembers { .. } => None,
+            Self::Invite { email, .. }
+            | Self::UpdateOrgRole { email, .. }
+            | Self::UpdateMemberRole { email, .. }
+            | Self::RemoveMember { email, .. }
+            | Self::RevokeInvite { email, .. }
+            | Self::RemoveUser { email, .. } => Some(email),
+        }
+    }
+
+    /// A stable identity of the op, for the held set, approvals and quarantine.
+    pub fn key(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let text = serde_json::to_string(self).unwrap_or_default();
+        hex::encode(&Sha256::digest(text.as_bytes())[..12])
+    }
+}
+
+/// Rank of an org role; `None` for a role this client does not know.
+pub fn org_rank(r: &OrgRole) -> Option<u8> {
+    match r {
+        OrgRole::Member => Some(1),
+        OrgRole::Admin => Some(2),
+        OrgRole::Owner => Some(3),
+        OrgRole::Other(_) => None,
+    }
+}
+
+/// Rank of a workspace role; `None` for a role this client does not know.
+pub fn ws_rank(r: &WorkspaceRole) -> Option<u8> {
+    match r {
+        WorkspaceRole::Member => Some(1),
+        WorkspaceRole::Manager => Some(2),
+        WorkspaceRole::Admin => Some(3),
+        WorkspaceRole::Other(_) => None,
+    }
+}
+
+/// Only a change between two known roles, upwards, is harmless; anything else is treated as
+/// taking access away.
+fn is_raise(from: Option<u8>, to: Option<u8>) -> bool {
+    matches!((from, to), (Some(f), Some(t)) if t > f)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -226,6 +279,11 @@ impl Op {
 
     pub fn is_destructive(&self) -> bool {
         self.kind.is_destructive()
+    }
+
+    /// See [`OpKind::key`]: the reason is not part of it.
+    pub fn key(&self) -> String {
+        self.kind.key()
     }
 
     pub fn phase(&self) -> Phase {
@@ -402,7 +460,7 @@ pub fn diff(desired: &DesiredState, actual: &ActualState, opts: &PlanOptions) ->
     let known = desired.known_emails();
     let inactive = desired.inactive_emails();
     let in_scope = |email: &str| {
-        !protected.contains(email) && (known.contains(email) || opts.linked.contains(email))
+        !protected.contains(email) && (known.contains(email) || opts.linked.contains_key(email))
     };
 
     let mut users_by_email: BTreeMap<String, &User> = BTreeMap::new();
@@ -497,6 +555,13 @@ pub fn diff(desired: &DesiredState, actual: &ActualState, opts: &PlanOptions) ->
                 }
                 (OrgRole::Admin, DesiredOrgRole::Owner) => OrgRole::Admin,
                 (current, _) if *current == settable => current.clone(),
+                (OrgRole::Other(r), wanted) => {
+                    notes.push(format!(
+                        "{email} has the org role '{r}', which this daemon does not know: left as it is (the IdP says {})",
+                        wanted.as_str()
+                    ));
+                    u.role.clone()
+                }
                 (current, _) => {
                     ops.push(Op::new(
                         OpKind::UpdateOrgRole {
@@ -588,12 +653,40 @@ pub fn diff(desired: &DesiredState, actual: &ActualState, opts: &PlanOptions) ->
 
     // People leaving the org: not desired, in scope, and either inactive in SCIM or gone from it
     // after the daemon managed them.
-    let leaving: BTreeSet<String> = inactive
+    let mut leaving: BTreeSet<String> = inactive
         .iter()
-        .chain(opts.linked.iter())
-        .filter(|e| !desired.users.contains_key(*e))
+        .filter(|e| !desired.users.contains_key(*e) && !desired.frozen.contains(*e))
         .cloned()
         .collect();
+    for (email, scim_id) in &opts.linked {
+        if desired.users.contains_key(email)
+            || desired.frozen.contains(email)
+            || leaving.contains(email)
+        {
+            continue;
+        }
+        match scim_id {
+            // Provisioned for a SCIM user who is still active: the address was changed or lost,
+            // which is not a departure. The API cannot rename a user, so the old account stays
+            // until that SCIM user leaves.
+            Some(id) if desired.active_scim_ids.contains(id) => {
+                if users_by_email.contains_key(email) || invites_by_email.contains_key(email) {
+                    let now = desired
+                        .users
+                        .values()
+                        .find(|d| &d.scim_id == id)
+                        .map(|d| format!("now has the address {}", d.email))
+                        .unwrap_or_else(|| "has no usable address now".to_string());
+                    warnings.push(format!(
+                        "{email} was provisioned for SCIM user {id}, who is still active and {now}: {email} is kept (not removed) until that SCIM user is deactivated or deleted; remove it by hand if it is no longer used"
+                    ));
+                }
+            }
+            _ => {
+                leaving.insert(email.clone());
+            }
+        }
+    }
     let leave_reason = |email: &str| {
         if inactive.contains(email) {
             "deactivated in the IdP".to_string()
@@ -698,6 +791,12 @@ pub fn diff(desired: &DesiredState, actual: &ActualState, opts: &PlanOptions) ->
                     if !role_after.contains_key(u.id.as_str())
                         && m.org_role.as_ref().is_some_and(implicit_workspace_admin) => {}
                 Some(m) if m.role == *role => {}
+                Some(m) if ws_rank(&m.role).is_none() => {
+                    notes.push(format!(
+                        "{email} has the role '{}' in workspace {ws}, which this daemon does not know: left as it is",
+                        m.role
+                    ));
+                }
                 Some(m) => {
                     if let Some(id) = &workspace_id {
                         ops.push(Op::new(
@@ -779,15 +878,25 @@ pub fn diff(desired: &DesiredState, actual: &ActualState, opts: &PlanOptions) ->
     ops.extend(removals);
     ops.sort_by_key(Op::phase);
 
+    // An unread user or invite row would make an invite a duplicate.
+    let invites_unsafe = !actual.users_complete || !actual.invites_complete;
     let withheld = if incomplete.is_empty() {
         None
     } else {
         let before = ops.len();
-        ops.retain(|o| !o.is_destructive());
+        ops.retain(|o| {
+            let unsafe_invite = invites_unsafe && matches!(o.kind, OpKind::Invite { .. });
+            !(o.is_destructive() || unsafe_invite)
+        });
         let dropped = before - ops.len();
+        let also = if invites_unsafe {
+            ", demoted or invited"
+        } else {
+            " or demoted"
+        };
         Some(Withheld {
             reason: format!(
-                "not read completely: {}. A missing row may only be unread, so no member, invite or user is removed this run",
+                "not read completely: {}. A missing row may only be unread, so no member, invite or user is removed{also} this run",
                 incomplete.join(", ")
             ),
             incomplete,
@@ -841,64 +950,138 @@ impl IntoPk for crate::config::OrgRole {
 
 // ---- the deletion fuse ---------------------------------------------------------------------
 
+/// The fuse's limits (`[sync]` keys).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FuseLimits {
+    /// More destructive ops than this in one window are always held.
+    pub max_deletions: u64,
+    /// More than this share of the managed people in one window is held...
+    pub max_deletion_percent: f64,
+    /// ...once the window holds more than this many ops: a few are never held by the share.
+    pub floor: u64,
+}
+
+impl FuseLimits {
+    /// Whether `n` destructive ops in one window, in an org of `managed` people, is too many.
+    pub fn over(&self, n: usize, managed: usize) -> bool {
+        let n64 = n as u64;
+        n64 > self.max_deletions
+            || (n64 > self.floor
+                && (n as f64) * 100.0 > self.max_deletion_percent * managed.max(1) as f64)
+    }
+
+    /// The most destructive ops a window may hold in an org of `managed` people.
+    pub fn allowance(&self, managed: usize) -> usize {
+        let by_share = (self.max_deletion_percent * managed as f64 / 100.0).floor() as u64;
+        self.max_deletions.min(self.floor.max(by_share)) as usize
+    }
+}
+
+/// What the fuse knows from earlier runs.
+#[derive(Debug, Clone, Default)]
+pub struct FuseState {
+    /// Destructive ops applied in the window (approved ones not counted: they were reviewed).
+    pub recent: usize,
+    /// Keys of ops held now, and whether an operator approved each.
+    pub held: BTreeMap<String, bool>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct FuseOutcome {
-    /// Ops to apply now, in phase order.
+    /// Ops to apply now, in phase order (approved held ops included).
     pub allowed: Vec<Op>,
-    /// Destructive ops waiting for an explicit approval.
+    /// Destructive ops of this plan that are held: already held before, or held now.
     pub held: Vec<Op>,
-    /// Why the fuse blew, when it did.
+    /// The part of `held` held by this plan for the first time.
+    pub newly_held: Vec<Op>,
+    /// Held ops an operator approved, released by this plan.
+    pub approved: Vec<Op>,
+    /// Why ops are held, when some are.
     pub reason: Option<String>,
 }
 
-/// Holds every destructive op when there are more than `max_deletions` of them, or when they
-/// exceed `max_deletion_percent` of `managed_user_count`. Non-destructive ops always flow.
+/// The deletion fuse. Destructive ops (removals, revocations, demotions) are counted over a
+/// rolling window across all runs: those applied recently, those held and not approved yet, and
+/// this plan's new ones. When the total is over the limits, every new destructive op is held,
+/// not a prefix (a prefix would apply an arbitrary part of a mass mistake). An op held once
+/// stays held until approved or no longer planned; an approved one is applied. Non-destructive
+/// ops always flow.
 pub fn apply_fuse(
     plan: &Plan,
-    max_deletions: u64,
-    max_deletion_percent: f64,
-    managed_user_count: usize,
+    limits: &FuseLimits,
+    managed: usize,
+    state: &FuseState,
+    window_minutes: u64,
 ) -> FuseOutcome {
-    let destructive = plan.destructive().count();
-    if destructive == 0 {
-        return FuseOutcome {
-            allowed: plan.ops.clone(),
-            held: Vec::new(),
-            reason: None,
-        };
+    let mut out = FuseOutcome::default();
+    let mut fresh: Vec<&Op> = Vec::new();
+    let mut held_keys: BTreeSet<String> = BTreeSet::new();
+    for op in plan.destructive() {
+        match state.held.get(&op.key()) {
+            Some(true) => out.approved.push(op.clone()),
+            Some(false) => {
+                held_keys.insert(op.key());
+                out.held.push(op.clone());
+            }
+            None => fresh.push(op),
+        }
     }
-    // An empty org has nothing to lose, but a plan that still deletes then is surely wrong:
-    // count against one user so any deletion trips the percentage.
-    let base = managed_user_count.max(1) as f64;
-    let percent = destructive as f64 * 100.0 / base;
-    let over_count = destructive as u64 > max_deletions;
-    let over_percent = percent > max_deletion_percent;
-    if !over_count && !over_percent {
-        return FuseOutcome {
-            allowed: plan.ops.clone(),
-            held: Vec::new(),
-            reason: None,
-        };
+    let waiting = state.held.values().filter(|approved| !**approved).count();
+    let total = state.recent + waiting + fresh.len();
+    if !fresh.is_empty() && limits.over(total, managed) {
+        for op in fresh {
+            held_keys.insert(op.key());
+            out.held.push(op.clone());
+            out.newly_held.push(op.clone());
+        }
     }
-    let mut why = Vec::new();
-    if over_count {
-        why.push(format!("more than sync.max_deletions ({max_deletions})"));
-    }
-    if over_percent {
-        why.push(format!(
-            "{percent:.1}% of {managed_user_count} managed users, more than sync.max_deletion_percent ({max_deletion_percent}%)"
+    if !out.held.is_empty() {
+        let mut why = Vec::new();
+        if total as u64 > limits.max_deletions {
+            why.push(format!(
+                "more than sync.max_deletions ({})",
+                limits.max_deletions
+            ));
+        }
+        if limits.over(total, managed) && total as u64 > limits.floor {
+            why.push(format!(
+                "{:.1}% of {managed} managed people, more than sync.max_deletion_percent ({}%)",
+                total as f64 * 100.0 / managed.max(1) as f64,
+                limits.max_deletion_percent
+            ));
+        }
+        if why.is_empty() {
+            why.push("held earlier and not approved yet".to_string());
+        }
+        out.reason = Some(format!(
+            "{total} destructive ops in {window_minutes} min ({} applied, {waiting} already held, {} new): {}. Review with `scim-sync plan`, approve with `scim-sync approve-deletions`",
+            state.recent,
+            total - state.recent - waiting,
+            why.join("; ")
         ));
     }
-    let (held, allowed): (Vec<Op>, Vec<Op>) =
-        plan.ops.iter().cloned().partition(Op::is_destructive);
-    FuseOutcome {
-        allowed,
-        held,
-        reason: Some(format!(
-            "{destructive} destructive ops held for approval: {}",
-            why.join("; ")
-        )),
+    out.allowed = plan
+        .ops
+        .iter()
+        .filter(|o| !held_keys.contains(&o.key()))
+        .cloned()
+        .collect();
+    out
+}
+
+/// A short digest naming a set of held ops: an approval carries it, so it approves what the
+/// operator reviewed and nothing that was held after.
+pub fn held_digest<'a>(keys: impl IntoIterator<Item = &'a str>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut keys: Vec<&str> = keys.into_iter().collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let mut h = Sha256::new();
+    for k in keys {
+        h.update(k.as_bytes());
+        h.update(b"\n");
     }
+    hex::encode(&h.finalize()[..8])
 }
 
 #[cfg(test)]
@@ -916,6 +1099,9 @@ mod tests {
     fn sync() -> SyncConfig {
         SyncConfig {
             debounce_ms: 500,
+            debounce_max_ms: 10_000,
+            fuse_floor: 5,
+            fuse_window_minutes: 60,
             full_resync_cron: "0 */15 * * * *".into(),
             max_deletions: 10,
             max_deletion_percent: 10.0,
@@ -966,7 +1152,7 @@ mod tests {
             role,
             first_name: None,
             last_name: None,
-            workspace_ids: vec![],
+            workspace_ids: None,
             status: None,
             created_at: None,
             last_updated_at: None,
@@ -1022,7 +1208,7 @@ mod tests {
     }
 
     fn opts() -> PlanOptions {
-        PlanOptions::new(&[], BTreeSet::new(), true, NOW)
+        PlanOptions::new(&[], BTreeMap::new(), true, NOW)
     }
 
     fn kinds(plan: &Plan) -> Vec<&'static str> {
@@ -1422,7 +1608,10 @@ mod tests {
         }
         let plan = diff(&idp.desired(), &actual, &opts());
         assert!(plan.is_empty(), "an unknown person is left alone");
-        let linked = BTreeSet::from(["BOB@x.io".to_string(), "olga@x.io".to_string()]);
+        let linked = BTreeMap::from([
+            ("BOB@x.io".to_string(), None),
+            ("olga@x.io".to_string(), None),
+        ]);
         let o = PlanOptions::new(&[], linked, true, NOW);
         let plan = diff(&idp.desired(), &actual, &o);
         assert_eq!(kinds(&plan), vec!["remove_user"]);
@@ -1442,10 +1631,11 @@ mod tests {
             "2030-01-01 00:00:00",
         ));
         idp = idp.user("s-prot", "prot@x.io", json!({"active": false}));
-        let linked: BTreeSet<String> = ["alice@x.io", "bob@x.io", "olga@x.io", "prot@x.io"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let linked: BTreeMap<String, Option<String>> =
+            ["alice@x.io", "bob@x.io", "olga@x.io", "prot@x.io"]
+                .iter()
+                .map(|s| (s.to_string(), None))
+                .collect();
         let o = PlanOptions::new(
             &["Alice@x.io".into(), "prot@x.io".into()],
             linked,
@@ -1481,7 +1671,7 @@ mod tests {
         let (mut idp, actual) = eng_world();
         idp.users[0].data["roles"] = json!([{"value": "admin"}]);
         idp.groups[0].members.clear();
-        let o = PlanOptions::new(&["alice@x.io".into()], BTreeSet::new(), true, NOW);
+        let o = PlanOptions::new(&["alice@x.io".into()], BTreeMap::new(), true, NOW);
         assert!(diff(&idp.desired(), &actual, &o).is_empty());
     }
 
@@ -1518,9 +1708,10 @@ mod tests {
             let w = plan.withheld.as_ref().expect("says why");
             assert!(w.dropped >= 1 || breaker == 4, "case {breaker}");
             assert!(w.reason.contains("not read completely"));
-            assert!(
+            assert_eq!(
                 kinds(&plan).contains(&"invite"),
-                "non-destructive ops still flow"
+                breaker > 1,
+                "non-destructive ops still flow, except invites when users or invites are unread (case {breaker})"
             );
             assert_eq!(
                 kinds(&plan).contains(&"create_workspace"),
@@ -1564,8 +1755,15 @@ mod tests {
             .group("ws-Ops-role-member", &refs);
         let plan = diff(&idp.desired(), &actual, &opts());
         assert_eq!(plan.destructive().count(), 9);
-        let out = apply_fuse(&plan, 10, 10.0, plan.managed_users);
+        let limits = |max, pct, floor| FuseLimits {
+            max_deletions: max,
+            max_deletion_percent: pct,
+            floor,
+        };
+        let none = FuseState::default();
+        let out = apply_fuse(&plan, &limits(10, 10.0, 5), plan.managed_users, &none, 60);
         assert_eq!(out.held.len(), 9, "all of them, not a prefix");
+        assert_eq!(out.newly_held.len(), 9);
         assert!(out.allowed.iter().all(|o| !o.is_destructive()));
         assert_eq!(
             kinds(&plan)
@@ -1578,16 +1776,177 @@ mod tests {
         assert!(out.reason.unwrap().contains("90.0% of 10"));
 
         // Count limit alone.
-        let out = apply_fuse(&plan, 5, 100.0, 10);
+        let out = apply_fuse(&plan, &limits(5, 100.0, 5), 10, &none, 60);
         assert_eq!(out.held.len(), 9);
         assert!(out.reason.unwrap().contains("max_deletions (5)"));
         // Within both limits.
-        let out = apply_fuse(&plan, 9, 90.0, 10);
+        let out = apply_fuse(&plan, &limits(9, 90.0, 5), 10, &none, 60);
         assert!(out.held.is_empty() && out.reason.is_none());
         assert_eq!(out.allowed, plan.ops);
+        // Within the limits for this plan, but the window already holds earlier removals.
+        let busy = FuseState {
+            recent: 1,
+            held: BTreeMap::new(),
+        };
+        let out = apply_fuse(&plan, &limits(9, 100.0, 5), 10, &busy, 60);
+        assert_eq!(out.held.len(), 9, "1 earlier + 9 now is over 9");
+        // Held before and approved: released; held before and not approved: still held.
+        let keys: Vec<String> = plan.destructive().map(Op::key).collect();
+        let mut held = BTreeMap::new();
+        for (i, k) in keys.iter().enumerate() {
+            held.insert(k.clone(), i % 2 == 0);
+        }
+        let st = FuseState { recent: 0, held };
+        let out = apply_fuse(&plan, &limits(1000, 100.0, 5), 10, &st, 60);
+        assert_eq!(out.approved.len(), 5);
+        assert_eq!(
+            out.held.len(),
+            4,
+            "approval is per op, not for the whole plan"
+        );
+        assert!(out.newly_held.is_empty());
         // Nothing destructive: nothing held, whatever the limits.
         let calm = Plan::default();
-        assert!(apply_fuse(&calm, 0, 0.0, 0).reason.is_none());
+        assert!(apply_fuse(&calm, &limits(0, 0.0, 0), 0, &none, 60)
+            .reason
+            .is_none());
+    }
+
+    #[test]
+    fn fuse_defaults_never_hold_routine_offboarding_and_always_hold_a_mass_event() {
+        let d = FuseLimits {
+            max_deletions: crate::config::DEFAULT_MAX_DELETIONS,
+            max_deletion_percent: 10.0,
+            floor: crate::config::DEFAULT_FUSE_FLOOR,
+        };
+        for org in [1usize, 5, 20, 200, 5_000, 50_000] {
+            // One to three people leaving within the hour: never held.
+            for n in 1..=3 {
+                assert!(!d.over(n, org), "{n} of {org} held");
+            }
+            // Half the org (or 1,000 people) in one hour: always held.
+            let mass = (org / 2).clamp(6, 1000);
+            if mass <= org {
+                assert!(d.over(mass, org), "{mass} of {org} not held");
+            }
+        }
+        assert!(!d.over(5, 5), "a five-person pilot can offboard itself");
+        assert!(
+            d.over(26, 100_000),
+            "no org loses more than max_deletions an hour unseen"
+        );
+        assert_eq!(d.allowance(20), 5);
+        assert_eq!(d.allowance(100), 10);
+        assert_eq!(d.allowance(50_000), 25);
+    }
+
+    #[test]
+    fn demotions_are_destructive_and_unknown_roles_are_left_alone() {
+        let (mut idp, mut actual) = eng_world();
+        // Bob is an org admin in the control plane; the IdP sends no roles.
+        for u in &mut actual.users {
+            if u.email == "bob@x.io" {
+                u.role = OrgRole::Admin;
+            }
+        }
+        let plan = diff(&idp.desired(), &actual, &opts());
+        let demote: Vec<&Op> = plan
+            .ops
+            .iter()
+            .filter(|o| matches!(o.kind, OpKind::UpdateOrgRole { .. }))
+            .collect();
+        assert_eq!(demote.len(), 1);
+        assert!(
+            demote[0].is_destructive(),
+            "admin → member takes access away"
+        );
+        // An incomplete read withholds it like a removal.
+        let mut partial = actual.clone();
+        partial.invites_complete = false;
+        let plan = diff(&idp.desired(), &partial, &opts());
+        assert!(plan
+            .ops
+            .iter()
+            .all(|o| !matches!(o.kind, OpKind::UpdateOrgRole { .. })));
+        // A promotion is not destructive.
+        idp.users[0].data["roles"] = json!([{"value": "admin"}]);
+        let plan = diff(&idp.desired(), &complete_like(&actual), &opts());
+        for op in &plan.ops {
+            if let OpKind::UpdateOrgRole { from, to, .. } = &op.kind {
+                assert_eq!(op.is_destructive(), org_rank(to) < org_rank(from));
+            }
+        }
+        // A role the client does not know is never changed.
+        for u in &mut actual.users {
+            u.role = OrgRole::Other("billing_admin".into());
+        }
+        let plan = diff(&idp.desired(), &actual, &opts());
+        assert!(plan
+            .ops
+            .iter()
+            .all(|o| !matches!(o.kind, OpKind::UpdateOrgRole { .. })));
+        assert!(plan.notes.iter().any(|n| n.contains("billing_admin")));
+    }
+
+    fn complete_like(a: &ActualState) -> ActualState {
+        a.clone()
+    }
+
+    #[test]
+    fn an_incomplete_users_or_invites_read_sends_no_invite() {
+        let idp = Idp::default().user("s-new", "new@x.io", json!({}));
+        let mut actual = complete();
+        let plan = diff(&idp.desired(), &actual, &opts());
+        assert_eq!(kinds(&plan), vec!["invite"]);
+        for which in ["users", "invites"] {
+            actual.users_complete = which != "users";
+            actual.invites_complete = which != "invites";
+            let plan = diff(&idp.desired(), &actual, &opts());
+            assert!(plan.is_empty(), "{which}: {:?}", kinds(&plan));
+            let w = plan.withheld.unwrap();
+            assert_eq!(w.dropped, 1);
+            assert!(w.reason.contains("invited"));
+        }
+    }
+
+    #[test]
+    fn a_changed_or_lost_address_is_not_a_departure() {
+        let (mut idp, actual) = eng_world();
+        let linked = BTreeMap::from([("bob@x.io".to_string(), Some("s-bob".to_string()))]);
+        let o = PlanOptions::new(&[], linked.clone(), true, NOW);
+        // Bob's email is cleared and his userName is not an address.
+        for u in &mut idp.users {
+            if u.id == "s-bob" {
+                u.data = json!({"userName": "bob", "active": true, "emails": [{"value": ""}]});
+            }
+        }
+        let plan = diff(&idp.desired(), &actual, &o);
+        assert!(
+            plan.ops.iter().all(|op| !op.is_destructive()),
+            "{:?}",
+            kinds(&plan)
+        );
+        assert!(plan.warnings.iter().any(|w| w.contains("bob@x.io is kept")));
+        // Bob's address changes: the new one is invited, the old account is kept.
+        for u in &mut idp.users {
+            if u.id == "s-bob" {
+                u.data = json!({"userName": "robert@x.io", "active": true});
+            }
+        }
+        let plan = diff(&idp.desired(), &actual, &o);
+        assert!(plan.ops.iter().all(|op| !op.is_destructive()));
+        assert!(kinds(&plan).contains(&"invite"));
+        // Bob is deactivated: now the old address goes.
+        for u in &mut idp.users {
+            if u.id == "s-bob" {
+                u.data["active"] = json!(false);
+            }
+        }
+        let plan = diff(&idp.desired(), &actual, &o);
+        assert!(plan
+            .ops
+            .iter()
+            .any(|op| matches!(&op.kind, OpKind::RemoveUser { email, .. } if email == "bob@x.io")));
     }
 
     #[test]
@@ -1784,7 +2143,7 @@ mod tests {
             .group("ws-Nope-role-member", &["s1", "s2"]);
         let mut actual = complete();
         actual.users = vec![user("u1", "a@x.io", OrgRole::Member)];
-        let o = PlanOptions::new(&[], BTreeSet::new(), false, NOW);
+        let o = PlanOptions::new(&[], BTreeMap::new(), false, NOW);
         let plan = diff(&idp.desired(), &actual, &o);
         assert_eq!(kinds(&plan), vec!["invite"]);
         let OpKind::Invite { workspaces, .. } = &plan.ops[0].kind else {

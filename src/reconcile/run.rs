@@ -5,16 +5,19 @@
 //! A run is level-triggered: it recomputes everything from live state, so a crash or a failed op
 //! at any point is repaired by the next run, and nothing is applied twice.
 
-use super::plan::{apply_fuse, diff, ActualState, MemberList, Op, OpKind, Plan, PlanOptions};
+use super::plan::{
+    apply_fuse, diff, held_digest, ActualState, FuseLimits, FuseOutcome, FuseState, MemberList, Op,
+    OpKind, Plan, PlanOptions,
+};
 use crate::config::{GroupMapping, PortkeyConfig, SyncConfig};
 use crate::policy::{self, DesiredState};
 use crate::portkey::{
     self, Client, ClientConfig, CreateInvite, CreateWorkspace, InviteFilter, InviteWorkspace,
-    MemberFilter, NewMember, RetryConfig, UserFilter, WorkspaceFilter,
+    MemberFilter, NewMember, RetryConfig, User, UserFilter, Workspace, WorkspaceFilter,
 };
 use crate::scheduler::{BoxFuture, RunKind, Runner, Trigger};
 use crate::scim::schema::ResourceKind;
-use crate::store::{now_rfc3339, AuditEntry, Link, Query, Store};
+use crate::store::{now_rfc3339, AuditEntry, FailingOp, HeldOp, Link, Query, Store};
 use futures::StreamExt;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -72,6 +75,12 @@ pub struct RunSummary {
     pub held: usize,
     /// Destructive ops left out because the control plane was not read completely.
     pub withheld: usize,
+    /// Ops that failed before and wait for their next attempt (see `failing` in the status).
+    pub quarantined: usize,
+    /// Held ops applied because an operator approved them.
+    pub approved: usize,
+    /// The run read what it needed and recorded what it did. Failed ops do not make a run
+    /// fail: they are quarantined and retried on their own.
     pub ok: bool,
     pub errors: Vec<String>,
     pub warnings: Vec<String>,
@@ -102,9 +111,41 @@ pub struct ReconcilerStatus {
     pub last_successful_run_at: Option<String>,
     pub last_successful_full_run_at: Option<String>,
     pub control_plane: ControlPlaneStatus,
-    /// Destructive ops held by the fuse; `POST /admin/approve-deletions` releases them.
+    /// Destructive ops held by the fuse, across runs, until approved or no longer planned.
     pub held: Vec<Op>,
     pub held_reason: Option<String>,
+    /// Names the held ops not approved yet: `POST /admin/approve-deletions?digest=` takes it.
+    pub held_digest: Option<String>,
+    /// Held ops approved and waiting for the next run.
+    pub approved_waiting: usize,
+    /// Ops that failed and are retried with a backoff; a refused removal stays here until it
+    /// succeeds or is no longer planned.
+    pub failing: Vec<FailingView>,
+    /// A status the store could not give (the rest of the document still stands).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FailingView {
+    pub op: serde_json::Value,
+    pub attempts: u32,
+    pub first_failed_at: String,
+    pub last_failed_at: String,
+    pub last_error: String,
+    pub next_attempt_at: String,
+}
+
+/// The answer to an approval.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Approval {
+    /// Every held op named by the digest is approved; the next run applies them.
+    Approved { approved: usize },
+    /// Nothing is held.
+    NothingHeld,
+    /// The held set is not the one the digest names (it changed since it was reviewed).
+    Mismatch { current_digest: String, held: usize },
 }
 
 pub struct Reconciler {
@@ -113,19 +154,37 @@ pub struct Reconciler {
     sync: SyncConfig,
     mappings: Vec<GroupMapping>,
     status: Mutex<ReconcilerStatus>,
-    /// Destructive ops an operator approved: applied by the next run if still planned.
-    approved: Mutex<BTreeSet<String>>,
+    /// The workspace list of the last complete read: targeted runs look names up here instead
+    /// of listing every workspace for one person, and read again when a name is missing.
+    workspaces: Mutex<Option<Vec<Workspace>>>,
 }
 
 /// Ledger keys of workspaces the daemon has managed (emails never start with this).
 const WORKSPACE_LINK: &str = "workspace:";
 
-fn op_key(op: &Op) -> String {
-    serde_json::to_string(&op.kind).unwrap_or_default()
+/// Quarantine backoff for an op that keeps failing: 1 min, doubling, at most 1 h.
+fn quarantine_delay(attempts: u32) -> i64 {
+    60i64
+        .saturating_mul(1i64 << attempts.saturating_sub(1).min(6))
+        .min(3600)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn rfc3339_of(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
 }
 
 /// What a plan computation produced, for `/admin/plan` and for a run.
@@ -135,10 +194,16 @@ pub struct PlanView {
     /// What the plan was computed from; not part of the `/admin/plan` document.
     #[serde(skip)]
     pub desired: DesiredState,
-    /// Destructive ops the fuse would hold.
+    /// What the fuse lets through and holds.
+    #[serde(skip)]
+    pub fuse: FuseOutcome,
+    /// Destructive ops the fuse holds (held before, or held by this plan).
     pub held: Vec<Op>,
     pub held_reason: Option<String>,
     pub read_errors: Vec<String>,
+    /// The people a targeted plan is about; `None` for everyone.
+    #[serde(skip)]
+    pub scope: Option<BTreeSet<String>>,
 }
 
 impl Reconciler {
@@ -154,21 +219,79 @@ impl Reconciler {
             sync,
             mappings,
             status: Mutex::new(ReconcilerStatus::default()),
-            approved: Mutex::new(BTreeSet::new()),
+            workspaces: Mutex::new(None),
         })
     }
 
+    /// The status, with the held and failing ops as the store has them now.
     pub fn status(&self) -> ReconcilerStatus {
-        lock(&self.status).clone()
+        let mut st = lock(&self.status).clone();
+        match (self.store.held_ops(), self.store.failing_ops()) {
+            (Ok(held), Ok(failing)) => {
+                let waiting: Vec<&str> = held
+                    .iter()
+                    .filter(|(_, h)| !h.approved)
+                    .map(|(k, _)| k.as_str())
+                    .collect();
+                st.held_digest = (!waiting.is_empty()).then(|| held_digest(waiting));
+                st.approved_waiting = held.values().filter(|h| h.approved).count();
+                st.held_reason = held
+                    .values()
+                    .filter(|h| !h.approved)
+                    .max_by(|a, b| a.held_at.cmp(&b.held_at))
+                    .map(|h| h.reason.clone());
+                st.held = held
+                    .values()
+                    .filter(|h| !h.approved)
+                    .filter_map(|h| serde_json::from_value::<Op>(h.op.clone()).ok())
+                    .collect();
+                st.failing = failing
+                    .into_values()
+                    .map(|f| FailingView {
+                        op: f.op,
+                        attempts: f.attempts,
+                        first_failed_at: f.first_failed_at,
+                        last_failed_at: f.last_failed_at,
+                        last_error: f.last_error,
+                        next_attempt_at: rfc3339_of(f.next_attempt_at),
+                    })
+                    .collect();
+            }
+            (Err(e), _) | (_, Err(e)) => st.store_error = Some(e.to_string()),
+        }
+        st
     }
 
-    /// Approves the destructive ops currently held; the next run applies those still planned.
-    pub fn approve_held(&self) -> usize {
-        let held = lock(&self.status).held.clone();
-        let mut approved = lock(&self.approved);
-        approved.clear();
-        approved.extend(held.iter().map(op_key));
-        approved.len()
+    /// Approves the held ops, if `digest` names exactly the ones held now (from `status` or
+    /// `plan`); the next run applies those still planned. A dry run never uses an approval.
+    pub async fn approve(&self, digest: &str) -> Result<Approval, ReconcileError> {
+        let held = self.store.held_ops()?;
+        let keys: Vec<String> = held
+            .iter()
+            .filter(|(_, h)| !h.approved)
+            .map(|(k, _)| k.clone())
+            .collect();
+        if keys.is_empty() {
+            return Ok(Approval::NothingHeld);
+        }
+        let current = held_digest(keys.iter().map(String::as_str));
+        if current != digest.trim() {
+            return Ok(Approval::Mismatch {
+                current_digest: current,
+                held: keys.len(),
+            });
+        }
+        let n = keys.len();
+        if self.store.approve_held_ops(keys).await? {
+            Ok(Approval::Approved { approved: n })
+        } else {
+            // A run changed the held set between the read and the write.
+            let again = self.status();
+            Ok(Approval::Mismatch {
+                current_digest: again.held_digest.unwrap_or_default(),
+                held: again.held.len(),
+            })
+        }
     }
 
     /// The desired state, read on a blocking thread: it scans every SCIM user and group.
@@ -214,7 +337,15 @@ fn desired_from(
             super::scim_group(&r.record, ids)
         })
         .collect();
-    Ok(policy::desired_state(&users, &groups, sync, mappings))
+    let owners: BTreeMap<String, String> = store
+        .links()?
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with(WORKSPACE_LINK))
+        .filter_map(|(k, l)| l.scim_id.map(|id| (k, id)))
+        .collect();
+    Ok(policy::desired_state_with_owners(
+        &users, &groups, sync, mappings, &owners,
+    ))
 }
 
 impl Reconciler {
@@ -254,6 +385,7 @@ impl Reconciler {
         }
         match workspaces {
             Ok(w) => {
+                *lock(&self.workspaces) = Some(w.clone());
                 actual.workspaces = w;
                 actual.workspaces_complete = true;
             }
@@ -296,17 +428,31 @@ impl Reconciler {
         (actual, errors)
     }
 
+    /// Workspaces managed before, by lower-cased name (from the ledger).
+    fn former_workspaces(links: &BTreeMap<String, Link>) -> BTreeSet<String> {
+        links
+            .keys()
+            .filter_map(|k| k.strip_prefix(WORKSPACE_LINK))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Email → the SCIM user it was provisioned for, for every person in the ledger.
+    fn linked_people(links: &BTreeMap<String, Link>) -> BTreeMap<String, Option<String>> {
+        links
+            .iter()
+            .filter(|(k, _)| !k.starts_with(WORKSPACE_LINK))
+            .map(|(k, l)| (k.clone(), l.scim_id.clone()))
+            .collect()
+    }
+
     /// Computes what a run would do now, without changing anything.
     pub async fn plan(&self) -> Result<(PlanView, ActualState), ReconcileError> {
         let mut desired = self.desired_async().await?;
         let links = self.store.links()?;
         // Workspaces managed before stay managed while they exist, so that renaming or deleting
         // a group removes the memberships it granted. They are never created again.
-        let former: BTreeSet<String> = links
-            .keys()
-            .filter_map(|k| k.strip_prefix(WORKSPACE_LINK))
-            .map(str::to_string)
-            .collect();
+        let former = Self::former_workspaces(&links);
         let to_read: BTreeSet<String> = desired
             .managed_workspaces
             .iter()
@@ -331,44 +477,59 @@ impl Reconciler {
                 desired.managed_workspaces.insert(w.name.clone());
             }
         }
-        let linked: BTreeSet<String> = links
-            .into_keys()
-            .filter(|k| !k.starts_with(WORKSPACE_LINK))
-            .collect();
-        Ok(self.finish_plan(desired, actual, read_errors, linked, None))
+        let linked = Self::linked_people(&links);
+        let view = self.finish_plan(desired, &actual, read_errors, linked, None, None)?;
+        Ok((view, actual))
     }
 
     fn finish_plan(
         &self,
         desired: DesiredState,
-        actual: ActualState,
+        actual: &ActualState,
         read_errors: Vec<String>,
-        linked: BTreeSet<String>,
+        linked: BTreeMap<String, Option<String>>,
         fuse_denominator: Option<usize>,
-    ) -> (PlanView, ActualState) {
+        scope: Option<BTreeSet<String>>,
+    ) -> Result<PlanView, ReconcileError> {
         let opts = PlanOptions::new(
             &self.sync.protected_emails,
             linked,
             self.sync.create_workspaces,
             time::OffsetDateTime::now_utc(),
         );
-        let plan = diff(&desired, &actual, &opts);
+        let plan = diff(&desired, actual, &opts);
+        let window = self.sync.fuse_window_minutes.saturating_mul(60) as i64;
+        let state = FuseState {
+            recent: self.store.fuse_count_since(unix_now() - window)?,
+            held: self
+                .store
+                .held_ops()?
+                .into_iter()
+                .map(|(k, h)| (k, h.approved))
+                .collect(),
+        };
+        let limits = FuseLimits {
+            max_deletions: self.sync.max_deletions,
+            max_deletion_percent: self.sync.max_deletion_percent,
+            floor: self.sync.fuse_floor,
+        };
+        let managed = plan.managed_users.max(fuse_denominator.unwrap_or(0));
         let fuse = apply_fuse(
             &plan,
-            self.sync.max_deletions,
-            self.sync.max_deletion_percent,
-            plan.managed_users.max(fuse_denominator.unwrap_or(0)),
+            &limits,
+            managed,
+            &state,
+            self.sync.fuse_window_minutes,
         );
-        (
-            PlanView {
-                held: fuse.held,
-                held_reason: fuse.reason,
-                plan,
-                read_errors,
-                desired,
-            },
-            actual,
-        )
+        Ok(PlanView {
+            held: fuse.held.clone(),
+            held_reason: fuse.reason.clone(),
+            fuse,
+            plan,
+            read_errors,
+            desired,
+            scope,
+        })
     }
 
     /// The emails a change-driven run is about (every email a changed SCIM user has or had, by
@@ -397,7 +558,7 @@ impl Reconciler {
         for id in &ids {
             if let Some(r) = self.store.get(ResourceKind::User, id, false)? {
                 if let Some(e) = policy::user_email(&r.record.data) {
-                    emails.insert(e.to_lowercase());
+                    emails.insert(e);
                 }
             }
             // A changed userName or email: the old address is in the ledger.
@@ -408,23 +569,132 @@ impl Reconciler {
                     .map(|(e, _)| e.clone()),
             );
         }
+        // Ops that failed earlier and are due again are retried with this run.
+        let now = unix_now();
+        emails.extend(
+            self.store
+                .failing_ops()?
+                .into_values()
+                .filter(|f| f.next_attempt_at <= now)
+                .filter_map(|f| f.email),
+        );
+        if emails.len() > MAX_USERS {
+            return Ok(None);
+        }
         Ok(Some((emails, last)))
+    }
+
+    /// The workspace list for a targeted run: the last complete read, unless it lacks one of
+    /// `names` (a new group), in which case it is read again.
+    async fn workspace_list(
+        &self,
+        names: &BTreeSet<String>,
+    ) -> Result<Vec<Workspace>, portkey::Error> {
+        let cached = lock(&self.workspaces).clone();
+        if let Some(list) = cached {
+            let has_all = names.iter().all(|n| {
+                list.iter()
+                    .any(|w| w.name.eq_ignore_ascii_case(n) || w.slug.as_deref() == Some(n))
+            });
+            if has_all {
+                return Ok(list);
+            }
+        }
+        let list = self
+            .client
+            .list_workspaces(&WorkspaceFilter::default())
+            .await?;
+        *lock(&self.workspaces) = Some(list.clone());
+        Ok(list)
+    }
+
+    /// One person's control-plane user, found however the API matches `email=`: by the address
+    /// as stored here (lower-cased), as the IdP spelled it, then by the id the ledger recorded.
+    /// `Err` when a read failed (the person's state is then unknown).
+    async fn find_user(
+        &self,
+        email: &str,
+        original: Option<&str>,
+        known_id: Option<&str>,
+    ) -> Result<Option<User>, portkey::Error> {
+        let mut spellings = vec![email.to_string()];
+        if let Some(o) = original.filter(|o| *o != email) {
+            spellings.push(o.to_string());
+        }
+        for sp in spellings {
+            let found = self
+                .client
+                .list_users(&UserFilter {
+                    email: Some(sp),
+                    ..UserFilter::default()
+                })
+                .await?;
+            if let Some(u) = found
+                .into_iter()
+                .find(|u| u.email.eq_ignore_ascii_case(email))
+            {
+                return Ok(Some(u));
+            }
+        }
+        let Some(id) = known_id else {
+            return Ok(None);
+        };
+        match self.client.get_user(id).await {
+            Ok(u) if u.email.eq_ignore_ascii_case(email) => Ok(Some(u)),
+            Ok(_) => Ok(None),
+            Err(e) if e.status() == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Live invites for one address, by both spellings (see [`Self::find_user`]).
+    async fn find_invites(
+        &self,
+        email: &str,
+        original: Option<&str>,
+    ) -> Result<Vec<portkey::Invite>, portkey::Error> {
+        let mut spellings = vec![email.to_string()];
+        if let Some(o) = original.filter(|o| *o != email) {
+            spellings.push(o.to_string());
+        }
+        let mut out: Vec<portkey::Invite> = Vec::new();
+        for sp in spellings {
+            let found = self
+                .client
+                .list_invites(&InviteFilter {
+                    email: Some(sp),
+                    status: Some(portkey::InviteStatus::Pending),
+                    ..InviteFilter::default()
+                })
+                .await?;
+            for i in found {
+                if i.email.eq_ignore_ascii_case(email) && !out.iter().any(|o| o.id == i.id) {
+                    out.push(i);
+                }
+            }
+            if !out.is_empty() {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     /// Plans for a few people only, reading only them at the control plane. Every read is
     /// filtered again here by email and user id, so that a server ignoring a filter parameter
     /// can never put someone else's row in front of the diff (which would read as "remove").
+    ///
+    /// Reads per person: the user by email (a second spelling only when the IdP's differs and
+    /// the first found nothing); the pending invites only when there is no user; the user by id
+    /// only when the list left out `workspace_ids`; the members of a workspace only where
+    /// `workspace_ids` says the person is. Someone leaving needs none of the workspace reads:
+    /// removing the user removes them everywhere.
     pub async fn plan_for(
         &self,
         emails: &BTreeSet<String>,
     ) -> Result<(PlanView, ActualState), ReconcileError> {
         let mut desired = self.desired_async().await?;
         let links = self.store.links()?;
-        let former: BTreeSet<String> = links
-            .keys()
-            .filter_map(|k| k.strip_prefix(WORKSPACE_LINK))
-            .map(str::to_string)
-            .collect();
+        let former = Self::former_workspaces(&links);
         let managed_lower: BTreeSet<String> = desired
             .managed_workspaces
             .iter()
@@ -440,63 +710,63 @@ impl Reconciler {
             ..ActualState::default()
         };
         for email in emails {
-            let uf = UserFilter {
-                email: Some(email.clone()),
-                ..UserFilter::default()
-            };
-            let inf = InviteFilter {
-                email: Some(email.clone()),
-                status: Some(portkey::InviteStatus::Pending),
-                ..InviteFilter::default()
-            };
-            let (users, invites) =
-                tokio::join!(self.client.list_users(&uf), self.client.list_invites(&inf));
-            match users {
-                Ok(u) => actual.users.extend(
-                    u.into_iter()
-                        .filter(|u| u.email.eq_ignore_ascii_case(email)),
-                ),
+            let original = desired.users.get(email).map(|d| d.email_original.clone());
+            let link = links.get(email);
+            let known_id = link.and_then(|l| l.portkey_user_id.as_deref());
+            match self.find_user(email, original.as_deref(), known_id).await {
+                Ok(Some(mut u)) => {
+                    if u.workspace_ids.is_none() && desired.users.contains_key(email) {
+                        match self.client.get_user(&u.id).await {
+                            Ok(full) => u.workspace_ids = full.workspace_ids,
+                            Err(e) => {
+                                errors.push(e.to_string());
+                                actual.users_complete = false;
+                            }
+                        }
+                    }
+                    actual.users.push(u);
+                }
+                Ok(None) => match self.find_invites(email, original.as_deref()).await {
+                    Ok(i) => actual.invites.extend(i),
+                    Err(e) => {
+                        actual.invites_complete = false;
+                        errors.push(e.to_string());
+                    }
+                },
                 Err(e) => {
                     actual.users_complete = false;
                     errors.push(e.to_string());
                 }
             }
-            match invites {
-                Ok(i) => actual.invites.extend(
-                    i.into_iter()
-                        .filter(|i| i.email.eq_ignore_ascii_case(email)),
-                ),
-                Err(e) => {
-                    actual.invites_complete = false;
-                    errors.push(e.to_string());
-                }
-            }
         }
-        match self
-            .client
-            .list_workspaces(&WorkspaceFilter::default())
-            .await
-        {
+
+        // The workspaces that matter: where these people should be, and managed ones where
+        // they are now.
+        let wanted_names: BTreeSet<String> = desired
+            .users
+            .values()
+            .flat_map(|d| d.workspaces.keys().cloned())
+            .collect();
+        match self.workspace_list(&wanted_names).await {
             Ok(w) => {
                 actual.workspaces = w;
                 actual.workspaces_complete = true;
             }
             Err(e) => errors.push(e.to_string()),
         }
-        // The workspaces that matter: where these people should be, and managed ones where
-        // they are now.
-        let mut relevant: BTreeSet<String> = desired
-            .users
-            .values()
-            .flat_map(|d| d.workspaces.keys().cloned())
-            .collect();
+        let find_ws = |wid: &str| {
+            actual
+                .workspaces
+                .iter()
+                .find(|w| w.id == wid || w.slug.as_deref() == Some(wid))
+        };
+        let mut relevant: BTreeSet<String> = wanted_names.clone();
         for u in &actual.users {
-            for wid in &u.workspace_ids {
-                if let Some(w) = actual
-                    .workspaces
-                    .iter()
-                    .find(|w| &w.id == wid || w.slug.as_deref() == Some(wid.as_str()))
-                {
+            if !desired.users.contains_key(&u.email.to_lowercase()) {
+                continue;
+            }
+            for wid in u.workspace_ids.iter().flatten() {
+                if let Some(w) = find_ws(wid) {
                     if managed_lower.contains(&w.name.to_lowercase()) {
                         relevant.insert(w.name.clone());
                     }
@@ -516,46 +786,60 @@ impl Reconciler {
                 desired.managed_workspaces.insert(name.clone());
             }
         }
-        let user_ids: BTreeSet<String> = actual.users.iter().map(|u| u.id.clone()).collect();
-        let ws_ids: Vec<String> = actual
+        let ws_in_scope: Vec<Workspace> = actual
             .workspaces
             .iter()
             .filter(|w| relevant_lower.contains(&w.name.to_lowercase()))
-            .map(|w| w.id.clone())
+            .cloned()
             .collect();
-        for ws in ws_ids {
+        for ws in ws_in_scope {
             let mut list = MemberList {
                 members: Vec::new(),
                 complete: true,
             };
             for u in &actual.users {
+                if !desired.users.contains_key(&u.email.to_lowercase()) {
+                    continue;
+                }
+                let ids = u.workspace_ids.as_deref().unwrap_or_default();
+                let is_in = ids
+                    .iter()
+                    .any(|id| *id == ws.id || ws.slug.as_deref() == Some(id.as_str()));
+                if !is_in {
+                    continue;
+                }
                 let mf = MemberFilter {
                     email: Some(u.email.clone()),
                     ..MemberFilter::default()
                 };
-                match self.client.list_members(&ws, &mf).await {
-                    Ok(ms) => list
-                        .members
-                        .extend(ms.into_iter().filter(|m| user_ids.contains(&m.id))),
+                match self.client.list_members(&ws.id, &mf).await {
+                    Ok(ms) => list.members.extend(ms.into_iter().filter(|m| m.id == u.id)),
                     Err(e) => {
                         list.complete = false;
                         errors.push(e.to_string());
                     }
                 }
             }
-            actual.members.insert(ws, list);
+            actual.members.insert(ws.id.clone(), list);
         }
-        let linked: BTreeSet<String> = links
-            .keys()
-            .filter(|k| !k.starts_with(WORKSPACE_LINK) && emails.contains(*k))
-            .cloned()
+        let linked: BTreeMap<String, Option<String>> = Self::linked_people(&links)
+            .into_iter()
+            .filter(|(k, _)| emails.contains(k))
             .collect();
         // The fuse's percentage is of everyone the daemon manages, not of this handful.
         let managed = links
             .keys()
             .filter(|k| !k.starts_with(WORKSPACE_LINK))
             .count();
-        Ok(self.finish_plan(desired, actual, errors, linked, Some(managed)))
+        let view = self.finish_plan(
+            desired,
+            &actual,
+            errors,
+            linked,
+            Some(managed),
+            Some(emails.clone()),
+        )?;
+        Ok((view, actual))
     }
 
     /// One run: plan, apply what may be applied, record it.
@@ -576,6 +860,8 @@ impl Reconciler {
             failed: 0,
             held: 0,
             withheld: 0,
+            quarantined: 0,
+            approved: 0,
             ok: false,
             errors: Vec::new(),
             warnings: Vec::new(),
@@ -584,29 +870,41 @@ impl Reconciler {
         };
         // The feed position this run covers is taken before anything is read, so a SCIM write
         // that lands during the run is handled by the next one.
-        let cursor = self.store.reconcile_cursor().unwrap_or(0);
-        let mut covers = self.store.last_seq().unwrap_or(0);
-        let planned = match kind {
-            RunKind::Full => self.plan().await,
-            RunKind::Changes => match self.affected(cursor) {
-                Ok(Some((emails, last))) => {
-                    covers = last;
-                    summary.scope = Some(emails.iter().cloned().collect());
-                    self.plan_for(&emails).await
-                }
-                Ok(None) => self.plan().await,
-                Err(e) => Err(e),
-            },
+        let positions = self
+            .store
+            .reconcile_cursor()
+            .and_then(|c| Ok((c, self.store.last_seq()?)));
+        let planned = match positions {
+            Err(e) => Err(ReconcileError::from(e)),
+            Ok((cursor, mut covers)) => {
+                let planned = match kind {
+                    RunKind::Full => self.plan().await,
+                    RunKind::Changes => match self.affected(cursor) {
+                        Ok(Some((emails, last))) => {
+                            covers = last;
+                            summary.scope = Some(emails.iter().cloned().collect());
+                            self.plan_for(&emails).await
+                        }
+                        Ok(None) => self.plan().await,
+                        Err(e) => Err(e),
+                    },
+                };
+                planned.map(|p| (p, cursor, covers))
+            }
         };
         match planned {
             Err(e) => summary.errors.push(e.to_string()),
-            Ok((view, actual)) => self.execute(&run_id, view, &actual, &mut summary).await,
-        }
-        summary.ok = summary.errors.is_empty() && summary.failed == 0;
-        if summary.ok && !summary.dry_run && covers > cursor {
-            if let Err(e) = self.store.set_reconcile_cursor(covers).await {
-                summary.errors.push(format!("reconcile cursor: {e}"));
-                summary.ok = false;
+            Ok(((view, actual), cursor, covers)) => {
+                self.execute(&run_id, view, &actual, &mut summary).await;
+                // Failed ops are quarantined and retried on their own schedule, so they do not
+                // pin the cursor: only a failed read or store write does.
+                summary.ok = summary.errors.is_empty();
+                if summary.ok && !summary.dry_run && covers > cursor {
+                    if let Err(e) = self.store.set_reconcile_cursor(covers).await {
+                        summary.errors.push(format!("reconcile cursor: {e}"));
+                        summary.ok = false;
+                    }
+                }
             }
         }
         summary.finished_at = now_rfc3339();
@@ -620,7 +918,9 @@ impl Reconciler {
             .inc();
         m.reconcile_run_duration
             .observe(summary.duration_ms as f64 / 1000.0);
-        m.held_deletions.set(summary.held as i64);
+        let status = self.status();
+        m.held_deletions.set(status.held.len() as i64);
+        m.failing_ops.set(status.failing.len() as i64);
         if summary.ok && kind == RunKind::Full {
             m.last_full_sync
                 .set(time::OffsetDateTime::now_utc().unix_timestamp() as f64);
@@ -643,10 +943,51 @@ impl Reconciler {
             failed = summary.failed,
             held = summary.held,
             withheld = summary.withheld,
+            quarantined = summary.quarantined,
             ms = summary.duration_ms,
             "reconcile run finished"
         );
         summary
+    }
+
+    /// The held set after this plan: newly held ops added, and ops no longer planned released
+    /// (only for people this plan looked at, and only when it read everything it needed).
+    async fn update_held(&self, view: &PlanView) -> Result<(), crate::store::StoreError> {
+        let now = now_rfc3339();
+        let mut changes: Vec<(String, Option<HeldOp>)> = view
+            .fuse
+            .newly_held
+            .iter()
+            .map(|op| {
+                (
+                    op.key(),
+                    Some(HeldOp {
+                        op: serde_json::to_value(op).unwrap_or_default(),
+                        email: op.kind.email().map(str::to_string),
+                        held_at: now.clone(),
+                        reason: view.held_reason.clone().unwrap_or_default(),
+                        approved: false,
+                    }),
+                )
+            })
+            .collect();
+        if view.plan.withheld.is_none() {
+            let planned: BTreeSet<String> = view.plan.destructive().map(Op::key).collect();
+            for (key, h) in self.store.held_ops()? {
+                let in_scope = match (&view.scope, &h.email) {
+                    (None, _) => true,
+                    (Some(scope), Some(e)) => scope.contains(e),
+                    (Some(_), None) => false,
+                };
+                if in_scope && !planned.contains(&key) {
+                    changes.push((key, None));
+                }
+            }
+        }
+        if changes.is_empty() {
+            return Ok(());
+        }
+        self.store.set_held_ops(changes).await
     }
 
     async fn execute(
@@ -656,56 +997,32 @@ impl Reconciler {
         actual: &ActualState,
         s: &mut RunSummary,
     ) {
-        let PlanView {
-            plan,
-            held,
-            held_reason,
-            read_errors,
-            desired,
-        } = view;
         {
             let mut st = lock(&self.status);
-            if read_errors.is_empty() {
+            if view.read_errors.is_empty() {
                 st.control_plane.ok = Some(true);
                 st.control_plane.last_ok_at = Some(now_rfc3339());
                 st.control_plane.last_error = None;
             } else {
                 st.control_plane.ok = Some(false);
-                st.control_plane.last_error = read_errors.first().cloned();
+                st.control_plane.last_error = view.read_errors.first().cloned();
             }
         }
-        s.errors.extend(read_errors);
-        s.planned = plan.summary();
-        s.warnings = plan.warnings.clone();
-        s.withheld = plan.withheld.as_ref().map(|w| w.dropped).unwrap_or(0);
+        s.errors.extend(view.read_errors.iter().cloned());
+        s.planned = view.plan.summary();
+        s.warnings = view.plan.warnings.clone();
+        s.withheld = view.plan.withheld.as_ref().map(|w| w.dropped).unwrap_or(0);
+        s.held = view.fuse.held.len();
+        s.approved = view.fuse.approved.len();
 
-        // Approved held ops pass the fuse once (they are still in `plan.ops`); everything else
-        // the fuse held stays held.
-        let approved = std::mem::take(&mut *lock(&self.approved));
-        let still_held: Vec<Op> = held
-            .into_iter()
-            .filter(|op| !approved.contains(&op_key(op)))
-            .collect();
-        let held_keys: BTreeSet<String> = still_held.iter().map(op_key).collect();
-        s.held = still_held.len();
-        {
-            let mut st = lock(&self.status);
-            st.held = still_held.clone();
-            st.held_reason = if still_held.is_empty() {
-                None
-            } else {
-                held_reason
-            };
-        }
-        let to_apply: Vec<Op> = plan
-            .ops
-            .iter()
-            .filter(|op| !held_keys.contains(&op_key(op)))
-            .cloned()
-            .collect();
         if self.sync.dry_run {
-            s.results = to_apply
-                .into_iter()
+            // A dry run holds nothing, releases nothing and uses no approval.
+            s.results = view
+                .fuse
+                .allowed
+                .iter()
+                .filter(|op| !view.fuse.approved.contains(op))
+                .cloned()
                 .map(|op| OpResult {
                     op,
                     result: "dry-run".into(),
@@ -713,6 +1030,67 @@ impl Reconciler {
                 .collect();
             return;
         }
+        if let Err(e) = self.update_held(&view).await {
+            s.errors.push(format!("held ops: {e}"));
+            return;
+        }
+        let PlanView {
+            plan,
+            desired,
+            fuse,
+            scope,
+            ..
+        } = view;
+
+        // Quarantine: ops that failed before wait for their next attempt; those no longer
+        // planned (for people this run looked at, after a complete read) are forgotten.
+        let now = unix_now();
+        let failing = match self.store.failing_ops() {
+            Ok(f) => f,
+            Err(e) => {
+                s.errors.push(format!("failing ops: {e}"));
+                return;
+            }
+        };
+        if plan.withheld.is_none() {
+            let planned: BTreeSet<String> = plan.ops.iter().map(Op::key).collect();
+            let gone: Vec<(String, Option<FailingOp>)> = failing
+                .iter()
+                .filter(|(k, f)| {
+                    let in_scope = match (&scope, &f.email) {
+                        (None, _) => true,
+                        (Some(sc), Some(e)) => sc.contains(e),
+                        (Some(_), None) => false,
+                    };
+                    in_scope && !planned.contains(*k)
+                })
+                .map(|(k, _)| (k.clone(), None))
+                .collect();
+            if !gone.is_empty() {
+                if let Err(e) = self.store.set_failing_ops(gone).await {
+                    s.errors.push(format!("failing ops: {e}"));
+                }
+            }
+        }
+        let mut to_apply = Vec::new();
+        for op in fuse.allowed {
+            match failing.get(&op.key()) {
+                Some(f) if f.next_attempt_at > now => {
+                    s.quarantined += 1;
+                    s.results.push(OpResult {
+                        result: format!(
+                            "quarantined: failed {} time(s), last: {}; next attempt after {}",
+                            f.attempts,
+                            f.last_error,
+                            rfc3339_of(f.next_attempt_at)
+                        ),
+                        op,
+                    });
+                }
+                _ => to_apply.push(op),
+            }
+        }
+        let approved: BTreeSet<String> = fuse.approved.iter().map(Op::key).collect();
 
         lock(&self.status).progress = Progress {
             done: 0,
@@ -721,7 +1099,7 @@ impl Reconciler {
         let m = crate::metrics::metrics();
         m.reconcile_progress_total.set(to_apply.len() as i64);
         m.reconcile_progress_done.set(0);
-        for op in &still_held {
+        for op in &fuse.newly_held {
             m.reconcile_ops
                 .get_or_create(&crate::metrics::OpLabels {
                     op: op.kind.name().into(),
@@ -733,7 +1111,14 @@ impl Reconciler {
         // Everyone about to be invited is linked before the first invite is sent, in one
         // transaction: a crash mid-run must not leave an invite the daemon does not know it
         // owns (it could then never revoke it).
-        let existing = self.store.links().unwrap_or_default();
+        let existing = match self.store.links() {
+            Ok(l) => l,
+            Err(e) => {
+                s.errors
+                    .push(format!("link ledger: {e}; nothing applied this run"));
+                return;
+            }
+        };
         let intents: Vec<(String, Option<Link>)> = to_apply
             .iter()
             .filter_map(|op| match &op.kind {
@@ -759,6 +1144,13 @@ impl Reconciler {
                 return;
             }
         }
+        let ctx = RecordCtx {
+            run_id,
+            approved: &approved,
+            failing: &failing,
+            desired: &desired,
+            now,
+        };
         // Each op's audit entry (and link change) is written as soon as the op is done, without
         // waiting for the commit: the store's writer groups them, and a crash loses at most
         // the entries of the last commit in flight.
@@ -781,7 +1173,7 @@ impl Reconciler {
                     if let Some((name, id)) = made {
                         created.insert(name, id);
                     }
-                    self.record_op(run_id, op, result, links, s, &mut pending_writes, &mut done);
+                    self.record_op(&ctx, op, result, links, s, &mut pending_writes, &mut done);
                 }
             } else {
                 let created = &created;
@@ -791,7 +1183,7 @@ impl Reconciler {
                 }))
                 .buffer_unordered(concurrency);
                 while let Some((op, (result, _, links))) = running.next().await {
-                    self.record_op(run_id, op, result, links, s, &mut pending_writes, &mut done);
+                    self.record_op(&ctx, op, result, links, s, &mut pending_writes, &mut done);
                 }
             }
         }
@@ -810,15 +1202,16 @@ impl Reconciler {
         }
     }
 
-    /// Counts, logs and records one applied op; its audit entry and link changes go to the
-    /// store without waiting (the writer groups them into one commit).
+    /// Counts, logs and records one applied op; its audit entry, link changes and safety
+    /// records (fuse window, held set, quarantine) go to the store without waiting (the writer
+    /// groups them into one commit).
     #[allow(clippy::too_many_arguments)]
     fn record_op(
         &self,
-        run_id: &str,
+        ctx: &RecordCtx<'_>,
         op: Op,
         result: Result<String, String>,
-        link_changes: Vec<(String, Option<Link>)>,
+        mut link_changes: Vec<(String, Option<Link>)>,
         s: &mut RunSummary,
         pending_writes: &mut Vec<tokio::task::JoinHandle<Result<(), crate::store::StoreError>>>,
         done: &mut usize,
@@ -830,30 +1223,78 @@ impl Reconciler {
                 result: if result.is_ok() { "ok" } else { "failed" }.into(),
             })
             .inc();
+        let key = op.key();
+        let was_approved = ctx.approved.contains(&key);
+        let mut fuse_entry = None;
+        let mut held_release = None;
+        let failing_change: Option<(String, Option<FailingOp>)>;
         let text = match &result {
             Ok(note) => {
                 s.applied += 1;
+                if was_approved {
+                    held_release = Some(key.clone());
+                } else if op.is_destructive() {
+                    fuse_entry = Some((ctx.now, key.clone()));
+                }
+                failing_change = ctx.failing.contains_key(&key).then(|| (key.clone(), None));
+                // An invite keeps the SCIM user it was sent for, so a deletion before
+                // acceptance finds it.
+                for (email, link) in link_changes.iter_mut() {
+                    if let Some(l) = link.as_mut() {
+                        if l.scim_id.is_none() {
+                            l.scim_id = ctx.desired.users.get(email).map(|d| d.scim_id.clone());
+                        }
+                    }
+                }
                 note.clone()
             }
             Err(e) => {
                 s.failed += 1;
                 tracing::warn!(op = op.kind.name(), error = %e, "reconcile op failed");
+                let prev = ctx.failing.get(&key);
+                let attempts = prev.map(|f| f.attempts).unwrap_or(0) + 1;
+                let at = now_rfc3339();
+                failing_change = Some((
+                    key.clone(),
+                    Some(FailingOp {
+                        op: serde_json::to_value(&op).unwrap_or_default(),
+                        email: op.kind.email().map(str::to_string),
+                        attempts,
+                        first_failed_at: prev
+                            .map(|f| f.first_failed_at.clone())
+                            .unwrap_or_else(|| at.clone()),
+                        last_failed_at: at,
+                        last_error: e.clone(),
+                        next_attempt_at: ctx.now + quarantine_delay(attempts),
+                    }),
+                ));
                 format!("failed: {e}")
             }
         };
         let entry = AuditEntry {
             seq: 0,
             at: String::new(),
-            run_id: run_id.to_string(),
+            run_id: ctx.run_id.to_string(),
             op: serde_json::to_value(&op.kind).unwrap_or_default(),
             reason: op.reason.clone(),
             result: text.clone(),
         };
         let store = self.store.clone();
+        let window = self.sync.fuse_window_minutes.saturating_mul(60) as i64;
+        let now = ctx.now;
         pending_writes.push(tokio::spawn(async move {
             store.append_audit(vec![entry]).await.map(|_| ())?;
             if !link_changes.is_empty() {
                 store.set_links(link_changes).await?;
+            }
+            if let Some(e) = fuse_entry {
+                store.record_destructive(vec![e], now - window).await?;
+            }
+            if let Some(k) = held_release {
+                store.set_held_ops(vec![(k, None)]).await?;
+            }
+            if let Some(f) = failing_change {
+                store.set_failing_ops(vec![f]).await?;
             }
             Ok::<(), crate::store::StoreError>(())
         }));
@@ -863,7 +1304,7 @@ impl Reconciler {
         m.reconcile_progress_done.set(*done as i64);
         // Progress of long runs in the log, without a line per op.
         if *done % 500 == 0 {
-            tracing::info!(run = %run_id, done = *done, "reconcile progress");
+            tracing::info!(run = %ctx.run_id, done = *done, "reconcile progress");
         }
     }
 
@@ -899,13 +1340,18 @@ impl Reconciler {
         }
         for inv in &actual.invites {
             let email = inv.email.to_lowercase();
-            if let (Some(d), false) = (desired.users.get(&email), existing.contains_key(&email)) {
+            let Some(d) = desired.users.get(&email) else {
+                continue;
+            };
+            let have = existing.get(&email);
+            if have.is_none_or(|l| l.scim_id.is_none() || l.invite_id.is_none()) {
                 out.push((
                     email,
                     Some(Link {
                         scim_id: Some(d.scim_id.clone()),
                         invite_id: Some(inv.id.clone()),
-                        ..Link::default()
+                        portkey_user_id: have.and_then(|l| l.portkey_user_id.clone()),
+                        updated: String::new(),
                     }),
                 ));
             }
@@ -914,7 +1360,9 @@ impl Reconciler {
             let email = u.email.to_lowercase();
             if let Some(d) = desired.users.get(&email) {
                 let have = existing.get(&email);
-                if have.and_then(|l| l.portkey_user_id.as_deref()) != Some(u.id.as_str()) {
+                if have.and_then(|l| l.portkey_user_id.as_deref()) != Some(u.id.as_str())
+                    || have.and_then(|l| l.scim_id.as_deref()) != Some(d.scim_id.as_str())
+                {
                     out.push((
                         email,
                         Some(Link {
@@ -942,7 +1390,6 @@ impl Reconciler {
             })
     }
 
-    /// Applies one op. `Ok` carries what happened ("ok", or why a repeat counts as done).
     /// Applies one op: what happened ("ok", or why a repeat counts as done), the workspace it
     /// created (lower-cased name, id), and the link changes it implies.
     async fn apply(
@@ -958,6 +1405,62 @@ impl Reconciler {
         let mut made = None;
         let result = self.apply_inner(op, created, &mut made, &mut links).await;
         (result, made, links)
+    }
+
+    /// After a removal answered "not found" (404, or 403 AB03, which is also the answer for a
+    /// key without the permission): reads again, and only a read that no longer shows the
+    /// thing makes it "already gone".
+    async fn confirm_gone(&self, op: &OpKind, err: &portkey::Error) -> Result<String, String> {
+        let refused = |what: &str| {
+            Err(format!(
+                "the control plane refused: {err}; {what} is still there (the Admin API key may lack the permission for this call)"
+            ))
+        };
+        let unsure = |e: portkey::Error| Err(format!("{err}; could not confirm it is gone: {e}"));
+        match op {
+            OpKind::RemoveUser { user_id, .. } => match self.client.get_user(user_id).await {
+                Ok(_) => refused("the user"),
+                Err(e) if e.status() == Some(404) => {
+                    Ok("ok (already gone, confirmed by a read)".into())
+                }
+                Err(_) => match self.client.list_users(&UserFilter::default()).await {
+                    Ok(all) if all.iter().any(|u| &u.id == user_id) => refused("the user"),
+                    Ok(_) => Ok("ok (already gone, confirmed by a full read)".into()),
+                    Err(e) => unsure(e),
+                },
+            },
+            OpKind::RevokeInvite { invite_id, .. } => {
+                let f = InviteFilter {
+                    status: Some(portkey::InviteStatus::Pending),
+                    ..InviteFilter::default()
+                };
+                match self.client.list_invites(&f).await {
+                    Ok(all)
+                        if all.iter().any(|i| {
+                            &i.id == invite_id && i.status == portkey::InviteStatus::Pending
+                        }) =>
+                    {
+                        refused("the invite")
+                    }
+                    Ok(_) => Ok("ok (already gone, confirmed by a read)".into()),
+                    Err(e) => unsure(e),
+                }
+            }
+            OpKind::RemoveMember {
+                workspace_id,
+                user_id,
+                ..
+            } => match self
+                .client
+                .list_members(workspace_id, &MemberFilter::default())
+                .await
+            {
+                Ok(all) if all.iter().any(|m| &m.id == user_id) => refused("the membership"),
+                Ok(_) => Ok("ok (already gone, confirmed by a read)".into()),
+                Err(e) => unsure(e),
+            },
+            _ => Err(err.to_string()),
+        }
     }
 
     async fn apply_inner(
@@ -992,13 +1495,19 @@ impl Reconciler {
                 workspaces,
                 replaces_expired,
             } => {
+                // A workspace that could not be created must not keep the person out of the
+                // org: the invite goes without it, and the member diff adds it once the
+                // workspace exists and the invite is accepted.
                 let mut targets = Vec::new();
+                let mut left_out = Vec::new();
                 for t in workspaces {
-                    let id = Self::workspace_ref(&t.workspace, t.workspace_id.as_ref(), created)?;
-                    targets.push(InviteWorkspace {
-                        id,
-                        role: t.role.clone(),
-                    });
+                    match Self::workspace_ref(&t.workspace, t.workspace_id.as_ref(), created) {
+                        Ok(id) => targets.push(InviteWorkspace {
+                            id,
+                            role: t.role.clone(),
+                        }),
+                        Err(_) => left_out.push(t.workspace.clone()),
+                    }
                 }
                 let body = CreateInvite {
                     email: email.clone(),
@@ -1010,10 +1519,20 @@ impl Reconciler {
                 if let (Err(e), Some(old)) = (&result, replaces_expired) {
                     // The expired invite may still block a new one: revoke it, then retry once.
                     if e.is_conflict() {
-                        let _ = self.client.delete_invite(old).await;
+                        if let Err(revoke) = self.client.delete_invite(old).await {
+                            tracing::info!(invite = %old, error = %revoke, "revoking the expired invite failed; retrying the invite anyway");
+                        }
                         result = self.client.create_invite(&body).await;
                     }
                 }
+                let note = if left_out.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " (without workspace(s) {} that could not be created)",
+                        left_out.join(", ")
+                    )
+                };
                 match result {
                     Ok(created_invite) => {
                         links.push((
@@ -1025,9 +1544,11 @@ impl Reconciler {
                                 updated: String::new(),
                             }),
                         ));
-                        Ok("ok".into())
+                        Ok(format!("ok{note}"))
                     }
-                    Err(e) if e.is_conflict() => Ok("ok (already invited or a member)".into()),
+                    Err(e) if e.is_conflict() => {
+                        Ok(format!("ok (already invited or a member){note}"))
+                    }
                     Err(e) => Err(e.to_string()),
                 }
             }
@@ -1071,28 +1592,28 @@ impl Reconciler {
                 workspace_id,
                 user_id,
                 ..
-            } => done_if(
-                self.client.remove_member(workspace_id, user_id).await,
-                portkey::Error::is_not_found,
-                "already gone",
-            ),
+            } => match self.client.remove_member(workspace_id, user_id).await {
+                Ok(()) => Ok("ok".into()),
+                Err(e) if e.is_not_found() => self.confirm_gone(&op.kind, &e).await,
+                Err(e) => Err(e.to_string()),
+            },
             OpKind::RevokeInvite { invite_id, email } => {
-                let r = done_if(
-                    self.client.delete_invite(invite_id).await,
-                    portkey::Error::is_not_found,
-                    "already gone",
-                );
+                let r = match self.client.delete_invite(invite_id).await {
+                    Ok(()) => Ok("ok".into()),
+                    Err(e) if e.is_not_found() => self.confirm_gone(&op.kind, &e).await,
+                    Err(e) => Err(e.to_string()),
+                };
                 if r.is_ok() {
                     links.push((email.to_lowercase(), None));
                 }
                 r
             }
             OpKind::RemoveUser { user_id, email } => {
-                let r = done_if(
-                    self.client.delete_user(user_id).await,
-                    portkey::Error::is_not_found,
-                    "already gone",
-                );
+                let r = match self.client.delete_user(user_id).await {
+                    Ok(()) => Ok("ok".into()),
+                    Err(e) if e.is_not_found() => self.confirm_gone(&op.kind, &e).await,
+                    Err(e) => Err(e.to_string()),
+                };
                 if r.is_ok() {
                     links.push((email.to_lowercase(), None));
                 }
@@ -1102,9 +1623,23 @@ impl Reconciler {
     }
 }
 
+/// What [`Reconciler::record_op`] needs from the run.
+struct RecordCtx<'a> {
+    run_id: &'a str,
+    /// Keys of held ops an operator approved.
+    approved: &'a BTreeSet<String>,
+    failing: &'a BTreeMap<String, FailingOp>,
+    desired: &'a DesiredState,
+    now: i64,
+}
+
 impl Runner for Reconciler {
     type Summary = RunSummary;
     fn run(&self, run_id: String, kind: RunKind, trigger: Trigger) -> BoxFuture<'_, RunSummary> {
         Box::pin(self.run_once(run_id, kind, trigger))
+    }
+
+    fn succeeded(summary: &RunSummary) -> bool {
+        summary.ok
     }
 }

@@ -9,6 +9,7 @@
 //! transaction. Reads run on MVCC snapshots and never wait for the writer.
 
 pub mod ledger;
+pub mod safety;
 mod tables;
 mod write;
 
@@ -26,6 +27,7 @@ use std::sync::Arc;
 use tables::*;
 
 pub use ledger::{AuditEntry, Link};
+pub use safety::{FailingOp, HeldOp};
 pub use write::WriteStats;
 
 /// Version of the table layout; a later release migrates from older values.
@@ -488,6 +490,10 @@ fn init_tables(db: &redb::Database) -> Result<()> {
         tx.open_table(CHANGES).db()?;
         tx.open_table(LINKS).db()?;
         tx.open_table(AUDIT).db()?;
+        // Added after schema version 1 without changing it: an older store gains them empty.
+        tx.open_table(FUSE_LOG).db()?;
+        tx.open_table(HELD).db()?;
+        tx.open_table(FAILING).db()?;
     }
     tx.commit().db()?;
     Ok(())

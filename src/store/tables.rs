@@ -34,6 +34,13 @@ pub const LINKS: TableDefinition<&str, &[u8]> = TableDefinition::new("links");
 /// seq → JSON-encoded [`super::ledger::AuditEntry`].
 pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 
+/// seq → JSON `{at, key}`: destructive ops applied, for the fuse's rolling window.
+pub const FUSE_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("fuse_log");
+/// op key → JSON-encoded [`super::safety::HeldOp`].
+pub const HELD: TableDefinition<&str, &[u8]> = TableDefinition::new("held_ops");
+/// op key → JSON-encoded [`super::safety::FailingOp`].
+pub const FAILING: TableDefinition<&str, &[u8]> = TableDefinition::new("failing_ops");
+
 pub fn resource_table(kind: ResourceKind) -> TableDefinition<'static, &'static str, &'static [u8]> {
     match kind {
         ResourceKind::User => USERS,

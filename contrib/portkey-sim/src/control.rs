@@ -9,7 +9,7 @@ use warp::reply::Response;
 
 use crate::model::{ApiError, InviteSelector, State};
 use crate::server::{json_response, load_seed, lock, FaultState, Inner};
-use crate::{Faults, Seed};
+use crate::{Faults, Quirks, Seed};
 
 fn error(status: u16, msg: impl std::fmt::Display) -> Response {
     json_response(status, &json!({"error": msg.to_string()}))
@@ -21,6 +21,43 @@ fn api_error(e: ApiError) -> Response {
         ApiError::NotFound(m) => error(404, m),
         ApiError::Conflict(m) => error(409, m),
     }
+}
+
+/// Installs `q` if its scope names are known; answers the quirks now in effect.
+fn set_quirks(inner: &Inner, q: Quirks) -> Response {
+    if let Err(e) = q.validate() {
+        return error(400, e);
+    }
+    let v = serde_json::to_value(&q).unwrap_or(Value::Null);
+    *lock(&inner.quirks) = q;
+    json_response(200, &v)
+}
+
+/// `PATCH /_sim/quirks`: the keys in `body` replace the current values, the others stay.
+fn patch_quirks(inner: &Inner, body: &Bytes) -> Response {
+    let patch = match parse::<Value>(body) {
+        Ok(Value::Null) => serde_json::Map::new(),
+        Ok(Value::Object(o)) => o,
+        Ok(_) => return error(400, "body must be a JSON object"),
+        Err(r) => return *r,
+    };
+    // Held across read, merge and write so concurrent patches do not lose updates.
+    let mut current = lock(&inner.quirks);
+    let mut merged = match serde_json::to_value(&*current) {
+        Ok(Value::Object(o)) => o,
+        _ => serde_json::Map::new(),
+    };
+    merged.extend(patch);
+    let q: Quirks = match serde_json::from_value(Value::Object(merged)) {
+        Ok(q) => q,
+        Err(e) => return error(400, format!("invalid quirks: {e}")),
+    };
+    if let Err(e) = q.validate() {
+        return error(400, e);
+    }
+    let v = serde_json::to_value(&q).unwrap_or(Value::Null);
+    *current = q;
+    json_response(200, &v)
 }
 
 /// An empty body means "no options".
@@ -56,6 +93,15 @@ pub(crate) fn handle(inner: &Arc<Inner>, method: &Method, path: &str, body: &Byt
             }
             Err(r) => *r,
         },
+        ("GET", "/quirks") => {
+            let q = lock(&inner.quirks).clone();
+            json_response(200, &serde_json::to_value(q).unwrap_or(Value::Null))
+        }
+        ("PUT", "/quirks") => match parse::<Quirks>(body) {
+            Ok(q) => set_quirks(inner, q),
+            Err(r) => *r,
+        },
+        ("PATCH", "/quirks") => patch_quirks(inner, body),
         ("POST", "/seed") => match parse::<Seed>(body) {
             Ok(seed) => match load_seed(inner, &seed) {
                 Ok(()) => json_response(200, &json!({})),

@@ -40,10 +40,15 @@ pub struct SimOptions {
     /// Fault injection in effect at start; replace later with `PUT /_sim/faults`.
     pub faults: Faults,
     /// Answer 403 AB03 instead of 404 AB08 when a referenced resource does not exist
-    /// (Terraform's provider observed both from the real API).
+    /// (Terraform's provider observed both from the real API). Kept for existing callers:
+    /// the simulator starts with this switch on when either this field or
+    /// `quirks.missing_is_403` is true.
     pub missing_is_403: bool,
     /// Larger requested page sizes are clamped to this; it is also the default page size.
     pub max_page_size: usize,
+    /// Switches for undocumented behaviours, in effect at start; replace later with
+    /// `PUT /_sim/quirks` (or change some with `PATCH /_sim/quirks`).
+    pub quirks: Quirks,
 }
 
 impl Default for SimOptions {
@@ -55,6 +60,65 @@ impl Default for SimOptions {
             faults: Faults::default(),
             missing_is_403: false,
             max_page_size: 100,
+            quirks: Quirks::default(),
+        }
+    }
+}
+
+/// The Admin-API key scopes that the reference documents (KEYS; AB03 "Complete scope
+/// reference"), the only names `Quirks::denied_scopes` accepts.
+pub const ADMIN_API_SCOPES: [&str; 15] = [
+    "organisation_users.create",
+    "organisation_users.read",
+    "organisation_users.update",
+    "organisation_users.delete",
+    "organisation_users.list",
+    "workspaces.create",
+    "workspaces.read",
+    "workspaces.update",
+    "workspaces.delete",
+    "workspaces.list",
+    "workspace_users.create",
+    "workspace_users.read",
+    "workspace_users.update",
+    "workspace_users.delete",
+    "workspace_users.list",
+];
+
+/// Switches for behaviours the reference leaves open, so a client can be tested against
+/// each reading. All off (the default) is the simulator's usual behaviour. The JSON form
+/// is the body of `GET`/`PUT`/`PATCH /_sim/quirks`; unknown keys are rejected.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Quirks {
+    /// Answer a missing resource with `403 AB03` (the same body as a denied scope)
+    /// instead of `404 AB08`.
+    pub missing_is_403: bool,
+    /// `GET /admin/users` (the list) leaves `workspace_ids` out of its rows;
+    /// `GET /admin/users/{id}` still carries it.
+    pub lists_omit_workspace_ids: bool,
+    /// The `email` filter on the users, invites and workspace-members lists matches the
+    /// stored email exactly (case-sensitive) instead of case-insensitively.
+    pub email_filter_case_sensitive: bool,
+    /// Scopes the Admin API key lacks, from [`ADMIN_API_SCOPES`]. A request that needs
+    /// one is answered `403 AB03` and is not applied.
+    pub denied_scopes: Vec<String>,
+}
+
+impl Quirks {
+    /// Rejects scope names that are not in [`ADMIN_API_SCOPES`], so a typo cannot
+    /// silently leave a scope granted.
+    pub fn validate(&self) -> Result<(), String> {
+        match self
+            .denied_scopes
+            .iter()
+            .find(|s| !ADMIN_API_SCOPES.contains(&s.as_str()))
+        {
+            Some(s) => Err(format!(
+                "unknown scope '{s}' in denied_scopes; known scopes: {}",
+                ADMIN_API_SCOPES.join(", ")
+            )),
+            None => Ok(()),
         }
     }
 }
@@ -163,6 +227,8 @@ pub enum SimError {
     },
     #[error("invalid seed: {0}")]
     Seed(String),
+    #[error("invalid quirks: {0}")]
+    Quirks(String),
 }
 
 /// A running simulator. Dropping it stops the server too, without waiting.
@@ -207,7 +273,9 @@ impl Drop for SimServer {
 }
 
 /// Binds `addr` (port 0 picks a free port), loads the seed and serves in the background.
+/// Fails with `SimError::Quirks` when `opts.quirks` names an unknown scope.
 pub async fn spawn(addr: SocketAddr, opts: SimOptions) -> Result<SimServer, SimError> {
+    opts.quirks.validate().map_err(SimError::Quirks)?;
     let (tx, rx) = watch::channel(false);
     let inner = Arc::new(server::Inner::new(&opts, rx.clone()));
     if let Some(seed) = &opts.seed {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use portkey_sim::{Faults, Seed, SimOptions};
+use portkey_sim::{Faults, Quirks, Seed, SimOptions, ADMIN_API_SCOPES};
 
 /// In-memory Portkey Admin API (under /v1) with test controls (under /_sim).
 #[derive(Debug, Parser)]
@@ -27,9 +27,25 @@ struct Args {
     /// JSON fault settings, same shape as `PUT /_sim/faults`.
     #[arg(long)]
     faults_file: Option<PathBuf>,
-    /// Answer 403 AB03 instead of 404 AB08 for missing resources.
+    /// Answer 403 AB03 instead of 404 AB08 for missing resources (quirk `missing_is_403`).
     #[arg(long)]
     missing_is_403: bool,
+    /// `GET /admin/users` rows leave out `workspace_ids` (quirk `lists_omit_workspace_ids`).
+    #[arg(long)]
+    lists_omit_workspace_ids: bool,
+    /// `email=` list filters match the stored email exactly, case included
+    /// (quirk `email_filter_case_sensitive`).
+    #[arg(long)]
+    email_filter_case_sensitive: bool,
+    /// An Admin-API key scope the key lacks: requests needing it get 403 AB03 and are not
+    /// applied (quirk `denied_scopes`). Repeat the flag or separate scopes with commas.
+    #[arg(
+        long = "deny-scope",
+        value_name = "SCOPE",
+        value_delimiter = ',',
+        value_parser = clap::builder::PossibleValuesParser::new(ADMIN_API_SCOPES)
+    )]
+    deny_scopes: Vec<String>,
     /// Page size cap and default.
     #[arg(long, default_value_t = 100)]
     max_page_size: usize,
@@ -62,6 +78,12 @@ async fn main() -> anyhow::Result<()> {
         faults,
         missing_is_403: args.missing_is_403,
         max_page_size: args.max_page_size,
+        quirks: Quirks {
+            missing_is_403: args.missing_is_403,
+            lists_omit_workspace_ids: args.lists_omit_workspace_ids,
+            email_filter_case_sensitive: args.email_filter_case_sensitive,
+            denied_scopes: args.deny_scopes,
+        },
     };
     let sim = portkey_sim::spawn(args.listen, opts).await?;
     println!("{}", sim.base_url());

@@ -10,7 +10,7 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use crate::query::{Page, Query};
-use crate::{Seed, SeedInviteWorkspace};
+use crate::{Quirks, Seed, SeedInviteWorkspace};
 
 /// Invites expire after this long. A guess: the real lifetime is not documented.
 pub(crate) const INVITE_TTL: Duration = Duration::days(7);
@@ -133,6 +133,13 @@ pub(crate) fn now() -> OffsetDateTime {
 
 fn email_key(email: &str) -> String {
     email.trim().to_lowercase()
+}
+
+/// Whether a stored email passes an `email=` list filter. Candidates come from the
+/// case-insensitive index, so by default they all match; with the
+/// `email_filter_case_sensitive` quirk the stored spelling must equal the filter exactly.
+fn email_filter_matches(stored: &str, filter: &str, case_sensitive: bool) -> bool {
+    !case_sensitive || stored == filter
 }
 
 fn valid_email(email: &str) -> bool {
@@ -329,8 +336,29 @@ impl State {
 
     // ----- JSON views -----
 
-    fn user_json(&self, u: &User) -> Value {
-        let workspace_ids: Vec<&str> = if u.role.elevated() {
+    /// A `User`. `with_workspace_ids` is false only for list rows under the
+    /// `lists_omit_workspace_ids` quirk.
+    fn user_json(&self, u: &User, with_workspace_ids: bool) -> Value {
+        let mut v = json!({
+            "object": "user",
+            "id": u.id,
+            "first_name": u.first_name,
+            "last_name": u.last_name,
+            "role": u.role.as_str(),
+            "email": u.email,
+            "created_at": ts(u.created_at),
+            "last_updated_at": ts(u.updated_at),
+        });
+        if with_workspace_ids {
+            if let Some(o) = v.as_object_mut() {
+                o.insert("workspace_ids".into(), json!(self.workspace_ids(u)));
+            }
+        }
+        v
+    }
+
+    fn workspace_ids(&self, u: &User) -> Vec<&str> {
+        if u.role.elevated() {
             // CL v1.21.0: user details list every workspace for owners and admins.
             self.ws_order
                 .iter()
@@ -348,18 +376,7 @@ impl State {
                 .collect();
             v.sort_unstable();
             v
-        };
-        json!({
-            "object": "user",
-            "id": u.id,
-            "first_name": u.first_name,
-            "last_name": u.last_name,
-            "role": u.role.as_str(),
-            "email": u.email,
-            "created_at": ts(u.created_at),
-            "last_updated_at": ts(u.updated_at),
-            "workspace_ids": workspace_ids,
-        })
+        }
     }
 
     fn invite_json(&self, i: &Invite, now: OffsetDateTime) -> Value {
@@ -424,13 +441,15 @@ impl State {
 
     // ----- users -----
 
-    pub(crate) fn list_users(&self, q: &Query, max: usize) -> ApiResult {
+    pub(crate) fn list_users(&self, q: &Query, max: usize, quirks: &Quirks) -> ApiResult {
         let page = Page::from_query(q, max)?;
+        let with_ws = !quirks.lists_omit_workspace_ids;
+        let email = q.filter("email");
         let role = match q.filter("role") {
             None => None,
             Some(r) => Some(OrgRole::parse(r).ok_or_else(|| bad(format!("invalid role '{r}'")))?),
         };
-        let ids: Vec<Uuid> = match q.filter("email") {
+        let ids: Vec<Uuid> = match email {
             Some(e) => self
                 .user_by_email
                 .get(&email_key(e))
@@ -443,7 +462,7 @@ impl State {
                     let data = self.user_order[s..e]
                         .iter()
                         .filter_map(|id| self.users.get(id))
-                        .map(|u| self.user_json(u))
+                        .map(|u| self.user_json(u, with_ws))
                         .collect();
                     return Ok(list_envelope(self.user_order.len(), data));
                 }
@@ -454,14 +473,22 @@ impl State {
             .iter()
             .filter_map(|id| self.users.get(id))
             .filter(|u| role.is_none_or(|r| u.role == r))
+            .filter(|u| {
+                email.is_none_or(|e| {
+                    email_filter_matches(&u.email, e, quirks.email_filter_case_sensitive)
+                })
+            })
             .collect();
         let (s, e) = page.bounds(matching.len());
-        let data = matching[s..e].iter().map(|u| self.user_json(u)).collect();
+        let data = matching[s..e]
+            .iter()
+            .map(|u| self.user_json(u, with_ws))
+            .collect();
         Ok(list_envelope(matching.len(), data))
     }
 
     pub(crate) fn get_user(&self, id: &str) -> ApiResult {
-        Ok(self.user_json(self.user_by_path(id)?))
+        Ok(self.user_json(self.user_by_path(id)?, true))
     }
 
     pub(crate) fn update_user(&mut self, id: &str, body: &Value) -> ApiResult {
@@ -570,12 +597,12 @@ impl State {
     pub(crate) fn user_json_by_id(&self, id: Uuid) -> Value {
         self.users
             .get(&id)
-            .map_or(Value::Null, |u| self.user_json(u))
+            .map_or(Value::Null, |u| self.user_json(u, true))
     }
 
     // ----- invites -----
 
-    pub(crate) fn list_invites(&self, q: &Query, max: usize) -> ApiResult {
+    pub(crate) fn list_invites(&self, q: &Query, max: usize, quirks: &Quirks) -> ApiResult {
         let page = Page::from_query(q, max)?;
         let now = now();
         let role = match q.filter("role") {
@@ -591,14 +618,15 @@ impl State {
                 Some(InviteStatus::parse(s).ok_or_else(|| bad(format!("invalid status '{s}'")))?)
             }
         };
-        let candidates: &[Uuid] = match q.filter("email") {
+        let email = q.filter("email");
+        let candidates: &[Uuid] = match email {
             Some(e) => self
                 .invites_by_email
                 .get(&email_key(e))
                 .map_or(&[], Vec::as_slice),
             None => &self.invite_order,
         };
-        if role.is_none() && status.is_none() && q.filter("email").is_none() {
+        if role.is_none() && status.is_none() && email.is_none() {
             let (s, e) = page.bounds(candidates.len());
             let data = candidates[s..e]
                 .iter()
@@ -612,6 +640,11 @@ impl State {
             .filter_map(|id| self.invites.get(id))
             .filter(|i| role.is_none_or(|r| i.role == r))
             .filter(|i| status.is_none_or(|s| i.status_at(now) == s))
+            .filter(|i| {
+                email.is_none_or(|e| {
+                    email_filter_matches(&i.email, e, quirks.email_filter_case_sensitive)
+                })
+            })
             .collect();
         let (s, e) = page.bounds(matching.len());
         let data = matching[s..e]
@@ -877,7 +910,7 @@ impl State {
 
     pub(crate) fn get_workspace(&self, id: &str) -> ApiResult {
         let wid = self.ws_by_path(id)?;
-        let rows = self.member_rows(wid, None, None);
+        let rows = self.member_rows(wid, None, None, false);
         let Some(w) = self.workspaces.get(&wid) else {
             return Err(missing("workspace", id));
         };
@@ -1015,11 +1048,13 @@ impl State {
 
     /// Member rows in list order: explicit members first, then owners/admins who are only
     /// implicitly members. `true` marks an explicit row.
+    /// `email_exact` is the `email_filter_case_sensitive` quirk.
     fn member_rows(
         &self,
         wid: Uuid,
         role: Option<WsRole>,
         email: Option<&str>,
+        email_exact: bool,
     ) -> Vec<(Uuid, bool)> {
         let Some(w) = self.workspaces.get(&wid) else {
             return Vec::new();
@@ -1031,6 +1066,9 @@ impl State {
             let Some(u) = self.users.get(&uid) else {
                 return Vec::new();
             };
+            if !email_filter_matches(&u.email, e, email_exact) {
+                return Vec::new();
+            }
             let explicit = w.members.get(&uid);
             if explicit.is_none() && !u.role.elevated() {
                 return Vec::new();
@@ -1066,7 +1104,13 @@ impl State {
             .collect()
     }
 
-    pub(crate) fn list_members(&self, ws: &str, q: &Query, max: usize) -> ApiResult {
+    pub(crate) fn list_members(
+        &self,
+        ws: &str,
+        q: &Query,
+        max: usize,
+        quirks: &Quirks,
+    ) -> ApiResult {
         let wid = self.ws_by_path(ws)?;
         let page = Page::from_query(q, max)?;
         let role = match q.filter("role") {
@@ -1099,7 +1143,12 @@ impl State {
             let data = self.rows_json(w, &rows);
             return Ok(list_envelope(total, data));
         } else {
-            self.member_rows(wid, role, q.filter("email"))
+            self.member_rows(
+                wid,
+                role,
+                q.filter("email"),
+                quirks.email_filter_case_sensitive,
+            )
         };
         let (s, e) = page.bounds(rows.len());
         let data = self.rows_json(w, &rows[s..e]);
@@ -1370,7 +1419,7 @@ impl State {
             .user_order
             .iter()
             .filter_map(|id| self.users.get(id))
-            .map(|u| self.user_json(u))
+            .map(|u| self.user_json(u, true))
             .collect();
         let invites: Vec<Value> = self
             .invite_order
@@ -1384,7 +1433,7 @@ impl State {
             .filter_map(|id| self.workspaces.get(id))
             .map(|w| {
                 let members: Vec<Value> = self
-                    .member_rows(w.id, None, None)
+                    .member_rows(w.id, None, None, false)
                     .into_iter()
                     .filter_map(|(uid, explicit)| {
                         let u = self.users.get(&uid)?;

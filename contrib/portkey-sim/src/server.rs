@@ -18,7 +18,7 @@ use warp::{Filter, Reply};
 
 use crate::model::{ApiError, State};
 use crate::query::Query;
-use crate::{control, Faults, Seed, SimOptions};
+use crate::{control, Faults, Quirks, Seed, SimOptions};
 
 /// Oldest entries are dropped beyond this, so a long-running demo does not grow forever.
 const LOG_CAP: usize = 200_000;
@@ -107,7 +107,8 @@ impl RequestLog {
 
 pub(crate) struct Inner {
     pub(crate) api_key: String,
-    pub(crate) missing_is_403: bool,
+    /// Replaced at run time by `PUT`/`PATCH /_sim/quirks`; each request reads a copy.
+    pub(crate) quirks: Mutex<Quirks>,
     pub(crate) max_page_size: usize,
     pub(crate) auto_accept: Option<Duration>,
     pub(crate) state: Mutex<State>,
@@ -120,7 +121,10 @@ impl Inner {
     pub(crate) fn new(opts: &SimOptions, shutdown: watch::Receiver<bool>) -> Self {
         Inner {
             api_key: opts.api_key.clone(),
-            missing_is_403: opts.missing_is_403,
+            quirks: Mutex::new(Quirks {
+                missing_is_403: opts.missing_is_403 || opts.quirks.missing_is_403,
+                ..opts.quirks.clone()
+            }),
             max_page_size: opts.max_page_size.max(1),
             auto_accept: opts.auto_accept,
             state: Mutex::new(State::new()),
@@ -215,14 +219,20 @@ fn internal_error() -> Response {
     envelope(500, "AB04", "Internal Server Error")
 }
 
-fn api_error(inner: &Inner, e: ApiError) -> Response {
+/// The documented AB03 body (AB03 help page). A denied scope and, with `missing_is_403`,
+/// a missing resource both answer exactly this, so the two cannot be told apart.
+fn forbidden() -> Response {
+    envelope(
+        403,
+        "AB03",
+        "You do not have enough permissions to execute this request",
+    )
+}
+
+fn api_error(quirks: &Quirks, e: ApiError) -> Response {
     match e {
         ApiError::BadRequest(m) => envelope(400, "AB01", &m),
-        ApiError::NotFound(_) if inner.missing_is_403 => envelope(
-            403,
-            "AB03",
-            "You do not have enough permissions to execute this request",
-        ),
+        ApiError::NotFound(_) if quirks.missing_is_403 => forbidden(),
         ApiError::NotFound(m) => envelope(404, "AB08", &m),
         ApiError::Conflict(m) => envelope(409, "AB07", &m),
     }
@@ -349,6 +359,12 @@ async fn answer(
     if !authorised {
         return (envelope(401, "AB05", "Unauthorised Request"), None);
     }
+    let quirks = lock(&inner.quirks).clone();
+    if let Some(scope) = required_scope(method, &api_segments(path)) {
+        if quirks.denied_scopes.iter().any(|d| d == scope) {
+            return (forbidden(), None);
+        }
+    }
     let query = Query::parse(raw_query);
     if let Some(fp) = &d.fail_page {
         if method == Method::GET
@@ -364,9 +380,9 @@ async fn answer(
             None,
         );
     };
-    let resp = match route(inner, method, path, &query, &body) {
+    let resp = match route(inner, &quirks, method, path, &query, &body) {
         Ok(v) => json_response(200, &v),
-        Err(Routed::Api(e)) => api_error(inner, e),
+        Err(Routed::Api(e)) => api_error(&quirks, e),
         Err(Routed::NoRoute) => envelope(404, "AB02", "no such route"),
     };
     if d.apply_then_500 && resp.status().is_success() {
@@ -389,24 +405,58 @@ impl From<ApiError> for Routed {
     }
 }
 
+/// The path segments after `/v1`.
+fn api_segments(path: &str) -> Vec<&str> {
+    path.trim_start_matches("/v1")
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// The Admin-API key scope a request needs (KEYS scope names), or `None` for a path that
+/// `route` does not serve. Keep the patterns in step with `route`.
+fn required_scope(method: &Method, segs: &[&str]) -> Option<&'static str> {
+    let scope = match (method.as_str(), segs) {
+        ("GET", ["admin", "users"]) => "organisation_users.list",
+        ("GET", ["admin", "users", "invites"]) => "organisation_users.list",
+        ("POST", ["admin", "users", "invites"]) => "organisation_users.create",
+        ("GET", ["admin", "users", "invites", _]) => "organisation_users.read",
+        ("DELETE", ["admin", "users", "invites", _]) => "organisation_users.delete",
+        // A guess: resending issues the invite again, like creating it.
+        ("POST", ["admin", "users", "invites", _, "resend"]) => "organisation_users.create",
+        ("GET", ["admin", "users", _]) => "organisation_users.read",
+        ("PUT", ["admin", "users", _]) => "organisation_users.update",
+        ("DELETE", ["admin", "users", _]) => "organisation_users.delete",
+        ("GET", ["admin", "workspaces"]) => "workspaces.list",
+        ("POST", ["admin", "workspaces"]) => "workspaces.create",
+        ("GET", ["admin", "workspaces", _]) => "workspaces.read",
+        ("PUT", ["admin", "workspaces", _]) => "workspaces.update",
+        ("DELETE", ["admin", "workspaces", _]) => "workspaces.delete",
+        ("GET", ["admin", "workspaces", _, "users"]) => "workspace_users.list",
+        ("POST", ["admin", "workspaces", _, "users"]) => "workspace_users.create",
+        ("GET", ["admin", "workspaces", _, "users" | "members", _]) => "workspace_users.read",
+        ("PUT", ["admin", "workspaces", _, "users", _]) => "workspace_users.update",
+        ("DELETE", ["admin", "workspaces", _, "users", _]) => "workspace_users.delete",
+        _ => return None,
+    };
+    Some(scope)
+}
+
 fn route(
     inner: &Arc<Inner>,
+    quirks: &Quirks,
     method: &Method,
     path: &str,
     q: &Query,
     body: &Value,
 ) -> Result<Value, Routed> {
-    let segs: Vec<&str> = path
-        .trim_start_matches("/v1")
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .collect();
+    let segs = api_segments(path);
     let max = inner.max_page_size;
     let m = method.as_str();
     let mut st = lock(&inner.state);
     let out = match (m, segs.as_slice()) {
-        ("GET", ["admin", "users"]) => st.list_users(q, max),
-        ("GET", ["admin", "users", "invites"]) => st.list_invites(q, max),
+        ("GET", ["admin", "users"]) => st.list_users(q, max, quirks),
+        ("GET", ["admin", "users", "invites"]) => st.list_invites(q, max, quirks),
         ("POST", ["admin", "users", "invites"]) => {
             let (v, id) = st.create_invite(body)?;
             drop(st);
@@ -424,7 +474,7 @@ fn route(
         ("GET", ["admin", "workspaces", ws]) => st.get_workspace(ws),
         ("PUT", ["admin", "workspaces", ws]) => st.update_workspace(ws, body),
         ("DELETE", ["admin", "workspaces", ws]) => st.delete_workspace(ws),
-        ("GET", ["admin", "workspaces", ws, "users"]) => st.list_members(ws, q, max),
+        ("GET", ["admin", "workspaces", ws, "users"]) => st.list_members(ws, q, max, quirks),
         ("POST", ["admin", "workspaces", ws, "users"]) => st.add_members(ws, body),
         ("GET", ["admin", "workspaces", ws, "users" | "members", u]) => st.get_member(ws, u),
         ("PUT", ["admin", "workspaces", ws, "users", u]) => st.update_member(ws, u, body),
@@ -437,6 +487,139 @@ fn route(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every route `route` serves needs a scope, every path it does not serve needs none,
+    /// and every documented scope guards at least one route.
+    #[test]
+    fn scopes_follow_routes() {
+        let (_tx, rx) = watch::channel(false);
+        let inner = Arc::new(Inner::new(&SimOptions::default(), rx));
+        let id = "00000000-0000-0000-0000-000000000000";
+        let served = [
+            (
+                "GET",
+                "/v1/admin/users".to_string(),
+                "organisation_users.list",
+            ),
+            (
+                "GET",
+                format!("/v1/admin/users/{id}"),
+                "organisation_users.read",
+            ),
+            (
+                "PUT",
+                format!("/v1/admin/users/{id}"),
+                "organisation_users.update",
+            ),
+            (
+                "DELETE",
+                format!("/v1/admin/users/{id}"),
+                "organisation_users.delete",
+            ),
+            (
+                "GET",
+                "/v1/admin/users/invites".into(),
+                "organisation_users.list",
+            ),
+            (
+                "POST",
+                "/v1/admin/users/invites".into(),
+                "organisation_users.create",
+            ),
+            (
+                "GET",
+                format!("/v1/admin/users/invites/{id}"),
+                "organisation_users.read",
+            ),
+            (
+                "DELETE",
+                format!("/v1/admin/users/invites/{id}"),
+                "organisation_users.delete",
+            ),
+            (
+                "POST",
+                format!("/v1/admin/users/invites/{id}/resend"),
+                "organisation_users.create",
+            ),
+            ("GET", "/v1/admin/workspaces".into(), "workspaces.list"),
+            ("POST", "/v1/admin/workspaces".into(), "workspaces.create"),
+            ("GET", "/v1/admin/workspaces/ws-a".into(), "workspaces.read"),
+            (
+                "PUT",
+                "/v1/admin/workspaces/ws-a".into(),
+                "workspaces.update",
+            ),
+            (
+                "DELETE",
+                "/v1/admin/workspaces/ws-a".into(),
+                "workspaces.delete",
+            ),
+            (
+                "GET",
+                "/v1/admin/workspaces/ws-a/users".into(),
+                "workspace_users.list",
+            ),
+            (
+                "POST",
+                "/v1/admin/workspaces/ws-a/users".into(),
+                "workspace_users.create",
+            ),
+            (
+                "GET",
+                format!("/v1/admin/workspaces/ws-a/users/{id}"),
+                "workspace_users.read",
+            ),
+            (
+                "GET",
+                format!("/v1/admin/workspaces/ws-a/members/{id}"),
+                "workspace_users.read",
+            ),
+            (
+                "PUT",
+                format!("/v1/admin/workspaces/ws-a/users/{id}"),
+                "workspace_users.update",
+            ),
+            (
+                "DELETE",
+                format!("/v1/admin/workspaces/ws-a/users/{id}"),
+                "workspace_users.delete",
+            ),
+        ];
+        let q = Query::default();
+        let quirks = Quirks::default();
+        for (m, path, scope) in &served {
+            let method = Method::from_bytes(m.as_bytes()).unwrap_or(Method::GET);
+            assert_eq!(
+                required_scope(&method, &api_segments(path)),
+                Some(*scope),
+                "{m} {path}"
+            );
+            let routed = route(&inner, &quirks, &method, path, &q, &Value::Null);
+            assert!(!matches!(routed, Err(Routed::NoRoute)), "{m} {path}");
+        }
+        for scope in crate::ADMIN_API_SCOPES {
+            assert!(served.iter().any(|(_, _, s)| *s == scope), "{scope} unused");
+        }
+        let unserved = [
+            ("POST", "/v1/admin/users"),
+            ("PUT", "/v1/admin/users/invites/x"),
+            ("GET", "/v1/admin/users/invites/x/resend"),
+            ("PATCH", "/v1/admin/workspaces/ws-a"),
+            ("PUT", "/v1/admin/workspaces/ws-a/members/x"),
+            ("GET", "/v1/nope"),
+            ("GET", "/v1"),
+        ];
+        for (m, path) in unserved {
+            let method = Method::from_bytes(m.as_bytes()).unwrap_or(Method::GET);
+            assert_eq!(
+                required_scope(&method, &api_segments(path)),
+                None,
+                "{m} {path}"
+            );
+            let routed = route(&inner, &quirks, &method, path, &q, &Value::Null);
+            assert!(matches!(routed, Err(Routed::NoRoute)), "{m} {path}");
+        }
+    }
 
     #[test]
     fn patterns() {
