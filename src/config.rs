@@ -467,7 +467,8 @@ impl Config {
 
         let s = raw.sync;
         let debounce_ms = s.debounce_ms.unwrap_or(500);
-        let debounce_max_ms = s.debounce_max_ms.unwrap_or(10_000);
+        // Unset, the cap follows a raised debounce rather than refusing it.
+        let debounce_max_ms = s.debounce_max_ms.unwrap_or(debounce_ms.max(10_000));
         if debounce_max_ms < debounce_ms {
             return Err(invalid(
                 "[sync] debounce_max_ms",

@@ -637,7 +637,11 @@ async fn held_deletions_exit_1_until_approved() {
 
     let o = e.cli(&["resync", "--wait"]).await;
     assert_eq!(o.code, 1, "{o:?}");
-    assert!(o.stdout.contains("3 deletion(s) held"), "{}", o.stdout);
+    assert!(
+        o.stdout.contains("3 destructive op(s) held"),
+        "{}",
+        o.stdout
+    );
     assert!(o.stdout.contains("approve-deletions"), "{}", o.stdout);
 
     let o = e.cli(&["status"]).await;
@@ -664,8 +668,19 @@ async fn held_deletions_exit_1_until_approved() {
         o.stdout
     );
 
+    // A digest that names another set approves nothing.
+    let o = e.cli(&["approve-deletions", "--digest", "0000"]).await;
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.stdout.contains("Nothing approved"), "{}", o.stdout);
+
+    // Without --digest, it shows the held set and approves exactly that.
     let o = e.cli(&["approve-deletions"]).await;
     assert_eq!(o.code, 0, "{o:?}");
+    assert!(
+        o.stdout.contains("Approving these 3 held op(s)"),
+        "{}",
+        o.stdout
+    );
     assert!(
         o.stdout.contains("Approved 3 held deletion(s)"),
         "{}",

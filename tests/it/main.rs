@@ -3,8 +3,10 @@
 mod cli;
 mod common;
 mod crash;
+mod deprovisioning;
 mod lifecycle;
 mod portkey;
+mod property;
 mod reconcile;
 mod reconcile_crash;
 mod scim_checklist;

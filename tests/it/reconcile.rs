@@ -553,10 +553,39 @@ async fn the_fuse_holds_a_mass_unassignment_until_approved() {
     );
     let plan = e.admin_get("/admin/plan").await;
     assert_eq!(plan["held_by_fuse"].as_array().unwrap().len(), 9);
-    // Approval releases them.
-    let r: Value = e
+    // Approval must name the held set that was reviewed.
+    let digest = status["reconciler"]["held_digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(plan["held_digest"], digest.as_str());
+    let bare = e
         .http
         .post(format!("{}/admin/approve-deletions", e.admin))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        bare.status(),
+        400,
+        "an approval without a digest is refused"
+    );
+    let wrong = e
+        .http
+        .post(format!("{}/admin/approve-deletions?digest=0000", e.admin))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 409, "an approval of another set is refused");
+    assert_eq!(e.members("Fuse").await.len(), 10);
+    let r: Value = e
+        .http
+        .post(format!(
+            "{}/admin/approve-deletions?digest={digest}",
+            e.admin
+        ))
         .bearer_auth(ADMIN_TOKEN)
         .send()
         .await

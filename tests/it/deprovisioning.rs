@@ -1,0 +1,1 @@
+//! Issue scenarios for deprovisioning: one test per numbered scenario.

@@ -1,0 +1,1 @@
+//! Property test: random SCIM writes, IdP mistakes and control-plane faults against the simulator.
