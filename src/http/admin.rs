@@ -357,6 +357,10 @@ fn status_doc(s: &AdminState) -> Value {
             "progress": r.progress,
             "last_successful_run_at": r.last_successful_run_at,
             "last_successful_full_run_at": r.last_successful_full_run_at,
+            "next_retry_at": s.scheduler.next_retry().map(|t| {
+                let t: time::OffsetDateTime = t.into();
+                t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+            }),
             "last_run": r.last_run.as_ref().map(|l| json!({
                 "run_id": l.run_id, "kind": l.kind, "trigger": l.trigger, "ok": l.ok,
                 "started_at": l.started_at, "finished_at": l.finished_at, "duration_ms": l.duration_ms,

@@ -685,9 +685,11 @@ impl Reconciler {
     ///
     /// Reads per person: the user by email (a second spelling only when the IdP's differs and
     /// the first found nothing); the pending invites only when there is no user; the user by id
-    /// only when the list left out `workspace_ids`; the members of a workspace only where
-    /// `workspace_ids` says the person is. Someone leaving needs none of the workspace reads:
-    /// removing the user removes them everywhere.
+    /// only when the list left out `workspace_ids`; the member row of a workspace only where
+    /// `workspace_ids` says the person is and the person is still meant to be (its role is
+    /// compared; elsewhere it is a removal whatever the role). Someone leaving needs none of the
+    /// workspace reads: removing the user removes them everywhere. The workspace list is the
+    /// last complete read's.
     pub async fn plan_for(
         &self,
         emails: &BTreeSet<String>,
@@ -798,14 +800,29 @@ impl Reconciler {
                 complete: true,
             };
             for u in &actual.users {
-                if !desired.users.contains_key(&u.email.to_lowercase()) {
+                let Some(du) = desired.users.get(&u.email.to_lowercase()) else {
                     continue;
-                }
+                };
                 let ids = u.workspace_ids.as_deref().unwrap_or_default();
                 let is_in = ids
                     .iter()
                     .any(|id| *id == ws.id || ws.slug.as_deref() == Some(id.as_str()));
                 if !is_in {
+                    continue;
+                }
+                if !du.workspaces.keys().any(|w| w.eq_ignore_ascii_case(&ws.name)) {
+                    // In the workspace and no longer meant to be: a removal, whatever the role,
+                    // so the member row is not read. (Its role is never used for a change.)
+                    list.members.push(portkey::WorkspaceMember {
+                        id: u.id.clone(),
+                        email: Some(u.email.clone()),
+                        role: portkey::WorkspaceRole::Other("not read".into()),
+                        org_role: Some(u.role.clone()),
+                        first_name: None,
+                        last_name: None,
+                        status: None,
+                        workspace_id: Some(ws.id.clone()),
+                    });
                     continue;
                 }
                 let mf = MemberFilter {

@@ -1027,3 +1027,128 @@ async fn dry_run_plans_through_the_same_path_and_writes_nothing() {
     let plan = e.admin_get("/admin/plan").await;
     assert_eq!(plan["summary"]["total"], 2, "{plan}");
 }
+
+impl Env {
+    /// Waits for a change-driven run that starts after `before` (a run id) and returns the
+    /// control-plane calls logged since the last clear.
+    async fn calls_of_next_change_run(&self, before: &Value) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let st = self.admin_get("/admin/status").await;
+            let last = &st["reconciler"]["last_run"];
+            if last["run_id"] != *before && last["kind"] == "changes" {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "no change run: {st}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        self.http
+            .get(format!("{}/requests", self.sim.control_url()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn last_run_id(&self) -> Value {
+        self.admin_get("/admin/status").await["reconciler"]["last_run"]["run_id"].clone()
+    }
+}
+
+/// The budget: a change that touches one person costs at most 3 control-plane calls,
+/// whether or not the API's user list carries `workspace_ids`. Prints the measured counts
+/// (BENCHMARKS.md quotes them).
+#[tokio::test]
+async fn a_one_person_change_costs_at_most_three_calls() {
+    for omit in [false, true] {
+        let e = start(seed_owner(), &format!("{RELAXED}debounce_ms = 100\n")).await;
+        e.http
+            .patch(format!("{}/quirks", e.sim.control_url()))
+            .json(&json!({"lists_omit_workspace_ids": omit}))
+            .send()
+            .await
+            .unwrap();
+        let alice = e.create_user("alice@example.com").await;
+        let bob = e.create_user("bob@example.com").await;
+        let g = e.create_group("ws-Calls-role-member", &[&alice]).await;
+        e.resync().await;
+        e.accept_all().await;
+        e.resync().await;
+        let mut measured = Vec::new();
+
+        // A new hire.
+        e.clear_log().await;
+        let before = e.last_run_id().await;
+        e.create_user("carol@example.com").await;
+        measured.push(("new hire", e.calls_of_next_change_run(&before).await));
+
+        // Added to a group.
+        e.clear_log().await;
+        let before = e.last_run_id().await;
+        e.patch(
+            &format!("/Groups/{g}"),
+            json!([{"op": "add", "path": "members", "value": [{"value": bob}]}]),
+        )
+        .await;
+        measured.push((
+            "added to a group",
+            e.calls_of_next_change_run(&before).await,
+        ));
+
+        // Removed from a group.
+        e.clear_log().await;
+        let before = e.last_run_id().await;
+        e.patch(
+            &format!("/Groups/{g}"),
+            json!([{"op": "remove", "path": format!("members[value eq \"{alice}\"]")}]),
+        )
+        .await;
+        measured.push((
+            "removed from a group",
+            e.calls_of_next_change_run(&before).await,
+        ));
+
+        // Deactivated.
+        e.clear_log().await;
+        let before = e.last_run_id().await;
+        e.patch(
+            &format!("/Users/{bob}"),
+            json!([{"op": "replace", "path": "active", "value": false}]),
+        )
+        .await;
+        measured.push(("deactivated", e.calls_of_next_change_run(&before).await));
+
+        for (what, calls) in &measured {
+            let shown: Vec<String> = calls
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{} {}",
+                        c["method"].as_str().unwrap_or(""),
+                        c["path"].as_str().unwrap_or("")
+                    )
+                })
+                .collect();
+            eprintln!(
+                "calls per one-person change (lists_omit_workspace_ids={omit}): {what}: {} {shown:?}",
+                calls.len()
+            );
+            assert!(
+                calls.len() <= 3,
+                "{what} (lists_omit_workspace_ids={omit}): {} calls: {shown:?}",
+                calls.len()
+            );
+            assert!(
+                calls.iter().any(|c| c["method"] != "GET"),
+                "{what}: the change was applied: {shown:?}"
+            );
+        }
+        assert_eq!(
+            e.members("Calls").await,
+            Vec::<(String, String)>::new(),
+            "alice was removed, bob deactivated"
+        );
+    }
+}
