@@ -345,7 +345,7 @@ impl Plan {
 
 // ---- the diff ------------------------------------------------------------------------------
 
-fn pk_ws_role(r: CfgWorkspaceRole) -> WorkspaceRole {
+pub(crate) fn pk_ws_role(r: CfgWorkspaceRole) -> WorkspaceRole {
     match r {
         CfgWorkspaceRole::Admin => WorkspaceRole::Admin,
         CfgWorkspaceRole::Manager => WorkspaceRole::Manager,

@@ -532,10 +532,25 @@ impl Reconciler {
         })
     }
 
-    /// The emails a change-driven run is about (every email a changed SCIM user has or had, by
-    /// the ledger) and the feed position it covers; `None` when the changes are too many for a
-    /// targeted run to be cheaper than a full one.
-    fn affected(&self, cursor: u64) -> Result<Option<(BTreeSet<String>, u64)>, ReconcileError> {
+    /// Lower-cased names of the workspaces a group grants, by convention or mapping.
+    fn group_workspaces(&self, display_name: &str) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .mappings
+            .iter()
+            .filter(|m| m.group.trim().eq_ignore_ascii_case(display_name.trim()))
+            .map(|m| m.workspace.trim().to_lowercase())
+            .collect();
+        if let Some((ws, _)) = policy::parse_convention(display_name) {
+            out.push(ws.to_lowercase());
+        }
+        out
+    }
+
+    /// The scope of a change-driven run: every email a changed SCIM user has or had (by the
+    /// ledger), the workspaces whose member rows must be compared, and the feed position it
+    /// covers; `None` when the changes are too many for a targeted run to be cheaper than a
+    /// full one.
+    fn affected(&self, cursor: u64) -> Result<Option<ChangeScope>, ReconcileError> {
         const MAX_CHANGES: usize = 500;
         const MAX_USERS: usize = 50;
         let changes = self.store.changes_since(cursor, MAX_CHANGES + 1)?;
@@ -554,6 +569,44 @@ impl Reconciler {
             }
         }
         let links = self.store.links()?;
+        // Workspace roles come from groups only. A change to a group's members touches the
+        // workspaces that group grants; a change to a user already linked under its address
+        // cannot change any workspace role (only its org role or whether it stays), so its
+        // other memberships are not re-read (the full resync checks them for drift). A new
+        // user or a new address compares every membership.
+        let mut focus: Option<BTreeSet<String>> = Some(BTreeSet::new());
+        for c in &changes {
+            match c.kind {
+                crate::store::ChangeKind::Group => {
+                    if let (Some(f), Some(g)) = (
+                        focus.as_mut(),
+                        self.store.get(ResourceKind::Group, &c.id, false)?,
+                    ) {
+                        let name = g
+                            .record
+                            .data
+                            .get("displayName")
+                            .and_then(serde_json::Value::as_str)
+                            .unwrap_or_default();
+                        f.extend(self.group_workspaces(name));
+                    }
+                }
+                crate::store::ChangeKind::User => {
+                    let linked_here = self
+                        .store
+                        .get(ResourceKind::User, &c.id, false)?
+                        .and_then(|r| policy::user_email(&r.record.data))
+                        .and_then(|e| links.get(&e))
+                        .is_some_and(|l| {
+                            l.scim_id.as_deref() == Some(c.id.as_str())
+                                && l.portkey_user_id.is_some()
+                        });
+                    if !linked_here {
+                        focus = None;
+                    }
+                }
+            }
+        }
         let mut emails = BTreeSet::new();
         for id in &ids {
             if let Some(r) = self.store.get(ResourceKind::User, id, false)? {
@@ -581,7 +634,11 @@ impl Reconciler {
         if emails.len() > MAX_USERS {
             return Ok(None);
         }
-        Ok(Some((emails, last)))
+        Ok(Some(ChangeScope {
+            emails,
+            focus,
+            covers: last,
+        }))
     }
 
     /// The workspace list for a targeted run: the last complete read, unless it lacks one of
@@ -693,6 +750,7 @@ impl Reconciler {
     pub async fn plan_for(
         &self,
         emails: &BTreeSet<String>,
+        focus: Option<&BTreeSet<String>>,
     ) -> Result<(PlanView, ActualState), ReconcileError> {
         let mut desired = self.desired_async().await?;
         let links = self.store.links()?;
@@ -810,7 +868,11 @@ impl Reconciler {
                 if !is_in {
                     continue;
                 }
-                if !du.workspaces.keys().any(|w| w.eq_ignore_ascii_case(&ws.name)) {
+                if !du
+                    .workspaces
+                    .keys()
+                    .any(|w| w.eq_ignore_ascii_case(&ws.name))
+                {
                     // In the workspace and no longer meant to be: a removal, whatever the role,
                     // so the member row is not read. (Its role is never used for a change.)
                     list.members.push(portkey::WorkspaceMember {
@@ -823,6 +885,26 @@ impl Reconciler {
                         status: None,
                         workspace_id: Some(ws.id.clone()),
                     });
+                    continue;
+                }
+                if focus.is_some_and(|f| !f.contains(&ws.name.to_lowercase())) {
+                    // Untouched by this change: taken to be as desired (see `affected`).
+                    if let Some((_, m)) = du
+                        .workspaces
+                        .iter()
+                        .find(|(w, _)| w.eq_ignore_ascii_case(&ws.name))
+                    {
+                        list.members.push(portkey::WorkspaceMember {
+                            id: u.id.clone(),
+                            email: Some(u.email.clone()),
+                            role: super::plan::pk_ws_role(m.role),
+                            org_role: Some(u.role.clone()),
+                            first_name: None,
+                            last_name: None,
+                            status: None,
+                            workspace_id: Some(ws.id.clone()),
+                        });
+                    }
                     continue;
                 }
                 let mf = MemberFilter {
@@ -897,10 +979,10 @@ impl Reconciler {
                 let planned = match kind {
                     RunKind::Full => self.plan().await,
                     RunKind::Changes => match self.affected(cursor) {
-                        Ok(Some((emails, last))) => {
-                            covers = last;
-                            summary.scope = Some(emails.iter().cloned().collect());
-                            self.plan_for(&emails).await
+                        Ok(Some(scope)) => {
+                            covers = scope.covers;
+                            summary.scope = Some(scope.emails.iter().cloned().collect());
+                            self.plan_for(&scope.emails, scope.focus.as_ref()).await
                         }
                         Ok(None) => self.plan().await,
                         Err(e) => Err(e),
@@ -1638,6 +1720,15 @@ impl Reconciler {
             }
         }
     }
+}
+
+/// What a change-driven run looks at.
+struct ChangeScope {
+    emails: BTreeSet<String>,
+    /// Lower-cased workspaces whose member rows are compared; `None` for all of them.
+    focus: Option<BTreeSet<String>>,
+    /// The change-feed position it covers.
+    covers: u64,
 }
 
 /// What [`Reconciler::record_op`] needs from the run.
