@@ -700,6 +700,14 @@ impl Reconciler {
             Ok(u) if u.email.eq_ignore_ascii_case(email) => Ok(Some(u)),
             Ok(_) => Ok(None),
             Err(e) if e.status() == Some(404) => Ok(None),
+            // 403 AB03 is "gone" on some endpoints and "not allowed" on others: the whole list
+            // tells them apart (rare: only someone the ledger knows and the email search missed).
+            Err(e) if e.is_not_found() => {
+                let all = self.client.list_users(&UserFilter::default()).await?;
+                Ok(all
+                    .into_iter()
+                    .find(|u| u.id == id || u.email.eq_ignore_ascii_case(email)))
+            }
             Err(e) => Err(e),
         }
     }
