@@ -653,9 +653,21 @@ pub fn diff(desired: &DesiredState, actual: &ActualState, opts: &PlanOptions) ->
 
     // People leaving the org: not desired, in scope, and either inactive in SCIM or gone from it
     // after the daemon managed them.
+    // An inactive record leaves only with an address that is not provisioned for a SCIM user
+    // still active (an old deactivated duplicate must not take a current employee's access).
+    let linked_to_active = |email: &str| {
+        opts.linked
+            .get(email)
+            .and_then(Option::as_ref)
+            .is_some_and(|id| desired.active_scim_ids.contains(id))
+    };
     let mut leaving: BTreeSet<String> = inactive
         .iter()
-        .filter(|e| !desired.users.contains_key(*e) && !desired.frozen.contains(*e))
+        .filter(|e| {
+            !desired.users.contains_key(*e)
+                && !desired.frozen.contains(*e)
+                && !linked_to_active(e.as_str())
+        })
         .cloned()
         .collect();
     for (email, scim_id) in &opts.linked {
@@ -1907,6 +1919,26 @@ mod tests {
             assert_eq!(w.dropped, 1);
             assert!(w.reason.contains("invited"));
         }
+    }
+
+    #[test]
+    fn an_inactive_duplicate_does_not_remove_the_linked_active_owner() {
+        let (mut idp, actual) = eng_world();
+        // Bob's own record (linked) loses its address; an old deactivated duplicate claims it.
+        for u in &mut idp.users {
+            if u.id == "s-bob" {
+                u.data = json!({"userName": "bob", "active": true});
+            }
+        }
+        idp = idp.user("s-dup", "bob@x.io", json!({"active": false}));
+        let linked = BTreeMap::from([("bob@x.io".to_string(), Some("s-bob".to_string()))]);
+        let o = PlanOptions::new(&[], linked, true, NOW);
+        let plan = diff(&idp.desired(), &actual, &o);
+        assert!(
+            plan.ops.iter().all(|op| !op.is_destructive()),
+            "{:?}",
+            kinds(&plan)
+        );
     }
 
     #[test]
