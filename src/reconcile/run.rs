@@ -50,12 +50,66 @@ pub enum ReconcileError {
     Client(#[from] portkey::Error),
 }
 
+/// What happened to one op.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum OpOutcome {
+    /// Applied now.
+    Done {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+    },
+    /// Already true at the control plane, with what showed it (a conflict answer, or a read
+    /// after a "not found").
+    AlreadyDone { evidence: String },
+    /// Not applied; retried later from quarantine.
+    Failed {
+        error: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        status: Option<u16>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        code: Option<String>,
+    },
+}
+
+impl OpOutcome {
+    fn done() -> Self {
+        Self::Done { note: None }
+    }
+
+    fn failed(e: &portkey::Error) -> Self {
+        Self::Failed {
+            error: e.to_string(),
+            status: e.status(),
+            code: e.error_code().map(str::to_string),
+        }
+    }
+
+    pub fn is_ok(&self) -> bool {
+        !matches!(self, Self::Failed { .. })
+    }
+
+    /// The one-line form kept in the audit log and shown by the CLI.
+    pub fn text(&self) -> String {
+        match self {
+            Self::Done { note: None } => "ok".into(),
+            Self::Done { note: Some(n) } => format!("ok ({n})"),
+            Self::AlreadyDone { evidence } => format!("ok ({evidence})"),
+            Self::Failed { error, .. } => format!("failed: {error}"),
+        }
+    }
+}
+
 /// The outcome of one op.
 #[derive(Debug, Clone, Serialize)]
 pub struct OpResult {
     #[serde(flatten)]
     pub op: Op,
+    /// `ok`, `ok (…)`, `failed: …`, `quarantined: …` or `dry-run`.
     pub result: String,
+    /// Typed, for ops that were attempted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<OpOutcome>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -213,14 +267,30 @@ impl Reconciler {
         sync: SyncConfig,
         mappings: Vec<GroupMapping>,
     ) -> Result<Self, ReconcileError> {
-        Ok(Self {
+        Ok(Self::with_client(
             store,
-            client: Client::new(client_config(portkey))?,
+            Client::new(client_config(portkey))?,
+            sync,
+            mappings,
+        ))
+    }
+
+    /// A reconciler that talks to the control plane through `client` (a test points one at the
+    /// simulator with its own retry and rate settings).
+    pub fn with_client(
+        store: Store,
+        client: Client,
+        sync: SyncConfig,
+        mappings: Vec<GroupMapping>,
+    ) -> Self {
+        Self {
+            store,
+            client,
             sync,
             mappings,
             status: Mutex::new(ReconcilerStatus::default()),
             workspaces: Mutex::new(None),
-        })
+        }
     }
 
     /// The status, with the held and failing ops as the store has them now.
@@ -1133,6 +1203,7 @@ impl Reconciler {
                 .map(|op| OpResult {
                     op,
                     result: "dry-run".into(),
+                    outcome: None,
                 })
                 .collect();
             return;
@@ -1192,6 +1263,7 @@ impl Reconciler {
                             rfc3339_of(f.next_attempt_at)
                         ),
                         op,
+                        outcome: None,
                     });
                 }
                 _ => to_apply.push(op),
@@ -1317,7 +1389,7 @@ impl Reconciler {
         &self,
         ctx: &RecordCtx<'_>,
         op: Op,
-        result: Result<String, String>,
+        outcome: OpOutcome,
         mut link_changes: Vec<(String, Option<Link>)>,
         s: &mut RunSummary,
         pending_writes: &mut Vec<tokio::task::JoinHandle<Result<(), crate::store::StoreError>>>,
@@ -1327,7 +1399,7 @@ impl Reconciler {
         m.reconcile_ops
             .get_or_create(&crate::metrics::OpLabels {
                 op: op.kind.name().into(),
-                result: if result.is_ok() { "ok" } else { "failed" }.into(),
+                result: if outcome.is_ok() { "ok" } else { "failed" }.into(),
             })
             .inc();
         let key = op.key();
@@ -1335,8 +1407,9 @@ impl Reconciler {
         let mut fuse_entry = None;
         let mut held_release = None;
         let failing_change: Option<(String, Option<FailingOp>)>;
-        let text = match &result {
-            Ok(note) => {
+        let text = outcome.text();
+        match &outcome {
+            OpOutcome::Done { .. } | OpOutcome::AlreadyDone { .. } => {
                 s.applied += 1;
                 if was_approved {
                     held_release = Some(key.clone());
@@ -1353,9 +1426,8 @@ impl Reconciler {
                         }
                     }
                 }
-                note.clone()
             }
-            Err(e) => {
+            OpOutcome::Failed { error: e, .. } => {
                 s.failed += 1;
                 tracing::warn!(op = op.kind.name(), error = %e, "reconcile op failed");
                 let prev = ctx.failing.get(&key);
@@ -1375,9 +1447,8 @@ impl Reconciler {
                         next_attempt_at: ctx.now + quarantine_delay(attempts),
                     }),
                 ));
-                format!("failed: {e}")
             }
-        };
+        }
         let entry = AuditEntry {
             seq: 0,
             at: String::new(),
@@ -1405,7 +1476,11 @@ impl Reconciler {
             }
             Ok::<(), crate::store::StoreError>(())
         }));
-        s.results.push(OpResult { op, result: text });
+        s.results.push(OpResult {
+            op,
+            result: text,
+            outcome: Some(outcome),
+        });
         *done += 1;
         lock(&self.status).progress.done = *done;
         m.reconcile_progress_done.set(*done as i64);
@@ -1489,50 +1564,56 @@ impl Reconciler {
         name: &str,
         id: Option<&String>,
         created: &BTreeMap<String, String>,
-    ) -> Result<String, String> {
+    ) -> Option<String> {
         id.cloned()
             .or_else(|| created.get(&name.to_lowercase()).cloned())
-            .ok_or_else(|| {
-                format!("workspace '{name}' does not exist (its creation failed or is disabled)")
-            })
     }
 
-    /// Applies one op: what happened ("ok", or why a repeat counts as done), the workspace it
-    /// created (lower-cased name, id), and the link changes it implies.
+    /// Applies one op: its outcome, the workspace it created (lower-cased name, id), and the
+    /// link changes it implies.
     async fn apply(
         &self,
         op: &Op,
         created: &BTreeMap<String, String>,
     ) -> (
-        Result<String, String>,
+        OpOutcome,
         Option<(String, String)>,
         Vec<(String, Option<Link>)>,
     ) {
         let mut links = Vec::new();
         let mut made = None;
-        let result = self.apply_inner(op, created, &mut made, &mut links).await;
-        (result, made, links)
+        let outcome = self.apply_inner(op, created, &mut made, &mut links).await;
+        (outcome, made, links)
     }
 
     /// After a removal answered "not found" (404, or 403 AB03, which is also the answer for a
     /// key without the permission): reads again, and only a read that no longer shows the
     /// thing makes it "already gone".
-    async fn confirm_gone(&self, op: &OpKind, err: &portkey::Error) -> Result<String, String> {
+    async fn confirm_gone(&self, op: &OpKind, err: &portkey::Error) -> OpOutcome {
         let refused = |what: &str| {
-            Err(format!(
+            OpOutcome::Failed {
+            error: format!(
                 "the control plane refused: {err}; {what} is still there (the Admin API key may lack the permission for this call)"
-            ))
+            ),
+            status: err.status(),
+            code: err.error_code().map(str::to_string),
+        }
         };
-        let unsure = |e: portkey::Error| Err(format!("{err}; could not confirm it is gone: {e}"));
+        let unsure = |e: portkey::Error| OpOutcome::Failed {
+            error: format!("{err}; could not confirm it is gone: {e}"),
+            status: err.status(),
+            code: err.error_code().map(str::to_string),
+        };
+        let gone = |how: &str| OpOutcome::AlreadyDone {
+            evidence: format!("already gone: {err}, confirmed by {how}"),
+        };
         match op {
             OpKind::RemoveUser { user_id, .. } => match self.client.get_user(user_id).await {
                 Ok(_) => refused("the user"),
-                Err(e) if e.status() == Some(404) => {
-                    Ok("ok (already gone, confirmed by a read)".into())
-                }
+                Err(e) if e.status() == Some(404) => gone("a read of the user (404)"),
                 Err(_) => match self.client.list_users(&UserFilter::default()).await {
                     Ok(all) if all.iter().any(|u| &u.id == user_id) => refused("the user"),
-                    Ok(_) => Ok("ok (already gone, confirmed by a full read)".into()),
+                    Ok(_) => gone("a full read of the user list"),
                     Err(e) => unsure(e),
                 },
             },
@@ -1549,7 +1630,7 @@ impl Reconciler {
                     {
                         refused("the invite")
                     }
-                    Ok(_) => Ok("ok (already gone, confirmed by a read)".into()),
+                    Ok(_) => gone("a read of the pending invites"),
                     Err(e) => unsure(e),
                 }
             }
@@ -1563,10 +1644,10 @@ impl Reconciler {
                 .await
             {
                 Ok(all) if all.iter().any(|m| &m.id == user_id) => refused("the membership"),
-                Ok(_) => Ok("ok (already gone, confirmed by a read)".into()),
+                Ok(_) => gone("a read of the workspace's members"),
                 Err(e) => unsure(e),
             },
-            _ => Err(err.to_string()),
+            _ => OpOutcome::failed(err),
         }
     }
 
@@ -1576,25 +1657,38 @@ impl Reconciler {
         created: &BTreeMap<String, String>,
         made: &mut Option<(String, String)>,
         links: &mut Vec<(String, Option<Link>)>,
-    ) -> Result<String, String> {
+    ) -> OpOutcome {
         let done_if =
-            |r: portkey::Result<()>, benign: fn(&portkey::Error) -> bool, note: &str| match r {
-                Ok(()) => Ok("ok".to_string()),
-                Err(e) if benign(&e) => Ok(format!("ok ({note})")),
-                Err(e) => Err(e.to_string()),
+            |r: portkey::Result<()>, benign: fn(&portkey::Error) -> bool, evidence: &str| match r {
+                Ok(()) => OpOutcome::done(),
+                Err(e) if benign(&e) => OpOutcome::AlreadyDone {
+                    evidence: format!("{evidence}: {e}"),
+                },
+                Err(e) => OpOutcome::failed(&e),
             };
+        let no_workspace = |name: &str| OpOutcome::Failed {
+            error: format!(
+                "workspace '{name}' does not exist (its creation failed or is disabled)"
+            ),
+            status: None,
+            code: None,
+        };
         match &op.kind {
             OpKind::CreateWorkspace { name } => {
-                let ws = self
+                match self
                     .client
                     .create_workspace(&CreateWorkspace {
                         name: name.clone(),
                         description: Some("Managed by scim-sync".into()),
                     })
                     .await
-                    .map_err(|e| e.to_string())?;
-                *made = Some((name.to_lowercase(), ws.id.clone()));
-                Ok("ok".into())
+                {
+                    Ok(ws) => {
+                        *made = Some((name.to_lowercase(), ws.id.clone()));
+                        OpOutcome::done()
+                    }
+                    Err(e) => OpOutcome::failed(&e),
+                }
             }
             OpKind::Invite {
                 email,
@@ -1609,11 +1703,11 @@ impl Reconciler {
                 let mut left_out = Vec::new();
                 for t in workspaces {
                     match Self::workspace_ref(&t.workspace, t.workspace_id.as_ref(), created) {
-                        Ok(id) => targets.push(InviteWorkspace {
+                        Some(id) => targets.push(InviteWorkspace {
                             id,
                             role: t.role.clone(),
                         }),
-                        Err(_) => left_out.push(t.workspace.clone()),
+                        None => left_out.push(t.workspace.clone()),
                     }
                 }
                 let body = CreateInvite {
@@ -1632,14 +1726,12 @@ impl Reconciler {
                         result = self.client.create_invite(&body).await;
                     }
                 }
-                let note = if left_out.is_empty() {
-                    String::new()
-                } else {
+                let note = (!left_out.is_empty()).then(|| {
                     format!(
-                        " (without workspace(s) {} that could not be created)",
+                        "without workspace(s) {} that could not be created",
                         left_out.join(", ")
                     )
-                };
+                });
                 match result {
                     Ok(created_invite) => {
                         links.push((
@@ -1651,12 +1743,12 @@ impl Reconciler {
                                 updated: String::new(),
                             }),
                         ));
-                        Ok(format!("ok{note}"))
+                        OpOutcome::Done { note }
                     }
-                    Err(e) if e.is_conflict() => {
-                        Ok(format!("ok (already invited or a member){note}"))
-                    }
-                    Err(e) => Err(e.to_string()),
+                    Err(e) if e.is_conflict() => OpOutcome::AlreadyDone {
+                        evidence: format!("already invited or a member: {e}"),
+                    },
+                    Err(e) => OpOutcome::failed(&e),
                 }
             }
             OpKind::UpdateOrgRole { user_id, to, .. } => done_if(
@@ -1669,7 +1761,10 @@ impl Reconciler {
                 workspace_id,
                 members,
             } => {
-                let id = Self::workspace_ref(workspace, workspace_id.as_ref(), created)?;
+                let Some(id) = Self::workspace_ref(workspace, workspace_id.as_ref(), created)
+                else {
+                    return no_workspace(workspace);
+                };
                 let users: Vec<NewMember> = members
                     .iter()
                     .map(|m| NewMember {
@@ -1700,15 +1795,15 @@ impl Reconciler {
                 user_id,
                 ..
             } => match self.client.remove_member(workspace_id, user_id).await {
-                Ok(()) => Ok("ok".into()),
+                Ok(()) => OpOutcome::done(),
                 Err(e) if e.is_not_found() => self.confirm_gone(&op.kind, &e).await,
-                Err(e) => Err(e.to_string()),
+                Err(e) => OpOutcome::failed(&e),
             },
             OpKind::RevokeInvite { invite_id, email } => {
                 let r = match self.client.delete_invite(invite_id).await {
-                    Ok(()) => Ok("ok".into()),
+                    Ok(()) => OpOutcome::done(),
                     Err(e) if e.is_not_found() => self.confirm_gone(&op.kind, &e).await,
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => OpOutcome::failed(&e),
                 };
                 if r.is_ok() {
                     links.push((email.to_lowercase(), None));
@@ -1717,9 +1812,9 @@ impl Reconciler {
             }
             OpKind::RemoveUser { user_id, email } => {
                 let r = match self.client.delete_user(user_id).await {
-                    Ok(()) => Ok("ok".into()),
+                    Ok(()) => OpOutcome::done(),
                     Err(e) if e.is_not_found() => self.confirm_gone(&op.kind, &e).await,
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => OpOutcome::failed(&e),
                 };
                 if r.is_ok() {
                     links.push((email.to_lowercase(), None));
