@@ -210,29 +210,8 @@ pub struct PortkeyConfig {
     pub page_size: usize,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OrgRole {
-    Admin,
-    Member,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum WorkspaceRole {
-    Member,
-    Manager,
-    Admin,
-}
-
-impl WorkspaceRole {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "admin" => Some(Self::Admin),
-            "manager" => Some(Self::Manager),
-            "member" => Some(Self::Member),
-            _ => None,
-        }
-    }
-}
+/// Config parses roles straight into the domain's types.
+pub use crate::roles::{OrgRole, WorkspaceRole};
 
 #[derive(Debug, Clone)]
 pub struct SyncConfig {

@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod policy;
 pub mod portkey;
 pub mod reconcile;
+pub mod roles;
 pub mod scheduler;
 pub mod scim;
 pub mod store;

@@ -33,7 +33,7 @@
 
 use crate::config::{GroupMapping, OrgRole, SyncConfig, WorkspaceRole};
 use crate::email::{Email, EmailError};
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -52,60 +52,9 @@ pub struct ScimGroup {
     pub members: Vec<String>,
 }
 
-/// The org role the IdP asks for. Unlike [`OrgRole`] it can say `owner`, which the API cannot set
-/// but which must still protect the person from demotion.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DesiredOrgRole {
-    Member,
-    Admin,
-    Owner,
-}
-
-impl DesiredOrgRole {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Member => "member",
-            Self::Admin => "admin",
-            Self::Owner => "owner",
-        }
-    }
-
-    /// The role an invite or a role change sends: `owner` cannot be sent, admin is the nearest.
-    pub fn settable(self) -> OrgRole {
-        match self {
-            Self::Member => OrgRole::Member,
-            Self::Admin | Self::Owner => OrgRole::Admin,
-        }
-    }
-}
-
-impl From<OrgRole> for DesiredOrgRole {
-    fn from(r: OrgRole) -> Self {
-        match r {
-            OrgRole::Admin => Self::Admin,
-            OrgRole::Member => Self::Member,
-        }
-    }
-}
-
-pub fn workspace_role_str(r: WorkspaceRole) -> &'static str {
-    match r {
-        WorkspaceRole::Admin => "admin",
-        WorkspaceRole::Manager => "manager",
-        WorkspaceRole::Member => "member",
-    }
-}
-
-// The config enums have no `Serialize` (config is read, never written), so the JSON that
-// /admin/plan and /admin/explain show goes through these.
-fn ser_ws_role<S: Serializer>(r: &WorkspaceRole, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(workspace_role_str(*r))
-}
-
-fn ser_ws_roles<S: Serializer>(rs: &[WorkspaceRole], s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(rs.iter().map(|r| workspace_role_str(*r)))
-}
+/// The org role the IdP asks for: the domain's [`OrgRole`], which can say `owner` (the API
+/// cannot set it, but it still protects the person from demotion).
+pub type DesiredOrgRole = OrgRole;
 
 /// Why a group gives a workspace role.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -123,7 +72,6 @@ pub struct Source {
     pub group: String,
     #[serde(flatten)]
     pub via: Via,
-    #[serde(serialize_with = "ser_ws_role")]
     pub role: WorkspaceRole,
 }
 
@@ -134,7 +82,7 @@ impl Source {
             Via::Mapping { index } => format!(
                 "in group {} ([[mapping.groups]] #{index}: {})",
                 self.group,
-                workspace_role_str(self.role)
+                self.role.as_str()
             ),
         }
     }
@@ -143,7 +91,6 @@ impl Source {
 /// A desired workspace membership and every group that asks for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DesiredMembership {
-    #[serde(serialize_with = "ser_ws_role")]
     pub role: WorkspaceRole,
     pub sources: Vec<Source>,
 }
@@ -191,10 +138,8 @@ pub struct DesiredUser {
 pub struct Conflict {
     pub email: String,
     pub workspace: String,
-    #[serde(serialize_with = "ser_ws_roles")]
     pub roles: Vec<WorkspaceRole>,
     pub groups: Vec<String>,
-    #[serde(serialize_with = "ser_ws_role")]
     pub chosen: WorkspaceRole,
 }
 
@@ -244,7 +189,6 @@ pub struct Explanation {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ExplainedMembership {
     pub workspace: String,
-    #[serde(serialize_with = "ser_ws_role")]
     pub role: WorkspaceRole,
     pub because: Vec<String>,
 }
@@ -293,11 +237,11 @@ impl DesiredState {
                             if s.role != m.role {
                                 d.push_str(&format!(
                                     " asks for {}, outranked by {}",
-                                    workspace_role_str(s.role),
-                                    workspace_role_str(m.role)
+                                    s.role.as_str(),
+                                    m.role.as_str()
                                 ));
                             } else if matches!(s.via, Via::Convention) {
-                                d.push_str(&format!(" → {}", workspace_role_str(s.role)));
+                                d.push_str(&format!(" → {}", s.role.as_str()));
                             }
                             d
                         })
@@ -467,7 +411,7 @@ pub fn org_role(data: &Value, default: OrgRole) -> (DesiredOrgRole, String) {
             RoleValue::Unknown => ignored.push(format!("'{v}' (not an org role)")),
         }
     }
-    let default_role = DesiredOrgRole::from(default);
+    let default_role = default;
     let ignored_note = if ignored.is_empty() {
         String::new()
     } else {

@@ -27,11 +27,11 @@
 //! - **Deletion fuse.** [`apply_fuse`]: too many destructive ops in one run → all of them are held
 //!   for approval, not a prefix (a prefix would apply an arbitrary part of a mass deletion).
 
-use crate::config::WorkspaceRole as CfgWorkspaceRole;
 use crate::policy::{Conflict, DesiredOrgRole, DesiredState};
 use crate::portkey::{
     Invite, InviteStatus, OrgRole, User, Workspace, WorkspaceMember, WorkspaceRole,
 };
+use crate::roles;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use time::OffsetDateTime;
@@ -237,22 +237,12 @@ impl OpKind {
 
 /// Rank of an org role; `None` for a role this client does not know.
 pub fn org_rank(r: &OrgRole) -> Option<u8> {
-    match r {
-        OrgRole::Member => Some(1),
-        OrgRole::Admin => Some(2),
-        OrgRole::Owner => Some(3),
-        OrgRole::Other(_) => None,
-    }
+    domain_org_role(r).map(|d| d as u8)
 }
 
 /// Rank of a workspace role; `None` for a role this client does not know.
 pub fn ws_rank(r: &WorkspaceRole) -> Option<u8> {
-    match r {
-        WorkspaceRole::Member => Some(1),
-        WorkspaceRole::Manager => Some(2),
-        WorkspaceRole::Admin => Some(3),
-        WorkspaceRole::Other(_) => None,
-    }
+    domain_ws_role(r).map(|d| d as u8)
 }
 
 /// Only a change between two known roles, upwards, is harmless; anything else is treated as
@@ -345,16 +335,8 @@ impl Plan {
 
 // ---- the diff ------------------------------------------------------------------------------
 
-pub(crate) fn pk_ws_role(r: CfgWorkspaceRole) -> WorkspaceRole {
-    match r {
-        CfgWorkspaceRole::Admin => WorkspaceRole::Admin,
-        CfgWorkspaceRole::Manager => WorkspaceRole::Manager,
-        CfgWorkspaceRole::Member => WorkspaceRole::Member,
-    }
-}
-
 fn implicit_workspace_admin(r: &OrgRole) -> bool {
-    matches!(r, OrgRole::Owner | OrgRole::Admin)
+    domain_org_role(r).is_some_and(roles::OrgRole::is_implicit_workspace_admin)
 }
 
 /// The control plane uses at least three timestamp formats (spec §1); one that cannot be read
@@ -541,7 +523,7 @@ pub fn diff(desired: &DesiredState, actual: &ActualState, opts: &PlanOptions) ->
             ));
             continue;
         }
-        let settable = du.org_role.settable().into_pk();
+        let settable: OrgRole = du.org_role.settable().into();
         if let Some(u) = users_by_email.get(email) {
             let after = match (&u.role, du.org_role) {
                 (OrgRole::Owner, wanted) => {
@@ -584,7 +566,7 @@ pub fn diff(desired: &DesiredState, actual: &ActualState, opts: &PlanOptions) ->
             .workspaces
             .iter()
             .filter_map(|(ws, m)| {
-                let role = pk_ws_role(m.role);
+                let role: WorkspaceRole = m.role.into();
                 match ws_state.get(ws.as_str()) {
                     Some(WsState::Present(w)) => Some(InviteTarget {
                         workspace: ws.clone(),
@@ -758,7 +740,7 @@ pub fn diff(desired: &DesiredState, actual: &ActualState, opts: &PlanOptions) ->
             .filter_map(|(e, du)| {
                 du.workspaces
                     .get(*ws)
-                    .map(|m| (e, pk_ws_role(m.role), m.reason()))
+                    .map(|m| (e, WorkspaceRole::from(m.role), m.reason()))
             })
             .collect();
         let (workspace_id, list) = match state {
@@ -947,16 +929,45 @@ fn invite_matches(
     })
 }
 
-trait IntoPk {
-    fn into_pk(self) -> OrgRole;
+// ---- the edge between the domain's roles and the wire's -------------------------------------
+
+impl From<roles::OrgRole> for OrgRole {
+    fn from(r: roles::OrgRole) -> Self {
+        match r {
+            roles::OrgRole::Member => OrgRole::Member,
+            roles::OrgRole::Admin => OrgRole::Admin,
+            roles::OrgRole::Owner => OrgRole::Owner,
+        }
+    }
 }
 
-impl IntoPk for crate::config::OrgRole {
-    fn into_pk(self) -> OrgRole {
-        match self {
-            crate::config::OrgRole::Admin => OrgRole::Admin,
-            crate::config::OrgRole::Member => OrgRole::Member,
+impl From<roles::WorkspaceRole> for WorkspaceRole {
+    fn from(r: roles::WorkspaceRole) -> Self {
+        match r {
+            roles::WorkspaceRole::Member => WorkspaceRole::Member,
+            roles::WorkspaceRole::Manager => WorkspaceRole::Manager,
+            roles::WorkspaceRole::Admin => WorkspaceRole::Admin,
         }
+    }
+}
+
+/// A wire org role in the domain's terms; `None` for a role this daemon does not know.
+pub fn domain_org_role(r: &OrgRole) -> Option<roles::OrgRole> {
+    match r {
+        OrgRole::Member => Some(roles::OrgRole::Member),
+        OrgRole::Admin => Some(roles::OrgRole::Admin),
+        OrgRole::Owner => Some(roles::OrgRole::Owner),
+        OrgRole::Other(_) => None,
+    }
+}
+
+/// A wire workspace role in the domain's terms; `None` for a role this daemon does not know.
+pub fn domain_ws_role(r: &WorkspaceRole) -> Option<roles::WorkspaceRole> {
+    match r {
+        WorkspaceRole::Member => Some(roles::WorkspaceRole::Member),
+        WorkspaceRole::Manager => Some(roles::WorkspaceRole::Manager),
+        WorkspaceRole::Admin => Some(roles::WorkspaceRole::Admin),
+        WorkspaceRole::Other(_) => None,
     }
 }
 

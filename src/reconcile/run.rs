@@ -975,7 +975,7 @@ impl Reconciler {
                         list.members.push(portkey::WorkspaceMember {
                             id: u.id.clone(),
                             email: Some(u.email.clone()),
-                            role: super::plan::pk_ws_role(m.role),
+                            role: m.role.into(),
                             org_role: Some(u.role.clone()),
                             first_name: None,
                             last_name: None,
