@@ -12,7 +12,7 @@ pub use plan::{
     apply_fuse, diff, held_digest, ActualState, FuseLimits, FuseOutcome, FuseState, MemberList, Op,
     OpKind, Phase, Plan, PlanOptions,
 };
-pub use run::{Reconciler, ReconcilerStatus, RunSummary};
+pub use run::{Approval, OpOutcome, Reconciler, ReconcilerStatus, RunSummary, Scope};
 
 use crate::policy::{ScimGroup, ScimUser};
 use crate::store::Record;

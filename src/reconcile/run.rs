@@ -1,6 +1,10 @@
-//! One reconciliation run with I/O: read the SCIM state from the store and the actual state from
-//! the control plane, plan, hold what the fuse holds, apply the rest in phase order, and record
-//! every applied op in the audit log and every link in the ledger.
+//! One reconciliation run with I/O, in three steps:
+//! - **observe** the control plane within a [`Scope`]: everyone (a full run), or a few people and
+//!   the workspaces that matter for them (a change-driven run, a handful of calls);
+//! - **plan**: the pure diff ([`super::plan::diff`]) and the deletion fuse, whose window, held
+//!   set and approvals persist in the store across runs;
+//! - **apply** what may be applied, in phase order, recording every op's typed outcome in the
+//!   audit log, its links in the ledger, and a failure in the quarantine.
 //!
 //! A run is level-triggered: it recomputes everything from live state, so a crash or a failed op
 //! at any point is repaired by the next run, and nothing is applied twice.
@@ -516,13 +520,61 @@ impl Reconciler {
             .collect()
     }
 
-    /// Computes what a run would do now, without changing anything.
+    /// Computes what a full run would do now, without changing anything.
     pub async fn plan(&self) -> Result<(PlanView, ActualState), ReconcileError> {
+        self.plan_scoped(&Scope::Everyone).await
+    }
+
+    /// Observe the control plane within `scope`, plan against the desired state, and pass the
+    /// plan through the fuse. Changes nothing; [`Self::run_once`] applies the result.
+    pub async fn plan_scoped(
+        &self,
+        scope: &Scope,
+    ) -> Result<(PlanView, ActualState), ReconcileError> {
         let mut desired = self.desired_async().await?;
         let links = self.store.links()?;
-        // Workspaces managed before stay managed while they exist, so that renaming or deleting
-        // a group removes the memberships it granted. They are never created again.
-        let former = Self::former_workspaces(&links);
+        match scope {
+            Scope::Everyone => {
+                let (actual, read_errors) = self.observe_everyone(&mut desired, &links).await;
+                let linked = Self::linked_people(&links);
+                let view = self.finish_plan(desired, &actual, read_errors, linked, None, None)?;
+                Ok((view, actual))
+            }
+            Scope::People { emails, focus } => {
+                let (actual, errors) = self
+                    .observe_people(&mut desired, &links, emails, focus.as_ref())
+                    .await;
+                let linked: BTreeMap<String, Option<String>> = Self::linked_people(&links)
+                    .into_iter()
+                    .filter(|(k, _)| emails.contains(k))
+                    .collect();
+                // The fuse's percentage is of everyone the daemon manages, not of this handful.
+                let managed = links
+                    .keys()
+                    .filter(|k| !k.starts_with(WORKSPACE_LINK))
+                    .count();
+                let view = self.finish_plan(
+                    desired,
+                    &actual,
+                    errors,
+                    linked,
+                    Some(managed),
+                    Some(emails.clone()),
+                )?;
+                Ok((view, actual))
+            }
+        }
+    }
+
+    /// Observe everything: users, pending invites, workspaces, and the members of every managed
+    /// workspace. Workspaces managed before stay managed while they exist, so that renaming or
+    /// deleting a group removes the memberships it granted; they are never created again.
+    async fn observe_everyone(
+        &self,
+        desired: &mut DesiredState,
+        links: &BTreeMap<String, Link>,
+    ) -> (ActualState, Vec<String>) {
+        let former = Self::former_workspaces(links);
         let to_read: BTreeSet<String> = desired
             .managed_workspaces
             .iter()
@@ -547,9 +599,7 @@ impl Reconciler {
                 desired.managed_workspaces.insert(w.name.clone());
             }
         }
-        let linked = Self::linked_people(&links);
-        let view = self.finish_plan(desired, &actual, read_errors, linked, None, None)?;
-        Ok((view, actual))
+        (actual, read_errors)
     }
 
     fn finish_plan(
@@ -830,9 +880,23 @@ impl Reconciler {
         emails: &BTreeSet<String>,
         focus: Option<&BTreeSet<String>>,
     ) -> Result<(PlanView, ActualState), ReconcileError> {
-        let mut desired = self.desired_async().await?;
-        let links = self.store.links()?;
-        let former = Self::former_workspaces(&links);
+        self.plan_scoped(&Scope::People {
+            emails: emails.clone(),
+            focus: focus.cloned(),
+        })
+        .await
+    }
+
+    /// Observe for a few people (see [`Self::plan_for`]). Narrows `desired` to them and to the
+    /// workspaces that matter for them.
+    async fn observe_people(
+        &self,
+        desired: &mut DesiredState,
+        links: &BTreeMap<String, Link>,
+        emails: &BTreeSet<String>,
+        focus: Option<&BTreeSet<String>>,
+    ) -> (ActualState, Vec<String>) {
+        let former = Self::former_workspaces(links);
         let managed_lower: BTreeSet<String> = desired
             .managed_workspaces
             .iter()
@@ -999,24 +1063,7 @@ impl Reconciler {
             }
             actual.members.insert(ws.id.clone(), list);
         }
-        let linked: BTreeMap<String, Option<String>> = Self::linked_people(&links)
-            .into_iter()
-            .filter(|(k, _)| emails.contains(k))
-            .collect();
-        // The fuse's percentage is of everyone the daemon manages, not of this handful.
-        let managed = links
-            .keys()
-            .filter(|k| !k.starts_with(WORKSPACE_LINK))
-            .count();
-        let view = self.finish_plan(
-            desired,
-            &actual,
-            errors,
-            linked,
-            Some(managed),
-            Some(emails.clone()),
-        )?;
-        Ok((view, actual))
+        (actual, errors)
     }
 
     /// One run: plan, apply what may be applied, record it.
@@ -1060,7 +1107,11 @@ impl Reconciler {
                         Ok(Some(scope)) => {
                             covers = scope.covers;
                             summary.scope = Some(scope.emails.iter().cloned().collect());
-                            self.plan_for(&scope.emails, scope.focus.as_ref()).await
+                            self.plan_scoped(&Scope::People {
+                                emails: scope.emails,
+                                focus: scope.focus,
+                            })
+                            .await
                         }
                         Ok(None) => self.plan().await,
                         Err(e) => Err(e),
@@ -1823,6 +1874,19 @@ impl Reconciler {
             }
         }
     }
+}
+
+/// Whom a run observes and plans for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Everyone: a full run, which also repairs drift.
+    Everyone,
+    /// These people (lower-cased emails), comparing member rows only in the `focus`
+    /// workspaces (lower-cased names; `None` for all of theirs).
+    People {
+        emails: BTreeSet<String>,
+        focus: Option<BTreeSet<String>>,
+    },
 }
 
 /// What a change-driven run looks at.
