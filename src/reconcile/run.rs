@@ -1464,7 +1464,8 @@ impl Reconciler {
                 s.applied += 1;
                 if was_approved {
                     held_release = Some(key.clone());
-                } else if op.is_destructive() {
+                } else if op.is_destructive() && matches!(outcome, OpOutcome::Done { .. }) {
+                    // Only what this daemon took away counts; "already gone" took nothing.
                     fuse_entry = Some((ctx.now, key.clone()));
                 }
                 failing_change = ctx.failing.contains_key(&key).then(|| (key.clone(), None));
