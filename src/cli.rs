@@ -1220,7 +1220,8 @@ pub fn render_explain(e: &Value) -> (String, bool) {
 /// Beyond this many applied ops a run summary only counts them.
 const MAX_LISTED_RESULTS: usize = 25;
 
-/// A run summary (`resync --wait`, `approve-deletions`); false when not ok or deletions held.
+/// A run summary (`resync --wait`, `approve-deletions`); false when not ok, when ops failed, or
+/// when deletions are held.
 pub fn render_run(s: &Value) -> (String, bool) {
     let mut out = String::new();
     if s.is_null() {
@@ -1231,13 +1232,18 @@ pub fn render_run(s: &Value) -> (String, bool) {
     }
     let ok = s["ok"] == Value::Bool(true);
     let held = count(&s["held"]);
+    let failed_ops = count(&s["failed"]);
     let _ = writeln!(
         out,
         "Run {} ({}, {}): {}",
         text(&s["run_id"]),
         text(&s["kind"]),
         text(&s["trigger"]),
-        if ok { "ok" } else { "NOT OK" }
+        match (ok, failed_ops) {
+            (true, 0) => "ok".to_string(),
+            (true, n) => format!("ok, but {n} op(s) failed and are retried with a backoff"),
+            (false, _) => "NOT OK".to_string(),
+        }
     );
     field(
         &mut out,
@@ -1315,7 +1321,7 @@ pub fn render_run(s: &Value) -> (String, bool) {
     if held > 0 {
         let _ = writeln!(out, "\n{}", held_hint(held));
     }
-    (out, ok && held == 0)
+    (out, ok && held == 0 && failed_ops == 0)
 }
 
 /// `POST /admin/approve-deletions`.
