@@ -4,6 +4,7 @@ mod cli;
 mod common;
 mod crash;
 mod deprovisioning;
+mod e2e;
 mod lifecycle;
 mod portkey;
 mod property;

@@ -44,19 +44,15 @@
 //! `SCIM_SYNC_PROPERTY_VERBOSE=1`. Steps replay exactly; with 5xx faults, which calls fail
 //! depends on the order of concurrent calls.
 
-use crate::common::{patch_body, test_env, ADMIN_TOKEN, SCIM_TOKEN};
-use portkey_sim::{
-    FailPage, Faults, Seed, SeedMember, SeedUser, SeedWorkspace, SimOptions, SimServer,
-};
+use crate::common::{patch_body, ADMIN_TOKEN, SCIM_TOKEN};
+use crate::e2e;
+use portkey_sim::{FailPage, Faults, Quirks, Seed, SeedMember, SeedUser, SeedWorkspace};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use scim_sync::config::Config;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-const API_KEY: &str = "test-portkey-key";
 const OWNER: &str = "owner@example.com";
 const PROTECTED: &str = "admin@example.com";
 const OUTSIDER: &str = "outsider@example.com";
@@ -92,13 +88,15 @@ const GROUPS: &[&str] = &[
 
 // ---- harness (after reconcile.rs) ------------------------------------------------------------
 
-struct Env {
-    sim: SimServer,
-    scim: String,
-    admin: String,
-    http: reqwest::Client,
-    _stop: tokio::sync::oneshot::Sender<()>,
-    _dir: tempfile::TempDir,
+/// The shared harness, with this test's own helpers (which answer with status codes instead of
+/// asserting success) in front of it.
+struct Env(e2e::Env);
+
+impl std::ops::Deref for Env {
+    type Target = e2e::Env;
+    fn deref(&self) -> &e2e::Env {
+        &self.0
+    }
 }
 
 async fn start() -> Env {
@@ -124,40 +122,8 @@ async fn start() -> Env {
         }],
         ..Default::default()
     };
-    let sim = portkey_sim::spawn(
-        ([127, 0, 0, 1], 0).into(),
-        SimOptions {
-            api_key: API_KEY.into(),
-            seed: Some(seed),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "[scim]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n\
-         [portkey]\nbase_url = \"{}\"\nretry_initial_ms = 20\nretry_max_interval_ms = 100\nretry_give_up_secs = 1\n\
-         requests_per_second = 1000.0\n[sync]\nfull_resync_cron = \"0 0 0 1 1 *\"\ndebounce_ms = 60000\n\
-         protected_emails = [\"Admin@Example.com\"]\n",
-        dir.path().join("store.redb").display(),
-        sim.base_url(),
-    );
-    let config = Config::from_toml(&text, Path::new("property.toml"), &test_env()).unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let running = scim_sync::app::start(&config, async move {
-        let _ = rx.await;
-    })
-    .await
-    .unwrap();
-    Env {
-        scim: format!("http://{}/scim/v2", running.scim_addr),
-        admin: format!("http://{}", running.admin_addr),
-        http: reqwest::Client::new(),
-        sim,
-        _stop: tx,
-        _dir: dir,
-    }
+    let sync = "protected_emails = [\"Admin@Example.com\"]\n";
+    Env(e2e::start_with(seed, Quirks::default(), sync, 1).await)
 }
 
 impl Env {

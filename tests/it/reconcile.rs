@@ -2,135 +2,25 @@
 //! simulator, both over real HTTP, replaying IdP flows and asserting on the simulator's state and
 //! request log.
 
-use crate::common::{patch_body, test_env, user, ADMIN_TOKEN, SCIM_TOKEN};
-use portkey_sim::{Faults, Seed, SeedUser, SimOptions, SimServer};
-use scim_sync::config::Config;
+use crate::common::ADMIN_TOKEN;
+use crate::e2e::{self, owner, pair, Env, API_KEY};
+use portkey_sim::{Faults, Quirks, Seed, SeedUser};
 use serde_json::{json, Value};
-use std::path::Path;
-
-const API_KEY: &str = "test-portkey-key";
-
-struct Env {
-    sim: SimServer,
-    scim: String,
-    admin: String,
-    http: reqwest::Client,
-    _stop: tokio::sync::oneshot::Sender<()>,
-    _dir: tempfile::TempDir,
-}
 
 /// Sync settings that let flows run without the fuse getting in the way; fuse tests pass their own.
 const RELAXED: &str = "max_deletions = 1000\nmax_deletion_percent = 100.0\n";
 
+/// The simulator with `seed`, the daemon with `sync`; the client retries for up to 20 s (the
+/// fault tests need it), and the startup run has happened.
 async fn start(seed: Seed, sync: &str) -> Env {
-    let sim = portkey_sim::spawn(
-        ([127, 0, 0, 1], 0).into(),
-        SimOptions {
-            api_key: API_KEY.into(),
-            seed: Some(seed),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "[scim]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n\
-         [portkey]\nbase_url = \"{}\"\nretry_initial_ms = 20\nretry_max_interval_ms = 200\nretry_give_up_secs = 20\n\
-         requests_per_second = 1000.0\n[sync]\nfull_resync_cron = \"0 0 0 1 1 *\"\n{debounce}{sync}",
-        dir.path().join("store.redb").display(),
-        sim.base_url(),
-        // Change-driven runs wait a minute unless a test asks for them.
-        debounce = if sync.contains("debounce_ms") { "" } else { "debounce_ms = 60000\n" },
-    );
-    let mut env = test_env();
-    env.insert("PORTKEY_API_KEY".into(), API_KEY.into());
-    let config = Config::from_toml(&text, Path::new("e2e.toml"), &env).unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let running = scim_sync::app::start(&config, async move {
-        let _ = rx.await;
-    })
-    .await
-    .unwrap();
-    let e = Env {
-        scim: format!("http://{}/scim/v2", running.scim_addr),
-        admin: format!("http://{}", running.admin_addr),
-        http: reqwest::Client::new(),
-        sim,
-        _stop: tx,
-        _dir: dir,
-    };
-    // The startup run; later runs are forced explicitly so each test controls the timing.
-    e.resync().await;
-    e
+    e2e::start_with(seed, Quirks::default(), sync, 20).await
 }
 
 fn seed_owner() -> Seed {
-    Seed {
-        users: vec![SeedUser {
-            email: "owner@example.com".into(),
-            first_name: None,
-            last_name: None,
-            role: "owner".into(),
-        }],
-        ..Default::default()
-    }
+    owner()
 }
 
 impl Env {
-    async fn scim(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut rb = self
-            .http
-            .request(method, format!("{}{path}", self.scim))
-            .bearer_auth(SCIM_TOKEN);
-        if let Some(b) = body {
-            rb = rb.json(&b);
-        }
-        let r = rb.send().await.unwrap();
-        assert!(r.status().is_success(), "{path}: {}", r.status());
-        r.json().await.unwrap_or(Value::Null)
-    }
-
-    async fn create_user(&self, name: &str) -> String {
-        self.scim(reqwest::Method::POST, "/Users", Some(user(name)))
-            .await["id"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    }
-
-    async fn create_group(&self, name: &str, members: &[&str]) -> String {
-        let members: Vec<Value> = members.iter().map(|m| json!({"value": m})).collect();
-        self.scim(
-            reqwest::Method::POST,
-            "/Groups",
-            Some(json!({"displayName": name, "members": members})),
-        )
-        .await["id"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    }
-
-    async fn patch(&self, path: &str, ops: Value) {
-        self.scim(reqwest::Method::PATCH, path, Some(patch_body(ops)))
-            .await;
-    }
-
-    /// Forces a full run and returns its summary.
-    async fn resync(&self) -> Value {
-        let r = self
-            .http
-            .post(format!("{}/admin/resync?wait=true", self.admin))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let v: Value = r.json().await.unwrap();
-        v["summary"].clone()
-    }
-
     async fn admin_get(&self, path: &str) -> Value {
         self.http
             .get(format!("{}{path}", self.admin))
@@ -142,135 +32,6 @@ impl Env {
             .await
             .unwrap()
     }
-
-    async fn sim_state(&self) -> Value {
-        self.http
-            .get(format!("{}/state", self.sim.control_url()))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    async fn sim_post(&self, path: &str, body: Value) -> Value {
-        self.http
-            .post(format!("{}{path}", self.sim.control_url()))
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    async fn accept_all(&self) {
-        self.sim_post("/invites/accept", json!({})).await;
-    }
-
-    async fn set_faults(&self, f: Faults) {
-        self.http
-            .put(format!("{}/faults", self.sim.control_url()))
-            .json(&f)
-            .send()
-            .await
-            .unwrap();
-    }
-
-    async fn clear_log(&self) {
-        self.http
-            .delete(format!("{}/requests", self.sim.control_url()))
-            .send()
-            .await
-            .unwrap();
-    }
-
-    /// The writes the control plane received since the last clear, as "METHOD path".
-    async fn writes(&self) -> Vec<String> {
-        let log: Vec<Value> = self
-            .http
-            .get(format!("{}/requests", self.sim.control_url()))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        log.iter()
-            .filter(|e| e["method"] != "GET")
-            .map(|e| {
-                format!(
-                    "{} {}",
-                    e["method"].as_str().unwrap(),
-                    e["path"].as_str().unwrap()
-                )
-            })
-            .collect()
-    }
-
-    /// Email → org role of the control plane's users.
-    async fn users(&self) -> Vec<(String, String)> {
-        let st = self.sim_state().await;
-        let mut v: Vec<(String, String)> = st["users"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|u| {
-                (
-                    u["email"].as_str().unwrap().to_string(),
-                    u["role"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect();
-        v.sort();
-        v
-    }
-
-    /// Explicit (non-implicit) members of a workspace by name: (email, role).
-    async fn members(&self, workspace: &str) -> Vec<(String, String)> {
-        let st = self.sim_state().await;
-        let Some(ws) = st["workspaces"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|w| w["name"] == workspace)
-        else {
-            return Vec::new();
-        };
-        let mut v: Vec<(String, String)> = ws["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|m| m["implicit"] != true)
-            .map(|m| {
-                (
-                    m["email"].as_str().unwrap().to_string(),
-                    m["role"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect();
-        v.sort();
-        v
-    }
-
-    async fn pending_invites(&self) -> Vec<String> {
-        let st = self.sim_state().await;
-        let mut v: Vec<String> = st["invites"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|i| i["status"] == "pending")
-            .map(|i| i["email"].as_str().unwrap().to_string())
-            .collect();
-        v.sort();
-        v
-    }
-}
-
-fn pair(a: &str, b: &str) -> (String, String) {
-    (a.to_string(), b.to_string())
 }
 
 #[tokio::test]
@@ -1029,31 +790,20 @@ async fn dry_run_plans_through_the_same_path_and_writes_nothing() {
 }
 
 impl Env {
-    /// Waits for a change-driven run that starts after `before` (a run id) and returns the
+    /// Waits for a change-driven run other than `before` (a run id) and returns the
     /// control-plane calls logged since the last clear.
-    async fn calls_of_next_change_run(&self, before: &Value) -> Vec<Value> {
+    async fn calls_of_next_change_run(&self, before: &str) -> Vec<Value> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
-            let st = self.admin_get("/admin/status").await;
-            let last = &st["reconciler"]["last_run"];
-            if last["run_id"] != *before && last["kind"] == "changes" {
+            let st = self.status().await;
+            let last = &st["last_run"];
+            if last["run_id"] != before && last["kind"] == "changes" {
                 break;
             }
             assert!(std::time::Instant::now() < deadline, "no change run: {st}");
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        self.http
-            .get(format!("{}/requests", self.sim.control_url()))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    async fn last_run_id(&self) -> Value {
-        self.admin_get("/admin/status").await["reconciler"]["last_run"]["run_id"].clone()
+        self.log().await
     }
 }
 
