@@ -626,11 +626,24 @@ pub fn desired_state_with_owners(
                 .entry(email.as_str().to_string())
                 .or_default()
                 .push((u, email)),
-            Ok(None) => {
-                out.warnings.push(format!(
-                    "SCIM user '{name}' ({}) has no email and a userName that is not one; it cannot be matched to a control-plane user",
-                    u.id
-                ));
+            unusable => {
+                let (warning, reason) = match unusable {
+                    Err(e) => (
+                        format!(
+                            "SCIM user '{name}' ({}): email {e}; it is not provisioned, and nothing it was given before is taken away until the IdP sends a clean address",
+                            u.id
+                        ),
+                        format!("email refused: {e}"),
+                    ),
+                    _ => (
+                        format!(
+                            "SCIM user '{name}' ({}) has no email and a userName that is not one; it cannot be matched to a control-plane user",
+                            u.id
+                        ),
+                        "no email (no emails[] value, and userName is not an email)".to_string(),
+                    ),
+                };
+                out.warnings.push(warning);
                 out.excluded.insert(
                     u.id.clone(),
                     Excluded {
@@ -638,23 +651,7 @@ pub fn desired_state_with_owners(
                         user_name: name,
                         email: None,
                         active,
-                        reason: "no email (no emails[] value, and userName is not an email)".into(),
-                    },
-                );
-            }
-            Err(e) => {
-                out.warnings.push(format!(
-                    "SCIM user '{name}' ({}): email {e}; it is not provisioned, and nothing it was given before is taken away until the IdP sends a clean address",
-                    u.id
-                ));
-                out.excluded.insert(
-                    u.id.clone(),
-                    Excluded {
-                        scim_id: u.id.clone(),
-                        user_name: name,
-                        email: None,
-                        active,
-                        reason: format!("email refused: {e}"),
+                        reason,
                     },
                 );
             }
