@@ -1007,6 +1007,10 @@ pub struct FuseState {
     pub recent: usize,
     /// Keys of ops held now, and whether an operator approved each.
     pub held: BTreeMap<String, bool>,
+    /// People the daemon has managed before (the ledger). A demotion of anyone else is a first
+    /// contact: the IdP's first word about someone who already had that access, typically a
+    /// deployment whose IdP sends no `roles` yet. It is held whatever the count.
+    pub managed_before: Option<BTreeSet<String>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -1039,12 +1043,19 @@ pub fn apply_fuse(
     let mut out = FuseOutcome::default();
     let mut fresh: Vec<&Op> = Vec::new();
     let mut held_keys: BTreeSet<String> = BTreeSet::new();
+    let mut first_contact = 0usize;
     for op in plan.destructive() {
         match state.held.get(&op.key()) {
             Some(true) => out.approved.push(op.clone()),
             Some(false) => {
                 held_keys.insert(op.key());
                 out.held.push(op.clone());
+            }
+            None if is_first_contact_demotion(op, state) => {
+                first_contact += 1;
+                held_keys.insert(op.key());
+                out.held.push(op.clone());
+                out.newly_held.push(op.clone());
             }
             None => fresh.push(op),
         }
@@ -1060,6 +1071,11 @@ pub fn apply_fuse(
     }
     if !out.held.is_empty() {
         let mut why = Vec::new();
+        if first_contact > 0 {
+            why.push(format!(
+                "{first_contact} demotion(s) of people scim-sync has not managed before (first contact: check that the IdP sends roles)"
+            ));
+        }
         if total as u64 > limits.max_deletions {
             why.push(format!(
                 "more than sync.max_deletions ({})",
@@ -1076,6 +1092,7 @@ pub fn apply_fuse(
         if why.is_empty() {
             why.push("held earlier and not approved yet".to_string());
         }
+        let total = total + first_contact;
         out.reason = Some(format!(
             "{total} destructive ops in {window_minutes} min ({} applied, {waiting} already held, {} new): {}. Review with `scim-sync plan`, approve with `scim-sync approve-deletions`",
             state.recent,
@@ -1090,6 +1107,17 @@ pub fn apply_fuse(
         .cloned()
         .collect();
     out
+}
+
+fn is_first_contact_demotion(op: &Op, state: &FuseState) -> bool {
+    let demotion = matches!(
+        op.kind,
+        OpKind::UpdateOrgRole { .. } | OpKind::UpdateMemberRole { .. }
+    );
+    match (&state.managed_before, op.kind.email()) {
+        (Some(known), Some(email)) => demotion && !known.contains(email),
+        _ => false,
+    }
 }
 
 /// A short digest naming a set of held ops: an approval carries it, so it approves what the
@@ -1809,7 +1837,7 @@ mod tests {
         // Within the limits for this plan, but the window already holds earlier removals.
         let busy = FuseState {
             recent: 1,
-            held: BTreeMap::new(),
+            ..FuseState::default()
         };
         let out = apply_fuse(&plan, &limits(9, 100.0, 5), 10, &busy, 60);
         assert_eq!(out.held.len(), 9, "1 earlier + 9 now is over 9");
@@ -1819,7 +1847,10 @@ mod tests {
         for (i, k) in keys.iter().enumerate() {
             held.insert(k.clone(), i % 2 == 0);
         }
-        let st = FuseState { recent: 0, held };
+        let st = FuseState {
+            held,
+            ..FuseState::default()
+        };
         let out = apply_fuse(&plan, &limits(1000, 100.0, 5), 10, &st, 60);
         assert_eq!(out.approved.len(), 5);
         assert_eq!(
@@ -1909,6 +1940,37 @@ mod tests {
             .iter()
             .all(|o| !matches!(o.kind, OpKind::UpdateOrgRole { .. })));
         assert!(plan.notes.iter().any(|n| n.contains("billing_admin")));
+    }
+
+    #[test]
+    fn a_demotion_at_first_contact_is_held_whatever_the_count() {
+        let (idp, mut actual) = eng_world();
+        for u in &mut actual.users {
+            if u.email == "bob@x.io" {
+                u.role = OrgRole::Admin;
+            }
+        }
+        let plan = diff(&idp.desired(), &actual, &opts());
+        let limits = FuseLimits {
+            max_deletions: 25,
+            max_deletion_percent: 10.0,
+            floor: 5,
+        };
+        // Never managed before: held, although one demotion is far below every limit.
+        let state = FuseState {
+            managed_before: Some(BTreeSet::new()),
+            ..FuseState::default()
+        };
+        let out = apply_fuse(&plan, &limits, 100, &state, 60);
+        assert_eq!(out.held.len(), 1);
+        assert!(out.reason.unwrap().contains("first contact"));
+        // Managed before: an ordinary demotion, within the limits.
+        let state = FuseState {
+            managed_before: Some(BTreeSet::from(["bob@x.io".to_string()])),
+            ..FuseState::default()
+        };
+        let out = apply_fuse(&plan, &limits, 100, &state, 60);
+        assert!(out.held.is_empty());
     }
 
     fn complete_like(a: &ActualState) -> ActualState {

@@ -617,6 +617,7 @@ impl Reconciler {
             self.sync.create_workspaces,
             time::OffsetDateTime::now_utc(),
         );
+        let linked = &opts.linked;
         let plan = diff(&desired, actual, &opts);
         let window = self.sync.fuse_window_minutes.saturating_mul(60) as i64;
         let state = FuseState {
@@ -627,6 +628,7 @@ impl Reconciler {
                 .into_iter()
                 .map(|(k, h)| (k, h.approved))
                 .collect(),
+            managed_before: Some(linked.keys().cloned().collect()),
         };
         let limits = FuseLimits {
             max_deletions: self.sync.max_deletions,
