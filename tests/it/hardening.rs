@@ -1,0 +1,1 @@
+//! Hardening: what an unauthenticated client controls stays bounded (labels, logs, Location).

@@ -1,0 +1,1 @@
+//! Limits on PATCH operations, list lengths, attribute sizes and filter cost.
