@@ -113,6 +113,7 @@ struct RawStore {
 #[serde(deny_unknown_fields)]
 struct RawPortkey {
     base_url: Option<String>,
+    allow_insecure_http: Option<bool>,
     request_timeout_ms: Option<u64>,
     max_in_flight: Option<u64>,
     requests_per_second: Option<f64>,
@@ -332,17 +333,33 @@ impl Config {
         let base_path =
             normalize_base_path(raw.scim.base_path.as_deref().unwrap_or(DEFAULT_BASE_PATH))?;
 
+        let scim_plain = env.get(ENV_SCIM_TOKEN);
+        let admin_plain = env.get(ENV_ADMIN_TOKEN);
         let scim_tokens = tokens(
             "[scim] token_hashes",
             &raw.scim.token_hashes,
-            env.get(ENV_SCIM_TOKEN),
+            scim_plain.clone(),
             ENV_SCIM_TOKEN,
         )?;
         let admin_tokens = tokens(
             "[admin] token_hashes",
             &raw.admin.token_hashes,
-            env.get(ENV_ADMIN_TOKEN),
+            admin_plain.clone(),
             ENV_ADMIN_TOKEN,
+        )?;
+        check_tokens_differ(
+            &token_fingerprints(
+                "[scim] token_hashes",
+                &raw.scim.token_hashes,
+                ENV_SCIM_TOKEN,
+                scim_plain.as_deref(),
+            ),
+            &token_fingerprints(
+                "[admin] token_hashes",
+                &raw.admin.token_hashes,
+                ENV_ADMIN_TOKEN,
+                admin_plain.as_deref(),
+            ),
         )?;
 
         let public_url = match raw.scim.public_url {
@@ -394,6 +411,7 @@ impl Config {
                 "use e.g. https://portkey.example.com/v1",
             ));
         }
+        check_transport(&base_url, raw.portkey.allow_insecure_http.unwrap_or(false))?;
         let api_key = env
             .get(ENV_PORTKEY_API_KEY)
             .map(Secret::new)
@@ -654,6 +672,84 @@ fn tokens(
     Ok(set)
 }
 
+/// Plain http is only accepted toward this machine: anywhere else the Admin API key (which can
+/// remove every user) and every synced email would cross the network readable and alterable.
+fn check_transport(base_url: &str, allow_insecure_http: bool) -> Result<(), ConfigError> {
+    let url = reqwest::Url::parse(base_url).map_err(|e| {
+        invalid(
+            "[portkey] base_url",
+            format!("'{base_url}' is not a URL: {e}"),
+            "use e.g. https://portkey.example.com/v1",
+        )
+    })?;
+    if url.scheme() != "http" || allow_insecure_http {
+        return Ok(());
+    }
+    // URL parsing has already turned IPv4 shorthands (`127.1`) into dotted form; IPv6 hosts
+    // come bracketed.
+    let host = url.host_str().unwrap_or_default();
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    };
+    if loopback {
+        return Ok(());
+    }
+    Err(invalid(
+        "[portkey] base_url",
+        format!(
+            "'{base_url}' is plain http to a host that is not loopback; the Admin API key and \
+             users' emails would cross the network unencrypted"
+        ),
+        "use https://, or, only if the path to the control plane is protected some other way \
+         (a mesh sidecar, a private link), set [portkey] allow_insecure_http = true",
+    ))
+}
+
+/// Every token one listener accepts, as (the key that configures it, its hash in
+/// `sha256:<hex>` form). Runs after [`tokens`] has checked the hashes, so lowercasing is the
+/// only normalisation left (hex digits may be written in either case).
+fn token_fingerprints(
+    hashes_key: &str,
+    hashes: &[String],
+    env_name: &str,
+    plain: Option<&str>,
+) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = hashes
+        .iter()
+        .enumerate()
+        .map(|(i, h)| (format!("{hashes_key}[{i}]"), h.trim().to_ascii_lowercase()))
+        .collect();
+    if let Some(t) = plain {
+        out.push((env_name.to_string(), crate::token::hash_token(t.trim())));
+    }
+    out
+}
+
+/// The IdP holds the SCIM token. If it also opened the admin API, whoever controls the IdP
+/// (or reads its connector settings) could approve the deletions the fuse holds back, which
+/// is the one step meant to need a person.
+fn check_tokens_differ(
+    scim: &[(String, String)],
+    admin: &[(String, String)],
+) -> Result<(), ConfigError> {
+    for (scim_key, scim_hash) in scim {
+        if let Some((admin_key, _)) = admin.iter().find(|(_, h)| h == scim_hash) {
+            return Err(invalid(
+                &format!("{scim_key} and {admin_key}"),
+                "the SCIM token and the admin token are the same secret, so the IdP's token \
+                 would also open the admin API and could approve held deletions",
+                format!(
+                    "give the admin API its own token (e.g. `openssl rand -hex 32`) in \
+                     {admin_key}, and keep the IdP's token only in {scim_key}"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The store file must be creatable: its directory exists and is writable, and the path is not
 /// a directory. Checked before anything starts so a typo fails fast.
 fn check_store_path(path: &Path) -> Result<(), ConfigError> {
@@ -813,6 +909,128 @@ mod tests {
             );
             assert!(e.contains("[sync] full_resync_cron"), "{cron}: {e}");
         }
+    }
+
+    fn with_base_url(url: &str, portkey_extra: &str) -> String {
+        format!("[portkey]\nbase_url = \"{url}\"\n{portkey_extra}[store]\npath = \"/tmp/x.redb\"\n")
+    }
+
+    #[test]
+    fn plain_http_only_to_loopback() {
+        for url in [
+            "http://127.0.0.1:9/v1",
+            "http://127.8.9.10/v1",
+            "http://127.1/v1",
+            "http://[::1]:8090/v1",
+            "http://localhost:8090/v1",
+            "http://LocalHost/v1",
+            "https://portkey.example.com/v1",
+            "https://10.0.0.5/v1",
+        ] {
+            let e = err(&with_base_url(url, ""), &env());
+            assert_eq!(e, "no error", "{url}");
+        }
+        for url in [
+            "http://portkey.example.com/v1",
+            "http://10.0.0.5:8090/v1",
+            "http://[fd00::1]/v1",
+            "http://localhost.example.com/v1",
+            "http://127.0.0.1.nip.io/v1",
+            "http://0.0.0.0/v1",
+        ] {
+            let e = err(&with_base_url(url, ""), &env());
+            assert!(
+                e.contains("[portkey] base_url")
+                    && e.contains("https://")
+                    && e.contains("allow_insecure_http = true"),
+                "{url}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn plain_http_elsewhere_needs_the_opt_in() {
+        let text = with_base_url("http://portkey.internal/v1", "allow_insecure_http = true\n");
+        assert_eq!(err(&text, &env()), "no error");
+        let text = with_base_url(
+            "http://portkey.internal/v1",
+            "allow_insecure_http = false\n",
+        );
+        assert!(err(&text, &env()).contains("[portkey] base_url"));
+    }
+
+    fn assert_same_token_refused(e: &str, scim_key: &str, admin_key: &str) {
+        assert!(
+            e.contains(&format!("{scim_key} and {admin_key}")),
+            "expected {scim_key} and {admin_key}: {e}"
+        );
+        assert!(
+            e.contains("approve held deletions") && e.contains("Fix"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn same_token_in_both_env_vars_is_refused() {
+        let mut env = env();
+        env.insert(
+            ENV_ADMIN_TOKEN.to_string(),
+            " scim-token-0123456789".to_string(),
+        );
+        assert_same_token_refused(&err(MIN, &env), ENV_SCIM_TOKEN, ENV_ADMIN_TOKEN);
+    }
+
+    #[test]
+    fn same_hash_in_both_lists_is_refused() {
+        let mut env = env();
+        env.remove(ENV_SCIM_TOKEN);
+        env.remove(ENV_ADMIN_TOKEN);
+        let shared = crate::token::hash_token("shared-token-0123456789");
+        let other = crate::token::hash_token("admin-only-0123456789");
+        // Hex digits in either case name the same hash.
+        let text = format!(
+            "{MIN}[scim]\ntoken_hashes = [\"{shared}\"]\n[admin]\ntoken_hashes = [\"{other}\", \"{}\"]\n",
+            shared.to_ascii_uppercase().replacen("SHA256:", "sha256:", 1)
+        );
+        assert_same_token_refused(
+            &err(&text, &env),
+            "[scim] token_hashes[0]",
+            "[admin] token_hashes[1]",
+        );
+    }
+
+    #[test]
+    fn plain_token_matching_the_other_sides_hash_is_refused() {
+        let scim_plain = "scim-token-0123456789";
+        let text = format!(
+            "{MIN}[admin]\ntoken_hashes = [\"{}\"]\n",
+            crate::token::hash_token(scim_plain)
+        );
+        assert_same_token_refused(
+            &err(&text, &env()),
+            ENV_SCIM_TOKEN,
+            "[admin] token_hashes[0]",
+        );
+
+        let text = format!(
+            "{MIN}[scim]\ntoken_hashes = [\"{}\"]\n",
+            crate::token::hash_token("admin-token-0123456789")
+        );
+        assert_same_token_refused(
+            &err(&text, &env()),
+            "[scim] token_hashes[0]",
+            ENV_ADMIN_TOKEN,
+        );
+    }
+
+    #[test]
+    fn distinct_tokens_are_accepted() {
+        let text = format!(
+            "{MIN}[scim]\ntoken_hashes = [\"{}\"]\n[admin]\ntoken_hashes = [\"{}\"]\n",
+            crate::token::hash_token("scim-old-0123456789"),
+            crate::token::hash_token("admin-old-0123456789")
+        );
+        assert_eq!(err(&text, &env()), "no error");
     }
 
     #[test]

@@ -12,9 +12,9 @@ use std::time::{Duration, SystemTime};
 
 use backoff::backoff::Backoff;
 use backoff::exponential::ExponentialBackoff;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -31,6 +31,10 @@ use super::types::{
 };
 
 const API_KEY_HEADER: &str = "x-portkey-api-key";
+
+/// Error bodies are only read for Portkey's small error envelope; a proxy's page beyond this is
+/// cut rather than refused, so the status still decides whether to retry.
+const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 
 /// Path-segment encoding: ids are opaque strings, and one with a `/` or `?` must not change
 /// which resource a request addresses.
@@ -53,6 +57,7 @@ struct Inner {
     /// Base URL without a trailing slash; endpoint paths start with one.
     base: String,
     cfg: ClientConfig,
+    max_response_bytes: usize,
     in_flight: Semaphore,
     rate: RateLimiter,
 }
@@ -225,17 +230,99 @@ fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
     )
 }
 
+/// What one exchange produced, before it is classified.
+enum Answer {
+    Body {
+        status: StatusCode,
+        retry_after: Option<Duration>,
+        body: Bytes,
+    },
+    Redirect {
+        status: StatusCode,
+        location: Option<String>,
+    },
+    TooLarge {
+        status: StatusCode,
+    },
+}
+
+/// Longest `Location` kept in an error; the header is the server's text, not ours.
+const MAX_LOCATION_CHARS: usize = 200;
+
+/// The redirect's target for the error message. The query and fragment are left out: a
+/// redirect may echo our query, which can hold email addresses.
+fn redirect_target(headers: &HeaderMap) -> Option<String> {
+    let raw = headers.get(LOCATION)?;
+    let Ok(text) = raw.to_str() else {
+        return Some("(a Location that is not text)".to_owned());
+    };
+    let target = text.split(['?', '#']).next().unwrap_or_default().trim();
+    Some(target.chars().take(MAX_LOCATION_CHARS).collect())
+}
+
+/// The body, or `None` as soon as it is known to exceed `limit`; nothing past the limit is
+/// buffered, whatever the server announces or sends.
+async fn read_capped(
+    resp: &mut reqwest::Response,
+    limit: usize,
+) -> std::result::Result<Option<Bytes>, reqwest::Error> {
+    if resp
+        .content_length()
+        .is_some_and(|n| n > u64::try_from(limit).unwrap_or(u64::MAX))
+    {
+        return Ok(None);
+    }
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if chunk.len() > limit - buf.len() {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Some(buf.freeze()))
+}
+
+/// At most `limit` bytes of the body; the rest is left unread.
+async fn read_truncated(
+    resp: &mut reqwest::Response,
+    limit: usize,
+) -> std::result::Result<Bytes, reqwest::Error> {
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = resp.chunk().await? {
+        let room = limit - buf.len();
+        if chunk.len() >= room {
+            buf.extend_from_slice(&chunk[..room]);
+            break;
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
 fn decode<T: DeserializeOwned>(req: &Req, attempts: u32, body: &[u8]) -> Result<T> {
     serde_json::from_slice(body)
         .map_err(|e| Error::new(req.call(), attempts, ErrorKind::Decode(e.to_string())))
 }
 
 impl Client {
+    /// Cap on a response body used by [`Client::new`]. List pages hold at most a few hundred
+    /// rows, far below it; it only bounds the memory a faulty or hostile server can claim.
+    pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
     /// Builds a client; fails on a configuration [`ClientConfig::validate`] rejects or a key
     /// that cannot be sent as a header.
     pub fn new(cfg: ClientConfig) -> Result<Self> {
+        Self::with_max_response_bytes(cfg, Self::DEFAULT_MAX_RESPONSE_BYTES)
+    }
+
+    /// As [`Client::new`], with another cap on response bodies: a success body longer than
+    /// `max_response_bytes` fails the call with [`ErrorKind::TooLarge`] (not retried).
+    pub fn with_max_response_bytes(cfg: ClientConfig, max_response_bytes: usize) -> Result<Self> {
         let invalid = |msg: String| Error::new("client setup", 0, ErrorKind::InvalidRequest(msg));
         cfg.validate().map_err(invalid)?;
+        if max_response_bytes == 0 {
+            return Err(invalid("max_response_bytes must be positive".to_owned()));
+        }
         let mut key = HeaderValue::from_str(cfg.api_key.expose())
             .map_err(|_| invalid("api_key has characters not allowed in a header".to_owned()))?;
         // Keeps the value out of HTTP/2 header tables and of the header map's Debug output.
@@ -247,6 +334,9 @@ impl Client {
             .default_headers(headers)
             .user_agent(concat!("scim-sync/", env!("CARGO_PKG_VERSION")))
             .pool_max_idle_per_host(cfg.max_in_flight)
+            // reqwest would follow redirects and strip only Authorization and Cookie, so the
+            // API key header would go to whichever host the redirect names.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| invalid(format!("HTTP client: {}", reqwest_detail(e))))?;
         let base = cfg.base_url.trim_end_matches('/').to_owned();
@@ -254,6 +344,7 @@ impl Client {
             inner: Arc::new(Inner {
                 http,
                 base,
+                max_response_bytes,
                 in_flight: Semaphore::new(cfg.max_in_flight),
                 rate: RateLimiter::new(cfg.requests_per_second),
                 cfg,
@@ -263,6 +354,10 @@ impl Client {
 
     pub fn config(&self) -> &ClientConfig {
         &self.inner.cfg
+    }
+
+    pub fn max_response_bytes(&self) -> usize {
+        self.inner.max_response_bytes
     }
 
     // ---- users -------------------------------------------------------------------------------
@@ -726,12 +821,34 @@ impl Client {
                 .body(body.clone());
         }
         let timeout = self.inner.cfg.request_timeout;
+        let limit = self.inner.max_response_bytes;
         let exchange = async {
-            let resp = builder.send().await?;
+            let mut resp = builder.send().await?;
             let status = resp.status();
+            if status.is_redirection() {
+                return Ok::<_, reqwest::Error>(Answer::Redirect {
+                    status,
+                    location: redirect_target(resp.headers()),
+                });
+            }
             let retry_after = parse_retry_after(resp.headers());
-            let body = resp.bytes().await?;
-            Ok::<_, reqwest::Error>((status, retry_after, body))
+            if status.is_success() {
+                match read_capped(&mut resp, limit).await? {
+                    Some(body) => Ok(Answer::Body {
+                        status,
+                        retry_after,
+                        body,
+                    }),
+                    None => Ok(Answer::TooLarge { status }),
+                }
+            } else {
+                let body = read_truncated(&mut resp, limit.min(MAX_ERROR_BODY_BYTES)).await?;
+                Ok(Answer::Body {
+                    status,
+                    retry_after,
+                    body,
+                })
+            }
         };
         let result = match tokio::time::timeout(timeout, exchange).await {
             Err(_) => Err(Failure {
@@ -754,7 +871,29 @@ impl Client {
                 applied: Applied::Maybe,
                 retry_after: None,
             }),
-            Ok(Ok((status, retry_after, body))) => {
+            // Whatever the server did with the request, it is not worth sending again: the
+            // next answer would be the same.
+            Ok(Ok(Answer::Redirect { status, location })) => Err(Failure {
+                kind: ErrorKind::Redirect {
+                    status: status.as_u16(),
+                    location,
+                },
+                applied: Applied::Maybe,
+                retry_after: None,
+            }),
+            Ok(Ok(Answer::TooLarge { status })) => Err(Failure {
+                kind: ErrorKind::TooLarge {
+                    status: status.as_u16(),
+                    limit,
+                },
+                applied: Applied::Maybe,
+                retry_after: None,
+            }),
+            Ok(Ok(Answer::Body {
+                status,
+                retry_after,
+                body,
+            })) => {
                 if status.is_success() {
                     Ok((status, body))
                 } else {
@@ -779,7 +918,10 @@ impl Client {
         let status_label = match &result {
             Ok((status, _)) => status.as_u16().to_string(),
             Err(f) => match &f.kind {
-                ErrorKind::Status { status, .. } => status.to_string(),
+                ErrorKind::Status { status, .. } | ErrorKind::Redirect { status, .. } => {
+                    status.to_string()
+                }
+                ErrorKind::TooLarge { .. } => "too_large".into(),
                 ErrorKind::Timeout(_) => "timeout".into(),
                 ErrorKind::Connect(_) => "connect_error".into(),
                 _ => "error".into(),
@@ -814,7 +956,9 @@ impl Client {
             ),
             Err(f) => {
                 let status = match &f.kind {
-                    ErrorKind::Status { status, .. } => *status,
+                    ErrorKind::Status { status, .. }
+                    | ErrorKind::Redirect { status, .. }
+                    | ErrorKind::TooLarge { status, .. } => *status,
                     _ => 0,
                 };
                 tracing::warn!(

@@ -34,6 +34,22 @@ pub enum ErrorKind {
         code: Option<String>,
         message: String,
     },
+    /// The server answered with a redirect. It is never followed: the request carries the API
+    /// key, and a control plane that sends it elsewhere is misconfigured or compromised. The
+    /// `location` is the `Location` header without its query, which may echo ours.
+    #[error(
+        "HTTP {status} redirect{} not followed: the Admin API key is only sent to base_url; \
+         point [portkey] base_url at the address that answers directly",
+        location.as_deref().map(|l| format!(" to {l}")).unwrap_or_default()
+    )]
+    Redirect {
+        status: u16,
+        location: Option<String>,
+    },
+    /// A response body longer than the client's cap; reading stopped there. A list page of a
+    /// few hundred rows is far below the cap, so this is a server or proxy fault.
+    #[error("HTTP {status} response body exceeds the {limit}-byte limit; not read further")]
+    TooLarge { status: u16, limit: usize },
     /// A 2xx body that does not have the documented shape.
     #[error("unexpected response body: {0}")]
     Decode(String),
@@ -55,7 +71,8 @@ pub enum ErrorKind {
 pub enum ErrorClass {
     /// Connect errors, timeouts, 5xx, 429, inconsistent pages, unverified creates.
     Transient,
-    /// Other 4xx, undecodable bodies, invalid requests: retrying the same call will fail again.
+    /// Other 4xx, redirects, oversized or undecodable bodies, invalid requests: retrying the
+    /// same call will fail again.
     Permanent,
 }
 
@@ -97,10 +114,10 @@ impl Error {
         !self.is_transient()
     }
 
-    /// HTTP status, when the server answered.
+    /// HTTP status, when the server answered with an error or a redirect.
     pub fn status(&self) -> Option<u16> {
         match &self.kind {
-            ErrorKind::Status { status, .. } => Some(*status),
+            ErrorKind::Status { status, .. } | ErrorKind::Redirect { status, .. } => Some(*status),
             _ => None,
         }
     }
@@ -152,6 +169,8 @@ impl Error {
             ErrorKind::Status { .. } if self.is_not_found() => "not_found",
             ErrorKind::Status { .. } if self.is_conflict() => "conflict",
             ErrorKind::Status { .. } => "client_error",
+            ErrorKind::Redirect { .. } => "redirect",
+            ErrorKind::TooLarge { .. } => "too_large",
             ErrorKind::Decode(_) => "decode",
             ErrorKind::Pagination(_) => "pagination",
             ErrorKind::Unverified(_) => "unverified",
@@ -169,7 +188,10 @@ impl ErrorKind {
             | Self::Pagination(_)
             | Self::Unverified(_) => true,
             Self::Status { status, .. } => *status == 429 || *status >= 500,
-            Self::Decode(_) | Self::InvalidRequest(_) => false,
+            Self::Redirect { .. }
+            | Self::TooLarge { .. }
+            | Self::Decode(_)
+            | Self::InvalidRequest(_) => false,
         }
     }
 

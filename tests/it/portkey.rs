@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly by design
 
 use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,9 +12,9 @@ use portkey_sim::{
     SimOptions, SimServer,
 };
 use scim_sync::portkey::{
-    ApiKey, Client, ClientConfig, CreateInvite, CreateWorkspace, InviteFilter, InviteStatus,
-    InviteWorkspace, MemberFilter, NewMember, OrgRole, RetryConfig, UserFilter, WorkspaceFilter,
-    WorkspaceRole,
+    ApiKey, Client, ClientConfig, CreateInvite, CreateWorkspace, ErrorKind, InviteFilter,
+    InviteStatus, InviteWorkspace, MemberFilter, NewMember, OrgRole, RetryConfig, UserFilter,
+    WorkspaceFilter, WorkspaceRole,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -1226,4 +1227,244 @@ async fn logs_of_a_failing_run_never_hold_the_key() {
         !logs.contains("0123456789abcdef"),
         "part of the API key leaked"
     );
+}
+
+// ---- hand-written HTTP servers, for answers the simulator never gives ------------------------
+
+/// What a [`raw_server`] sends once it has read a request's head.
+#[derive(Clone)]
+enum Raw {
+    /// These bytes, then the connection is closed.
+    Fixed(Vec<u8>),
+    /// This status with a chunked body that never ends: only a client that stops reading
+    /// finishes the exchange before its timeout.
+    Endless(u16),
+}
+
+struct RawServer {
+    addr: std::net::SocketAddr,
+    /// Counted on accept, before anything is read: a client that so much as connects shows.
+    connections: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
+}
+
+impl RawServer {
+    fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+}
+
+async fn raw_server(answer: Raw) -> RawServer {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let requests = Arc::new(AtomicUsize::new(0));
+    let (conns, reqs) = (Arc::clone(&connections), Arc::clone(&requests));
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            conns.fetch_add(1, Ordering::SeqCst);
+            let reqs = Arc::clone(&reqs);
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                reqs.fetch_add(1, Ordering::SeqCst);
+                match answer {
+                    Raw::Fixed(bytes) => {
+                        let _ = stream.write_all(&bytes).await;
+                        let _ = stream.shutdown().await;
+                    }
+                    Raw::Endless(status) => {
+                        let head = format!(
+                            "HTTP/1.1 {status} Whatever\r\ncontent-type: application/json\r\n\
+                             transfer-encoding: chunked\r\n\r\n"
+                        );
+                        if stream.write_all(head.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        let mut chunk = b"400\r\n".to_vec();
+                        chunk.extend_from_slice(&[b' '; 1024]);
+                        chunk.extend_from_slice(b"\r\n");
+                        // Bounded only so a broken client cannot keep the test running forever.
+                        for _ in 0..256 * 1024 {
+                            if stream.write_all(&chunk).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    RawServer {
+        addr,
+        connections,
+        requests,
+    }
+}
+
+fn http_response(status: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut out = format!("HTTP/1.1 {status}\r\nconnection: close\r\n");
+    for (k, v) in headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
+    let mut out = out.into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+#[tokio::test]
+async fn redirects_are_refused_and_never_followed() {
+    let elsewhere = raw_server(Raw::Fixed(http_response(
+        "200 OK",
+        &[("content-type", "application/json")],
+        br#"{"id":"u1","email":"u1@example.com","role":"member"}"#,
+    )))
+    .await;
+    let location = format!(
+        "http://{}/v1/admin/users/u1?email=alice%40example.com",
+        elsewhere.addr
+    );
+    for status in [
+        "301 Moved Permanently",
+        "302 Found",
+        "307 Temporary Redirect",
+        "308 Permanent Redirect",
+    ] {
+        let origin = raw_server(Raw::Fixed(http_response(
+            status,
+            &[("location", &location)],
+            b"",
+        )))
+        .await;
+        let client = Client::new(config(origin.base_url())).unwrap();
+
+        let err = client.get_user("u1").await.unwrap_err();
+        let code: u16 = status[..3].parse().unwrap();
+        assert_eq!(err.status(), Some(code), "{err}");
+        assert!(err.is_permanent(), "{err}");
+        assert_eq!(err.attempts(), 1, "{err}");
+        assert_eq!(err.metric_label(), "redirect");
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!(
+                "HTTP {code} redirect to http://{}/v1/admin/users/u1 not followed",
+                elsewhere.addr
+            )),
+            "{text}"
+        );
+        assert!(
+            !text.contains("alice"),
+            "the Location's query leaked: {text}"
+        );
+
+        // A create is not retried or re-checked into following it either.
+        let err = client
+            .create_invite(&invite("new@example.com"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), Some(code), "{err}");
+        assert!(err.is_permanent(), "{err}");
+        let err = client.delete_user("u1").await.unwrap_err();
+        assert_eq!(err.status(), Some(code), "{err}");
+        assert_eq!(origin.requests.load(Ordering::SeqCst), 3, "{status}");
+    }
+    assert_eq!(
+        elsewhere.connections.load(Ordering::SeqCst),
+        0,
+        "the redirect target was contacted (and would have seen the API key)"
+    );
+}
+
+#[tokio::test]
+async fn a_redirect_without_location_is_refused_too() {
+    let origin = raw_server(Raw::Fixed(http_response("302 Found", &[], b""))).await;
+    let client = Client::new(config(origin.base_url())).unwrap();
+    let err = client.list_users(&UserFilter::default()).await.unwrap_err();
+    assert_eq!(err.status(), Some(302));
+    assert!(err.is_permanent());
+    assert!(
+        err.to_string().contains("HTTP 302 redirect not followed"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn response_bodies_are_capped() {
+    assert_eq!(
+        Client::new(config("http://127.0.0.1:9/v1".into()))
+            .unwrap()
+            .max_response_bytes(),
+        16 * 1024 * 1024
+    );
+    let user = br#"{"id":"u1","email":"u1@example.com","role":"member"}"#;
+    let capped =
+        |base: String, cap: usize| Client::with_max_response_bytes(config(base), cap).unwrap();
+
+    // Exactly at the cap: read.
+    let server = raw_server(Raw::Fixed(http_response(
+        "200 OK",
+        &[("content-type", "application/json")],
+        user,
+    )))
+    .await;
+    let got = capped(server.base_url(), user.len())
+        .get_user("u1")
+        .await
+        .unwrap();
+    assert_eq!(got.id, "u1");
+
+    // One byte over, announced by Content-Length: refused, not retried.
+    let err = capped(server.base_url(), user.len() - 1)
+        .get_user("u1")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::TooLarge { status: 200, limit } if *limit == user.len() - 1),
+        "{err}"
+    );
+    assert!(err.is_permanent());
+    assert_eq!(err.attempts(), 1);
+    assert_eq!(err.metric_label(), "too_large");
+    assert!(err.to_string().contains("exceeds the"), "{err}");
+    assert_eq!(server.requests.load(Ordering::SeqCst), 2);
+
+    // No length announced and no end: reading stops at the cap instead of running into the
+    // timeout (or out of memory).
+    let endless = raw_server(Raw::Endless(200)).await;
+    let client = capped(endless.base_url(), 64 * 1024);
+    let started = std::time::Instant::now();
+    let err = client.list_users(&UserFilter::default()).await.unwrap_err();
+    assert!(matches!(err.kind(), ErrorKind::TooLarge { .. }), "{err}");
+    assert!(err.is_permanent());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(endless.requests.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_huge_error_body_keeps_its_status() {
+    // A proxy's endless 503 page is cut, not refused: the status still says "retry".
+    let server = raw_server(Raw::Endless(503)).await;
+    let mut cfg = config(server.base_url());
+    cfg.retry.max_elapsed = Duration::from_millis(100);
+    let err = Client::new(cfg).unwrap().get_user("u1").await.unwrap_err();
+    assert_eq!(err.status(), Some(503), "{err}");
+    assert!(err.is_transient());
+    assert!(err.attempts() >= 2, "{err}");
 }
