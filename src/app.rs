@@ -102,6 +102,7 @@ pub async fn start(
         tokens: config.scim.tokens.clone(),
         base_path: config.scim.base_path.clone(),
         public_url: config.scim.public_url.clone(),
+        listen_origin: scim::listen_origin(scim_addr),
         max_body_bytes: config.scim.max_body_bytes,
         max_results: config.scim.max_results,
     });

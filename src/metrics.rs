@@ -11,16 +11,57 @@ use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 use std::sync::OnceLock;
 
+/// SCIM request labels. Route and method are `&'static str` so that they can only come from the
+/// closed sets below, never from request bytes: every distinct label set is kept in memory and
+/// rendered on each scrape for the life of the process, and tokenless clients choose the path
+/// and method.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ScimLabels {
-    pub route: String,
-    pub method: String,
+    pub route: &'static str,
+    pub method: &'static str,
     pub status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    pub route: String,
+    pub route: &'static str,
+}
+
+/// Every value the SCIM `route` label takes (paths relative to the SCIM base path).
+pub const SCIM_ROUTES: [&str; 13] = [
+    "/Users",
+    "/Users/{id}",
+    "/Users/.search",
+    "/Groups",
+    "/Groups/{id}",
+    "/Groups/.search",
+    "/.search",
+    "/ServiceProviderConfig",
+    "/ResourceTypes",
+    "/ResourceTypes/{id}",
+    "/Schemas",
+    "/Schemas/{id}",
+    "other",
+];
+
+/// Every value the SCIM `method` label takes.
+pub const SCIM_METHODS: [&str; 8] = [
+    "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "other",
+];
+
+/// The `method` label: methods are case-sensitive (RFC 9110 §9.1), so `get` is `other`, as it is
+/// for routing.
+pub fn method_label(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -205,6 +246,18 @@ mod tests {
             endpoint_label("POST", "/admin/users/invites/9/resend"),
             "POST /admin/users/invites/:id/resend"
         );
+    }
+
+    #[test]
+    fn method_labels_are_a_closed_set() {
+        assert_eq!(method_label("GET"), "GET");
+        assert_eq!(method_label("OPTIONS"), "OPTIONS");
+        assert_eq!(method_label("get"), "other");
+        assert_eq!(method_label("FOO"), "other");
+        assert_eq!(method_label("other"), "other");
+        for m in SCIM_METHODS {
+            assert_eq!(method_label(m), m);
+        }
     }
 
     #[test]

@@ -7,7 +7,26 @@ pub mod scim;
 use crate::scim::error::ScimError;
 use bytes::{Buf, Bytes, BytesMut};
 use futures::StreamExt;
+use std::borrow::Cow;
 use std::convert::Infallible;
+
+/// How much of a client-chosen string (path, method) goes into a log line or an error message.
+/// The request line may be up to 64 KiB, and an unauthenticated client can send many of them.
+pub const LOG_FIELD_MAX: usize = 200;
+
+/// At most `max` bytes of `s` (cut on a character boundary), with a marker saying how much was
+/// left out, so that a log line stays small whatever the client sent.
+pub fn bounded(s: &str, max: usize) -> Cow<'_, str> {
+    if s.len() <= max {
+        return Cow::Borrowed(s);
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    let head = s.get(..end).unwrap_or_default();
+    Cow::Owned(format!("{head}…[{} more bytes]", s.len() - end))
+}
 
 #[derive(Debug)]
 pub enum BodyError {
@@ -55,4 +74,21 @@ pub fn rejection_to_scim(r: &warp::Rejection) -> ScimError {
 
 pub async fn recover_scim(r: warp::Rejection) -> Result<scim::ScimReply, Infallible> {
     Ok(scim::ScimReply::error(&rejection_to_scim(&r)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_keeps_short_strings_and_marks_cuts() {
+        assert_eq!(bounded("/Users", 200), "/Users");
+        let long = "/a".repeat(20_000);
+        let b = bounded(&long, LOG_FIELD_MAX);
+        assert!(b.starts_with("/a/a"));
+        assert!(b.ends_with("…[39800 more bytes]"), "{b}");
+        assert!(b.len() < LOG_FIELD_MAX + 40);
+        // A multi-byte character straddling the limit is left out whole.
+        assert_eq!(bounded("aé", 2), "a…[2 more bytes]");
+    }
 }

@@ -5,7 +5,7 @@
 //! filters, because the base path comes from config and because every failure (wrong method,
 //! body too large, unknown endpoint) must come out as a SCIM Error rather than a warp rejection.
 
-use super::{body_with_limit, BodyError};
+use super::{body_with_limit, bounded, BodyError, LOG_FIELD_MAX};
 use crate::scim::error::ScimError;
 use crate::scim::filter::{self, AttrRef, Filter};
 use crate::scim::projection;
@@ -15,6 +15,7 @@ use crate::store::{Page, Query, Resource, Store, StoreError, WriteNotes};
 use crate::token::TokenSet;
 use bytes::Bytes;
 use serde_json::{json, Value};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use warp::http::{HeaderMap, HeaderValue, Method, StatusCode};
@@ -29,9 +30,28 @@ pub struct ScimState {
     pub tokens: TokenSet,
     pub base_path: String,
     pub public_url: Option<String>,
+    /// `http://ADDR` of the bound SCIM listener (see [`listen_origin`]): the base of `Location`
+    /// and `meta.location` when `public_url` is not set. The `Host` header is never used for
+    /// them, since any client can send any `Host` and the URLs end up stored by the IdP.
+    pub listen_origin: Option<String>,
     pub max_body_bytes: u64,
     pub max_results: usize,
 }
+
+/// The origin of the SCIM listener as clients reach it without a proxy, from the address it is
+/// bound to. `None` for a wildcard address (0.0.0.0, ::): no client connects to that as written,
+/// so URLs are then given relative to the host (the base path), which a client resolves against
+/// the URL it used.
+pub fn listen_origin(addr: SocketAddr) -> Option<String> {
+    if addr.ip().is_unspecified() {
+        None
+    } else {
+        Some(format!("http://{addr}"))
+    }
+}
+
+/// Longest method name written to the log: methods are client-chosen tokens of any length.
+const LOG_METHOD_MAX: usize = 16;
 
 /// A finished response: status, JSON body (or none), extra headers.
 pub struct ScimReply {
@@ -119,10 +139,18 @@ fn store_error(e: StoreError) -> ScimError {
 pub fn routes(
     state: Arc<ScimState>,
 ) -> impl warp::Filter<Extract = (ScimReply,), Error = std::convert::Infallible> + Clone {
+    if state.public_url.is_none() && state.listen_origin.is_none() {
+        tracing::warn!(
+            "[scim] public_url is not set and the SCIM listener has no address clients can use \
+             as written (wildcard bind): Location and meta.location are relative URLs. \
+             Set [scim] public_url to the URL the IdP is given"
+        );
+    }
     warp::method()
         .and(warp::path::full())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::headers_cloned())
+        .and(warp::addr::remote())
         .and(warp::body::stream())
         .and(warp::any().map(move || state.clone()))
         .then(
@@ -130,31 +158,45 @@ pub fn routes(
              path: warp::path::FullPath,
              query: String,
              headers: HeaderMap,
+             peer: Option<SocketAddr>,
              body,
              state: Arc<ScimState>| async move {
                 let started = Instant::now();
-                let path = path.as_str().to_string();
-                let reply = handle(&state, &method, &path, &query, &headers, body).await;
-                let route = route_label(&path, &state.base_path);
+                let path = path.as_str();
+                let reply = handle(&state, &method, path, &query, &headers, body).await;
+                let route = route_label(path, &state.base_path);
+                let status = reply.status.as_u16();
                 let m = crate::metrics::metrics();
                 m.scim_requests
                     .get_or_create(&crate::metrics::ScimLabels {
-                        route: route.clone(),
-                        method: method.as_str().to_string(),
-                        status: reply.status.as_u16(),
+                        route,
+                        method: crate::metrics::method_label(method.as_str()),
+                        status,
                     })
                     .inc();
                 m.scim_request_duration
                     .get_or_create(&crate::metrics::RouteLabels { route })
                     .observe(started.elapsed().as_secs_f64());
-                tracing::info!(
-                    target: "scim_sync::scim",
-                    method = %method,
-                    path = %path,
-                    status = reply.status.as_u16(),
-                    ms = started.elapsed().as_secs_f64() * 1000.0,
-                    "scim request"
-                );
+                // Path and method are cut to a bounded prefix: a tokenless client chooses them and
+                // can send them as fast as we answer 401. The query string is not logged at all:
+                // filters carry user names and email addresses.
+                let peer = peer.map_or_else(|| "-".to_string(), |a| a.to_string());
+                let method = bounded(method.as_str(), LOG_METHOD_MAX);
+                let path = bounded(path, LOG_FIELD_MAX);
+                let ms = started.elapsed().as_secs_f64() * 1000.0;
+                if status == 401 {
+                    tracing::warn!(
+                        target: "scim_sync::scim",
+                        %peer, %method, %path, status, ms,
+                        "scim request refused: missing or invalid bearer token"
+                    );
+                } else {
+                    tracing::info!(
+                        target: "scim_sync::scim",
+                        %peer, %method, %path, status, ms,
+                        "scim request"
+                    );
+                }
                 reply
             },
         )
@@ -174,9 +216,10 @@ where
     S: futures::Stream<Item = Result<B, warp::Error>> + Unpin + Send,
     B: bytes::Buf,
 {
-    let Some(rest) = strip_base(path, &state.base_path) else {
+    let Some(rest) = after_base(path, &state.base_path) else {
         return ScimReply::error(&ScimError::not_found(format!(
-            "no SCIM endpoint at {path}; the base path is {}",
+            "no SCIM endpoint at {}; the base path is {}",
+            bounded(path, LOG_FIELD_MAX),
             if state.base_path.is_empty() {
                 "/"
             } else {
@@ -190,6 +233,7 @@ where
             "missing or invalid bearer token (send Authorization: Bearer <token>)",
         ));
     }
+    let segs = segments(rest);
     let body = match body_with_limit(body, state.max_body_bytes).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => {
@@ -210,73 +254,76 @@ where
             .get("if-match")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
-        host: headers
-            .get("host")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string),
         body,
     };
-    match dispatch(&req, &rest).await {
+    match dispatch(&req, &segs).await {
         Ok(r) => r,
         Err(e) => ScimReply::error(&e),
     }
 }
 
-/// A low-cardinality route for metrics: `/Users`, `/Users/{id}`, `/Groups/.search`, ….
-fn route_label(path: &str, base: &str) -> String {
-    let Some(segs) = strip_base(path, base) else {
-        return "other".into();
+/// The metrics route: one of [`crate::metrics::SCIM_ROUTES`], whatever the path. Names are
+/// matched case-insensitively (as [`dispatch`] does) and only the first three segments are
+/// looked at, so neither the path's length nor its spelling adds a label.
+fn route_label(path: &str, base: &str) -> &'static str {
+    let Some(rest) = after_base(path, base) else {
+        return "other";
     };
-    let mut out = String::new();
-    for (i, seg) in segs.iter().enumerate() {
-        out.push('/');
-        let known = matches!(
-            seg.to_ascii_lowercase().as_str(),
-            "users"
-                | "groups"
-                | ".search"
-                | "serviceproviderconfig"
-                | "resourcetypes"
-                | "schemas"
-                | "bulk"
-                | "me"
-        );
-        if i == 0 && !known {
-            return "other".into();
-        }
-        out.push_str(if known { seg } else { "{id}" });
+    let mut segs = rest
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy());
+    let (first, second) = (segs.next(), segs.next());
+    if segs.next().is_some() {
+        return "other";
     }
-    if out.is_empty() {
-        out.push('/');
+    let is = |seg: &str, name: &str| seg.eq_ignore_ascii_case(name);
+    match (first.as_deref(), second.as_deref()) {
+        (Some(a), None) if is(a, "users") => "/Users",
+        (Some(a), None) if is(a, "groups") => "/Groups",
+        (Some(a), None) if is(a, ".search") => "/.search",
+        (Some(a), None) if is(a, "serviceproviderconfig") => "/ServiceProviderConfig",
+        (Some(a), None) if is(a, "resourcetypes") => "/ResourceTypes",
+        (Some(a), None) if is(a, "schemas") => "/Schemas",
+        (Some(a), Some(b)) if is(a, "users") && is(b, ".search") => "/Users/.search",
+        (Some(a), Some(_)) if is(a, "users") => "/Users/{id}",
+        (Some(a), Some(b)) if is(a, "groups") && is(b, ".search") => "/Groups/.search",
+        (Some(a), Some(_)) if is(a, "groups") => "/Groups/{id}",
+        (Some(a), Some(_)) if is(a, "resourcetypes") => "/ResourceTypes/{id}",
+        (Some(a), Some(_)) if is(a, "schemas") => "/Schemas/{id}",
+        _ => "other",
     }
-    out
+}
+
+/// The part of `path` after the base path, or `None` when the path is outside it.
+fn after_base<'a>(path: &'a str, base: &str) -> Option<&'a str> {
+    if base.is_empty() {
+        return Some(path);
+    }
+    let head = path.get(..base.len())?;
+    if !head.eq_ignore_ascii_case(base) {
+        return None;
+    }
+    let rest = path.get(base.len()..)?;
+    (rest.is_empty() || rest.starts_with('/')).then_some(rest)
+}
+
+/// The percent-decoded, non-empty segments of a path.
+fn segments(rest: &str) -> Vec<String> {
+    rest.split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect()
 }
 
 /// The path segments after the base path, or `None` when the path is outside it.
+#[cfg(test)]
 fn strip_base(path: &str, base: &str) -> Option<Vec<String>> {
-    let rest = if base.is_empty() {
-        path
-    } else {
-        let head = path.get(..base.len())?;
-        if !head.eq_ignore_ascii_case(base) {
-            return None;
-        }
-        let rest = path.get(base.len()..)?;
-        if !(rest.is_empty() || rest.starts_with('/')) {
-            return None;
-        }
-        rest
-    };
-    Some(
-        rest.split('/')
-            .filter(|s| !s.is_empty())
-            .map(|s| {
-                percent_encoding::percent_decode_str(s)
-                    .decode_utf8_lossy()
-                    .into_owned()
-            })
-            .collect(),
-    )
+    after_base(path, base).map(segments)
 }
 
 /// Query parameters, form-decoded (`+` is a space, as Entra sends), keys lower-cased: RFC 7644
@@ -308,7 +355,6 @@ struct Request<'a> {
     method: &'a Method,
     query: Vec<(String, String)>,
     if_match: Option<String>,
-    host: Option<String>,
     body: Bytes,
 }
 
@@ -320,11 +366,14 @@ impl Request<'_> {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The base of every URL we return (`Location`, `meta.location`, `$ref`): the configured
+    /// public URL, else the listener's own address, else host-relative.
     fn base_url(&self) -> String {
-        match (&self.state.public_url, &self.host) {
+        let st = self.state;
+        match (&st.public_url, &st.listen_origin) {
             (Some(u), _) => u.clone(),
-            (None, Some(h)) => format!("http://{h}{}", self.state.base_path),
-            (None, None) => self.state.base_path.clone(),
+            (None, Some(origin)) => format!("{origin}{}", st.base_path),
+            (None, None) => st.base_path.clone(),
         }
     }
 
@@ -421,7 +470,7 @@ async fn dispatch(req: &Request<'_>, segs: &[String]) -> Result<ScimReply, ScimE
             }
             _ => Err(ScimError::not_found(format!(
                 "no SCIM endpoint /{}; endpoints are /Users, /Groups, /ServiceProviderConfig, /ResourceTypes, /Schemas",
-                segs.join("/")
+                bounded(&segs.join("/"), LOG_FIELD_MAX)
             ))),
         },
     }
@@ -898,6 +947,51 @@ mod tests {
         assert_eq!(strip_base("/scim/v22/Users", "/scim/v2"), None);
         assert_eq!(strip_base("/other", "/scim/v2"), None);
         assert_eq!(strip_base("/Users", ""), Some(vec!["Users".to_string()]));
+    }
+
+    #[test]
+    fn route_labels_are_a_closed_set() {
+        let base = "/scim/v2";
+        for (path, want) in [
+            ("/scim/v2/Users", "/Users"),
+            ("/SCIM/v2/uSeRs/", "/Users"),
+            ("/scim/v2/Users/abc", "/Users/{id}"),
+            ("/scim/v2/users/.SEARCH", "/Users/.search"),
+            ("/scim/v2/Users/%2Esearch", "/Users/.search"),
+            ("/scim/v2/Groups/x", "/Groups/{id}"),
+            ("/scim/v2/groups/.search", "/Groups/.search"),
+            ("/scim/v2/.search", "/.search"),
+            ("/scim/v2/serviceproviderconfig", "/ServiceProviderConfig"),
+            ("/scim/v2/ResourceTypes", "/ResourceTypes"),
+            ("/scim/v2/resourcetypes/User", "/ResourceTypes/{id}"),
+            ("/scim/v2/Schemas", "/Schemas"),
+            ("/scim/v2/schemas/urn:x", "/Schemas/{id}"),
+            ("/scim/v2/Users/a/b", "other"),
+            ("/scim/v2/ServiceProviderConfig/x", "other"),
+            ("/scim/v2/Bulk", "other"),
+            ("/scim/v2", "other"),
+            ("/scim/v2/", "other"),
+            ("/elsewhere/Users", "other"),
+            ("/scim/v22/Users", "other"),
+        ] {
+            assert_eq!(route_label(path, base), want, "{path}");
+            assert!(crate::metrics::SCIM_ROUTES.contains(&want), "{want}");
+        }
+        let long = format!("/scim/v2/Users{}", "/a".repeat(20_000));
+        assert_eq!(route_label(&long, base), "other");
+        assert_eq!(route_label("/Users/1", ""), "/Users/{id}");
+    }
+
+    #[test]
+    fn listen_origin_is_the_bound_address_unless_wildcard() {
+        let origin = |a: &str| listen_origin(a.parse().unwrap_or_else(|e| panic!("{a}: {e}")));
+        assert_eq!(
+            origin("127.0.0.1:8080").as_deref(),
+            Some("http://127.0.0.1:8080")
+        );
+        assert_eq!(origin("[::1]:8080").as_deref(), Some("http://[::1]:8080"));
+        assert_eq!(origin("0.0.0.0:8080"), None);
+        assert_eq!(origin("[::]:8080"), None);
     }
 
     #[test]
