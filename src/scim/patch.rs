@@ -19,12 +19,44 @@
 //!   attributes this server does not keep. A path that does not parse is still `invalidPath`.
 //! - `remove` of `members` with a `value` list removes only those members (Entra's default dialect);
 //!   without a value it clears the group.
+//!
+//! # Limits
+//! The store applies a PATCH on its single writer thread, so a request's cost delays every other
+//! write: 15,000 operations once took 18.7 s while a small `POST /Users` waited behind them.
+//! [`parse_request`], which runs before the store sees the request, refuses with `400
+//! invalidValue` a request over [`MAX_OPERATIONS`], [`MAX_VALUES_PER_REQUEST`],
+//! [`MAX_MEMBER_FILTER_SCANS`] or [`MAX_PATH_FILTER_COMPARISONS`], and any value over the
+//! attribute limits of [`resource::check_limits`]. Without the resource type at hand it reads a
+//! name as whichever of User or Group defines it; the names both define mean the same in both.
+//! [`apply`] then refuses a list that an `add` grows past [`resource::MAX_MULTI_VALUES`].
 
 use crate::scim::error::ScimError;
 use crate::scim::filter::{self, AttrRef, CompOp, Filter, PatchPath};
 use crate::scim::resource::{self, Assignment, MemberRef, WriteMode};
 use crate::scim::schema::{AttrDef, Mutability, ResolvedAttr, ResourceKind};
 use serde_json::{Map, Value};
+
+/// Most operations in one PATCH request. Okta and Entra send one per changed attribute, or a few
+/// hundred member operations for a large group push, so 1,000 leaves room while bounding the
+/// writer-thread time of one request.
+pub const MAX_OPERATIONS: usize = 1_000;
+
+/// Most values one PATCH request may carry in all its operations' value lists together: group
+/// members (added, removed or replaced, by value list or by `members[value eq …]`) and values of
+/// multi-valued attributes. Each member value costs a lookup and a link-table write on the writer
+/// thread. Entra batches member changes and Okta splits big pushes into several PATCHes, so an
+/// IdP batch stays far below 10,000; a group bigger than that can still be set in one PUT.
+pub const MAX_VALUES_PER_REQUEST: usize = 10_000;
+
+/// Most `remove` operations per request whose `members[…]` filter is not a list of member ids
+/// (`members[display eq "alice"]`): each one reads every member of the group. IdPs remove by id,
+/// which needs no scan.
+pub const MAX_MEMBER_FILTER_SCANS: usize = 10;
+
+/// Most comparisons, over all value-filter paths of one request (`emails[type eq "work"]`), that
+/// are evaluated against elements (member-id filters are not: they name ids). Each is evaluated
+/// against every element of its list; Entra sends one or two per filtered operation.
+pub const MAX_PATH_FILTER_COMPARISONS: usize = 1_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpKind {
@@ -52,7 +84,8 @@ pub enum MemberChange {
     Clear,
 }
 
-/// Parses a PATCH request body (`schemas`, `Operations`).
+/// Parses a PATCH request body (`schemas`, `Operations`) and checks it against the limits of
+/// the module documentation.
 pub fn parse_request(body: &Value) -> Result<Vec<PatchOp>, ScimError> {
     let Value::Object(obj) = body else {
         return Err(ScimError::invalid_syntax(
@@ -74,10 +107,185 @@ pub fn parse_request(body: &Value) -> Result<Vec<PatchOp>, ScimError> {
             ))
         }
     };
-    ops.into_iter()
+    // Counted before any operation is parsed, so an oversized request costs no parsing.
+    if ops.len() > MAX_OPERATIONS {
+        return Err(ScimError::invalid_value(format!(
+            "the request has {} operations; the limit is {MAX_OPERATIONS} per PATCH",
+            ops.len()
+        )));
+    }
+    let ops: Vec<PatchOp> = ops
+        .into_iter()
         .enumerate()
         .map(|(i, op)| parse_op(op).map_err(|e| at_op(i, e)))
-        .collect()
+        .collect::<Result<_, _>>()?;
+    check_request_limits(&ops)?;
+    Ok(ops)
+}
+
+/// What a request has used of the per-request limits so far.
+#[derive(Default)]
+struct Budget {
+    values: usize,
+    member_scans: usize,
+    path_comparisons: usize,
+}
+
+impl Budget {
+    fn check(&self) -> Result<(), ScimError> {
+        let over = |what: &str, n: usize, limit: usize| {
+            Err(ScimError::invalid_value(format!(
+                "the request has {n} {what}; the limit is {limit} per PATCH"
+            )))
+        };
+        if self.values > MAX_VALUES_PER_REQUEST {
+            return over(
+                "list values (group members and values of multi-valued attributes)",
+                self.values,
+                MAX_VALUES_PER_REQUEST,
+            );
+        }
+        if self.member_scans > MAX_MEMBER_FILTER_SCANS {
+            return over(
+                "member removals by a filter other than member ids",
+                self.member_scans,
+                MAX_MEMBER_FILTER_SCANS,
+            );
+        }
+        if self.path_comparisons > MAX_PATH_FILTER_COMPARISONS {
+            return over(
+                "comparisons in value-filter paths",
+                self.path_comparisons,
+                MAX_PATH_FILTER_COMPARISONS,
+            );
+        }
+        Ok(())
+    }
+}
+
+fn check_request_limits(ops: &[PatchOp]) -> Result<(), ScimError> {
+    let mut budget = Budget::default();
+    for (i, op) in ops.iter().enumerate() {
+        check_op_limits(op, &mut budget).map_err(|e| at_op(i, e))?;
+        // Totals are the request's, not the operation's, so they carry no operation index.
+        budget.check()?;
+    }
+    Ok(())
+}
+
+fn check_op_limits(op: &PatchOp, budget: &mut Budget) -> Result<(), ScimError> {
+    let target = match &op.path {
+        None => None,
+        Some(PatchPath::Attr(r)) => Some(resolve_any(r)),
+        Some(PatchPath::Value { attr, filter, sub }) => {
+            let target = match (resolve_any(attr), sub) {
+                // `addresses[type eq "work"].formatted`: the value is the sub-attribute's.
+                (Target::Attr { attr, sub: None }, Some(s)) if attr.def.is_complex() => {
+                    Target::Attr {
+                        attr,
+                        sub: Some(attr.def.sub_attr(s)),
+                    }
+                }
+                (t, _) => t,
+            };
+            let members =
+                matches!(&target, Target::Attr { attr, .. } if attr.def.name == "members");
+            match member_ids(filter) {
+                Some(ids) if members => budget.values += ids.len(),
+                _ => {
+                    if members && op.op == OpKind::Remove {
+                        budget.member_scans += 1;
+                    }
+                    budget.path_comparisons += filter::cost(filter).comparisons;
+                }
+            }
+            Some(target)
+        }
+    };
+    let Some(value) = &op.value else {
+        return Ok(());
+    };
+    match target {
+        None => match value {
+            Value::Object(obj) => check_object_limits(obj, None, budget),
+            // Refused by `apply`; nothing to measure.
+            _ => Ok(()),
+        },
+        Some(t) => check_target_limits(t, value, budget),
+    }
+}
+
+/// A path-less value, or the value of a schema-URN path (`scope`): its keys are attributes,
+/// resolved the way [`resource::expand_value_object`] resolves them.
+fn check_object_limits(
+    obj: &Map<String, Value>,
+    scope: Option<&'static str>,
+    budget: &mut Budget,
+) -> Result<(), ScimError> {
+    for (key, value) in obj {
+        let key = key.trim();
+        if value.is_null() || (scope.is_none() && key.eq_ignore_ascii_case("schemas")) {
+            continue;
+        }
+        let r = AttrRef {
+            urn: scope.map(str::to_string),
+            name: key.to_string(),
+            sub: None,
+        };
+        check_target_limits(resolve_any(&r), value, budget)?;
+    }
+    Ok(())
+}
+
+fn check_target_limits(
+    target: Target,
+    value: &Value,
+    budget: &mut Budget,
+) -> Result<(), ScimError> {
+    match target {
+        Target::Unknown => Ok(()),
+        Target::Schema(urn) => match value {
+            Value::Object(obj) => check_object_limits(obj, Some(urn), budget),
+            _ => Ok(()),
+        },
+        Target::Attr { attr, sub } => {
+            let def = attr.def;
+            if !resource::accepts_client_value(def) {
+                return Ok(());
+            }
+            let (checked, label) = match sub {
+                // A sub-attribute this schema does not define: nothing is kept.
+                Some(None) => return Ok(()),
+                Some(Some(sd)) => {
+                    if !resource::accepts_client_value(sd) {
+                        return Ok(());
+                    }
+                    (sd, format!("{}.{}", def.name, sd.name))
+                }
+                None => (def, def.name.to_string()),
+            };
+            if checked.multi {
+                budget.values += match value {
+                    Value::Array(items) => items.len(),
+                    _ => 1,
+                };
+            }
+            resource::check_limits(checked, value, &label)
+        }
+    }
+}
+
+/// Resolves a path or key as the User schema would, else as the Group one. PATCH is parsed
+/// before the resource type is looked at, and the limits only need the attribute's shape, which
+/// is the same for the names both define (`displayName`, `externalId`).
+fn resolve_any(r: &AttrRef) -> Target {
+    for kind in [ResourceKind::User, ResourceKind::Group] {
+        match resolve_ref(kind, r) {
+            Ok(Target::Unknown) | Err(_) => continue,
+            Ok(t) => return t,
+        }
+    }
+    Target::Unknown
 }
 
 fn parse_op(op: &Value) -> Result<PatchOp, ScimError> {
@@ -157,7 +365,13 @@ pub fn apply(
     for (i, op) in ops.iter().enumerate() {
         apply_op(kind, &mut work, op, &mut changes).map_err(|e| at_op(i, e))?;
     }
-    *resource = resource::finish(kind, work)?;
+    let finished = resource::finish(kind, work)?;
+    // `parse_request` checked every value; what it cannot see is a value a filter path creates
+    // (`emails[type eq "…"].value`) and lists growing by one element per operation.
+    if let Value::Object(obj) = &finished {
+        resource::check_resource_limits(kind, obj, Some(current))?;
+    }
+    *resource = finished;
     Ok(changes)
 }
 
@@ -219,10 +433,33 @@ fn apply_object(
 
 /// Writes an assignment and keeps `primary` exclusive within the list it touched.
 fn write(work: &mut Map<String, Value>, a: &Assignment, mode: WriteMode) -> Result<(), ScimError> {
+    let def = a.attr.def;
+    let len = |work: &Map<String, Value>| {
+        let container = match a.attr.extension {
+            Some(urn) => work.get(urn).and_then(Value::as_object),
+            None => Some(work),
+        };
+        container
+            .and_then(|c| c.get(def.name))
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len)
+    };
+    let before = len(work);
     let written = resource::write_assignment(work, a, mode)?;
-    if a.attr.def.multi && !written.is_empty() {
+    if def.multi && !written.is_empty() {
+        // Checked after each operation, not only at the end: every `add` compares its values
+        // with the whole list, so a list left to grow across a thousand operations would make
+        // the request quadratic. A list already over the limit may stay as it is.
+        let after = len(work);
+        if after > resource::MAX_MULTI_VALUES && after > before {
+            return Err(ScimError::invalid_value(format!(
+                "{} would have {after} values; the limit is {}",
+                def.name,
+                resource::MAX_MULTI_VALUES
+            )));
+        }
         let c = resource::container_mut(work, a.attr.extension)?;
-        if let Some(list) = c.get_mut(a.attr.def.name).and_then(Value::as_array_mut) {
+        if let Some(list) = c.get_mut(def.name).and_then(Value::as_array_mut) {
             resource::make_primary_exclusive(list, &written);
         }
     }
@@ -1695,5 +1932,313 @@ mod tests {
         assert_eq!(ch, vec![add(&["u1"])]);
         let ch = group_patch(&mut g, json!([{"op": "replace", "value": {"members": []}}]));
         assert_eq!(ch, vec![MemberChange::Clear]);
+    }
+
+    // Limits: everything is refused by `parse_request`, before the store's writer sees it, except
+    // what only applying can show.
+
+    fn parse_err(ops: Value) -> ScimError {
+        let e = parse_request(&body(ops)).unwrap_err();
+        assert_eq!(e.status, 400, "{}", e.detail);
+        e
+    }
+
+    fn member_values(from: usize, n: usize) -> Value {
+        Value::Array(
+            (from..from + n)
+                .map(|i| json!({"value": format!("u{i}")}))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn operations_are_capped_per_request() {
+        let ops = |n: usize| {
+            Value::Array(
+                (0..n)
+                    .map(|i| json!({"op": "replace", "path": "title", "value": format!("t{i}")}))
+                    .collect(),
+            )
+        };
+        let mut u = bjensen();
+        user_patch(&mut u, ops(MAX_OPERATIONS));
+        assert_eq!(u["title"], format!("t{}", MAX_OPERATIONS - 1));
+        for n in [MAX_OPERATIONS + 1, 15_000] {
+            let e = parse_err(ops(n));
+            assert_eq!(e.scim_type, Some(ScimType::InvalidValue));
+            assert_eq!(
+                e.detail,
+                format!("the request has {n} operations; the limit is 1000 per PATCH")
+            );
+        }
+        // Counted before parsing: operations that would not parse still get the count error.
+        let junk = Value::Array(vec![json!("junk"); MAX_OPERATIONS + 1]);
+        assert!(parse_err(junk).detail.contains("operations"));
+    }
+
+    #[test]
+    fn member_values_are_capped_per_request_in_every_shape() {
+        let mut g = group();
+        // Entra-sized batches split over operations, exactly at the limit.
+        let half = MAX_VALUES_PER_REQUEST / 2;
+        let ch = group_patch(
+            &mut g,
+            json!([
+                {"op": "Add", "path": "members", "value": member_values(0, half)},
+                {"op": "add", "value": {"members": member_values(half, half)}}
+            ]),
+        );
+        assert_eq!(ch.len(), 2);
+        let at_limit = json!([{"op": "replace", "path": "members", "value": member_values(0, MAX_VALUES_PER_REQUEST)}]);
+        assert!(parse_request(&body(at_limit)).is_ok());
+
+        let over = [
+            json!([{"op": "add", "path": "members", "value": member_values(0, MAX_VALUES_PER_REQUEST + 1)}]),
+            json!([
+                {"op": "add", "path": "members", "value": member_values(0, half)},
+                {"op": "Remove", "path": "members", "value": member_values(half, half)},
+                {"op": "remove", "path": "members[value eq \"x\"]"}
+            ]),
+            json!([
+                {"op": "replace", "value": {"members": member_values(0, MAX_VALUES_PER_REQUEST)}},
+                {"op": "add", "path": "members", "value": "u-extra"}
+            ]),
+        ];
+        for ops in over {
+            let e = parse_err(ops);
+            assert_eq!(e.scim_type, Some(ScimType::InvalidValue));
+            assert_eq!(
+                e.detail,
+                "the request has 10001 list values (group members and values of multi-valued attributes); the limit is 10000 per PATCH"
+            );
+        }
+    }
+
+    #[test]
+    fn multi_valued_values_count_towards_the_request_and_the_list_caps() {
+        let emails = |from: usize, n: usize| -> Value {
+            Value::Array(
+                (from..from + n)
+                    .map(|i| json!({"value": format!("e{i}@x.com")}))
+                    .collect(),
+            )
+        };
+        // One list over the limit is refused when parsed.
+        let e = parse_err(json!([{"op": "replace", "path": "emails", "value": emails(0, 101)}]));
+        assert_eq!(
+            e.detail,
+            "Operations[0]: emails has 101 values; the limit is 100"
+        );
+        // Lists that only grow too long together are refused while applying, at the first
+        // operation that passes the limit, and the resource is left alone.
+        let mut u = bjensen();
+        let e = user_err(
+            &mut u,
+            json!([
+                {"op": "add", "path": "emails", "value": emails(0, 60)},
+                {"op": "add", "value": {"emails": emails(60, 60)}}
+            ]),
+        );
+        assert_eq!(
+            e.detail,
+            "Operations[1]: emails would have 122 values; the limit is 100"
+        );
+        // Exactly the limit is fine.
+        user_patch(
+            &mut u,
+            json!([{"op": "add", "path": "emails", "value": emails(0, 98)}]),
+        );
+        assert_eq!(u["emails"].as_array().map(Vec::len), Some(100));
+        // Elements created one at a time by filter paths are caught at the end.
+        let e = user_err(
+            &mut u,
+            json!([{"op": "add", "path": "emails[type eq \"x\"].value", "value": "x@x.com"}]),
+        );
+        assert_eq!(e.detail, "emails has 101 values; the limit is 100");
+        // Values of other lists share the request total with members.
+        let ops: Vec<Value> = (0..101)
+            .map(|i| json!({"op": "add", "path": "roles", "value": emails(i * 100, 100)}))
+            .collect();
+        let e = parse_err(Value::Array(ops));
+        assert_eq!(
+            e.detail,
+            "the request has 10100 list values (group members and values of multi-valued attributes); the limit is 10000 per PATCH"
+        );
+    }
+
+    #[test]
+    fn a_list_stored_over_the_limit_does_not_block_other_changes() {
+        let mut u = bjensen();
+        let emails: Vec<Value> = (0..150)
+            .map(|i| json!({"value": format!("old{i}@x.com")}))
+            .collect();
+        u["emails"] = Value::Array(emails);
+        u["displayName"] = json!("d".repeat(10_000));
+        // Deprovisioning must go through on an account stored before the limits.
+        user_patch(
+            &mut u,
+            json!([{"op": "replace", "path": "active", "value": "False"}]),
+        );
+        assert_eq!(u["active"], false);
+        // Re-adding an address it already has does not grow the list either.
+        user_patch(
+            &mut u,
+            json!([{"op": "add", "path": "emails", "value": [{"value": "old3@x.com", "primary": true}]}]),
+        );
+        let e = user_err(
+            &mut u,
+            json!([{"op": "add", "path": "emails", "value": [{"value": "new@x.com"}]}]),
+        );
+        assert!(
+            e.detail.contains("emails would have 151 values"),
+            "{}",
+            e.detail
+        );
+    }
+
+    #[test]
+    fn long_strings_are_refused_when_parsed_wherever_they_sit() {
+        let big = "x".repeat(1_000_000);
+        let cases = [
+            (
+                json!([{"op": "replace", "path": "displayName", "value": big}]),
+                "displayName",
+            ),
+            (
+                json!([{"op": "Replace", "value": {"displayName": big}}]),
+                "displayName",
+            ),
+            (
+                json!([{"op": "add", "value": {"name.givenName": big}}]),
+                "name.givenName",
+            ),
+            (
+                json!([{"op": "add", "path": "name.givenName", "value": big}]),
+                "name.givenName",
+            ),
+            (
+                json!([{"op": "add", "path": "name", "value": {"givenName": big}}]),
+                "name.givenName",
+            ),
+            (
+                json!([{"op": "add", "path": "emails[type eq \"work\"].value", "value": big}]),
+                "emails.value",
+            ),
+            (
+                json!([{"op": "add", "path": "addresses[type eq \"work\"].formatted", "value": big}]),
+                "addresses.formatted",
+            ),
+            (
+                json!([{"op": "replace", "path": "addresses[type eq \"work\"]", "value": {"locality": big}}]),
+                "addresses.locality",
+            ),
+            (
+                json!([{"op": "add", "path": "emails", "value": [{"value": big}]}]),
+                "emails.value",
+            ),
+            (
+                json!([{"op": "add", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager", "value": big}]),
+                "manager.value",
+            ),
+            (
+                json!([{"op": "replace", "value": {"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber": big}}]),
+                "employeeNumber",
+            ),
+            (
+                json!([{"op": "add", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User", "value": {"department": big}}]),
+                "department",
+            ),
+            (
+                json!([{"op": "add", "value": {"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"costCenter": big}}}]),
+                "costCenter",
+            ),
+            (
+                json!([{"op": "add", "path": "members", "value": [{"value": big}]}]),
+                "members.value",
+            ),
+            (
+                json!([{"op": "remove", "path": "emails", "value": [{"value": big}]}]),
+                "emails.value",
+            ),
+        ];
+        for (ops, attr) in cases {
+            let e = parse_err(ops.clone());
+            assert_eq!(e.scim_type, Some(ScimType::InvalidValue), "{attr}");
+            assert_eq!(
+                e.detail,
+                format!("Operations[0]: {attr} is 1000000 bytes long; the limit is 4096 bytes")
+            );
+        }
+        // Exactly at the limit is applied.
+        let mut u = bjensen();
+        let at = "x".repeat(resource::MAX_STRING_BYTES);
+        user_patch(
+            &mut u,
+            json!([{"op": "replace", "path": "displayName", "value": at}]),
+        );
+        assert_eq!(
+            u["displayName"].as_str().map(str::len),
+            Some(resource::MAX_STRING_BYTES)
+        );
+        // Dropped values are not measured, like in a POST body.
+        user_patch(
+            &mut u,
+            json!([
+                {"op": "replace", "path": "password", "value": big},
+                {"op": "add", "path": "favouriteColour", "value": big},
+                {"op": "replace", "value": {"id": big, "password": big}}
+            ]),
+        );
+        // A value a filter path creates is caught while applying.
+        let over = "x".repeat(resource::MAX_STRING_BYTES + 1);
+        let e = user_err(
+            &mut u,
+            json!([{"op": "add", "path": format!("emails[type eq \"{over}\"].value"), "value": "a@x.com"}]),
+        );
+        assert_eq!(
+            e.detail,
+            "emails.type is 4097 bytes long; the limit is 4096 bytes"
+        );
+    }
+
+    #[test]
+    fn member_filter_scans_and_path_comparisons_are_capped() {
+        let scans = |n: usize| {
+            Value::Array(
+                (0..n)
+                    .map(|i| json!({"op": "remove", "path": format!("members[display eq \"d{i}\"]")}))
+                    .collect(),
+            )
+        };
+        assert!(parse_request(&body(scans(MAX_MEMBER_FILTER_SCANS))).is_ok());
+        let e = parse_err(scans(MAX_MEMBER_FILTER_SCANS + 1));
+        assert_eq!(
+            e.detail,
+            "the request has 11 member removals by a filter other than member ids; the limit is \
+             10 per PATCH"
+        );
+        // Removal by member id needs no scan: Okta's and Entra's shape, at the operation limit.
+        let by_id: Vec<Value> = (0..MAX_OPERATIONS)
+            .map(|i| json!({"op": "remove", "path": format!("members[value eq \"u{i}\"]")}))
+            .collect();
+        assert!(parse_request(&body(Value::Array(by_id))).is_ok());
+
+        let filtered = |ops: usize| {
+            let f = (0..50)
+                .map(|i| format!("type eq \"t{i}\""))
+                .collect::<Vec<_>>()
+                .join(" or ");
+            Value::Array(
+                (0..ops)
+                    .map(|_| json!({"op": "remove", "path": format!("emails[{f}]")}))
+                    .collect(),
+            )
+        };
+        assert!(parse_request(&body(filtered(MAX_PATH_FILTER_COMPARISONS / 50))).is_ok());
+        let e = parse_err(filtered(MAX_PATH_FILTER_COMPARISONS / 50 + 1));
+        assert_eq!(
+            e.detail,
+            "the request has 1050 comparisons in value-filter paths; the limit is 1000 per PATCH"
+        );
     }
 }

@@ -26,10 +26,33 @@
 //!   `manager`). Entra's stringified JSON role values are unpacked.
 //! - What cannot be coerced is a 400 `invalidValue` naming the attribute, as are a missing required
 //!   attribute and more than one `primary: true` in a list (RFC 7643 §2.4).
+//! - So is a value over a size limit ([`MAX_STRING_BYTES`], [`MAX_BINARY_BYTES`],
+//!   [`MAX_MULTI_VALUES`]). Values that are dropped (unknown, read-only and write-only attributes)
+//!   are not measured: they cost nothing, and refusing them would break on harmless input.
 
 use crate::scim::error::ScimError;
 use crate::scim::schema::{AttrDef, AttrType, Mutability, ResolvedAttr, ResourceKind};
 use serde_json::{Map, Number, Value};
+
+/// Longest string value, in bytes, of any attribute except binary ones. A stored string is
+/// returned on every read and compared by every filter that names it, so a 1 MB `displayName`
+/// costs on each list and search. Real values are short: an email address is at most 254 bytes,
+/// Entra's `displayName` at most 256 characters, and its stringified role JSON
+/// (`{"id":"<guid>","value":…,"displayName":…}`) a few hundred bytes. 4 KiB leaves room for
+/// multi-byte scripts and long `formatted` addresses.
+pub const MAX_STRING_BYTES: usize = 4 * 1024;
+
+/// Longest value, in bytes, of a binary attribute (`x509Certificates.value`, base64 DER). An
+/// end-entity certificate is 1–2 KB of DER; one with a long list of names can pass 3 KB, and
+/// base64 adds a third, more than [`MAX_STRING_BYTES`].
+pub const MAX_BINARY_BYTES: usize = 16 * 1024;
+
+/// Most values of one multi-valued attribute other than a group's `members` (`emails`,
+/// `phoneNumbers`, `roles`, …). Adding to such a list compares the new value with every stored
+/// one, so long lists make each PATCH slower; Okta and Entra send one to three emails or phone
+/// numbers and a few roles. Group members are bounded per request instead (see
+/// `patch::MAX_VALUES_PER_REQUEST`), since groups legitimately hold tens of thousands.
+pub const MAX_MULTI_VALUES: usize = 100;
 
 /// One member reference of a group, as sent by the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,8 +113,14 @@ pub fn normalize(kind: ResourceKind, body: &Value) -> Result<Normalized, ScimErr
     for a in &expanded.assignments {
         write_assignment(&mut resource, a, WriteMode::Add)?;
     }
+    let resource = finish(kind, resource)?;
+    // Each value was checked on its way in; a list named twice (`emails` and `Emails`) can still
+    // add up to more than one list may hold.
+    if let Value::Object(obj) = &resource {
+        check_resource_limits(kind, obj, None)?;
+    }
     Ok(Normalized {
-        resource: finish(kind, resource)?,
+        resource,
         members: expanded.members,
     })
 }
@@ -227,6 +256,8 @@ pub fn coerce(def: &AttrDef, value: &Value, label: &str) -> Result<Option<Value>
     if value.is_null() {
         return Ok(None);
     }
+    // Before any copying: an oversized list would otherwise be appended element by element.
+    check_limits(def, value, label)?;
     if def.multi {
         let items: Vec<&Value> = match value {
             Value::Array(items) => items.iter().collect(),
@@ -431,6 +462,9 @@ pub fn member_refs(value: &Value) -> Result<Vec<MemberRef>, ScimError> {
                 "every element of members needs a non-empty string value (the member's id)",
             ));
         };
+        if id.len() > MAX_STRING_BYTES {
+            return Err(too_long("members.value", id.len(), MAX_STRING_BYTES));
+        }
         if seen.insert(id.clone()) {
             out.push(MemberRef { value: id.clone() });
         }
@@ -445,6 +479,133 @@ fn obj_value_str(obj: &Map<String, Value>) -> Option<&String> {
             Value::String(s) => Some(s),
             _ => None,
         })
+}
+
+/// Refuses a client value for `def` that breaks a size limit: a string over
+/// [`MAX_STRING_BYTES`] ([`MAX_BINARY_BYTES`] for binary attributes), or a list of more than
+/// [`MAX_MULTI_VALUES`] (group `members` excepted). The value is read in every shape [`coerce`]
+/// accepts, without coercing it, so PATCH can check a request before the store sees it.
+/// Sub-attributes the server drops (read-only, write-only, unknown) are not checked.
+pub fn check_limits(def: &AttrDef, value: &Value, label: &str) -> Result<(), ScimError> {
+    check_limits_at(def, value, label, None)
+}
+
+/// `label` plus `sub` name the attribute in an error; they are joined only when there is one.
+fn check_limits_at(
+    def: &AttrDef,
+    value: &Value,
+    label: &str,
+    sub: Option<&str>,
+) -> Result<(), ScimError> {
+    let name = || match sub {
+        Some(s) => format!("{label}.{s}"),
+        None => label.to_string(),
+    };
+    match value {
+        Value::Array(items) => {
+            if def.multi && def.name != "members" && items.len() > MAX_MULTI_VALUES {
+                return Err(ScimError::invalid_value(format!(
+                    "{} has {} values; the limit is {MAX_MULTI_VALUES}",
+                    name(),
+                    items.len()
+                )));
+            }
+            // Nested lists are refused by `coerce`; here they only need walking, and JSON
+            // parsing already bounds their depth.
+            items
+                .iter()
+                .try_for_each(|item| check_limits_at(def, item, label, sub))
+        }
+        Value::Object(obj) if def.is_complex() => {
+            let label = name();
+            for (k, v) in obj {
+                let Some(sd) = def.sub_attr(k.trim()) else {
+                    continue;
+                };
+                if accepts_client_value(sd) {
+                    check_limits_at(sd, v, &label, Some(sd.name))?;
+                }
+            }
+            Ok(())
+        }
+        Value::String(text) => {
+            // A bare string where a complex value belongs is its `value` (Entra's `manager`).
+            let (leaf, name) = if def.is_complex() {
+                match def.sub_attr("value") {
+                    Some(sd) => (sd, format!("{}.value", name())),
+                    None => return Ok(()),
+                }
+            } else {
+                (def, name())
+            };
+            let limit = max_bytes(leaf);
+            if text.len() > limit {
+                return Err(too_long(&name, text.len(), limit));
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn max_bytes(def: &AttrDef) -> usize {
+    if def.ty == AttrType::Binary {
+        MAX_BINARY_BYTES
+    } else {
+        MAX_STRING_BYTES
+    }
+}
+
+fn too_long(name: &str, len: usize, limit: usize) -> ScimError {
+    ScimError::invalid_value(format!(
+        "{name} is {len} bytes long; the limit is {limit} bytes"
+    ))
+}
+
+/// Checks the size limits on a resource in stored form. With `before`, only what differs from it
+/// is checked (attributes, and within lists the elements and the growth): a resource stored
+/// before these limits existed must stay writable, or a PATCH of `active` (deprovisioning) would
+/// fail on an old long `displayName`.
+pub fn check_resource_limits(
+    kind: ResourceKind,
+    resource: &Map<String, Value>,
+    before: Option<&Map<String, Value>>,
+) -> Result<(), ScimError> {
+    let scopes = std::iter::once((kind.core().attributes, Some(resource), before)).chain(
+        kind.extensions().iter().map(|ext| {
+            (
+                ext.attributes,
+                resource.get(ext.id).and_then(Value::as_object),
+                before
+                    .and_then(|b| b.get(ext.id))
+                    .and_then(Value::as_object),
+            )
+        }),
+    );
+    for (attrs, obj, old) in scopes {
+        let Some(obj) = obj else { continue };
+        for def in attrs {
+            let Some(v) = obj.get(def.name) else { continue };
+            let was = old.and_then(|o| o.get(def.name));
+            match (before.is_some(), v, was) {
+                (true, _, Some(w)) if w == v => {}
+                (true, Value::Array(items), Some(Value::Array(old_items))) => {
+                    if items.len() > MAX_MULTI_VALUES && items.len() > old_items.len() {
+                        return Err(ScimError::invalid_value(format!(
+                            "{} has {} values; the limit is {MAX_MULTI_VALUES}",
+                            def.name,
+                            items.len()
+                        )));
+                    }
+                    for item in items.iter().filter(|i| !old_items.contains(i)) {
+                        check_limits(def, item, def.name)?;
+                    }
+                }
+                _ => check_limits(def, v, def.name)?,
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The object holding an attribute: the resource itself, or the extension object (created when
@@ -1009,6 +1170,169 @@ mod tests {
     fn a_body_must_be_an_object() {
         let e = normalize(ResourceKind::User, &json!([1])).unwrap_err();
         assert_eq!(e.scim_type, Some(ScimType::InvalidSyntax));
+    }
+
+    fn limit_err(body: Value) -> String {
+        let e = user_err(body);
+        assert_eq!((e.status, e.scim_type), (400, Some(ScimType::InvalidValue)));
+        e.detail
+    }
+
+    #[test]
+    fn strings_are_capped_in_bytes() {
+        let at = "x".repeat(MAX_STRING_BYTES);
+        let over = "x".repeat(MAX_STRING_BYTES + 1);
+        assert_eq!(
+            user(json!({"userName": "a", "displayName": at}))["displayName"]
+                .as_str()
+                .map(str::len),
+            Some(MAX_STRING_BYTES)
+        );
+        let d = limit_err(json!({"userName": "a", "displayName": over}));
+        assert_eq!(d, "displayName is 4097 bytes long; the limit is 4096 bytes");
+        let d = limit_err(json!({"userName": "a", "displayName": "x".repeat(1_000_000)}));
+        assert!(d.contains("displayName is 1000000 bytes"), "{d}");
+        // Bytes, not characters: 2,048 two-byte characters fit, one more does not.
+        user(json!({"userName": "a", "displayName": "é".repeat(MAX_STRING_BYTES / 2)}));
+        limit_err(json!({"userName": "a", "displayName": "é".repeat(MAX_STRING_BYTES / 2 + 1)}));
+        // Every place a string can sit names the attribute it sits in.
+        let cases = [
+            (json!({"userName": over}), "userName"),
+            (
+                json!({"userName": "a", "emails": [{"value": over}]}),
+                "emails.value",
+            ),
+            (json!({"userName": "a", "emails": over}), "emails.value"),
+            (
+                json!({"userName": "a", "name": {"givenName": over}}),
+                "name.givenName",
+            ),
+            (
+                json!({"userName": "a", "name.familyName": over}),
+                "name.familyName",
+            ),
+            (
+                json!({"userName": "a", "addresses": [{"type": "work", "formatted": over}]}),
+                "addresses.formatted",
+            ),
+            (json!({"userName": "a", "externalId": over}), "externalId"),
+            (
+                json!({"userName": "a", ENTERPRISE_USER_SCHEMA: {"manager": over}}),
+                "manager.value",
+            ),
+            (
+                json!({"userName": "a", "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department": over}),
+                "department",
+            ),
+        ];
+        for (body, attr) in cases {
+            let d = limit_err(body.clone());
+            assert!(d.starts_with(&format!("{attr} is ")), "{body}: {d}");
+            assert!(d.contains("4096"), "{d}");
+        }
+        let e = normalize(ResourceKind::Group, &json!({"displayName": over})).unwrap_err();
+        assert!(e.detail.starts_with("displayName is 4097"), "{}", e.detail);
+    }
+
+    #[test]
+    fn legitimate_long_values_fit() {
+        // Entra's stringified role with a long role value and display name, and a certificate
+        // at the binary limit.
+        let role = json!({"id": "06b07648-ecfe-589f-9d2f-6325724a46ee", "value": "v".repeat(120), "displayName": "d".repeat(256)}).to_string();
+        let r = user(json!({"userName": "a", "roles": [{"value": role}]}));
+        assert_eq!(r["roles"][0]["value"].as_str().map(str::len), Some(120));
+        let cert = "M".repeat(MAX_BINARY_BYTES);
+        let r = user(json!({"userName": "a", "x509Certificates": [{"value": cert}]}));
+        assert_eq!(
+            r["x509Certificates"][0]["value"].as_str().map(str::len),
+            Some(MAX_BINARY_BYTES)
+        );
+        let d = limit_err(
+            json!({"userName": "a", "x509Certificates": [{"value": "M".repeat(MAX_BINARY_BYTES + 1)}]}),
+        );
+        assert_eq!(
+            d,
+            "x509Certificates.value is 16385 bytes long; the limit is 16384 bytes"
+        );
+    }
+
+    #[test]
+    fn dropped_values_are_not_measured() {
+        let big = "x".repeat(1_000_000);
+        let r = user(json!({
+            "userName": "a",
+            "password": big,
+            "favouriteColour": big,
+            "groups": [{"value": "g", "display": big}],
+            "name": {"nickname2": big},
+            "urn:example:custom:2.0:User": {"badge": big}
+        }));
+        assert_eq!(r, json!({"schemas": [USER_SCHEMA], "userName": "a"}));
+    }
+
+    #[test]
+    fn multi_valued_attributes_are_capped() {
+        let emails = |n: usize| -> Vec<Value> {
+            (0..n)
+                .map(|i| json!({"value": format!("u{i}@x.com")}))
+                .collect()
+        };
+        let r = user(json!({"userName": "a", "emails": emails(MAX_MULTI_VALUES)}));
+        assert_eq!(r["emails"].as_array().map(Vec::len), Some(MAX_MULTI_VALUES));
+        let d = limit_err(json!({"userName": "a", "emails": emails(MAX_MULTI_VALUES + 1)}));
+        assert_eq!(d, "emails has 101 values; the limit is 100");
+        let roles: Vec<Value> = (0..=MAX_MULTI_VALUES)
+            .map(|i| json!({"value": format!("r{i}")}))
+            .collect();
+        assert!(limit_err(json!({"userName": "a", "roles": roles})).starts_with("roles has 101"));
+        // The same list under two spellings adds up.
+        let mut body = json!({"userName": "a", "emails": emails(60)});
+        body["Emails"] = Value::Array(
+            (60..120)
+                .map(|i| json!({"value": format!("u{i}@x.com")}))
+                .collect(),
+        );
+        assert!(limit_err(body).starts_with("emails has 120 values"));
+    }
+
+    #[test]
+    fn group_members_are_not_capped_in_a_body_but_their_ids_are() {
+        let members: Vec<Value> = (0..20_000)
+            .map(|i| json!({"value": format!("u{i}")}))
+            .collect();
+        let n = normalize(
+            ResourceKind::Group,
+            &json!({"displayName": "g", "members": members}),
+        )
+        .unwrap();
+        assert_eq!(n.members.map(|m| m.len()), Some(20_000));
+        let e = normalize(
+            ResourceKind::Group,
+            &json!({"displayName": "g", "members": [{"value": "u".repeat(MAX_STRING_BYTES + 1)}]}),
+        )
+        .unwrap_err();
+        assert_eq!(e.scim_type, Some(ScimType::InvalidValue));
+        assert!(
+            e.detail.starts_with("members.value is 4097 bytes"),
+            "{}",
+            e.detail
+        );
+    }
+
+    #[test]
+    fn stored_limits_skip_unchanged_attributes() {
+        let long = Value::String("x".repeat(MAX_STRING_BYTES + 1));
+        let mut old = Map::new();
+        old.insert("userName".into(), json!("a"));
+        old.insert("displayName".into(), long.clone());
+        let mut new = old.clone();
+        new.insert("active".into(), json!(false));
+        check_resource_limits(ResourceKind::User, &new, Some(&old)).unwrap();
+        let e = check_resource_limits(ResourceKind::User, &new, None).unwrap_err();
+        assert!(e.detail.starts_with("displayName"), "{}", e.detail);
+        new.insert("title".into(), long);
+        let e = check_resource_limits(ResourceKind::User, &new, Some(&old)).unwrap_err();
+        assert!(e.detail.starts_with("title"), "{}", e.detail);
     }
 
     #[test]
