@@ -68,7 +68,11 @@ pub async fn start(
     })?;
 
     let path = config.store.path.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&path, StoreOptions::default()))
+    let opts = StoreOptions {
+        retention: config.store.retention(),
+        ..StoreOptions::default()
+    };
+    let store = tokio::task::spawn_blocking(move || Store::open(&path, opts))
         .await
         .map_err(|e| AppError::Store(StoreError::BatchFailed(e.to_string())))??;
 

@@ -107,6 +107,9 @@ struct RawAdmin {
 #[serde(deny_unknown_fields)]
 struct RawStore {
     path: Option<String>,
+    keep_changes: Option<u64>,
+    audit_retention_days: Option<u64>,
+    audit_max_entries: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -196,6 +199,24 @@ pub struct AdminConfig {
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
     pub path: PathBuf,
+    /// Change-feed entries kept even when the reconciler is past them.
+    pub keep_changes: u64,
+    /// Audit entries older than this are pruned; 0 keeps them forever.
+    pub audit_retention_days: u64,
+    /// The oldest audit entries beyond this many are pruned; 0 is unlimited.
+    pub audit_max_entries: u64,
+}
+
+impl StoreConfig {
+    /// What the store keeps, for [`crate::store::StoreOptions`].
+    pub fn retention(&self) -> crate::store::Retention {
+        crate::store::Retention {
+            keep_changes: self.keep_changes,
+            audit_retention_days: self.audit_retention_days,
+            audit_max_entries: self.audit_max_entries,
+            ..crate::store::Retention::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -287,6 +308,15 @@ pub const DEFAULT_MAX_RESULTS: u64 = 1000;
 pub const DEFAULT_MAX_DELETIONS: u64 = 25;
 pub const DEFAULT_FUSE_FLOOR: u64 = 5;
 pub const DEFAULT_FUSE_WINDOW_MINUTES: u64 = 60;
+pub use crate::store::upkeep::{
+    DEFAULT_AUDIT_MAX_ENTRIES, DEFAULT_AUDIT_RETENTION_DAYS, DEFAULT_KEEP_CHANGES,
+};
+/// A longer retention is a typo (days for hours, an extra digit) more often than a wish; 0
+/// says "forever" plainly.
+pub const MAX_AUDIT_RETENTION_DAYS: u64 = 36_500;
+/// Fewer audit entries than this would not hold one large run's operations until someone
+/// reads them.
+pub const MIN_AUDIT_MAX_ENTRIES: u64 = 1000;
 
 impl Config {
     /// Reads and validates the file at `path`, taking secrets from `env`.
@@ -393,8 +423,9 @@ impl Config {
             ));
         }
 
-        let store_path = PathBuf::from(raw.store.path.unwrap_or_else(|| DEFAULT_STORE_PATH.into()));
+        let store_path = PathBuf::from(raw.store.path.as_deref().unwrap_or(DEFAULT_STORE_PATH));
         check_store_path(&store_path)?;
+        let store = store_config(store_path, &raw.store)?;
 
         let base_url = raw.portkey.base_url.clone().ok_or_else(|| {
             invalid(
@@ -593,13 +624,48 @@ impl Config {
                 listen: admin_listen,
                 tokens: admin_tokens,
             },
-            store: StoreConfig { path: store_path },
+            store,
             portkey,
             sync,
             mappings,
             log: LogConfig { format, level },
         })
     }
+}
+
+fn store_config(path: PathBuf, raw: &RawStore) -> Result<StoreConfig, ConfigError> {
+    let audit_retention_days = raw
+        .audit_retention_days
+        .unwrap_or(DEFAULT_AUDIT_RETENTION_DAYS);
+    if audit_retention_days > MAX_AUDIT_RETENTION_DAYS {
+        return Err(invalid(
+            "[store] audit_retention_days",
+            format!(
+                "{audit_retention_days} days is more than {MAX_AUDIT_RETENTION_DAYS} (100 years)"
+            ),
+            "use a number of days such as 365, or 0 to keep audit entries forever",
+        ));
+    }
+    let audit_max_entries = raw.audit_max_entries.unwrap_or(DEFAULT_AUDIT_MAX_ENTRIES);
+    if audit_max_entries != 0 && audit_max_entries < MIN_AUDIT_MAX_ENTRIES {
+        return Err(invalid(
+            "[store] audit_max_entries",
+            format!(
+                "{audit_max_entries} would prune entries of a single large run before anyone \
+                 reads them"
+            ),
+            format!(
+                "use at least {MIN_AUDIT_MAX_ENTRIES} (default {DEFAULT_AUDIT_MAX_ENTRIES}), or \
+                 0 for no limit"
+            ),
+        ));
+    }
+    Ok(StoreConfig {
+        path,
+        keep_changes: raw.keep_changes.unwrap_or(DEFAULT_KEEP_CHANGES),
+        audit_retention_days,
+        audit_max_entries,
+    })
 }
 
 fn parse_addr(key: &str, value: Option<&str>, default: &str) -> Result<SocketAddr, ConfigError> {
@@ -838,6 +904,9 @@ mod tests {
         assert_eq!(c.sync.fuse_floor, 5);
         assert_eq!(c.sync.fuse_window_minutes, 60);
         assert_eq!(c.sync.debounce_max_ms, 10_000);
+        assert_eq!(c.store.keep_changes, 1000);
+        assert_eq!(c.store.audit_retention_days, 365);
+        assert_eq!(c.store.audit_max_entries, 1_000_000);
         assert!(format!("{:?}", c.portkey).contains("[redacted]"));
         assert!(!format!("{:?}", c.portkey).contains("pk-key"));
     }
@@ -886,6 +955,54 @@ mod tests {
             &env(),
         );
         assert!(e.contains("[store] path"), "{e}");
+    }
+
+    fn with_store(keys: &str) -> String {
+        format!(
+            "[portkey]\nbase_url = \"http://127.0.0.1:9/v1\"\n[store]\npath = \"/tmp/x.redb\"\n{keys}"
+        )
+    }
+
+    #[test]
+    fn store_retention_keys_are_read_and_checked() {
+        let text =
+            with_store("keep_changes = 0\naudit_retention_days = 0\naudit_max_entries = 0\n");
+        let c = match Config::from_toml(&text, Path::new("t.toml"), &env()) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(
+            (
+                c.store.keep_changes,
+                c.store.audit_retention_days,
+                c.store.audit_max_entries
+            ),
+            (0, 0, 0),
+            "0 means trim to the cursor, keep forever, no limit"
+        );
+        let r = c.store.retention();
+        assert_eq!(r.audit_max_entries, 0);
+        assert_eq!(r.batch, crate::store::upkeep::DEFAULT_UPKEEP_BATCH);
+
+        let text = with_store("keep_changes = 50\naudit_max_entries = 1_000\n");
+        assert_eq!(err(&text, &env()), "no error");
+
+        let e = err(&with_store("audit_retention_days = 365000\n"), &env());
+        assert!(
+            e.contains("[store] audit_retention_days")
+                && e.contains("Fix")
+                && e.contains("0 to keep"),
+            "{e}"
+        );
+        let e = err(&with_store("audit_max_entries = 10\n"), &env());
+        assert!(
+            e.contains("[store] audit_max_entries") && e.contains("at least 1000"),
+            "{e}"
+        );
+        let e = err(&with_store("keep_changes = -1\n"), &env());
+        assert!(e.contains("keep_changes"), "{e}");
+        let e = err(&with_store("keep_change = 5\n"), &env());
+        assert!(e.contains("keep_change"), "{e}");
     }
 
     #[test]

@@ -1135,6 +1135,13 @@ impl Reconciler {
                         summary.ok = false;
                     }
                 }
+                // Only after the cursor is stored is the feed below it no longer needed. Upkeep
+                // failing leaves the store larger, never wrong, so it does not fail the run.
+                if summary.ok {
+                    if let Err(e) = self.store.upkeep().await {
+                        summary.warnings.push(format!("store upkeep: {e}"));
+                    }
+                }
             }
         }
         summary.finished_at = now_rfc3339();

@@ -37,7 +37,7 @@ pub struct AuditEntry {
     pub result: String,
 }
 
-const CURSOR_KEY: &str = "reconcile_cursor";
+pub(crate) const CURSOR_KEY: &str = "reconcile_cursor";
 
 impl Store {
     /// Every link, by email.
@@ -85,8 +85,9 @@ impl Store {
     pub async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<Vec<u64>> {
         self.writer
             .run(move |tx| {
+                let mut meta = tx.open_table(META).db()?;
                 let mut t = tx.open_table(AUDIT).db()?;
-                let mut seq = t.last().db()?.map(|(k, _)| k.value()).unwrap_or(0);
+                let mut seq = super::upkeep::last_assigned(&meta, META_AUDIT_LAST_SEQ, &t)?;
                 let mut seqs = Vec::with_capacity(entries.len());
                 for mut e in entries {
                     seq += 1;
@@ -100,6 +101,7 @@ impl Store {
                     t.insert(seq, bytes.as_slice()).db()?;
                     seqs.push(seq);
                 }
+                meta.insert(META_AUDIT_LAST_SEQ, seq).db()?;
                 Ok(seqs)
             })
             .await

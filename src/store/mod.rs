@@ -11,6 +11,7 @@
 pub mod ledger;
 pub mod safety;
 mod tables;
+pub mod upkeep;
 mod write;
 
 use crate::scim::error::ScimError;
@@ -28,6 +29,7 @@ use tables::*;
 
 pub use ledger::{AuditEntry, Link};
 pub use safety::{FailingOp, HeldOp};
+pub use upkeep::{Retention, UpkeepReport};
 pub use write::WriteStats;
 
 /// Version of the table layout; a later release migrates from older values.
@@ -131,6 +133,8 @@ pub struct StoreOptions {
     pub cache_bytes: usize,
     /// Most writes committed in one transaction.
     pub max_batch: usize,
+    /// What [`Store::upkeep`] keeps of the change feed and the audit log.
+    pub retention: Retention,
 }
 
 impl Default for StoreOptions {
@@ -138,6 +142,7 @@ impl Default for StoreOptions {
         Self {
             cache_bytes: 64 * 1024 * 1024,
             max_batch: 1024,
+            retention: Retention::default(),
         }
     }
 }
@@ -165,6 +170,9 @@ pub struct Store {
     writer: write::Writer,
     /// Ticks after every acknowledged SCIM write, for change-driven reconciliation.
     changed: Arc<tokio::sync::watch::Sender<u64>>,
+    retention: Retention,
+    /// When this process last pruned the audit log, to do it at most once an hour.
+    audit_pruned_at: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -200,6 +208,8 @@ impl Store {
             db,
             writer,
             changed: Arc::new(changed),
+            retention: opts.retention,
+            audit_pruned_at: Arc::new(std::sync::Mutex::new(None)),
         })
     }
 
@@ -423,12 +433,13 @@ impl Store {
         Ok(out)
     }
 
-    /// The newest change-feed sequence number (0 when empty).
+    /// The newest change-feed sequence number ever assigned (0 before the first write), whether
+    /// or not its entry has been trimmed since.
     pub fn last_seq(&self) -> Result<u64> {
         let rtx = self.db.begin_read().db()?;
+        let meta = rtx.open_table(META).db()?;
         let t = rtx.open_table(CHANGES).db()?;
-        let last = t.last().db()?.map(|(k, _)| k.value()).unwrap_or(0);
-        Ok(last)
+        upkeep::last_assigned(&meta, META_CHANGES_LAST_SEQ, &t)
     }
 
     /// A cheap end-to-end read, for health checks.
@@ -478,6 +489,18 @@ fn init_tables(db: &redb::Database) -> Result<()> {
                 })
             }
             Some(_) => {}
+        }
+        // A store from before the sequence numbers were kept in META gets them from its tables
+        // now, before any trimming could empty one.
+        for (key, def) in [
+            (META_CHANGES_LAST_SEQ, CHANGES),
+            (META_AUDIT_LAST_SEQ, AUDIT),
+        ] {
+            if meta.get(key).db()?.is_none() {
+                let t = tx.open_table(def).db()?;
+                let last = upkeep::last_assigned(&meta, key, &t)?;
+                meta.insert(key, last).db()?;
+            }
         }
         tx.open_table(USERS).db()?;
         tx.open_table(GROUPS).db()?;

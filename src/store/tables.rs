@@ -5,6 +5,11 @@ use redb::{MultimapTableDefinition, TableDefinition};
 
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub const META_SCHEMA_VERSION: &str = "schema_version";
+/// The newest change-feed and audit sequence numbers ever assigned. Kept apart from the tables'
+/// last keys because trimming may empty a table, and numbering must never start over: the
+/// reconciler's cursor and audit paging (`before=<seq>`) rely on numbers only growing.
+pub const META_CHANGES_LAST_SEQ: &str = "changes_last_seq";
+pub const META_AUDIT_LAST_SEQ: &str = "audit_last_seq";
 
 /// id → JSON-encoded [`super::Record`].
 pub const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");

@@ -269,8 +269,9 @@ fn append_change(
     action: ChangeAction,
     users: Vec<String>,
 ) -> Result<()> {
+    let mut meta = tx.open_table(META).db()?;
     let mut t = tx.open_table(CHANGES).db()?;
-    let seq = t.last().db()?.map(|(k, _)| k.value()).unwrap_or(0) + 1;
+    let seq = super::upkeep::last_assigned(&meta, META_CHANGES_LAST_SEQ, &t)? + 1;
     let change = Change {
         seq,
         at: now_rfc3339(),
@@ -285,6 +286,7 @@ fn append_change(
     let bytes = serde_json::to_vec(&change)
         .map_err(|e| StoreError::Corrupt(format!("change {seq}"), e.to_string()))?;
     t.insert(seq, bytes.as_slice()).db()?;
+    meta.insert(META_CHANGES_LAST_SEQ, seq).db()?;
     Ok(())
 }
 

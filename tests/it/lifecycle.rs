@@ -337,3 +337,109 @@ async fn the_readme_quickstart_works_as_written() {
     let _ = child.wait();
     assert!(reached, "alice did not reach the simulator");
 }
+
+/// Store upkeep across restarts: after a forced run the change feed keeps only what is above
+/// the reconciler's cursor plus `[store] keep_changes`, and numbering goes on from where it
+/// was, also after a restart.
+#[tokio::test]
+async fn the_change_feed_is_trimmed_behind_the_cursor_and_numbering_goes_on() {
+    let sim = portkey_sim::spawn(
+        ([127, 0, 0, 1], 0).into(),
+        portkey_sim::SimOptions {
+            api_key: crate::e2e::API_KEY.into(),
+            seed: Some(crate::e2e::owner()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store_path = dir.path().join("store.redb");
+    let (scim, admin) = (free_port(), free_port());
+    let config = dir.path().join("scim-sync.toml");
+    // Runs only when forced, so the test decides where the cursor is.
+    std::fs::write(
+        &config,
+        format!(
+            "[scim]\nlisten = \"127.0.0.1:{scim}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\
+             [store]\npath = \"{}\"\nkeep_changes = 3\n\
+             [portkey]\nbase_url = \"{}\"\nretry_give_up_secs = 1\nretry_initial_ms = 50\n\
+             [sync]\ndebounce_ms = 600000\nfull_resync_cron = \"0 0 0 1 1 *\"\n",
+            store_path.display(),
+            sim.base_url(),
+        ),
+    )
+    .unwrap();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let create = |p: &Proc, name: String| {
+        let req = http
+            .post(format!("{}/Users", p.scim))
+            .bearer_auth(SCIM_TOKEN)
+            .json(&user(&name));
+        async move { assert_eq!(req.send().await.unwrap().status(), 201) }
+    };
+    let resync = |p: &Proc| {
+        let req = http
+            .post(format!("{}/admin/resync?wait=true", p.admin))
+            .bearer_auth(ADMIN_TOKEN);
+        async move {
+            let r: Value = req.send().await.unwrap().json().await.unwrap();
+            assert_eq!(r["summary"]["ok"], true, "{r}");
+        }
+    };
+    let stop = |mut p: Proc| async move {
+        sigterm(&p.child);
+        let status = tokio::task::spawn_blocking(move || p.child.wait().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(status.code(), Some(0));
+    };
+    // Read with the daemon stopped, and released before it starts again.
+    let feed = || async {
+        let store = scim_sync::store::Store::open(&store_path, Default::default()).unwrap();
+        let seqs: Vec<u64> = store
+            .changes_since(0, usize::MAX)
+            .unwrap()
+            .iter()
+            .map(|c| c.seq)
+            .collect();
+        let out = (
+            seqs,
+            store.reconcile_cursor().unwrap(),
+            store.last_seq().unwrap(),
+        );
+        store.close().await;
+        out
+    };
+
+    let p = spawn(&config, scim, admin, Stdio::null());
+    wait_ready(&http, &p.admin).await;
+    for i in 0..10 {
+        create(&p, format!("feed{i}@example.com")).await;
+    }
+    resync(&p).await;
+    stop(p).await;
+    assert_eq!(feed().await, (vec![8, 9, 10], 10, 10));
+
+    let p = spawn(&config, scim, admin, Stdio::null());
+    wait_ready(&http, &p.admin).await;
+    for i in 10..12 {
+        create(&p, format!("feed{i}@example.com")).await;
+    }
+    let st: Value = http
+        .get(format!("{}/admin/status", p.admin))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(st["store"]["last_change_seq"], 12, "{st}");
+    resync(&p).await;
+    stop(p).await;
+    assert_eq!(feed().await, (vec![10, 11, 12], 12, 12));
+}
