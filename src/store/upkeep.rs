@@ -190,40 +190,23 @@ impl Store {
                 return Ok(report);
             }
         }
-        loop {
-            let n = self
-                .writer
-                .run(move |tx| {
-                    let bound = {
-                        let meta = tx.open_table(META).db()?;
-                        let changes = tx.open_table(CHANGES).db()?;
-                        change_trim_bound(&meta, &changes, keep)?
-                    };
-                    let Some(bound) = bound else {
-                        return Ok(0u64);
-                    };
-                    let mut changes = tx.open_table(CHANGES).db()?;
-                    let mut n = 0u64;
-                    for entry in changes
-                        .extract_from_if(..=bound, |_, _| true)
-                        .db()?
-                        .take(batch)
-                    {
-                        entry.db()?;
-                        n += 1;
-                    }
-                    Ok(n)
-                })
-                .await?;
-            if n == 0 {
-                break;
-            }
-            report.changes_trimmed += n;
-            report.batches += 1;
-            if n < batch as u64 {
-                break;
-            }
-        }
+        let (n, batches) = self
+            .in_batches(batch, move |tx| {
+                let bound = {
+                    let meta = tx.open_table(META).db()?;
+                    let changes = tx.open_table(CHANGES).db()?;
+                    change_trim_bound(&meta, &changes, keep)?
+                };
+                let Some(bound) = bound else {
+                    return Ok(0u64);
+                };
+                let mut changes = tx.open_table(CHANGES).db()?;
+                let n = drain(changes.extract_from_if(..=bound, |_, _| true).db()?, batch)?;
+                Ok(n)
+            })
+            .await?;
+        report.changes_trimmed = n;
+        report.batches = batches;
         Ok(report)
     }
 
@@ -241,39 +224,56 @@ impl Store {
                 return Ok(report);
             }
         }
+        let (n, batches) = self
+            .in_batches(batch, move |tx| {
+                let mut audit = tx.open_table(AUDIT).db()?;
+                let Some((bound, count)) = audit_prune_bound(&audit, cutoff, max_entries, batch)?
+                else {
+                    return Ok(0u64);
+                };
+                let n = drain(audit.extract_from_if(..=bound, |_, _| true).db()?, count)?;
+                Ok(n)
+            })
+            .await?;
+        report.audit_pruned = n;
+        report.batches = batches;
+        Ok(report)
+    }
+
+    /// Runs `job` (which deletes at most `batch` rows and says how many) as separate writer jobs
+    /// until a job deletes fewer than `batch`: SCIM writes queued meanwhile commit in between.
+    /// Returns the rows deleted and the jobs that deleted some.
+    async fn in_batches<F>(&self, batch: usize, job: F) -> Result<(u64, u64)>
+    where
+        F: Fn(&redb::WriteTransaction) -> Result<u64> + Clone + Send + 'static,
+    {
+        let (mut total, mut batches) = (0u64, 0u64);
         loop {
-            let n = self
-                .writer
-                .run(move |tx| {
-                    let mut audit = tx.open_table(AUDIT).db()?;
-                    let Some((bound, count)) =
-                        audit_prune_bound(&audit, cutoff, max_entries, batch)?
-                    else {
-                        return Ok(0u64);
-                    };
-                    let mut n = 0u64;
-                    for entry in audit
-                        .extract_from_if(..=bound, |_, _| true)
-                        .db()?
-                        .take(count)
-                    {
-                        entry.db()?;
-                        n += 1;
-                    }
-                    Ok(n)
-                })
-                .await?;
+            let n = self.writer.run(job.clone()).await?;
             if n == 0 {
                 break;
             }
-            report.audit_pruned += n;
-            report.batches += 1;
+            total += n;
+            batches += 1;
             if n < batch as u64 {
                 break;
             }
         }
-        Ok(report)
+        Ok((total, batches))
     }
+}
+
+/// Consumes up to `limit` entries of a redb extraction (each one is removed as it is read).
+fn drain<I, T>(entries: I, limit: usize) -> Result<u64>
+where
+    I: Iterator<Item = std::result::Result<T, redb::StorageError>>,
+{
+    let mut n = 0u64;
+    for entry in entries.take(limit) {
+        entry.db()?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 #[cfg(test)]
