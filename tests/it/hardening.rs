@@ -1,30 +1,10 @@
 //! Hardening: what an unauthenticated client controls stays bounded (labels, logs, Location).
 
-use crate::common::{user, Server, SCIM_TOKEN};
+use crate::common::{user, LogBuffer, Server, SCIM_TOKEN};
+use scim_sync::metrics::{SCIM_METHODS, SCIM_ROUTES};
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const ROUTES: [&str; 13] = [
-    "/Users",
-    "/Users/{id}",
-    "/Users/.search",
-    "/Groups",
-    "/Groups/{id}",
-    "/Groups/.search",
-    "/.search",
-    "/ServiceProviderConfig",
-    "/ResourceTypes",
-    "/ResourceTypes/{id}",
-    "/Schemas",
-    "/Schemas/{id}",
-    "other",
-];
-const METHODS: [&str; 8] = [
-    "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "other",
-];
 
 /// Sends bytes as written and returns the status, the response head and the body.
 async fn raw_full(s: &Server, request: &str) -> (u16, String, String) {
@@ -125,7 +105,7 @@ async fn tokenless_long_paths_and_odd_methods_add_no_metric_series() {
     let routes = label_values(&text, "route");
     let bad: Vec<_> = routes
         .iter()
-        .filter(|r| !ROUTES.contains(&r.as_str()))
+        .filter(|r| !SCIM_ROUTES.contains(&r.as_str()))
         .collect();
     assert!(
         bad.is_empty(),
@@ -137,7 +117,9 @@ async fn tokenless_long_paths_and_odd_methods_add_no_metric_series() {
         .collect();
     let methods_seen = label_values(&scim_lines.join("\n"), "method");
     assert!(
-        methods_seen.iter().all(|m| METHODS.contains(&m.as_str())),
+        methods_seen
+            .iter()
+            .all(|m| SCIM_METHODS.contains(&m.as_str())),
         "{methods_seen:?}"
     );
     let series: BTreeSet<&str> = scim_lines
@@ -163,23 +145,9 @@ async fn tokenless_long_paths_and_odd_methods_add_no_metric_series() {
     assert!(!text.contains("/a/a") && !text.contains("FOO") && !text.contains("uSeRs"));
 }
 
-#[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn auth_failures_log_one_bounded_line_with_the_peer() {
-    let buf = Buffer::default();
+    let buf = LogBuffer::default();
     let writer = buf.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::INFO)

@@ -2,9 +2,9 @@
 //! call sends (from the simulator's request log), pagination edges, and behaviour under faults.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly by design
 
-use std::io::Write;
+use crate::common::LogBuffer;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use portkey_sim::{
@@ -1157,24 +1157,10 @@ async fn rate_limit_paces_requests() {
 
 // ---- logging -------------------------------------------------------------------------------------
 
-#[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn logs_of_a_failing_run_never_hold_the_key() {
     const SECRET: &str = "pk-live-0123456789abcdef-SECRET";
-    let buf = Buffer::default();
+    let buf = LogBuffer::default();
     let writer = buf.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
