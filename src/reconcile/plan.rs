@@ -1924,7 +1924,7 @@ mod tests {
             .all(|o| !matches!(o.kind, OpKind::UpdateOrgRole { .. })));
         // A promotion is not destructive.
         idp.users[0].data["roles"] = json!([{"value": "admin"}]);
-        let plan = diff(&idp.desired(), &complete_like(&actual), &opts());
+        let plan = diff(&idp.desired(), &actual, &opts());
         for op in &plan.ops {
             if let OpKind::UpdateOrgRole { from, to, .. } = &op.kind {
                 assert_eq!(op.is_destructive(), org_rank(to) < org_rank(from));
@@ -1971,10 +1971,6 @@ mod tests {
         };
         let out = apply_fuse(&plan, &limits, 100, &state, 60);
         assert!(out.held.is_empty());
-    }
-
-    fn complete_like(a: &ActualState) -> ActualState {
-        a.clone()
     }
 
     #[test]

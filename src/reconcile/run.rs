@@ -368,11 +368,16 @@ impl Reconciler {
         }
     }
 
-    /// The desired state, read on a blocking thread: it scans every SCIM user and group.
-    pub async fn desired_async(&self) -> Result<DesiredState, ReconcileError> {
+    /// The desired state, read on a blocking thread: it scans every SCIM user and group. The
+    /// caller's copy of the ledger names the address owners.
+    async fn desired_async(
+        &self,
+        links: &BTreeMap<String, Link>,
+    ) -> Result<DesiredState, ReconcileError> {
         let (store, sync, mappings) =
             (self.store.clone(), self.sync.clone(), self.mappings.clone());
-        tokio::task::spawn_blocking(move || desired_from(&store, &sync, &mappings))
+        let owners = owners_of(links);
+        tokio::task::spawn_blocking(move || desired_from(&store, &sync, &mappings, &owners))
             .await
             .map_err(|e| {
                 ReconcileError::Store(crate::store::StoreError::BatchFailed(e.to_string()))
@@ -381,14 +386,25 @@ impl Reconciler {
 
     /// The desired state from the store.
     pub fn desired(&self) -> Result<DesiredState, ReconcileError> {
-        desired_from(&self.store, &self.sync, &self.mappings)
+        let owners = owners_of(&self.store.links()?);
+        desired_from(&self.store, &self.sync, &self.mappings, &owners)
     }
+}
+
+/// Email → the SCIM user the daemon provisioned that address for.
+fn owners_of(links: &BTreeMap<String, Link>) -> BTreeMap<String, String> {
+    links
+        .iter()
+        .filter(|(k, _)| !k.starts_with(WORKSPACE_LINK))
+        .filter_map(|(k, l)| l.scim_id.clone().map(|id| (k.clone(), id)))
+        .collect()
 }
 
 fn desired_from(
     store: &Store,
     sync: &SyncConfig,
     mappings: &[GroupMapping],
+    owners: &BTreeMap<String, String>,
 ) -> Result<DesiredState, ReconcileError> {
     let all = |with_refs| Query {
         filter: None,
@@ -411,14 +427,8 @@ fn desired_from(
             super::scim_group(&r.record, ids)
         })
         .collect();
-    let owners: BTreeMap<String, String> = store
-        .links()?
-        .into_iter()
-        .filter(|(k, _)| !k.starts_with(WORKSPACE_LINK))
-        .filter_map(|(k, l)| l.scim_id.map(|id| (k, id)))
-        .collect();
     Ok(policy::desired_state_with_owners(
-        &users, &groups, sync, mappings, &owners,
+        &users, &groups, sync, mappings, owners,
     ))
 }
 
@@ -531,8 +541,8 @@ impl Reconciler {
         &self,
         scope: &Scope,
     ) -> Result<(PlanView, ActualState), ReconcileError> {
-        let mut desired = self.desired_async().await?;
         let links = self.store.links()?;
+        let mut desired = self.desired_async(&links).await?;
         match scope {
             Scope::Everyone => {
                 let (actual, read_errors) = self.observe_everyone(&mut desired, &links).await;
