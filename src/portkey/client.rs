@@ -1129,6 +1129,36 @@ impl Client {
         T: DeserializeOwned,
         K: Fn(&T) -> String,
     {
+        // Pages that disagree mean the list changed while it was read (an invite accepted, a
+        // user added by hand): common in a large, busy organisation. The whole list is read
+        // again from page 0 a few times before the read counts as failed, so a full run is not
+        // withheld for a change that settled a moment later.
+        let mut pass = 1u32;
+        loop {
+            match self.list_pass(&path, paging, &filters, &key).await {
+                Err(e) if e.is_pagination() && pass < LIST_PASSES => {
+                    tracing::info!(path = %path, pass, error = %e, "list changed while being read; reading it again");
+                    tokio::time::sleep(std::time::Duration::from_millis(100 * u64::from(pass)))
+                        .await;
+                    pass += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn list_pass<T, K>(
+        &self,
+        path: &str,
+        paging: Paging,
+        filters: &[(&'static str, String)],
+        key: &K,
+    ) -> Result<Vec<T>>
+    where
+        T: DeserializeOwned,
+        K: Fn(&T) -> String,
+    {
+        let path = path.to_string();
         let (size_param, page_param) = paging.params();
         let asked = self.inner.cfg.page_size;
         let mut items: Vec<T> = Vec::new();
@@ -1137,7 +1167,7 @@ impl Client {
         let mut page_len = asked;
         let mut page: u64 = 0;
         loop {
-            let mut query = filters.clone();
+            let mut query = filters.to_vec();
             query.push((size_param, asked.to_string()));
             query.push((page_param, page.to_string()));
             let req = self.req(Method::GET, path.clone(), &query, None::<&()>)?;
@@ -1186,6 +1216,9 @@ impl Client {
         }
     }
 }
+
+/// Reads of a whole list, from page 0, before pages that keep disagreeing fail the read.
+const LIST_PASSES: u32 = 3;
 
 #[derive(Serialize)]
 struct RoleBody<'a> {
@@ -1534,6 +1567,43 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err.kind(), ErrorKind::Pagination(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_list_that_changed_while_read_is_read_again() {
+        // The first pass sees an invite accepted between its pages; the second pass is whole.
+        let calls = Arc::new(AtomicU32::new(0));
+        let seen = calls.clone();
+        let (base, hits) = serve(Arc::new(move |h: &Hit| {
+            let n = seen.fetch_add(1, Ordering::SeqCst);
+            let page1 = h.query.contains("currentPage=1");
+            match (n < 2, page1) {
+                (true, false) => ok(json!({"total": 3, "data": [user("a"), user("b")]})),
+                (true, true) => ok(json!({"total": 4, "data": [user("c"), user("d")]})),
+                (false, false) => ok(json!({"total": 4, "data": [user("a"), user("b")]})),
+                (false, true) => ok(json!({"total": 4, "data": [user("c"), user("d")]})),
+            }
+        }))
+        .await;
+        let users = client(&base, |_| {})
+            .list_users(&UserFilter::default())
+            .await
+            .unwrap();
+        assert_eq!(users.len(), 4);
+        assert_eq!(hits.lock().unwrap().len(), 4, "two passes of two pages");
+
+        // Pages that keep disagreeing fail the read after three whole passes.
+        let (base, hits) = serve(page_server(vec![
+            json!({"total": 3, "data": [user("a"), user("b")]}),
+            json!({"total": 4, "data": [user("c"), user("d")]}),
+        ]))
+        .await;
+        let err = client(&base, |_| {})
+            .list_users(&UserFilter::default())
+            .await
+            .unwrap_err();
+        assert!(err.is_pagination(), "{err}");
+        assert_eq!(hits.lock().unwrap().len(), 6);
     }
 
     #[tokio::test]

@@ -106,6 +106,11 @@ impl Error {
         }
     }
 
+    /// A list whose pages disagreed: it changed while it was read.
+    pub fn is_pagination(&self) -> bool {
+        matches!(self.kind, ErrorKind::Pagination(_))
+    }
+
     pub fn is_transient(&self) -> bool {
         self.kind.is_transient()
     }

@@ -54,6 +54,9 @@ pub enum ReconcileError {
     Client(#[from] portkey::Error),
 }
 
+/// How a revoke's outcome says the invite was accepted first (the link is kept).
+const ACCEPTED_BEFORE_REVOKE: &str = "the invite was accepted before it could be revoked";
+
 /// What happened to one op.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
@@ -1660,6 +1663,29 @@ impl Reconciler {
     /// After a removal answered "not found" (404, or 403 AB03, which is also the answer for a
     /// key without the permission): reads again, and only a read that no longer shows the
     /// thing makes it "already gone".
+    async fn accepted_before_revoke(&self, email: &str, evidence: String) -> OpOutcome {
+        match self
+            .find_user(&email.to_lowercase(), Some(email), None)
+            .await
+        {
+            Ok(None) => OpOutcome::AlreadyDone { evidence },
+            Ok(Some(u)) => OpOutcome::AlreadyDone {
+                evidence: format!(
+                    "{ACCEPTED_BEFORE_REVOKE}: {email} is now control-plane user {}; the next run removes it",
+                    u.id
+                ),
+            },
+            // Whether the person now has an account is unknown: not a settled outcome.
+            Err(e) => OpOutcome::Failed {
+                error: format!(
+                    "the invite is gone, but whether it was accepted first could not be read: {e}"
+                ),
+                status: e.status(),
+                code: e.error_code().map(str::to_string),
+            },
+        }
+    }
+
     async fn confirm_gone(&self, op: &OpKind, err: &portkey::Error) -> OpOutcome {
         let refused = |what: &str| {
             OpOutcome::Failed {
@@ -1873,10 +1899,19 @@ impl Reconciler {
             OpKind::RevokeInvite { invite_id, email } => {
                 let r = match self.client.delete_invite(invite_id).await {
                     Ok(()) => OpOutcome::done(),
-                    Err(e) if e.is_not_found() => self.confirm_gone(&op.kind, &e).await,
+                    Err(e) if e.is_not_found() => match self.confirm_gone(&op.kind, &e).await {
+                        OpOutcome::AlreadyDone { evidence } => {
+                            self.accepted_before_revoke(email, evidence).await
+                        }
+                        other => other,
+                    },
                     Err(e) => OpOutcome::failed(&e),
                 };
-                if r.is_ok() {
+                // An invite accepted just before the revoke became an account: the link stays,
+                // so the account is still ours to remove (it would otherwise look like someone
+                // the daemon never managed, and stay).
+                let accepted = matches!(&r, OpOutcome::AlreadyDone { evidence } if evidence.starts_with(ACCEPTED_BEFORE_REVOKE));
+                if r.is_ok() && !accepted {
                     links.push((email.to_lowercase(), None));
                 }
                 r

@@ -654,3 +654,54 @@ async fn scenario_14_debounce_cap() {
         "no change-driven run while writes kept coming every 200 ms for 3 s"
     );
 }
+
+/// An invite accepted at the moment it is revoked (the revoke answers 404) became an account:
+/// the ledger keeps the address, and the next run removes the account. Found by the soak run:
+/// without this, the person kept access for good, looking like someone never managed.
+#[tokio::test]
+async fn an_invite_accepted_while_being_revoked_is_removed_next_run() {
+    let e = start(owner(), Quirks::default(), "debounce_ms = 60000\n").await;
+    let id = e.create_user("late@example.com").await;
+    let sum = e.resync().await;
+    assert_eq!(e.pending_invites().await, vec!["late@example.com"], "{sum}");
+    e.delete_user(&id).await;
+    // Every control-plane call now takes 700 ms: the invite is accepted while the revoke waits.
+    e.set_faults(Faults {
+        latency_ms: 700,
+        ..Faults::default()
+    })
+    .await;
+    e.clear_log().await;
+    let accept = async {
+        for _ in 0..300 {
+            if e.writes()
+                .await
+                .iter()
+                .any(|w| w.starts_with("DELETE /v1/admin/users/invites/"))
+            {
+                e.accept_all().await;
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    };
+    let (sum, accepted) = tokio::join!(e.resync(), accept);
+    assert!(accepted, "the revoke was never sent: {sum}");
+    let result = result_of(&sum, "revoke_invite", "late@example.com");
+    assert!(
+        result.contains("accepted before it could be revoked"),
+        "{result}"
+    );
+    assert!(e.has_user("late@example.com").await);
+    e.set_faults(Faults::default()).await;
+    let sum = e.resync().await;
+    assert_eq!(
+        result_of(&sum, "remove_user", "late@example.com"),
+        "ok",
+        "{sum}"
+    );
+    assert!(!e.has_user("late@example.com").await);
+    let sum = e.resync().await;
+    assert_eq!(sum["planned"]["total"], 0, "{sum}");
+}
