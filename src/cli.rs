@@ -751,7 +751,11 @@ fn info_table(info: &crate::store::StoreInfo) -> String {
         ),
     );
     field(&mut out, "Links", info.links);
-    field(&mut out, "Audit log", format!("{} entries", info.audit_entries));
+    field(
+        &mut out,
+        "Audit log",
+        format!("{} entries", info.audit_entries),
+    );
     field(&mut out, "Held ops", info.held_ops);
     field(&mut out, "Failing ops", info.failing_ops);
     out
@@ -854,11 +858,10 @@ pub async fn backup(file: &Path, force: bool, args: &AdminArgs) -> Result<Outcom
     if let Some(config) = &args.config {
         let store = store_path_from_config(config)?;
         let (src, dst) = (store.clone(), tmp.path.clone());
-        let copied = tokio::task::spawn_blocking(move || {
-            crate::store::backup::backup_offline(&src, &dst)
-        })
-        .await
-        .map_err(|e| CliError::Failed(format!("the copy stopped: {e}")))?;
+        let copied =
+            tokio::task::spawn_blocking(move || crate::store::backup::backup_offline(&src, &dst))
+                .await
+                .map_err(|e| CliError::Failed(format!("the copy stopped: {e}")))?;
         match copied {
             Ok(()) => source = Some(format!("copied offline from {}", store.display())),
             // The daemon holds it: ask the daemon.

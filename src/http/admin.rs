@@ -111,10 +111,7 @@ async fn dispatch(
         (&Method::GET, ["healthz"]) => {
             return match s.store.degraded() {
                 None => json_reply(StatusCode::OK, &json!({"status": "ok"})),
-                Some(d) => json_reply(
-                    StatusCode::OK,
-                    &json!({"status": "degraded", "store": d}),
-                ),
+                Some(d) => json_reply(StatusCode::OK, &json!({"status": "degraded", "store": d})),
             }
         }
         // Counts only, no secrets: scrapable without the admin token, like the probes.

@@ -14,3 +14,4 @@ mod reconcile;
 mod reconcile_crash;
 mod scim_checklist;
 mod scim_http;
+mod store_upkeep;
