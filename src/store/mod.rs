@@ -54,7 +54,7 @@ pub enum StoreError {
     Locked(String),
     #[error("store schema version {found} is newer than this scim-sync supports (schema version {supported}): a later release wrote it. Fix: run the release that wrote it, or restore a backup taken with this release (`scim-sync check-store FILE` shows a file's schema version)")]
     TooNew { found: u64, supported: u64 },
-    #[error("{path} is not a scim-sync store: {reason}. Fix: point [store] path at the store file (a missing file is created), or restore a backup (`scim-sync check-store FILE` tells what a file holds)")]
+    #[error("{path} is not a scim-sync store: {reason}. Fix: point [store] path at the store file, or restore a backup (`scim-sync check-store FILE` tells what a file holds)")]
     NotAStore { path: String, reason: String },
     #[error("a backup is already being taken; wait for it to finish")]
     BackupRunning,

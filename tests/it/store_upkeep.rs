@@ -176,6 +176,34 @@ fn admin_env() -> Vec<(&'static str, &'static str)> {
 
 // ---- backup and restore ----------------------------------------------------------------------
 
+#[tokio::test]
+async fn help_lists_the_store_commands() {
+    let o = run(&["--help"], &[]).await;
+    assert_eq!(o.code, 0, "{o:?}");
+    for word in ["backup", "check-store", "compact", "Backup and restore"] {
+        assert!(
+            o.stdout.contains(word),
+            "--help lacks {word}:\n{}",
+            o.stdout
+        );
+    }
+    let o = run(&["backup", "--help"], &[]).await;
+    assert_eq!(o.code, 0, "{o:?}");
+    for word in [
+        "--force",
+        "--config",
+        "--admin-url",
+        "GET /admin/backup",
+        "Exit codes",
+    ] {
+        assert!(
+            o.stdout.contains(word),
+            "backup --help lacks {word}:\n{}",
+            o.stdout
+        );
+    }
+}
+
 /// The procedure of docs/operations.md, "Backup and restore": `scim-sync backup` against a
 /// running daemon taking writes, `check-store` on the file, copy it to a new `[store] path`,
 /// start a daemon there: the users, groups and memberships are back.
