@@ -88,6 +88,16 @@ fn print(text: &str) -> bool {
         .is_ok()
 }
 
+fn outcome(r: Result<scim_sync::cli::Outcome, scim_sync::cli::CliError>) -> ExitCode {
+    match r {
+        Ok(o) => {
+            print(&o.output);
+            ExitCode::from(o.code)
+        }
+        Err(e) => fail(&e, e.exit_code()),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -117,6 +127,15 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&e, e.exit_code()),
         },
+        Command::Backup { file, force, admin } => {
+            let rt = match runtime(false) {
+                Ok(rt) => rt,
+                Err(e) => return fail(&format!("{e:#}"), exit::FAILED),
+            };
+            outcome(rt.block_on(scim_sync::cli::backup(&file, force, &admin)))
+        }
+        Command::CheckStore { file, json } => outcome(scim_sync::cli::check_store(&file, json)),
+        Command::Compact { config } => outcome(scim_sync::cli::compact(&config)),
         Command::Admin(cmd) => {
             let rt = match runtime(false) {
                 Ok(rt) => rt,

@@ -105,7 +105,15 @@ async fn dispatch(
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     // Probes need no token: they say nothing an attacker could use.
     match (method, segs.as_slice()) {
-        (&Method::GET, ["healthz"]) => return json_reply(StatusCode::OK, &json!({"status": "ok"})),
+        // Liveness: the process answers. A store reopening after an I/O error is reported but
+        // still answers 200, since restarting the process would not bring the disk space back;
+        // /readyz answers 503 meanwhile.
+        (&Method::GET, ["healthz"]) => {
+            return match s.store.degraded() {
+                None => json_reply(StatusCode::OK, &json!({"status": "ok"})),
+                Some(d) => json_reply(StatusCode::OK, &json!({"status": "degraded", "store": d})),
+            }
+        }
         // Counts only, no secrets: scrapable without the admin token, like the probes.
         (&Method::GET, ["metrics"]) => {
             let m = crate::metrics::metrics();
@@ -152,6 +160,7 @@ async fn dispatch(
     let query: Vec<(String, String)> = serde_urlencoded::from_str(raw_query).unwrap_or_default();
     match (method, segs.as_slice()) {
         (&Method::GET, ["admin", "status"]) => json_reply(StatusCode::OK, &status_doc(s)),
+        (&Method::GET, ["admin", "backup"]) => backup(s).await,
         (&Method::POST, ["admin", "resync"]) => {
             let wait = matches!(param(&query, "wait"), Some("true" | "1" | "yes"));
             match s.scheduler.resync(Trigger::Manual, wait).await {
@@ -248,11 +257,101 @@ async fn dispatch(
         (_, ["admin", ..]) | (_, ["healthz" | "readyz" | "metrics"]) => error(
             StatusCode::NOT_FOUND,
             format!(
-                "no admin endpoint {method} {path}; see GET /admin/status, POST /admin/resync, GET /admin/plan, GET /admin/explain/{{userName}}, GET /admin/audit, POST /admin/approve-deletions"
+                "no admin endpoint {method} {path}; see GET /admin/status, GET /admin/backup, POST /admin/resync, GET /admin/plan, GET /admin/explain/{{userName}}, GET /admin/audit, POST /admin/approve-deletions"
             ),
         ),
         _ => error(StatusCode::NOT_FOUND, "no such endpoint"),
     }
+}
+
+/// The chunks of a backup file, read on a blocking thread.
+struct Chunks(tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>);
+
+impl futures::Stream for Chunks {
+    type Item = std::io::Result<bytes::Bytes>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+/// Bytes read from the backup file per chunk sent; with the channel's 4 chunks in flight, a
+/// backup stream holds at most a few hundred KiB in memory whatever the store's size.
+const BACKUP_CHUNK: usize = 64 * 1024;
+
+/// `GET /admin/backup`: a consistent copy of the store (one read snapshot, taken while writes
+/// go on) as a redb file, streamed from a temporary file that is already unlinked.
+async fn backup(s: &AdminState) -> warp::reply::Response {
+    use std::io::Read;
+    let started = Instant::now();
+    let store = s.store.clone();
+    let taken = match tokio::task::spawn_blocking(move || store.backup()).await {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let file = match taken {
+        Ok(f) => f,
+        Err(e @ crate::store::StoreError::BackupRunning) => {
+            return error(StatusCode::CONFLICT, e.to_string())
+        }
+        Err(e) if e.is_unavailable() => {
+            return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "backup failed");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("backup failed: {e}"),
+            );
+        }
+    };
+    let len = file.len;
+    tracing::info!(
+        bytes = len,
+        ms = started.elapsed().as_secs_f64() * 1000.0,
+        "backup taken; sending it"
+    );
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::task::spawn_blocking(move || {
+        // Owns the backup (and with it the one-backup-at-a-time slot) until sent or abandoned.
+        let mut file = file;
+        loop {
+            let mut buf = vec![0u8; BACKUP_CHUNK];
+            let item = match file.file.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Ok(bytes::Bytes::from(buf))
+                }
+                Err(e) => Err(e),
+            };
+            let failed = item.is_err();
+            // The client went away: the backup is dropped with it.
+            if tx.blocking_send(item).is_err() || failed {
+                return;
+            }
+        }
+    });
+    let mut r = warp::reply::Reply::into_response(warp::reply::stream(Chunks(rx)));
+    let h = r.headers_mut();
+    h.insert(
+        "content-type",
+        warp::http::HeaderValue::from_static("application/octet-stream"),
+    );
+    // A body cut short then shows as one, whatever the client.
+    h.insert("content-length", warp::http::HeaderValue::from(len));
+    h.insert(
+        "content-disposition",
+        warp::http::HeaderValue::from_static("attachment; filename=\"scim-sync-backup.redb\""),
+    );
+    h.insert(
+        "x-scim-sync-schema-version",
+        warp::http::HeaderValue::from(crate::store::SCHEMA_VERSION),
+    );
+    r
 }
 
 async fn explain(s: &AdminState, who: &str) -> warp::reply::Response {
@@ -334,14 +433,17 @@ fn status_doc(s: &AdminState) -> Value {
     let groups = s.store.count(crate::scim::schema::ResourceKind::Group);
     let seq = s.store.last_seq();
     let stats = s.store.write_stats();
-    let store = match (&users, &groups, &seq) {
-        (Ok(u), Ok(g), Ok(q)) => json!({
+    let store = match (s.store.degraded(), &users, &groups, &seq) {
+        (None, Ok(u), Ok(g), Ok(q)) => json!({
             "ok": true, "users": u, "groups": g, "last_change_seq": q, "last_ok_at": now,
             "write_commits": stats.commits, "writes": stats.writes,
         }),
-        _ => json!({
+        (degraded, ..) => json!({
             "ok": false,
-            "error": users.err().or(groups.err()).or(seq.err()).map(|e| e.to_string()),
+            "degraded": degraded,
+            "error": degraded.as_ref().map(|d| d.reason.clone()).or_else(|| {
+                users.err().or(groups.err()).or(seq.err()).map(|e| e.to_string())
+            }),
         }),
     };
     let r = s.reconciler.status();

@@ -116,6 +116,13 @@ impl Reply for ScimReply {
                 HeaderValue::from_static("Bearer realm=\"scim-sync\""),
             );
         }
+        // Only the store answers 503 (see `store_error`); Okta and Entra wait this long.
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            h.insert(
+                "retry-after",
+                HeaderValue::from(crate::store::RETRY_AFTER_SECS),
+            );
+        }
         resp
     }
 }
@@ -124,9 +131,9 @@ impl Reply for ScimReply {
 fn store_error(e: StoreError) -> ScimError {
     match e {
         StoreError::Scim(e) => e,
-        StoreError::WriterGone | StoreError::BatchFailed(_) => {
-            tracing::error!(error = %e, "store write failed");
-            ScimError::new(503, None, "the store could not apply this write; retry")
+        e if e.is_unavailable() => {
+            tracing::error!(error = %e, "store unavailable");
+            ScimError::new(503, None, "the store is unavailable; retry later")
         }
         other => {
             tracing::error!(error = %other, "store failure");

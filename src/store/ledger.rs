@@ -4,7 +4,7 @@
 
 use super::tables::*;
 use super::{now_rfc3339, DbResult, Result, Store, StoreError};
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -42,7 +42,7 @@ pub(crate) const CURSOR_KEY: &str = "reconcile_cursor";
 impl Store {
     /// Every link, by email.
     pub fn links(&self) -> Result<BTreeMap<String, Link>> {
-        let rtx = self.db.begin_read().db()?;
+        let rtx = self.db.begin_read()?;
         let t = rtx.open_table(LINKS).db()?;
         let mut out = BTreeMap::new();
         for entry in t.iter().db()? {
@@ -110,7 +110,7 @@ impl Store {
     /// The newest audit entries, newest first, at most `limit`, optionally only those before
     /// `before` (for paging backwards).
     pub fn audit(&self, limit: usize, before: Option<u64>) -> Result<Vec<AuditEntry>> {
-        let rtx = self.db.begin_read().db()?;
+        let rtx = self.db.begin_read()?;
         let t = rtx.open_table(AUDIT).db()?;
         let end = before.unwrap_or(u64::MAX);
         let mut out = Vec::new();
@@ -126,7 +126,7 @@ impl Store {
 
     /// The last change-feed sequence number the reconciler has fully handled.
     pub fn reconcile_cursor(&self) -> Result<u64> {
-        let rtx = self.db.begin_read().db()?;
+        let rtx = self.db.begin_read()?;
         let t = rtx.open_table(META).db()?;
         let v = t.get(CURSOR_KEY).db()?.map(|v| v.value()).unwrap_or(0);
         Ok(v)

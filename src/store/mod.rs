@@ -8,6 +8,8 @@
 //! mutates, so a write that fails (409, 412, 400) leaves nothing behind in the shared
 //! transaction. Reads run on MVCC snapshots and never wait for the writer.
 
+pub mod backup;
+mod handle;
 pub mod ledger;
 pub mod safety;
 mod tables;
@@ -27,6 +29,8 @@ use std::path::Path;
 use std::sync::Arc;
 use tables::*;
 
+pub use backup::{compact, inspect, StoreInfo};
+pub use handle::Degraded;
 pub use ledger::{AuditEntry, Link};
 pub use safety::{FailingOp, HeldOp};
 pub use upkeep::{Retention, UpkeepReport};
@@ -34,6 +38,10 @@ pub use write::WriteStats;
 
 /// Version of the table layout; a later release migrates from older values.
 pub const SCHEMA_VERSION: u64 = 1;
+
+/// What a client is told to wait (`Retry-After`, seconds) when the store cannot take a write:
+/// the writer retries reopening the file every few seconds at most (see handle.rs).
+pub const RETRY_AFTER_SECS: u64 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -44,14 +52,32 @@ pub enum StoreError {
     Storage(#[from] redb::Error),
     #[error("the store is already open in another process ({0}); only one scim-sync may use a store file")]
     Locked(String),
-    #[error("store schema version {found} is newer than this release supports ({supported}); upgrade scim-sync")]
+    #[error("store schema version {found} is newer than this scim-sync supports (schema version {supported}): a later release wrote it. Fix: run the release that wrote it, or restore a backup taken with this release (`scim-sync check-store FILE` shows a file's schema version)")]
     TooNew { found: u64, supported: u64 },
+    #[error("{path} is not a scim-sync store: {reason}. Fix: point [store] path at the store file, or restore a backup (`scim-sync check-store FILE` tells what a file holds)")]
+    NotAStore { path: String, reason: String },
+    #[error("a backup is already being taken; wait for it to finish")]
+    BackupRunning,
+    /// The file is closed after an I/O error and being reopened; retry later.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
     #[error("stored record {0} is corrupt: {1}")]
     Corrupt(String, String),
     #[error("the store's writer has stopped")]
     WriterGone,
     #[error("write not applied: {0}")]
     BatchFailed(String),
+}
+
+impl StoreError {
+    /// Whether the request may succeed if retried later (the SCIM answer is 503 with
+    /// `Retry-After`), as opposed to a failure of the request itself.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            Self::Unavailable(_) | Self::WriterGone | Self::BatchFailed(_)
+        ) || handle::is_io(self)
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -166,13 +192,15 @@ pub struct Page {
 
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<redb::Database>,
+    db: Arc<handle::Db>,
     writer: write::Writer,
     /// Ticks after every acknowledged SCIM write, for change-driven reconciliation.
     changed: Arc<tokio::sync::watch::Sender<u64>>,
     retention: Retention,
     /// When this process last pruned the audit log, to do it at most once an hour.
     audit_pruned_at: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    /// Set while a backup is being taken or streamed: one at a time.
+    backup_running: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Store {
@@ -191,17 +219,7 @@ impl Store {
     /// Opens (creating if needed) the store file. Fails with [`StoreError::Locked`] when another
     /// process holds it.
     pub fn open(path: &Path, opts: StoreOptions) -> Result<Store> {
-        let db = redb::Builder::new()
-            .set_cache_size(opts.cache_bytes)
-            .create(path)
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => {
-                    StoreError::Locked(path.display().to_string())
-                }
-                other => StoreError::Storage(other.into()),
-            })?;
-        let db = Arc::new(db);
-        init_tables(&db)?;
+        let db = Arc::new(handle::Db::open(path, opts.cache_bytes)?);
         let writer = write::Writer::start(db.clone(), opts.max_batch)?;
         let (changed, _) = tokio::sync::watch::channel(0u64);
         Ok(Store {
@@ -210,7 +228,13 @@ impl Store {
             changed: Arc::new(changed),
             retention: opts.retention,
             audit_pruned_at: Arc::new(std::sync::Mutex::new(None)),
+            backup_running: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         })
+    }
+
+    /// Why the store is not serving, while it is reopening after an I/O error.
+    pub fn degraded(&self) -> Option<Degraded> {
+        self.db.degraded()
     }
 
     /// A receiver that sees a new value after each acknowledged SCIM write.
@@ -286,7 +310,7 @@ impl Store {
     // ---- reads --------------------------------------------------------------------------
 
     pub fn get(&self, kind: ResourceKind, id: &str, with_refs: bool) -> Result<Option<Resource>> {
-        let rtx = self.db.begin_read().db()?;
+        let rtx = self.db.begin_read()?;
         let t = rtx.open_table(resource_table(kind)).db()?;
         let Some(bytes) = t.get(id).db()? else {
             return Ok(None);
@@ -302,7 +326,7 @@ impl Store {
 
     /// Runs a query on one snapshot. Ordering is by id, which is stable across pages.
     pub fn query(&self, kind: ResourceKind, q: &Query) -> Result<Page> {
-        let rtx = self.db.begin_read().db()?;
+        let rtx = self.db.begin_read()?;
         let t = rtx.open_table(resource_table(kind)).db()?;
         let start = q.start_index.max(1) - 1;
         // Filters on `members` (groups) or `groups` (users) need the reference lists, which are
@@ -403,14 +427,14 @@ impl Store {
     }
 
     pub fn count(&self, kind: ResourceKind) -> Result<u64> {
-        let rtx = self.db.begin_read().db()?;
+        let rtx = self.db.begin_read()?;
         let t = rtx.open_table(resource_table(kind)).db()?;
         t.len().db()
     }
 
     /// Group ids of a user, from the reverse index.
     pub fn groups_of(&self, user_id: &str) -> Result<Vec<String>> {
-        let rtx = self.db.begin_read().db()?;
+        let rtx = self.db.begin_read()?;
         let t = rtx.open_multimap_table(USER_GROUPS).db()?;
         let mut out = Vec::new();
         for g in t.get(user_id).db()? {
@@ -421,7 +445,7 @@ impl Store {
 
     /// Change-feed entries with `seq > after`, oldest first, at most `limit`.
     pub fn changes_since(&self, after: u64, limit: usize) -> Result<Vec<Change>> {
-        let rtx = self.db.begin_read().db()?;
+        let rtx = self.db.begin_read()?;
         let t = rtx.open_table(CHANGES).db()?;
         let mut out = Vec::new();
         for entry in t.range((after.saturating_add(1))..).db()?.take(limit) {
@@ -436,18 +460,29 @@ impl Store {
     /// The newest change-feed sequence number ever assigned (0 before the first write), whether
     /// or not its entry has been trimmed since.
     pub fn last_seq(&self) -> Result<u64> {
-        let rtx = self.db.begin_read().db()?;
+        let rtx = self.db.begin_read()?;
         let meta = rtx.open_table(META).db()?;
         let t = rtx.open_table(CHANGES).db()?;
         upkeep::last_assigned(&meta, META_CHANGES_LAST_SEQ, &t)
     }
 
-    /// A cheap end-to-end read, for health checks.
+    /// A cheap end-to-end read, for health checks. An I/O error here closes the file for the
+    /// writer to reopen, as one during a write does, so a store that only serves reads also
+    /// recovers.
     pub fn ping(&self) -> Result<()> {
-        let rtx = self.db.begin_read().db()?;
-        let t = rtx.open_table(META).db()?;
-        t.get(META_SCHEMA_VERSION).db()?;
-        Ok(())
+        let r = (|| {
+            let rtx = self.db.begin_read()?;
+            let t = rtx.open_table(META).db()?;
+            t.get(META_SCHEMA_VERSION).db()?;
+            Ok(())
+        })();
+        if let Err(e) = &r {
+            if handle::is_io(e) {
+                self.db.fail(&e.to_string());
+                self.writer.wake();
+            }
+        }
+        r
     }
 }
 
@@ -473,22 +508,32 @@ pub(crate) fn decode(id: &str, bytes: &[u8]) -> Result<Record> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(id.to_string(), e.to_string()))
 }
 
-fn init_tables(db: &redb::Database) -> Result<()> {
+/// Creates the tables a new store needs, or checks an existing store's schema version (before
+/// writing anything to it).
+pub(crate) fn init_tables(db: &redb::Database, path: &Path) -> Result<()> {
+    {
+        let rtx = db.begin_read().db()?;
+        match handle::schema_version(&rtx, path)? {
+            Some(v) => handle::check_version(v)?,
+            None => {
+                // A new store is empty. A redb file that holds tables but no schema version
+                // belongs to something else: adding ours to it would hide the mistake.
+                let other = rtx.list_tables().db()?.next().is_some()
+                    || rtx.list_multimap_tables().db()?.next().is_some();
+                if other {
+                    return Err(StoreError::NotAStore {
+                        path: path.display().to_string(),
+                        reason: "a redb database without scim-sync's schema version".into(),
+                    });
+                }
+            }
+        }
+    }
     let tx = db.begin_write().db()?;
     {
         let mut meta = tx.open_table(META).db()?;
-        let found = meta.get(META_SCHEMA_VERSION).db()?.map(|v| v.value());
-        match found {
-            None => {
-                meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION).db()?;
-            }
-            Some(v) if v > SCHEMA_VERSION => {
-                return Err(StoreError::TooNew {
-                    found: v,
-                    supported: SCHEMA_VERSION,
-                })
-            }
-            Some(_) => {}
+        if meta.get(META_SCHEMA_VERSION).db()?.is_none() {
+            meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION).db()?;
         }
         // A store from before the sequence numbers were kept in META gets them from its tables
         // now, before any trimming could empty one.

@@ -7,7 +7,7 @@
 
 use super::tables::{FAILING, FUSE_LOG, HELD};
 use super::{DbResult, Result, Store, StoreError};
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -53,7 +53,7 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
 impl Store {
     /// Destructive ops recorded at or after `since` (unix seconds).
     pub fn fuse_count_since(&self, since: i64) -> Result<usize> {
-        let rtx = self.db.begin_read().db()?;
+        let rtx = self.db.begin_read()?;
         let t = rtx.open_table(FUSE_LOG).db()?;
         let mut n = 0;
         // Keys grow with time, so the recent entries are at the end.
@@ -164,7 +164,7 @@ fn read_map<T: serde::de::DeserializeOwned>(
     def: redb::TableDefinition<'static, &'static str, &'static [u8]>,
     what: &str,
 ) -> Result<BTreeMap<String, T>> {
-    let rtx = store.db.begin_read().db()?;
+    let rtx = store.db.begin_read()?;
     let t = rtx.open_table(def).db()?;
     let mut out = BTreeMap::new();
     for entry in t.iter().db()? {

@@ -6,7 +6,7 @@
 
 use super::tables::*;
 use super::{DbResult, Result, Store};
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 use serde::Deserialize;
 use std::time::{Duration, Instant};
 
@@ -183,7 +183,7 @@ impl Store {
         let mut report = UpkeepReport::default();
         // Checked on a snapshot first, so that a pass with nothing to do costs no commit.
         {
-            let rtx = self.db.begin_read().db()?;
+            let rtx = self.db.begin_read()?;
             let meta = rtx.open_table(META).db()?;
             let changes = rtx.open_table(CHANGES).db()?;
             if change_trim_bound(&meta, &changes, keep)?.is_none() {
@@ -218,7 +218,7 @@ impl Store {
         let batch = self.retention.batch.max(1);
         let mut report = UpkeepReport::default();
         {
-            let rtx = self.db.begin_read().db()?;
+            let rtx = self.db.begin_read()?;
             let audit = rtx.open_table(AUDIT).db()?;
             if audit_prune_bound(&audit, cutoff, max_entries, batch)?.is_none() {
                 return Ok(report);

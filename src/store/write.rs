@@ -1,9 +1,10 @@
 //! The writer thread (group commit) and the write operations it runs.
 
+use super::handle::{is_io, Db};
 use super::tables::*;
 use super::{
     decode, display_of, member_ids, now_rfc3339, patch_apply, Change, ChangeAction, ChangeKind,
-    DbResult, Record, Result, StoreError, WriteNotes,
+    DbResult, Record, Result, StoreError, WriteNotes, RETRY_AFTER_SECS,
 };
 use crate::scim::error::ScimError;
 use crate::scim::filter;
@@ -15,12 +16,24 @@ use serde_json::Value;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 type Finish = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
 /// A queued write. Called with `None` when the batch could not start. Returns how to answer the
-/// caller once the commit outcome is known, and whether its failure must abort the batch.
-type Job = Box<dyn FnOnce(Option<&WriteTransaction>) -> (Finish, bool) + Send>;
+/// caller once the commit outcome is known, and what its failure means for the batch.
+type Job = Box<dyn FnOnce(Option<&WriteTransaction>) -> (Finish, Severity) + Send>;
+
+/// What a job's outcome means for the batch it ran in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Severity {
+    /// Succeeded, or failed on the request's own merits without touching the transaction.
+    Fine,
+    /// The transaction may hold part of this job: nothing in the batch may commit.
+    Abort,
+    /// The file failed (I/O): abort, and reopen it before the next batch.
+    Io(String),
+}
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WriteStats {
@@ -30,9 +43,17 @@ pub struct WriteStats {
 
 enum Msg {
     Job(Job),
+    /// Someone else saw the file fail: reopen it now rather than at the next write.
+    Wake,
     /// Finish what is queued, then stop and release the database.
     Stop,
 }
+
+/// The first wait before reopening after an I/O error, and the most it grows to. A disk that
+/// filled up usually stays full for minutes, so retrying faster than every few seconds only
+/// fills the log; the first retry is quick for a transient error.
+const REOPEN_FIRST: Duration = Duration::from_millis(250);
+const REOPEN_MAX: Duration = Duration::from_secs(RETRY_AFTER_SECS);
 
 #[derive(Clone)]
 pub(crate) struct Writer {
@@ -43,7 +64,7 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub(crate) fn start(db: Arc<redb::Database>, max_batch: usize) -> Result<Writer> {
+    pub(crate) fn start(db: Arc<Db>, max_batch: usize) -> Result<Writer> {
         let (tx, rx) = mpsc::channel::<Msg>();
         let commits = Arc::new(AtomicU64::new(0));
         let writes = Arc::new(AtomicU64::new(0));
@@ -63,11 +84,19 @@ impl Writer {
     /// Applies what is queued, stops the writer thread and waits for it, so that its handle on
     /// the database is gone when this returns. Later writes fail with `WriterGone`.
     pub(crate) async fn close(&self) {
+        // A writer that is already gone has nothing left to stop.
         let _ = self.tx.send(Msg::Stop);
         let handle = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(h) = handle {
+            // A writer thread that panicked has released the database all the same.
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
         }
+    }
+
+    /// Tells the writer that the file failed outside a write (see [`Db::fail`]).
+    pub(crate) fn wake(&self) {
+        // A stopped writer reopens nothing; the store is being closed anyway.
+        let _ = self.tx.send(Msg::Wake);
     }
 
     pub(crate) fn stats(&self) -> WriteStats {
@@ -91,10 +120,13 @@ impl Writer {
                     "could not begin a write transaction".into(),
                 )),
             };
-            let fatal = matches!(
-                result,
-                Err(StoreError::Storage(_) | StoreError::Corrupt(..) | StoreError::BatchFailed(_))
-            );
+            let severity = match &result {
+                Err(e) if is_io(e) => Severity::Io(e.to_string()),
+                Err(
+                    StoreError::Storage(_) | StoreError::Corrupt(..) | StoreError::BatchFailed(_),
+                ) => Severity::Abort,
+                _ => Severity::Fine,
+            };
             let finish: Finish = Box::new(move |commit| {
                 let answer = match commit {
                     Ok(()) => result,
@@ -104,9 +136,10 @@ impl Writer {
                         _ => Err(StoreError::BatchFailed(msg)),
                     },
                 };
+                // The caller may have gone (its connection closed); the write stands regardless.
                 let _ = done.send(answer);
             });
-            (finish, fatal)
+            (finish, severity)
         });
         self.tx
             .send(Msg::Job(job))
@@ -115,23 +148,66 @@ impl Writer {
     }
 }
 
+/// Answers every job of a batch that cannot run.
+fn refuse(batch: Vec<Job>, msg: &str) {
+    for job in batch {
+        let (finish, _) = job(None);
+        finish(Err(msg.to_string()));
+    }
+}
+
 fn writer_loop(
-    db: Arc<redb::Database>,
+    db: Arc<Db>,
     rx: mpsc::Receiver<Msg>,
     max_batch: usize,
     commits: Arc<AtomicU64>,
     writes: Arc<AtomicU64>,
 ) {
     let mut stop = false;
+    // While the file is closed after an I/O error: when to try reopening it, and the wait after
+    // that attempt if it fails.
+    let mut reopen_at: Option<Instant> = None;
+    let mut backoff = REOPEN_FIRST;
     while !stop {
-        let first = match rx.recv() {
-            Ok(Msg::Job(job)) => job,
-            Ok(Msg::Stop) | Err(_) => break,
+        if reopen_at.is_none() && db.degraded().is_some() {
+            reopen_at = Some(Instant::now());
+        }
+        let msg = match reopen_at {
+            None => rx.recv().map_err(|_| ()),
+            Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                Ok(m) => Ok(m),
+                Err(mpsc::RecvTimeoutError::Timeout) => Ok(Msg::Wake),
+                Err(mpsc::RecvTimeoutError::Disconnected) => Err(()),
+            },
+        };
+        let first = match msg {
+            Ok(Msg::Job(job)) => Some(job),
+            Ok(Msg::Wake) => None,
+            Ok(Msg::Stop) | Err(()) => break,
+        };
+        if let Some(at) = reopen_at {
+            if Instant::now() >= at {
+                match db.reopen() {
+                    Ok(()) => {
+                        reopen_at = None;
+                        backoff = REOPEN_FIRST;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "store: reopen failed");
+                        reopen_at = Some(Instant::now() + backoff);
+                        backoff = (backoff * 2).min(REOPEN_MAX);
+                    }
+                }
+            }
+        }
+        let Some(first) = first else {
+            continue;
         };
         let mut batch = vec![first];
         while batch.len() < max_batch {
             match rx.try_recv() {
                 Ok(Msg::Job(job)) => batch.push(job),
+                Ok(Msg::Wake) => {}
                 Ok(Msg::Stop) => {
                     stop = true;
                     break;
@@ -139,33 +215,58 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
+        if reopen_at.is_some() {
+            let reason = db.degraded().map(|d| d.reason).unwrap_or_default();
+            refuse(batch, &format!("the store is unavailable: {reason}"));
+            continue;
+        }
         let n = batch.len() as u64;
         let tx = match db.begin_write() {
             Ok(tx) => tx,
             Err(e) => {
                 tracing::error!(error = %e, "store: cannot begin a write transaction");
-                for job in batch {
-                    let (finish, _) = job(None);
-                    finish(Err(format!("cannot begin a write transaction: {e}")));
+                if is_io(&e) {
+                    db.fail(&e.to_string());
                 }
+                refuse(batch, &format!("cannot begin a write transaction: {e}"));
                 continue;
             }
         };
         let mut finishes = Vec::with_capacity(batch.len());
-        let mut fatal = false;
+        let mut worst = Severity::Fine;
         for job in batch {
-            let (finish, f) = job(Some(&tx));
-            fatal |= f;
+            let (finish, severity) = job(Some(&tx));
+            match (&worst, severity) {
+                (Severity::Io(_), _) | (_, Severity::Fine) => {}
+                (_, s) => worst = s,
+            }
             finishes.push(finish);
         }
-        let outcome = if fatal {
-            let _ = tx.abort();
-            Err("a storage error aborted this write batch; nothing in it was applied".to_string())
-        } else {
-            tx.commit().map_err(|e| {
+        let outcome = match worst {
+            Severity::Fine => tx.commit().db().map_err(|e| {
                 tracing::error!(error = %e, "store: commit failed");
+                if is_io(&e) {
+                    db.fail(&e.to_string());
+                }
                 format!("commit failed: {e}")
-            })
+            }),
+            Severity::Abort => {
+                // The batch fails either way; an abort that fails on I/O also closes the file.
+                if let Err(e) = tx.abort().db() {
+                    if is_io(&e) {
+                        db.fail(&e.to_string());
+                    }
+                }
+                Err("a storage error aborted this write batch; nothing in it was applied".into())
+            }
+            Severity::Io(reason) => {
+                // The file is about to be closed; what abort would undo is undone by reopening.
+                let _ = tx.abort();
+                db.fail(&reason);
+                Err(format!(
+                    "an I/O error aborted this write batch; nothing in it was applied: {reason}"
+                ))
+            }
         };
         if outcome.is_ok() {
             commits.fetch_add(1, Ordering::Relaxed);
@@ -175,6 +276,7 @@ fn writer_loop(
             finish(outcome.clone());
         }
     }
+    db.close();
 }
 
 // ---- write operations ----------------------------------------------------------------------

@@ -41,23 +41,34 @@ fn free_port() -> u16 {
         .port()
 }
 
-struct Daemon {
-    child: Child,
-    api: Api,
+pub(crate) struct Daemon {
+    pub(crate) child: Child,
+    pub(crate) api: Api,
+    pub(crate) admin_port: u16,
     log: PathBuf,
 }
 
 /// The SCIM side of a daemon, shared by the writer tasks while the test holds the child.
 #[derive(Clone)]
-struct Api {
-    base: String,
-    http: reqwest::Client,
+pub(crate) struct Api {
+    pub(crate) base: String,
+    pub(crate) http: reqwest::Client,
 }
 
 impl Daemon {
     /// Starts the binary on `store` and waits until it serves. Fresh ports on every start, so
     /// that sockets left in TIME_WAIT by the killed process cannot get in the way.
-    async fn start(dir: &Path, store: &Path, n: usize) -> Daemon {
+    pub(crate) async fn start(dir: &Path, store: &Path, n: usize) -> Daemon {
+        Self::start_with(dir, store, n, |_| {}).await
+    }
+
+    /// [`Daemon::start`], with a last say on the command (limits, signals) before it is spawned.
+    pub(crate) async fn start_with(
+        dir: &Path,
+        store: &Path,
+        n: usize,
+        prepare: impl FnOnce(&mut Command),
+    ) -> Daemon {
         let (scim_port, admin_port) = (free_port(), free_port());
         let config = dir.join(format!("config-{n}.toml"));
         std::fs::write(
@@ -70,17 +81,17 @@ impl Daemon {
         )
         .unwrap();
         let log = dir.join(format!("daemon-{n}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_scim-sync"))
-            .arg("serve")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_scim-sync"));
+        cmd.arg("serve")
             .arg("--config")
             .arg(&config)
             .envs(test_env())
             .env("SCIM_SYNC_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
+            .stderr(std::fs::File::create(&log).unwrap());
+        prepare(&mut cmd);
+        let child = cmd.spawn().unwrap();
         let mut d = Daemon {
             child,
             api: Api {
@@ -90,6 +101,7 @@ impl Daemon {
                     .build()
                     .unwrap(),
             },
+            admin_port,
             log,
         };
         d.wait_ready(admin_port).await;
@@ -120,12 +132,12 @@ impl Daemon {
         }
     }
 
-    fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// SIGKILL (what `Child::kill` sends on Unix) and reap, so the store's file lock is gone.
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }
@@ -140,7 +152,7 @@ impl Drop for Daemon {
 }
 
 impl Api {
-    async fn send(
+    pub(crate) async fn send(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -162,7 +174,7 @@ impl Api {
         Ok((status, json))
     }
 
-    async fn get(&self, path: &str) -> (u16, Value) {
+    pub(crate) async fn get(&self, path: &str) -> (u16, Value) {
         self.send(reqwest::Method::GET, path, None).await.unwrap()
     }
 }

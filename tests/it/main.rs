@@ -15,3 +15,4 @@ mod reconcile_crash;
 mod scim_checklist;
 mod scim_http;
 mod soak;
+mod store_upkeep;
