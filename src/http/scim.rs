@@ -276,7 +276,7 @@ where
         None => state
             .limits
             .check_unauthenticated()
-            .map_err(|t| unauthenticated_throttled(t).unauthenticated()),
+            .map_err(unauthenticated_throttled),
     };
     if let Err(reply) = limited {
         return reply;
@@ -377,6 +377,7 @@ fn unauthenticated_throttled(t: Throttled) -> ScimReply {
             t.retry_after_secs
         ),
     )
+    .unauthenticated()
 }
 
 /// The metrics route: one of [`crate::metrics::SCIM_ROUTES`], whatever the path. Names are
