@@ -109,6 +109,10 @@ pub async fn start(
         listen_origin: scim::listen_origin(scim_addr),
         max_body_bytes: config.scim.max_body_bytes,
         max_results: config.scim.max_results,
+        limits: Arc::new(crate::http::ratelimit::Limits::new(
+            config.scim.rate_limit,
+            config.scim.tokens.len(),
+        )),
     });
     let admin_state = Arc::new(admin::AdminState {
         store: store.clone(),

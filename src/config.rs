@@ -7,6 +7,7 @@ use crate::token::TokenSet;
 use serde::Deserialize;
 use std::fmt;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 
 pub const ENV_SCIM_TOKEN: &str = "SCIM_SYNC_SCIM_TOKEN";
@@ -93,6 +94,8 @@ struct RawScim {
     public_url: Option<String>,
     max_body_bytes: Option<u64>,
     max_results: Option<u64>,
+    rate_limit_per_second: Option<u64>,
+    rate_limit_burst: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -188,6 +191,15 @@ pub struct ScimConfig {
     pub public_url: Option<String>,
     pub max_body_bytes: u64,
     pub max_results: usize,
+    /// Requests per token; `None` when `[scim] rate_limit_per_second = 0`.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A request rate limit for each SCIM token: `per_second` sustained, `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub per_second: NonZeroU32,
+    pub burst: NonZeroU32,
 }
 
 #[derive(Debug, Clone)]
@@ -302,6 +314,16 @@ pub const DEFAULT_BASE_PATH: &str = "/scim/v2";
 pub const DEFAULT_STORE_PATH: &str = "scim-sync.redb";
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
 pub const DEFAULT_MAX_RESULTS: u64 = 1000;
+/// Per-token rate limit defaults. Entra requires gallery SCIM apps to take at least 25 requests
+/// a second per tenant, and neither Entra (for custom apps) nor Okta documents a pace of its
+/// own, so the sustained rate is 8 times that floor and the burst lets an IdP that pushes as
+/// fast as it is answered run flat out for 5 s. A limit meant to stop a runaway or leaked token
+/// must never throttle the IdP's normal pace: both retry a 429, but Entra quarantines a job
+/// whose requests keep failing.
+pub const DEFAULT_RATE_LIMIT_PER_SECOND: u64 = 200;
+pub const DEFAULT_RATE_LIMIT_BURST: u64 = 1000;
+/// Above this a rate limit is a typo more often than a wish (and governor needs a `u32`).
+pub const MAX_RATE_LIMIT: u64 = 1_000_000;
 /// Fuse defaults: an org of any size offboards a few people an hour without approval (the
 /// floor), a small or mid-size org is held past 10% of its people, and no org loses more than
 /// 25 people an hour without someone approving it.
@@ -392,6 +414,7 @@ impl Config {
             ),
         )?;
 
+        let rate_limit = scim_rate_limit(&raw.scim)?;
         let public_url = match raw.scim.public_url {
             Some(u) => {
                 let u = u.trim_end_matches('/').to_string();
@@ -619,6 +642,7 @@ impl Config {
                 public_url,
                 max_body_bytes,
                 max_results: max_results as usize,
+                rate_limit,
             },
             admin: AdminConfig {
                 listen: admin_listen,
@@ -631,6 +655,42 @@ impl Config {
             log: LogConfig { format, level },
         })
     }
+}
+
+/// `[scim] rate_limit_per_second` and `rate_limit_burst`; a rate of 0 turns the limit off.
+fn scim_rate_limit(raw: &RawScim) -> Result<Option<RateLimit>, ConfigError> {
+    const RATE: &str = "[scim] rate_limit_per_second";
+    const BURST: &str = "[scim] rate_limit_burst";
+    let rate = raw
+        .rate_limit_per_second
+        .unwrap_or(DEFAULT_RATE_LIMIT_PER_SECOND);
+    let burst = raw.rate_limit_burst.unwrap_or(DEFAULT_RATE_LIMIT_BURST);
+    let in_range = |key: &str, v: u64| -> Result<NonZeroU32, ConfigError> {
+        u32::try_from(v)
+            .ok()
+            .filter(|&v| u64::from(v) <= MAX_RATE_LIMIT)
+            .and_then(NonZeroU32::new)
+            .ok_or_else(|| {
+                invalid(
+                    key,
+                    format!("{v} is not between 1 and {MAX_RATE_LIMIT}"),
+                    format!(
+                        "use e.g. {} ({RATE} = 0 turns the limit off)",
+                        if key == RATE {
+                            DEFAULT_RATE_LIMIT_PER_SECOND
+                        } else {
+                            DEFAULT_RATE_LIMIT_BURST
+                        }
+                    ),
+                )
+            })
+    };
+    if rate == 0 {
+        return Ok(None);
+    }
+    let per_second = in_range(RATE, rate)?;
+    let burst = in_range(BURST, burst)?;
+    Ok(Some(RateLimit { per_second, burst }))
 }
 
 fn store_config(path: PathBuf, raw: &RawStore) -> Result<StoreConfig, ConfigError> {
@@ -955,6 +1015,64 @@ mod tests {
             &env(),
         );
         assert!(e.contains("[store] path"), "{e}");
+    }
+
+    fn rate_limit(scim_keys: &str) -> Result<Option<RateLimit>, String> {
+        Config::from_toml(
+            &format!("{MIN}[scim]\n{scim_keys}"),
+            Path::new("t.toml"),
+            &env(),
+        )
+        .map(|c| c.scim.rate_limit)
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn rate_limit_defaults_and_off() {
+        let nz = |n: u64| NonZeroU32::new(u32::try_from(n).unwrap()).unwrap();
+        assert_eq!(
+            rate_limit(""),
+            Ok(Some(RateLimit {
+                per_second: nz(DEFAULT_RATE_LIMIT_PER_SECOND),
+                burst: nz(DEFAULT_RATE_LIMIT_BURST),
+            }))
+        );
+        assert_eq!(
+            rate_limit("rate_limit_per_second = 5\nrate_limit_burst = 2\n"),
+            Ok(Some(RateLimit {
+                per_second: nz(5),
+                burst: nz(2),
+            }))
+        );
+        assert_eq!(rate_limit("rate_limit_per_second = 0\n"), Ok(None));
+        // Off, the burst is not looked at.
+        assert_eq!(
+            rate_limit("rate_limit_per_second = 0\nrate_limit_burst = 0\n"),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn bad_rate_limits_are_named() {
+        for (keys, key) in [
+            ("rate_limit_burst = 0\n", "[scim] rate_limit_burst"),
+            (
+                "rate_limit_per_second = 2000000\n",
+                "[scim] rate_limit_per_second",
+            ),
+            (
+                "rate_limit_burst = 99999999999\n",
+                "[scim] rate_limit_burst",
+            ),
+        ] {
+            let e = rate_limit(keys).unwrap_err();
+            assert!(
+                e.contains(key) && e.contains("Fix") && e.contains("rate_limit_per_second = 0"),
+                "{keys}: {e}"
+            );
+        }
+        let e = rate_limit("rate_limit_per_second = -1\n").unwrap_err();
+        assert!(e.contains("rate_limit_per_second"), "{e}");
     }
 
     fn with_store(keys: &str) -> String {

@@ -64,6 +64,16 @@ pub fn method_label(method: &str) -> &'static str {
     }
 }
 
+/// Which SCIM rate limit answered a 429: one of [`RATE_LIMITS`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RateLimitLabels {
+    pub limit: &'static str,
+}
+
+/// Every value the `limit` label takes: a token over `[scim] rate_limit_per_second`, or the
+/// shared limit on requests without a valid token.
+pub const RATE_LIMITS: [&str; 2] = ["token", "unauthenticated"];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResourceLabels {
     pub resource: String,
@@ -96,6 +106,7 @@ pub struct Metrics {
     registry: Registry,
     pub scim_requests: Family<ScimLabels, Counter>,
     pub scim_request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    pub scim_rate_limited: Family<RateLimitLabels, Counter>,
     pub store_resources: Family<ResourceLabels, Gauge>,
     pub reconcile_runs: Family<RunLabels, Counter>,
     pub reconcile_run_duration: Histogram,
@@ -115,6 +126,7 @@ impl Metrics {
         let m = Metrics {
             scim_requests: Family::default(),
             scim_request_duration: Family::new_with_constructor(latency_histogram),
+            scim_rate_limited: Family::default(),
             store_resources: Family::default(),
             reconcile_runs: Family::default(),
             reconcile_run_duration: Histogram::new(exponential_buckets(0.01, 2.0, 16)),
@@ -137,6 +149,11 @@ impl Metrics {
             "scim_request_duration_seconds",
             "SCIM request latency by route",
             m.scim_request_duration.clone(),
+        );
+        registry.register(
+            "scim_rate_limited",
+            "SCIM requests answered 429 by a rate limit (token or unauthenticated)",
+            m.scim_rate_limited.clone(),
         );
         registry.register(
             "store_resources",
@@ -193,6 +210,12 @@ impl Metrics {
             "Control-plane request retries (attempts after the first)",
             m.portkey_retries.clone(),
         );
+        // Both series exist from the start, so a dashboard or alert sees 0 rather than nothing.
+        for limit in RATE_LIMITS {
+            m.scim_rate_limited
+                .get_or_create(&RateLimitLabels { limit })
+                .inc_by(0);
+        }
         Metrics { registry, ..m }
     }
 

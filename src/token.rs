@@ -5,7 +5,7 @@
 
 use sha2::{Digest, Sha256};
 use std::fmt;
-use subtle::ConstantTimeEq;
+use subtle::{ConditionallySelectable, ConstantTimeEq};
 
 const PREFIX: &str = "sha256:";
 
@@ -60,24 +60,50 @@ impl TokenSet {
     /// Checks a presented token against every accepted hash without an early exit, so the time
     /// taken does not tell which (or whether a) prefix matched.
     pub fn verify(&self, presented: &str) -> bool {
+        self.position(presented).is_some()
+    }
+
+    /// Which accepted token `presented` is (its position in the set), found the same
+    /// constant-time way as [`TokenSet::verify`]. Rate limits are kept per position, so that
+    /// nothing a client sends can add an entry.
+    pub fn position(&self, presented: &str) -> Option<usize> {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         let mut ok = subtle::Choice::from(0u8);
-        for h in &self.hashes {
-            ok |= h.ct_eq(&digest);
+        let mut at = 0u64;
+        for (i, h) in self.hashes.iter().enumerate() {
+            let eq = h.ct_eq(&digest);
+            at.conditional_assign(&(i as u64), eq);
+            ok |= eq;
         }
-        bool::from(ok)
+        bool::from(ok).then_some(at as usize)
     }
 
     /// Checks an `Authorization` header value. `Bearer <t>` is the norm; a bare `<t>` is also
     /// accepted because some Okta connector types send the token without the scheme.
     pub fn verify_header(&self, header: Option<&str>) -> bool {
-        let Some(h) = header else { return false };
-        let h = h.trim();
+        self.position_of_header(header).is_some()
+    }
+
+    /// [`TokenSet::position`] of the token in an `Authorization` header value.
+    pub fn position_of_header(&self, header: Option<&str>) -> Option<usize> {
+        let h = header?.trim();
         let token = match h.split_once(' ') {
             Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
             _ => h,
         };
-        !token.is_empty() && self.verify(token)
+        if token.is_empty() {
+            return None;
+        }
+        self.position(token)
+    }
+
+    /// The start of the hash of the token at `index` (`sha256:` and 12 hex digits), to name a
+    /// token in the log: it matches the start of its `token_hashes` entry, or of what
+    /// `scim-sync hash-token` prints for a token given in the environment.
+    pub fn fingerprint(&self, index: usize) -> Option<String> {
+        self.hashes
+            .get(index)
+            .map(|h| format!("{PREFIX}{}", hex::encode(h.get(..6).unwrap_or_default())))
     }
 }
 
@@ -98,6 +124,22 @@ mod tests {
         assert!(set.verify_header(Some("new")));
         assert!(!set.verify_header(Some("Bearer ")));
         assert!(!set.verify_header(None));
+    }
+
+    #[test]
+    fn positions_and_fingerprints_name_the_matching_token() {
+        let mut set = TokenSet::new();
+        assert!(set.add_hash(&hash_token("first")).is_ok());
+        set.add_plain("second");
+        assert_eq!(set.position("first"), Some(0));
+        assert_eq!(set.position("second"), Some(1));
+        assert_eq!(set.position("third"), None);
+        assert_eq!(set.position_of_header(Some("Bearer second")), Some(1));
+        assert_eq!(set.position_of_header(Some("Bearer ")), None);
+        let fp = set.fingerprint(1).unwrap_or_default();
+        assert_eq!(fp.len(), "sha256:".len() + 12);
+        assert!(hash_token("second").starts_with(&fp), "{fp}");
+        assert_eq!(set.fingerprint(2), None);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! filters, because the base path comes from config and because every failure (wrong method,
 //! body too large, unknown endpoint) must come out as a SCIM Error rather than a warp rejection.
 
+use super::ratelimit::{Limits, Throttled};
 use super::{body_with_limit, bounded, BodyError, LOG_FIELD_MAX};
 use crate::scim::error::ScimError;
 use crate::scim::filter::{self, AttrRef, Filter};
@@ -36,6 +37,8 @@ pub struct ScimState {
     pub listen_origin: Option<String>,
     pub max_body_bytes: u64,
     pub max_results: usize,
+    /// Per-token and unauthenticated rate limits, checked in [`handle`] before the body is read.
+    pub limits: Arc<Limits>,
 }
 
 /// The origin of the SCIM listener as clients reach it without a proxy, from the address it is
@@ -60,6 +63,10 @@ pub struct ScimReply {
     location: Option<String>,
     etag: Option<String>,
     www_authenticate: bool,
+    /// `Retry-After` in seconds, on a 429.
+    retry_after: Option<u64>,
+    /// The request had no valid token: its log line comes out of a budget (see [`routes`]).
+    unauthenticated: bool,
 }
 
 impl ScimReply {
@@ -70,6 +77,8 @@ impl ScimReply {
             location: None,
             etag: None,
             www_authenticate: false,
+            retry_after: None,
+            unauthenticated: false,
         }
     }
     fn empty(status: StatusCode) -> Self {
@@ -79,6 +88,8 @@ impl ScimReply {
             location: None,
             etag: None,
             www_authenticate: false,
+            retry_after: None,
+            unauthenticated: false,
         }
     }
     pub fn error(e: &ScimError) -> Self {
@@ -86,6 +97,16 @@ impl ScimReply {
         let mut r = Self::json(status, e.to_json());
         r.www_authenticate = e.status == 401;
         r
+    }
+    /// A 429 with its `Retry-After`; `detail` names the limit and its config key.
+    fn throttled(t: Throttled, detail: String) -> Self {
+        let mut r = Self::error(&ScimError::new(429, None, detail));
+        r.retry_after = Some(t.retry_after_secs);
+        r
+    }
+    fn unauthenticated(mut self) -> Self {
+        self.unauthenticated = true;
+        self
     }
     pub fn status(&self) -> StatusCode {
         self.status
@@ -116,8 +137,10 @@ impl Reply for ScimReply {
                 HeaderValue::from_static("Bearer realm=\"scim-sync\""),
             );
         }
-        // Only the store answers 503 (see `store_error`); Okta and Entra wait this long.
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        if let Some(secs) = self.retry_after {
+            h.insert("retry-after", HeaderValue::from(secs));
+        } else if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            // Only the store answers 503 (see `store_error`); Okta and Entra wait this long.
             h.insert(
                 "retry-after",
                 HeaderValue::from(crate::store::RETRY_AFTER_SECS),
@@ -184,6 +207,15 @@ pub fn routes(
                 m.scim_request_duration
                     .get_or_create(&crate::metrics::RouteLabels { route })
                     .observe(started.elapsed().as_secs_f64());
+                // Without a valid token, a request is logged out of a budget of a few lines a
+                // minute, so a flood cannot fill the disk; the metrics above count every one.
+                let mut unlogged = 0;
+                if reply.unauthenticated {
+                    match state.limits.refusal_log() {
+                        Some(n) => unlogged = n,
+                        None => return reply,
+                    }
+                }
                 // Path and method are cut to a bounded prefix: a tokenless client chooses them and
                 // can send them as fast as we answer 401. The query string is not logged at all:
                 // filters carry user names and email addresses.
@@ -191,7 +223,22 @@ pub fn routes(
                 let method = bounded(method.as_str(), LOG_METHOD_MAX);
                 let path = bounded(path, LOG_FIELD_MAX);
                 let ms = started.elapsed().as_secs_f64() * 1000.0;
-                if status == 401 {
+                if unlogged > 0 {
+                    tracing::warn!(
+                        target: "scim_sync::scim",
+                        unlogged,
+                        "scim requests without a valid token were not logged since the last such \
+                         line (at most {} lines a minute); see scim_sync_scim_requests",
+                        super::ratelimit::REFUSAL_LOG_LINES_PER_MINUTE
+                    );
+                }
+                if reply.unauthenticated && status == 429 {
+                    tracing::warn!(
+                        target: "scim_sync::scim",
+                        %peer, %method, %path, status, ms,
+                        "scim request refused: too many requests without a valid bearer token"
+                    );
+                } else if status == 401 {
                     tracing::warn!(
                         target: "scim_sync::scim",
                         %peer, %method, %path, status, ms,
@@ -223,8 +270,25 @@ where
     S: futures::Stream<Item = Result<B, warp::Error>> + Unpin + Send,
     B: bytes::Buf,
 {
+    // Limits come before anything else is done for the request: the body is not read and the
+    // store is not touched for a request over its limit.
+    let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
+    let token = state.tokens.position_of_header(auth);
+    let limited = match token {
+        Some(i) => state
+            .limits
+            .check_token(i)
+            .map_err(|t| token_throttled(state, i, t)),
+        None => state
+            .limits
+            .check_unauthenticated()
+            .map_err(unauthenticated_throttled),
+    };
+    if let Err(reply) = limited {
+        return reply;
+    }
     let Some(rest) = after_base(path, &state.base_path) else {
-        return ScimReply::error(&ScimError::not_found(format!(
+        let reply = ScimReply::error(&ScimError::not_found(format!(
             "no SCIM endpoint at {}; the base path is {}",
             bounded(path, LOG_FIELD_MAX),
             if state.base_path.is_empty() {
@@ -233,12 +297,17 @@ where
                 &state.base_path
             }
         )));
+        return if token.is_some() {
+            reply
+        } else {
+            reply.unauthenticated()
+        };
     };
-    let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
-    if !state.tokens.verify_header(auth) {
+    if token.is_none() {
         return ScimReply::error(&ScimError::unauthorized(
             "missing or invalid bearer token (send Authorization: Bearer <token>)",
-        ));
+        ))
+        .unauthenticated();
     }
     let segs = segments(rest);
     let body = match body_with_limit(body, state.max_body_bytes).await {
@@ -267,6 +336,54 @@ where
         Ok(r) => r,
         Err(e) => ScimReply::error(&e),
     }
+}
+
+fn token_throttled(state: &ScimState, token: usize, t: Throttled) -> ScimReply {
+    crate::metrics::metrics()
+        .scim_rate_limited
+        .get_or_create(&crate::metrics::RateLimitLabels { limit: "token" })
+        .inc();
+    let (rate, burst) = state
+        .limits
+        .token_limit()
+        .map_or((0, 0), |l| (l.per_second.get(), l.burst.get()));
+    if state.limits.report_throttled(token) {
+        tracing::warn!(
+            target: "scim_sync::scim",
+            token = %state.tokens.fingerprint(token).unwrap_or_default(),
+            rate, burst, retry_after = t.retry_after_secs,
+            "a SCIM token is over its rate limit: answering 429 with Retry-After. If this is \
+             the IdP's normal pace, raise [scim] rate_limit_per_second / rate_limit_burst \
+             (reported once a minute at most)"
+        );
+    }
+    ScimReply::throttled(
+        t,
+        format!(
+            "this token is over its rate limit of {rate} requests per second (burst {burst}), \
+             set by [scim] rate_limit_per_second and [scim] rate_limit_burst; retry after {} s",
+            t.retry_after_secs
+        ),
+    )
+}
+
+fn unauthenticated_throttled(t: Throttled) -> ScimReply {
+    crate::metrics::metrics()
+        .scim_rate_limited
+        .get_or_create(&crate::metrics::RateLimitLabels {
+            limit: "unauthenticated",
+        })
+        .inc();
+    ScimReply::throttled(
+        t,
+        format!(
+            "too many requests without a valid bearer token: they share a fixed limit of {} per \
+             second (not configurable); send Authorization: Bearer <token>, or retry after {} s",
+            super::ratelimit::UNAUTHENTICATED_PER_SECOND,
+            t.retry_after_secs
+        ),
+    )
+    .unauthenticated()
 }
 
 /// The metrics route: one of [`crate::metrics::SCIM_ROUTES`], whatever the path. Names are

@@ -25,6 +25,8 @@ pub struct Env {
     done: Option<tokio::task::JoinHandle<()>>,
     dir: tempfile::TempDir,
     give_up_secs: u64,
+    /// Extra `[scim]` keys for the next [`Env::boot`] (e.g. a rate limit).
+    pub scim_extra: String,
 }
 
 pub fn seed(users: &[(&str, &str)]) -> Seed {
@@ -75,6 +77,7 @@ pub async fn start_with(seed: Seed, quirks: Quirks, sync: &str, give_up_secs: u6
         done: None,
         dir: tempfile::tempdir().unwrap(),
         give_up_secs,
+        scim_extra: String::new(),
     };
     e.boot(sync).await;
     e
@@ -83,12 +86,13 @@ pub async fn start_with(seed: Seed, quirks: Quirks, sync: &str, give_up_secs: u6
 impl Env {
     pub async fn boot(&mut self, sync: &str) {
         let text = format!(
-            "[scim]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n\
+            "[scim]\nlisten = \"127.0.0.1:0\"\n{scim_extra}[admin]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n\
              [portkey]\nbase_url = \"{}\"\nretry_initial_ms = 20\nretry_max_interval_ms = 200\nretry_give_up_secs = {give_up}\n\
              requests_per_second = 1000.0\n[sync]\nfull_resync_cron = \"0 0 0 1 1 *\"\n{debounce}{sync}",
             self.dir.path().join("store.redb").display(),
             self.sim.base_url(),
             give_up = self.give_up_secs,
+            scim_extra = self.scim_extra,
             debounce = if sync.contains("debounce_ms") { "" } else { "debounce_ms = 60000\n" },
         );
         let mut env = test_env();

@@ -10,6 +10,7 @@ mod lifecycle;
 mod limits;
 mod portkey;
 mod property;
+mod ratelimit;
 mod reconcile;
 mod reconcile_crash;
 mod scim_checklist;
