@@ -434,7 +434,12 @@ pub async fn run<S>(
         let conn = Arc::new(Conn::new(shared.now()));
         match shared.admit(id, conn.clone()) {
             Admit::Open => {}
-            Admit::Evicted => shared.count_closed("evicted"),
+            Admit::Evicted => {
+                shared.count_closed("evicted");
+                // Let the evicted connection close before the next accept, so that a burst of
+                // new connections does not hold more descriptors than the cap.
+                tokio::task::yield_now().await;
+            }
             Admit::Refused => {
                 shared.count_closed("refused");
                 refuse(stream);
