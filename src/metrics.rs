@@ -102,8 +102,14 @@ pub struct ConnClosedLabels {
 
 /// Every value the connection-close `reason` label takes: `evicted` (the longest-idle connection,
 /// to make room at the cap), `refused` (at the cap with every connection busy), `header_timeout`,
-/// `idle_timeout`.
-pub const CONN_CLOSE_REASONS: [&str; 4] = ["evicted", "refused", "header_timeout", "idle_timeout"];
+/// `idle_timeout`, `write_timeout` (the client read none of its answer for the idle timeout).
+pub const CONN_CLOSE_REASONS: [&str; 5] = [
+    "evicted",
+    "refused",
+    "header_timeout",
+    "idle_timeout",
+    "write_timeout",
+];
 
 fn latency_histogram() -> Histogram {
     // 0.5 ms .. ~16 s.
@@ -223,7 +229,7 @@ impl Metrics {
         registry.register(
             "http_connections_closed",
             "HTTP connections the server closed on its own, by listener and reason \
-             (evicted, refused, header_timeout, idle_timeout)",
+             (evicted, refused, header_timeout, idle_timeout, write_timeout)",
             m.http_connections_closed.clone(),
         );
         Metrics { registry, ..m }

@@ -9,7 +9,8 @@
 //! - **Timers, per connection.** A connection with no request in flight is *idle*. Idle with no
 //!   byte received, it is closed after `idle_timeout`; once the first byte of a request head has
 //!   arrived, the whole head must follow within `header_read_timeout` (slow headers). While a
-//!   request is in flight nothing here times it; the SCIM handler bounds the body read itself.
+//!   request is in flight nothing here times it (the SCIM handler bounds the body read itself),
+//!   except a client that takes none of its answer for `idle_timeout`.
 //! - **Connection cap.** At `max_connections` a new connection is still accepted: the connection
 //!   idle the longest is closed in its place, so a flood of idle connections cannot lock out the
 //!   IdP or a health probe. Only when every connection has a request in flight is the newcomer
@@ -20,9 +21,10 @@
 //! - **Graceful shutdown**: stop accepting, close idle connections, let requests in flight finish
 //!   (their answers carry `Connection: close`), then return.
 //!
-//! A connection is never closed while its request is in flight or its answer is being written:
-//! the decision to close takes the connection from idle to closing in one atomic step, and a
-//! request that arrives on a connection already closing is not run.
+//! A connection is never closed while its request is in flight or its answer is being written
+//! (short of a client that reads none of it for `idle_timeout`): the decision to close takes the
+//! connection from idle to closing in one atomic step, and a request that arrives on a
+//! connection already closing is not run (the client may send it again safely).
 
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -136,6 +138,8 @@ enum Closing {
     Evicted,
     HeaderTimeout,
     IdleTimeout,
+    /// The client took none of its answer for `idle_timeout`.
+    WriteTimeout,
     /// Shutdown: an idle connection is closed now.
     ShutdownIdle,
     /// Shutdown: a request is in flight; it is answered, then the connection closes.
@@ -148,6 +152,7 @@ impl Closing {
             Closing::Evicted => Some("evicted"),
             Closing::HeaderTimeout => Some("header_timeout"),
             Closing::IdleTimeout => Some("idle_timeout"),
+            Closing::WriteTimeout => Some("write_timeout"),
             Closing::ShutdownIdle | Closing::ShutdownBusy => None,
         }
     }
@@ -166,6 +171,9 @@ struct Conn {
     idle_since: AtomicU64,
     /// When the first byte of the request head being read arrived; `NO_HEAD` when none has.
     head_started: AtomicU64,
+    /// Since when the socket has refused to take more of an answer (the client reads nothing);
+    /// `NO_HEAD` when writes go through.
+    write_blocked: AtomicU64,
     wake: Notify,
 }
 
@@ -175,6 +183,7 @@ impl Conn {
             state: AtomicU8::new(IDLE),
             idle_since: AtomicU64::new(now),
             head_started: AtomicU64::new(NO_HEAD),
+            write_blocked: AtomicU64::new(NO_HEAD),
             wake: Notify::new(),
         }
     }
@@ -209,6 +218,18 @@ impl Conn {
                 .head_started
                 .compare_exchange(NO_HEAD, now, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
+        {
+            self.wake.notify_one();
+        }
+    }
+
+    fn on_write(&self, now: u64, blocked: bool) {
+        if !blocked {
+            self.write_blocked.store(NO_HEAD, Ordering::Release);
+        } else if self
+            .write_blocked
+            .compare_exchange(NO_HEAD, now, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
         {
             self.wake.notify_one();
         }
@@ -252,7 +273,11 @@ impl Shared {
         if conns.len() >= self.opts.limits.max_connections {
             let mut idle: Vec<(u64, u64)> = conns
                 .iter()
-                .filter(|(_, c)| c.state.load(Ordering::Acquire) == IDLE)
+                .filter(|(_, c)| {
+                    // Idle, and not still writing an answer the client has yet to read.
+                    c.state.load(Ordering::Acquire) == IDLE
+                        && c.write_blocked.load(Ordering::Acquire) == NO_HEAD
+                })
                 .map(|(id, c)| (c.idle_since.load(Ordering::Acquire), *id))
                 .collect();
             idle.sort_unstable();
@@ -312,34 +337,49 @@ impl Shared {
                     Closing::ShutdownBusy
                 };
             }
-            match conn.state.load(Ordering::Acquire) {
-                CLOSING => return Closing::Evicted,
-                BUSY => notified.await,
-                _ => {
-                    let head = conn.head_started.load(Ordering::Acquire);
-                    let (deadline, why) = if head == NO_HEAD {
-                        let since = conn.idle_since.load(Ordering::Acquire);
-                        (
-                            since.saturating_add(ms(limits.idle_timeout)),
-                            Closing::IdleTimeout,
-                        )
-                    } else {
-                        (
-                            head.saturating_add(ms(limits.header_read_timeout)),
-                            Closing::HeaderTimeout,
-                        )
-                    };
-                    if self.now() >= deadline {
-                        if conn.try_close() {
-                            return why;
-                        }
-                        continue;
-                    }
-                    tokio::select! {
-                        () = tokio::time::sleep_until(self.instant(deadline)) => {}
-                        () = notified => {}
-                    }
+            let state = conn.state.load(Ordering::Acquire);
+            if state == CLOSING {
+                return Closing::Evicted;
+            }
+            let blocked = conn.write_blocked.load(Ordering::Acquire);
+            let head = conn.head_started.load(Ordering::Acquire);
+            let (deadline, why) = if blocked != NO_HEAD {
+                // An answer is waiting for the client to read it. The connection is not idle
+                // (closing it would cut the answer off), but a client that reads nothing must
+                // not hold it, out of reach of eviction, for as long as it likes.
+                (
+                    blocked.saturating_add(ms(limits.idle_timeout)),
+                    Closing::WriteTimeout,
+                )
+            } else if state == BUSY {
+                notified.await;
+                continue;
+            } else if head == NO_HEAD {
+                let since = conn.idle_since.load(Ordering::Acquire);
+                (
+                    since.saturating_add(ms(limits.idle_timeout)),
+                    Closing::IdleTimeout,
+                )
+            } else {
+                (
+                    head.saturating_add(ms(limits.header_read_timeout)),
+                    Closing::HeaderTimeout,
+                )
+            };
+            if self.now() >= deadline {
+                if why == Closing::WriteTimeout {
+                    // Busy or idle, the client is gone; an idle one must not start a request.
+                    let _busy_is_fine = conn.try_close();
+                    return why;
                 }
+                if conn.try_close() {
+                    return why;
+                }
+                continue;
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(self.instant(deadline)) => {}
+                () = notified => {}
             }
         }
     }
@@ -552,7 +592,8 @@ async fn serve_connection<S>(
                 connection.as_mut().graceful_shutdown();
                 let _ended = connection.await;
             }
-            // Half a request head: nothing to finish.
+            // Half a request head, or an answer nobody reads: nothing to finish.
+            Closing::WriteTimeout => {}
             _ if conn.head_started.load(Ordering::Acquire) != NO_HEAD => {}
             // Nothing in flight: hyper closes at once, after flushing an answer it may still
             // be writing.
@@ -646,7 +687,9 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.conn.on_write(self.shared.now(), r.is_pending());
+        r
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -662,7 +705,9 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.conn.on_write(self.shared.now(), r.is_pending());
+        r
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -730,6 +775,76 @@ mod tests {
         assert_eq!(
             t.client(ip("::ffff:127.0.0.1"), &xff(&["203.0.113.9"])),
             ip("203.0.113.9")
+        );
+    }
+
+    #[test]
+    fn close_reasons_are_the_documented_label_set() {
+        let all = [
+            Closing::Evicted,
+            Closing::HeaderTimeout,
+            Closing::IdleTimeout,
+            Closing::WriteTimeout,
+            Closing::ShutdownIdle,
+            Closing::ShutdownBusy,
+        ];
+        for c in all {
+            if let Some(l) = c.label() {
+                assert!(crate::metrics::CONN_CLOSE_REASONS.contains(&l), "{l}");
+            }
+        }
+        assert!(crate::metrics::CONN_CLOSE_REASONS.contains(&"refused"));
+    }
+
+    #[tokio::test]
+    async fn a_client_that_reads_nothing_of_its_answer_is_cut_off() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use warp::Filter;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Far more than the socket buffers of both ends hold.
+        let big = bytes::Bytes::from(vec![b'x'; 32 << 20]);
+        let filter = warp::any().map(move || warp::reply::Response::new(big.clone().into()));
+        let opts = Options {
+            name: "write-timeout-test",
+            limits: Limits {
+                max_connections: 4,
+                header_read_timeout: Duration::from_secs(5),
+                idle_timeout: Duration::from_millis(300),
+            },
+            trusted_proxies: TrustedProxies::default(),
+        };
+        tokio::spawn(run(
+            listener,
+            warp::service(filter),
+            opts,
+            std::future::pending(),
+        ));
+
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let mut got = 0usize;
+        let mut buf = vec![0u8; 1 << 16];
+        let ended = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match c.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got += n,
+                }
+            }
+        })
+        .await;
+        assert!(ended.is_ok(), "connection still open");
+        assert!(got < 32 << 20, "the whole answer was sent ({got} bytes)");
+        let text = crate::metrics::metrics().render();
+        assert!(
+            text.contains(
+                "scim_sync_http_connections_closed_total{listener=\"write-timeout-test\",reason=\"write_timeout\"} 1"
+            ),
+            "{text}"
         );
     }
 
