@@ -230,6 +230,59 @@ async fn two_thousand_idle_connections_and_a_slow_header_client_do_not_stop_answ
     drop(idle);
 }
 
+/// Out of descriptors (a cap above what the descriptor limit allows): the accept loop backs off
+/// and logs at a bounded rate instead of spinning or ending, and serves again once descriptors
+/// are free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_out_of_descriptors_neither_spins_nor_ends_the_accept_loop() {
+    let d = Daemon::start("max_connections = 5000\nheader_read_timeout_ms = 60000").await;
+    let scim_addr = format!("127.0.0.1:{}", d.scim);
+    // More than 1,024 descriptors' worth; connects beyond the listen backlog would hang, so each
+    // gets a short timeout and the ones that do not complete are left.
+    let mut idle = Vec::new();
+    let mut stalled = 0;
+    while idle.len() < 1500 && stalled < 3 {
+        match tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(&scim_addr)).await
+        {
+            Ok(Ok(c)) => idle.push(c),
+            _ => stalled += 1,
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let log = d.log_text();
+    let errors = log.matches("cannot accept connections").count();
+    assert!(
+        errors >= 1,
+        "{} connections, no accept error logged:\n{log:.3000}",
+        idle.len()
+    );
+    // 3 s of continuous EMFILE: one line, not one per attempt.
+    assert!(errors <= 2, "{errors} accept-error lines in 3 s");
+
+    drop(idle);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = http
+            .get(format!("http://{scim_addr}/scim/v2/Users?count=1"))
+            .bearer_auth(SCIM_TOKEN)
+            .send()
+            .await;
+        if matches!(&r, Ok(r) if r.status() == 200) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "SCIM never answered again: {r:?}\n{}",
+            d.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Opens `n` connections that send nothing, in order.
 async fn open_idle(addr: std::net::SocketAddr, n: usize) -> Vec<TcpStream> {
     let mut v = Vec::with_capacity(n);
