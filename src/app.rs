@@ -4,7 +4,7 @@
 //! before the store is opened, so a port conflict or a locked store fails before anything serves.
 
 use crate::config::Config;
-use crate::http::{admin, scim};
+use crate::http::{admin, scim, serve};
 use crate::reconcile::{Reconciler, RunSummary};
 use crate::scheduler;
 use crate::store::{Store, StoreError, StoreOptions};
@@ -113,6 +113,7 @@ pub async fn start(
             config.scim.rate_limit,
             config.scim.tokens.len(),
         )),
+        body_read_timeout: config.scim.body_read_timeout,
     });
     let admin_state = Arc::new(admin::AdminState {
         store: store.clone(),
@@ -126,18 +127,31 @@ pub async fn start(
 
     let mut rx_scim = tx.subscribe();
     let mut rx_admin = tx.subscribe();
-    let scim_server = warp::serve(scim::routes(scim_state))
-        .incoming(scim_listener)
-        .graceful(async move {
+    let scim_server = serve::run(
+        scim_listener,
+        warp::service(scim::routes(scim_state)),
+        serve::Options {
+            name: "scim",
+            limits: config.scim.limits,
+            trusted_proxies: config.scim.trusted_proxies.clone(),
+        },
+        async move {
             let _ = rx_scim.recv().await;
-        })
-        .run();
-    let admin_server = warp::serve(admin::routes(admin_state))
-        .incoming(admin_listener)
-        .graceful(async move {
+        },
+    );
+    let admin_server = serve::run(
+        admin_listener,
+        warp::service(admin::routes(admin_state)),
+        serve::Options {
+            name: "admin",
+            limits: config.admin.limits,
+            // The admin listener logs no client addresses.
+            trusted_proxies: serve::TrustedProxies::default(),
+        },
+        async move {
             let _ = rx_admin.recv().await;
-        })
-        .run();
+        },
+    );
     tracing::info!(
         scim = %format!("http://{scim_addr}{}", config.scim.base_path),
         admin = %format!("http://{admin_addr}"),

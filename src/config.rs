@@ -9,6 +9,9 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use crate::http::serve::{Limits as ListenerLimits, TrustedProxies};
 
 pub const ENV_SCIM_TOKEN: &str = "SCIM_SYNC_SCIM_TOKEN";
 pub const ENV_ADMIN_TOKEN: &str = "SCIM_SYNC_ADMIN_TOKEN";
@@ -96,6 +99,12 @@ struct RawScim {
     max_results: Option<u64>,
     rate_limit_per_second: Option<u64>,
     rate_limit_burst: Option<u64>,
+    max_connections: Option<u64>,
+    header_read_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    body_read_timeout_ms: Option<u64>,
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -104,6 +113,9 @@ struct RawAdmin {
     listen: Option<String>,
     #[serde(default)]
     token_hashes: Vec<String>,
+    max_connections: Option<u64>,
+    header_read_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -191,6 +203,11 @@ pub struct ScimConfig {
     pub public_url: Option<String>,
     pub max_body_bytes: u64,
     pub max_results: usize,
+    /// Connection cap and timers of the SCIM listener.
+    pub limits: ListenerLimits,
+    pub body_read_timeout: Duration,
+    /// Peers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
     /// Requests per token; `None` when `[scim] rate_limit_per_second = 0`.
     pub rate_limit: Option<RateLimit>,
 }
@@ -206,6 +223,7 @@ pub struct RateLimit {
 pub struct AdminConfig {
     pub listen: SocketAddr,
     pub tokens: TokenSet,
+    pub limits: ListenerLimits,
 }
 
 #[derive(Debug, Clone)]
@@ -446,6 +464,31 @@ impl Config {
             ));
         }
 
+        let scim_limits = listener_limits(
+            "[scim]",
+            (
+                raw.scim.max_connections,
+                raw.scim.header_read_timeout_ms,
+                raw.scim.idle_timeout_ms,
+            ),
+            DEFAULT_SCIM_MAX_CONNECTIONS,
+        )?;
+        let admin_limits = listener_limits(
+            "[admin]",
+            (
+                raw.admin.max_connections,
+                raw.admin.header_read_timeout_ms,
+                raw.admin.idle_timeout_ms,
+            ),
+            DEFAULT_ADMIN_MAX_CONNECTIONS,
+        )?;
+        let body_read_timeout = timeout_ms(
+            "[scim] body_read_timeout_ms",
+            raw.scim.body_read_timeout_ms,
+            DEFAULT_BODY_READ_TIMEOUT_MS,
+        )?;
+        let trusted_proxies = trusted_proxies(&raw.scim.trusted_proxies)?;
+
         let store_path = PathBuf::from(raw.store.path.as_deref().unwrap_or(DEFAULT_STORE_PATH));
         check_store_path(&store_path)?;
         let store = store_config(store_path, &raw.store)?;
@@ -643,10 +686,14 @@ impl Config {
                 max_body_bytes,
                 max_results: max_results as usize,
                 rate_limit,
+                limits: scim_limits,
+                body_read_timeout,
+                trusted_proxies,
             },
             admin: AdminConfig {
                 listen: admin_listen,
                 tokens: admin_tokens,
+                limits: admin_limits,
             },
             store,
             portkey,
@@ -691,6 +738,93 @@ fn scim_rate_limit(raw: &RawScim) -> Result<Option<RateLimit>, ConfigError> {
     let per_second = in_range(RATE, rate)?;
     let burst = in_range(BURST, burst)?;
     Ok(Some(RateLimit { per_second, burst }))
+}
+
+/// Connection defaults. The IdP (or the proxy in front) keeps a handful of connections, and a
+/// health probe or scraper one each; the caps leave both listeners together well inside the
+/// 1,024 descriptors a process gets by default, so a flood of connections never takes the
+/// descriptors the store and the control-plane client need.
+pub const DEFAULT_SCIM_MAX_CONNECTIONS: u64 = 512;
+pub const DEFAULT_ADMIN_MAX_CONNECTIONS: u64 = 64;
+/// A request head arrives in one or two packets; a proxy forwards it whole.
+pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+/// Longer than the keep-alive of common clients and proxies (nginx 60 s, Go and reqwest 90 s,
+/// Caddy 120 s), so that they, not we, close an idle connection: a request sent on a connection
+/// the server is closing fails. Idle connections are cheap: at the cap the longest-idle one goes.
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 180_000;
+/// A 1 MiB body (the default `max_body_bytes`) at 35 KB/s; proxies buffer bodies and forward them
+/// at network speed.
+pub const DEFAULT_BODY_READ_TIMEOUT_MS: u64 = 30_000;
+/// Bounds of every connection timer: shorter would cut off ordinary clients on a slow link,
+/// longer is a typo more often than a wish.
+pub const MIN_TIMEOUT_MS: u64 = 100;
+pub const MAX_TIMEOUT_MS: u64 = 3_600_000;
+/// More connections than this cannot be served within any descriptor limit worth having.
+pub const MAX_MAX_CONNECTIONS: u64 = 1_000_000;
+
+fn timeout_ms(key: &str, value: Option<u64>, default: u64) -> Result<Duration, ConfigError> {
+    let v = value.unwrap_or(default);
+    if !(MIN_TIMEOUT_MS..=MAX_TIMEOUT_MS).contains(&v) {
+        return Err(invalid(
+            key,
+            format!("{v} ms is outside {MIN_TIMEOUT_MS}..={MAX_TIMEOUT_MS}"),
+            format!("use milliseconds between {MIN_TIMEOUT_MS} and {MAX_TIMEOUT_MS} (default {default})"),
+        ));
+    }
+    Ok(Duration::from_millis(v))
+}
+
+/// `max_connections`, `header_read_timeout_ms` and `idle_timeout_ms` of one listener section.
+fn listener_limits(
+    section: &str,
+    (max_connections, header_ms, idle_ms): (Option<u64>, Option<u64>, Option<u64>),
+    default_max: u64,
+) -> Result<ListenerLimits, ConfigError> {
+    let max = max_connections.unwrap_or(default_max);
+    if max == 0 || max > MAX_MAX_CONNECTIONS {
+        return Err(invalid(
+            &format!("{section} max_connections"),
+            format!("{max} is not between 1 and {MAX_MAX_CONNECTIONS}"),
+            format!(
+                "use a number of connections below the process's descriptor limit \
+                 (LimitNOFILE), e.g. the default {default_max}"
+            ),
+        ));
+    }
+    Ok(ListenerLimits {
+        max_connections: usize::try_from(max).unwrap_or(usize::MAX),
+        header_read_timeout: timeout_ms(
+            &format!("{section} header_read_timeout_ms"),
+            header_ms,
+            DEFAULT_HEADER_READ_TIMEOUT_MS,
+        )?,
+        idle_timeout: timeout_ms(
+            &format!("{section} idle_timeout_ms"),
+            idle_ms,
+            DEFAULT_IDLE_TIMEOUT_MS,
+        )?,
+    })
+}
+
+/// `[scim] trusted_proxies`: addresses (`10.0.0.5`, `::1`) and networks (`10.0.0.0/8`).
+fn trusted_proxies(entries: &[String]) -> Result<TrustedProxies, ConfigError> {
+    let mut nets = Vec::with_capacity(entries.len());
+    for e in entries {
+        let t = e.trim();
+        let net = t
+            .parse::<ipnet::IpNet>()
+            .map(|n| n.trunc())
+            .or_else(|_| t.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map_err(|_| {
+                invalid(
+                    "[scim] trusted_proxies",
+                    format!("'{e}' is neither an IP address nor a network"),
+                    "list the proxy's address (\"10.0.0.5\") or network (\"10.0.0.0/24\")",
+                )
+            })?;
+        nets.push(net);
+    }
+    Ok(TrustedProxies::new(nets))
 }
 
 fn store_config(path: PathBuf, raw: &RawStore) -> Result<StoreConfig, ConfigError> {

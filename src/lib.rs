@@ -6,7 +6,8 @@
 //! - [`scim`]: the SCIM protocol (schemas, filters, PATCH, resource normalisation, errors). No HTTP,
 //!   no storage, so it can be tested and fuzzed alone.
 //! - [`store`]: redb tables, unique indexes, the user→groups reverse index, the change feed.
-//! - [`http`]: warp servers (SCIM under the base path, admin).
+//! - [`http`]: warp servers (SCIM under the base path, admin) on one HTTP/1.1 accept loop
+//!   ([`http::serve`]: connection cap, timeouts, client address behind a trusted proxy).
 //! - [`portkey`]: the control-plane Admin API client.
 //! - [`app`]: wiring used by `main` (`serve`); [`demo`]: the same next to the bundled simulator.
 

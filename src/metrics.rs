@@ -97,6 +97,30 @@ pub struct CallLabels {
     pub status: String,
 }
 
+/// Which HTTP listener: `"scim"` or `"admin"`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub listener: &'static str,
+}
+
+/// Connections the server closed on its own. `reason` is one of [`CONN_CLOSE_REASONS`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnClosedLabels {
+    pub listener: &'static str,
+    pub reason: &'static str,
+}
+
+/// Every value the connection-close `reason` label takes: `evicted` (the longest-idle connection,
+/// to make room at the cap), `refused` (at the cap with every connection busy), `header_timeout`,
+/// `idle_timeout`, `write_timeout` (the client read none of its answer for the idle timeout).
+pub const CONN_CLOSE_REASONS: [&str; 5] = [
+    "evicted",
+    "refused",
+    "header_timeout",
+    "idle_timeout",
+    "write_timeout",
+];
+
 fn latency_histogram() -> Histogram {
     // 0.5 ms .. ~16 s.
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
@@ -118,6 +142,8 @@ pub struct Metrics {
     pub last_full_sync: Gauge<f64, AtomicU64>,
     pub portkey_calls: Family<CallLabels, Counter>,
     pub portkey_retries: Counter,
+    pub http_connections: Family<ListenerLabels, Gauge>,
+    pub http_connections_closed: Family<ConnClosedLabels, Counter>,
 }
 
 impl Metrics {
@@ -138,6 +164,8 @@ impl Metrics {
             last_full_sync: Gauge::default(),
             portkey_calls: Family::default(),
             portkey_retries: Counter::default(),
+            http_connections: Family::default(),
+            http_connections_closed: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -216,6 +244,17 @@ impl Metrics {
                 .get_or_create(&RateLimitLabels { limit })
                 .inc_by(0);
         }
+        registry.register(
+            "http_connections",
+            "Open HTTP connections by listener (scim, admin)",
+            m.http_connections.clone(),
+        );
+        registry.register(
+            "http_connections_closed",
+            "HTTP connections the server closed on its own, by listener and reason \
+             (evicted, refused, header_timeout, idle_timeout, write_timeout)",
+            m.http_connections_closed.clone(),
+        );
         Metrics { registry, ..m }
     }
 

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod ratelimit;
 pub mod scim;
+pub mod serve;
 
 use crate::scim::error::ScimError;
 use bytes::{Buf, Bytes, BytesMut};
@@ -33,11 +34,28 @@ pub fn bounded(s: &str, max: usize) -> Cow<'_, str> {
 pub enum BodyError {
     TooLarge,
     Read(String),
+    /// The whole body did not arrive within the time allowed.
+    TimedOut,
 }
 
 /// Reads a request body, stopping as soon as it passes `limit` bytes, with or without a
-/// Content-Length header (a chunked body gets the same limit).
-pub async fn body_with_limit<S, B>(mut body: S, limit: u64) -> Result<Bytes, BodyError>
+/// Content-Length header (a chunked body gets the same limit), or once `timeout` has passed: a
+/// client trickling a body would otherwise hold its connection, and the request, forever.
+pub async fn body_with_limit<S, B>(
+    body: S,
+    limit: u64,
+    timeout: std::time::Duration,
+) -> Result<Bytes, BodyError>
+where
+    S: futures::Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    tokio::time::timeout(timeout, read_body(body, limit))
+        .await
+        .unwrap_or(Err(BodyError::TimedOut))
+}
+
+async fn read_body<S, B>(mut body: S, limit: u64) -> Result<Bytes, BodyError>
 where
     S: futures::Stream<Item = Result<B, warp::Error>> + Unpin,
     B: Buf,

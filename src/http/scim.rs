@@ -39,6 +39,8 @@ pub struct ScimState {
     pub max_results: usize,
     /// Per-token and unauthenticated rate limits, checked in [`handle`] before the body is read.
     pub limits: Arc<Limits>,
+    /// How long a request body may take to arrive (`[scim] body_read_timeout_ms`).
+    pub body_read_timeout: std::time::Duration,
 }
 
 /// The origin of the SCIM listener as clients reach it without a proxy, from the address it is
@@ -180,7 +182,7 @@ pub fn routes(
         .and(warp::path::full())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::headers_cloned())
-        .and(warp::addr::remote())
+        .and(warp::ext::optional::<super::serve::Peer>())
         .and(warp::body::stream())
         .and(warp::any().map(move || state.clone()))
         .then(
@@ -188,7 +190,7 @@ pub fn routes(
              path: warp::path::FullPath,
              query: String,
              headers: HeaderMap,
-             peer: Option<SocketAddr>,
+             peer: Option<super::serve::Peer>,
              body,
              state: Arc<ScimState>| async move {
                 let started = Instant::now();
@@ -219,7 +221,9 @@ pub fn routes(
                 // Path and method are cut to a bounded prefix: a tokenless client chooses them and
                 // can send them as fast as we answer 401. The query string is not logged at all:
                 // filters carry user names and email addresses.
-                let peer = peer.map_or_else(|| "-".to_string(), |a| a.to_string());
+                // `client` is the proxy's X-Forwarded-For only for a trusted proxy (serve.rs).
+                let client = peer.map_or_else(|| "-".to_string(), |p| p.client.to_string());
+                let peer = peer.map_or_else(|| "-".to_string(), |p| p.tcp.to_string());
                 let method = bounded(method.as_str(), LOG_METHOD_MAX);
                 let path = bounded(path, LOG_FIELD_MAX);
                 let ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -241,13 +245,13 @@ pub fn routes(
                 } else if status == 401 {
                     tracing::warn!(
                         target: "scim_sync::scim",
-                        %peer, %method, %path, status, ms,
+                        %client, %peer, %method, %path, status, ms,
                         "scim request refused: missing or invalid bearer token"
                     );
                 } else {
                     tracing::info!(
                         target: "scim_sync::scim",
-                        %peer, %method, %path, status, ms,
+                        %client, %peer, %method, %path, status, ms,
                         "scim request"
                     );
                 }
@@ -310,7 +314,7 @@ where
         .unauthenticated();
     }
     let segs = segments(rest);
-    let body = match body_with_limit(body, state.max_body_bytes).await {
+    let body = match body_with_limit(body, state.max_body_bytes, state.body_read_timeout).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => {
             return ScimReply::error(&ScimError::payload_too_large(format!(
@@ -320,6 +324,12 @@ where
         }
         Err(BodyError::Read(e)) => {
             return ScimReply::error(&ScimError::invalid_syntax(format!("could not read the request body: {e}")))
+        }
+        Err(BodyError::TimedOut) => {
+            return ScimReply::error(&ScimError::new(408, None, format!(
+                "the request body did not arrive within {} ms ([scim] body_read_timeout_ms)",
+                state.body_read_timeout.as_millis()
+            )))
         }
     };
     let req = Request {

@@ -2,6 +2,7 @@
 
 mod cli;
 mod common;
+mod connections;
 mod crash;
 mod deprovisioning;
 mod e2e;
