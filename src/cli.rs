@@ -50,12 +50,16 @@ SCIM_SYNC_CONFIG; only that key is read, no secrets needed). The token comes fro
 SCIM_SYNC_ADMIN_TOKEN (or --admin-token).
 
 Getting started:
-  scim-sync demo                                        # try it next to a simulated control plane
-  scim-sync check-config --config /etc/scim-sync.toml   # validate config and secrets
-  scim-sync serve --config /etc/scim-sync.toml          # run the daemon
+  scim-sync demo        # try it next to a simulated control plane
+  scim-sync init --public-url https://scim.example.com/scim/v2 \\
+      --portkey-url https://portkey.example.com/v1 --idp okta   # config, secrets, state dir
+  scim-sync check-config --online --config /etc/scim-sync/scim-sync.toml \\
+      --env-file /etc/scim-sync/scim-sync.env                   # validate, try the key's scopes
+  scim-sync serve --config /etc/scim-sync/scim-sync.toml --env-file /etc/scim-sync/scim-sync.env
 
 Operating a running daemon:
-  export SCIM_SYNC_CONFIG=/etc/scim-sync.toml SCIM_SYNC_ADMIN_TOKEN=...
+  set -a; . /etc/scim-sync/scim-sync.env; set +a        # SCIM_SYNC_ADMIN_TOKEN and the others
+  export SCIM_SYNC_CONFIG=/etc/scim-sync/scim-sync.toml
   scim-sync status                      # health, last run, held deletions
   scim-sync plan                        # what the next run would change (changes nothing)
   scim-sync explain alice@example.com   # why this person has (or lacks) access
@@ -96,6 +100,51 @@ pub enum Command {
         /// The TOML config file (every key: config/scim-sync.example.toml).
         #[arg(long, short, env = ENV_CONFIG, value_name = "FILE")]
         config: PathBuf,
+        #[command(flatten)]
+        secrets: EnvFileArg,
+    },
+    /// Set up a host: config, secrets file and state directory, and what to paste into the IdP
+    ///
+    /// Writes CONFIG_DIR/scim-sync.toml (token hashes, public_url, base_path, [store] path in
+    /// STATE_DIR, [portkey] base_url) and CONFIG_DIR/scim-sync.env (mode 0600: a fresh
+    /// SCIM_SYNC_SCIM_TOKEN and SCIM_SYNC_ADMIN_TOKEN, and PORTKEY_API_KEY from the environment
+    /// or asked for; left empty to fill in when neither). Creates STATE_DIR (mode 0700). Prints
+    /// the values to enter in Okta or Entra, then runs `check-config --online` on the result.
+    /// Flags left out are asked for when stdin is a terminal, and are an error otherwise.
+    /// Existing files are not overwritten without --force.
+    #[command(after_help = INIT_HELP)]
+    Init {
+        /// The URL the IdP will call: https://HOST/PATH; PATH becomes [scim] base_path.
+        #[arg(long, value_name = "URL")]
+        public_url: Option<String>,
+        /// The control plane's Admin API base, ending in /v1 (Portkey's cloud:
+        /// https://api.portkey.ai/v1).
+        #[arg(long, value_name = "URL")]
+        portkey_url: Option<String>,
+        /// The identity provider to print the setup values for.
+        #[arg(long, value_enum)]
+        idp: Option<crate::init::Idp>,
+        /// Where scim-sync.toml and scim-sync.env are written.
+        #[arg(long, env = "SCIM_SYNC_CONFIG_DIR", default_value = crate::init::DEFAULT_CONFIG_DIR, value_name = "DIR")]
+        config_dir: PathBuf,
+        /// The state directory; the store is STATE_DIR/store.redb.
+        #[arg(long, env = "SCIM_SYNC_STATE_DIR", default_value = crate::init::DEFAULT_STATE_DIR, value_name = "DIR")]
+        state_dir: PathBuf,
+        /// Replace existing files (the tokens in them stop working).
+        #[arg(long)]
+        force: bool,
+        /// Do not try the control plane at the end.
+        #[arg(long)]
+        no_online_check: bool,
+        /// [scim] listen of the written config (a container needs 0.0.0.0:8080).
+        #[arg(long, env = "SCIM_SYNC_SCIM_LISTEN", default_value = crate::config::DEFAULT_SCIM_LISTEN, value_name = "ADDR")]
+        scim_listen: String,
+        /// [admin] listen of the written config.
+        #[arg(long, env = "SCIM_SYNC_ADMIN_LISTEN", default_value = DEFAULT_ADMIN_LISTEN, value_name = "ADDR")]
+        admin_listen: String,
+        /// Write [sync] dry_run = true: plans are computed and shown, Portkey is not changed.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Try it locally: the daemon next to the bundled control-plane simulator
     ///
@@ -116,10 +165,19 @@ pub enum Command {
     /// Validate a config file and the secrets in the environment, then exit
     ///
     /// Exits 0 when valid, 2 when not; the message names the key at fault and the fix.
-    #[command(after_help = EXIT_CODES_HELP)]
+    ///
+    /// With --online, then reaches the control plane with PORTKEY_API_KEY, tries each read
+    /// the daemon makes, says which Admin-API scope each needs and whether the key has it, and
+    /// lists the write scopes the daemon needs as well.
+    #[command(after_help = CHECK_CONFIG_HELP)]
     CheckConfig {
         #[arg(long, short, env = ENV_CONFIG, value_name = "FILE")]
         config: PathBuf,
+        #[command(flatten)]
+        secrets: EnvFileArg,
+        /// Also try the control plane with the key (reads only; nothing is changed).
+        #[arg(long)]
+        online: bool,
     },
     /// Print the hash of a token for `token_hashes` (reads the token from stdin if not given).
     HashToken {
@@ -169,6 +227,37 @@ pub enum Command {
     #[command(flatten)]
     Admin(AdminCommand),
 }
+
+/// Where the secrets come from besides the environment.
+#[derive(Args, Debug, Clone)]
+pub struct EnvFileArg {
+    /// Read SCIM_SYNC_SCIM_TOKEN, SCIM_SYNC_ADMIN_TOKEN and PORTKEY_API_KEY from this file
+    /// (KEY=VALUE lines, the format of systemd's EnvironmentFile=, as `scim-sync init` writes
+    /// it); a variable the file sets wins over the environment.
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Option<PathBuf>,
+}
+
+const CHECK_CONFIG_HELP: &str = "\
+Secrets come from the environment, or from --env-file. In a shell, load the env file with
+  set -a; . /etc/scim-sync/scim-sync.env; set +a
+
+Exit codes:
+  0  valid (and with --online, every read the daemon needs is allowed)
+  1  --online: the control plane refused a read the daemon needs, or the key
+  2  the config or the secrets are invalid (the message names the key and the fix)
+  3  --online: the control plane did not answer";
+
+const INIT_HELP: &str = "\
+Example:
+  scim-sync init --public-url https://scim.example.com/scim/v2 \\
+    --portkey-url https://portkey.example.com/v1 --idp okta
+
+Exit codes:
+  0  written (and the control plane check passed, unless --no-online-check)
+  1  a file or directory could not be written, or the control plane refused a read or the key
+  2  a value is missing or invalid, or a file exists (the message names the flag)
+  3  the control plane did not answer";
 
 /// Commands that talk to a running daemon's admin API.
 #[derive(Subcommand, Debug)]
@@ -322,11 +411,43 @@ impl Outcome {
 
 // ---- check-config, hash-token ----------------------------------------------------------------
 
-/// Validates the config file and the secrets in the process environment; returns the one-line
-/// summary printed on success.
-pub fn check_config(path: &Path) -> Result<String, CliError> {
-    let c = crate::config::Config::load(path, &crate::config::ProcessEnv)?;
-    Ok(format!(
+/// Loads the config with its secrets: the process environment, with the env file in front when
+/// one is given. The warnings are the config's and the env file's (one others can read).
+pub fn load_config(
+    path: &Path,
+    env_file: Option<&Path>,
+) -> Result<(crate::config::Config, Vec<crate::config::ConfigWarning>), CliError> {
+    let (config, mut warnings) = match env_file {
+        Some(p) => {
+            let file =
+                crate::envfile::EnvFile::read(p).map_err(|e| CliError::Usage(e.to_string()))?;
+            let config = crate::config::Config::load(path, &file)?;
+            (config, file.warnings)
+        }
+        None => (
+            crate::config::Config::load(path, &crate::config::ProcessEnv)?,
+            Vec::new(),
+        ),
+    };
+    warnings.extend(config.warnings.iter().cloned());
+    Ok((config, warnings))
+}
+
+/// Validates the config file and the secrets; returns the config, its warnings and the
+/// one-line summary printed on success.
+pub fn check_config(
+    path: &Path,
+    env_file: Option<&Path>,
+) -> Result<
+    (
+        crate::config::Config,
+        Vec<crate::config::ConfigWarning>,
+        String,
+    ),
+    CliError,
+> {
+    let (c, warnings) = load_config(path, env_file)?;
+    let line = format!(
         "config OK: SCIM on {}{} ({} token(s)), admin on {}, store {}, control plane {}",
         c.scim.listen,
         c.scim.base_path,
@@ -334,7 +455,8 @@ pub fn check_config(path: &Path) -> Result<String, CliError> {
         c.admin.listen,
         c.store.path.display(),
         c.portkey.base_url
-    ))
+    );
+    Ok((c, warnings, line))
 }
 
 /// The hash of `token`, or of the token read from `stdin` (trimmed) when `token` is `None`.

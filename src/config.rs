@@ -33,6 +33,49 @@ pub enum ConfigError {
     },
 }
 
+/// A value that works but is probably not what was meant. `check-config` prints these and
+/// `serve` logs them at startup; neither refuses to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    pub key: String,
+    pub problem: String,
+    pub fix: String,
+}
+
+impl fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "config key {}: {}. Fix: {}",
+            self.key, self.problem, self.fix
+        )
+    }
+}
+
+fn warning(key: &str, problem: impl Into<String>, fix: impl Into<String>) -> ConfigWarning {
+    ConfigWarning {
+        key: key.to_string(),
+        problem: problem.into(),
+        fix: fix.into(),
+    }
+}
+
+/// Where the setup (`scim-sync init`, the systemd unit, the container) keeps the secrets.
+pub const DEFAULT_ENV_FILE: &str = "/etc/scim-sync/scim-sync.env";
+
+/// How to get the env file's secrets into a shell or a command, for error messages.
+fn load_env_file_hint() -> String {
+    format!(
+        "load the env file first (`set -a; . {DEFAULT_ENV_FILE}; set +a`, or pass \
+         `--env-file {DEFAULT_ENV_FILE}` to check-config and serve; systemd reads it through \
+         EnvironmentFile=)"
+    )
+}
+
+/// Loopback ports of the bundled control-plane simulator: 8090 is `scim-sync demo`'s (and
+/// config/scim-sync.example.toml's), 8787 is the standalone `portkey-sim`'s default.
+pub const SIMULATOR_PORTS: [u16; 2] = [8090, 8787];
+
 fn invalid(key: &str, problem: impl Into<String>, fix: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.to_string(),
@@ -191,6 +234,8 @@ pub struct Config {
     pub sync: SyncConfig,
     pub mappings: Vec<GroupMapping>,
     pub log: LogConfig,
+    /// Values that work but are probably mistakes; see [`ConfigWarning`].
+    pub warnings: Vec<ConfigWarning>,
 }
 
 #[derive(Debug, Clone)]
@@ -432,19 +477,10 @@ impl Config {
             ),
         )?;
 
+        let mut warnings = Vec::new();
         let rate_limit = scim_rate_limit(&raw.scim)?;
         let public_url = match raw.scim.public_url {
-            Some(u) => {
-                let u = u.trim_end_matches('/').to_string();
-                if !(u.starts_with("http://") || u.starts_with("https://")) {
-                    return Err(invalid(
-                        "[scim] public_url",
-                        format!("'{u}' is not an http(s) URL"),
-                        "use the URL the IdP is given, e.g. https://scim.example.com/scim/v2",
-                    ));
-                }
-                Some(u)
-            }
+            Some(u) => Some(check_public_url(&u, &base_path, &mut warnings)?),
             None => None,
         };
         let max_body_bytes = raw.scim.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
@@ -509,6 +545,7 @@ impl Config {
             ));
         }
         check_transport(&base_url, raw.portkey.allow_insecure_http.unwrap_or(false))?;
+        check_admin_api_base(&base_url, &mut warnings)?;
         let api_key = env
             .get(ENV_PORTKEY_API_KEY)
             .map(Secret::new)
@@ -516,7 +553,11 @@ impl Config {
                 invalid(
                     ENV_PORTKEY_API_KEY,
                     "not set",
-                    "export PORTKEY_API_KEY with an Admin API key of the organisation",
+                    format!(
+                        "put an Admin API key of the Portkey organisation in {ENV_PORTKEY_API_KEY}: \
+                         {}",
+                        load_env_file_hint()
+                    ),
                 )
             })?;
         let p = &raw.portkey;
@@ -650,6 +691,24 @@ impl Config {
                     "name the SCIM group and the Portkey workspace",
                 ));
             }
+            // Group and workspace names are both matched case-insensitively, so entries that
+            // differ only in case are the same pair; two of them either repeat each other or
+            // give one group two roles in one workspace.
+            if let Some(j) = mappings.iter().position(|g: &GroupMapping| {
+                g.group.trim().eq_ignore_ascii_case(m.group.trim())
+                    && g.workspace.trim().to_lowercase() == m.workspace.trim().to_lowercase()
+            }) {
+                return Err(invalid(
+                    &format!("[[mapping.groups]] #{} and #{}", j + 1, i + 1),
+                    format!(
+                        "both map group '{}' to workspace '{}'",
+                        m.group.trim(),
+                        m.workspace.trim()
+                    ),
+                    "keep one entry per group and workspace, with the role that group should \
+                     give (a group may map to several workspaces, one entry each)",
+                ));
+            }
             mappings.push(GroupMapping {
                 group: m.group,
                 workspace: m.workspace,
@@ -700,6 +759,7 @@ impl Config {
             sync,
             mappings,
             log: LogConfig { format, level },
+            warnings,
         })
     }
 }
@@ -873,7 +933,8 @@ fn parse_addr(key: &str, value: Option<&str>, default: &str) -> Result<SocketAdd
     })
 }
 
-fn normalize_base_path(p: &str) -> Result<String, ConfigError> {
+/// `[scim] base_path` as served: leading `/`, no trailing `/`, empty for the root.
+pub fn normalize_base_path(p: &str) -> Result<String, ConfigError> {
     let trimmed = p.trim().trim_end_matches('/');
     if trimmed.is_empty() {
         return Ok(String::new());
@@ -918,18 +979,168 @@ fn tokens(
                 "use a long random token, e.g. `openssl rand -hex 32`",
             ));
         }
-        set.add_plain(t.trim());
+        // `scim-sync init` writes a token's hash to the file and the token itself to the env
+        // file (the CLI and the IdP setup need it); that is one token, not two.
+        if !set.verify(t.trim()) {
+            set.add_plain(t.trim());
+        }
     }
     if set.is_empty() {
         return Err(invalid(
             key,
             format!("no token configured (the list is empty and {env_name} is not set)"),
             format!(
-                "export {env_name}=<token>, or add the output of `scim-sync hash-token` to {key}"
+                "set {env_name}: {}. Or add the output of `scim-sync hash-token` to {key}",
+                load_env_file_hint()
             ),
         ));
     }
     Ok(set)
+}
+
+/// `[scim] public_url`: the URL the IdP is given, without the query string Entra's Tenant URL
+/// may carry, and (normally) ending in `base_path`.
+fn check_public_url(
+    raw: &str,
+    base_path: &str,
+    warnings: &mut Vec<ConfigWarning>,
+) -> Result<String, ConfigError> {
+    const KEY: &str = "[scim] public_url";
+    let u = raw.trim().trim_end_matches('/').to_string();
+    let url = reqwest::Url::parse(&u)
+        .ok()
+        .filter(|url| matches!(url.scheme(), "http" | "https") && url.host_str().is_some())
+        .ok_or_else(|| {
+            invalid(
+                KEY,
+                format!("'{u}' is not an http(s) URL"),
+                "use the URL the IdP is given, e.g. https://scim.example.com/scim/v2",
+            )
+        })?;
+    if url.query().is_some() || url.fragment().is_some() {
+        let bare = u.split(['?', '#']).next().unwrap_or_default();
+        return Err(invalid(
+            KEY,
+            format!(
+                "'{u}' carries a query string or fragment; it would be copied into every \
+                 meta.location and Location header"
+            ),
+            format!(
+                "set public_url = \"{bare}\". A flag such as ?aadOptscim062020 belongs only in \
+                 Entra's Tenant URL"
+            ),
+        ));
+    }
+    let path = url.path().trim_end_matches('/');
+    if path != base_path {
+        warnings.push(warning(
+            KEY,
+            format!(
+                "its path '{path}' is not [scim] base_path '{base_path}': the IdP will call \
+                 {path}/Users, scim-sync serves {base_path}/Users"
+            ),
+            format!(
+                "give both the same path (set base_path = \"{path}\", or end public_url in \
+                 {base_path}), unless a proxy in front rewrites {path} to {base_path}"
+            ),
+        ));
+    }
+    if url.scheme() == "http" && !is_loopback_host(&url) {
+        warnings.push(warning(
+            KEY,
+            format!("'{u}' is plain http; Okta and Entra only call https:// URLs"),
+            "put a TLS-terminating proxy in front (docs/tls.md) and give its https:// URL",
+        ));
+    }
+    Ok(u)
+}
+
+/// `[portkey] base_url` must be the Admin API base: every endpoint path (`/admin/users`) is
+/// appended to it, and all documented bases (Portkey's cloud, self-hosted control planes) end
+/// in the version segment `/v1`.
+fn check_admin_api_base(
+    base_url: &str,
+    warnings: &mut Vec<ConfigWarning>,
+) -> Result<(), ConfigError> {
+    const KEY: &str = "[portkey] base_url";
+    let url = reqwest::Url::parse(base_url).map_err(|e| {
+        invalid(
+            KEY,
+            format!("'{base_url}' is not a URL: {e}"),
+            "use e.g. https://portkey.example.com/v1",
+        )
+    })?;
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid(
+            KEY,
+            format!("'{base_url}' carries a query string or fragment"),
+            "use the Admin API base alone, e.g. https://portkey.example.com/v1",
+        ));
+    }
+    let path = url.path().trim_end_matches('/');
+    if !path.ends_with("/v1") {
+        let origin = url.origin().ascii_serialization();
+        let suggestion = match path.find("/v1/") {
+            // An endpoint pasted whole (…/v1/admin/users): keep up to the version segment.
+            Some(at) => format!("{origin}{}", &path[..at + 3]),
+            None => format!("{origin}{path}/v1"),
+        };
+        return Err(invalid(
+            KEY,
+            format!(
+                "'{base_url}' does not end in /v1, the Admin API's version segment, so every \
+                 call (base_url + /admin/users, ...) would miss"
+            ),
+            format!(
+                "use the Admin API base: https://api.portkey.ai/v1 for Portkey's cloud, or your \
+                 control plane's Admin API URL ending in /v1 (perhaps {suggestion})"
+            ),
+        ));
+    }
+    if is_loopback_host(&url)
+        && url
+            .port_or_known_default()
+            .is_some_and(|p| SIMULATOR_PORTS.contains(&p))
+    {
+        warnings.push(warning(
+            KEY,
+            format!(
+                "'{base_url}' is where the bundled control-plane simulator listens (scim-sync \
+                 demo, portkey-sim, config/scim-sync.example.toml); nothing will reach a real \
+                 Portkey"
+            ),
+            "set it to your control plane's Admin API base, e.g. https://api.portkey.ai/v1 or \
+             https://portkey.example.com/v1",
+        ));
+    }
+    Ok(())
+}
+
+/// The checks of `[portkey] base_url` alone (with `allow_insecure_http` off), for `init`'s
+/// `--portkey-url`; the warnings are those [`Config::warnings`] would carry.
+pub fn check_portkey_base_url(base_url: &str) -> Result<Vec<ConfigWarning>, ConfigError> {
+    if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+        return Err(invalid(
+            "[portkey] base_url",
+            format!("'{base_url}' is not an http(s) URL"),
+            "use e.g. https://portkey.example.com/v1",
+        ));
+    }
+    check_transport(base_url, false)?;
+    let mut warnings = Vec::new();
+    check_admin_api_base(base_url, &mut warnings)?;
+    Ok(warnings)
+}
+
+/// 127.0.0.0/8, ::1 or `localhost`. URL parsing has already turned IPv4 shorthands (`127.1`)
+/// into dotted form; IPv6 hosts come bracketed.
+fn is_loopback_host(url: &reqwest::Url) -> bool {
+    let host = url.host_str().unwrap_or_default();
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    }
 }
 
 /// Plain http is only accepted toward this machine: anywhere else the Admin API key (which can
@@ -942,18 +1153,7 @@ fn check_transport(base_url: &str, allow_insecure_http: bool) -> Result<(), Conf
             "use e.g. https://portkey.example.com/v1",
         )
     })?;
-    if url.scheme() != "http" || allow_insecure_http {
-        return Ok(());
-    }
-    // URL parsing has already turned IPv4 shorthands (`127.1`) into dotted form; IPv6 hosts
-    // come bracketed.
-    let host = url.host_str().unwrap_or_default();
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let loopback = match bare.parse::<std::net::IpAddr>() {
-        Ok(ip) => ip.is_loopback(),
-        Err(_) => host.eq_ignore_ascii_case("localhost"),
-    };
-    if loopback {
+    if url.scheme() != "http" || allow_insecure_http || is_loopback_host(&url) {
         return Ok(());
     }
     Err(invalid(
@@ -1010,6 +1210,33 @@ fn check_tokens_differ(
     Ok(())
 }
 
+/// The store's directory does not exist yet: normal on a fresh host, where systemd creates
+/// /var/lib/scim-sync (StateDirectory=) only when the service first starts. Nothing is created
+/// here, so the message says how; naming the nearest directory that does exist shows a typo.
+fn missing_store_dir(dir: &Path) -> ConfigError {
+    let ancestor = dir.ancestors().skip(1).find(|a| a.is_dir());
+    let mut fix = format!(
+        "create it (`install -d -m 0700 {d}`, owned by the user scim-sync runs as), or run \
+         `scim-sync init --state-dir {d}`, which creates it",
+        d = dir.display()
+    );
+    if dir == Path::new("/var/lib/scim-sync") {
+        fix.push_str(
+            "; the systemd unit's StateDirectory=scim-sync also creates it, but only when the \
+             service starts",
+        );
+    }
+    let problem = match ancestor {
+        Some(a) => format!(
+            "directory {} does not exist (the nearest existing one is {})",
+            dir.display(),
+            a.display()
+        ),
+        None => format!("directory {} does not exist", dir.display()),
+    };
+    invalid("[store] path", problem, fix)
+}
+
 /// The store file must be creatable: its directory exists and is writable, and the path is not
 /// a directory. Checked before anything starts so a typo fails fast.
 fn check_store_path(path: &Path) -> Result<(), ConfigError> {
@@ -1031,13 +1258,19 @@ fn check_store_path(path: &Path) -> Result<(), ConfigError> {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let meta = std::fs::metadata(&dir).map_err(|e| {
-        invalid(
-            "[store] path",
-            format!("directory {} is not usable: {e}", dir.display()),
-            "create the directory or choose another path",
-        )
-    })?;
+    let meta = match std::fs::metadata(&dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(missing_store_dir(&dir));
+        }
+        Err(e) => {
+            return Err(invalid(
+                "[store] path",
+                format!("directory {} is not usable: {e}", dir.display()),
+                "create the directory or choose another path",
+            ))
+        }
+    };
     if !meta.is_dir() {
         return Err(invalid(
             "[store] path",

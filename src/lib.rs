@@ -10,6 +10,8 @@
 //!   ([`http::serve`]: connection cap, timeouts, client address behind a trusted proxy).
 //! - [`portkey`]: the control-plane Admin API client.
 //! - [`app`]: wiring used by `main` (`serve`); [`demo`]: the same next to the bundled simulator.
+//! - [`init`]: a first config, env file and state directory; [`preflight`]: what the Admin API
+//!   key may do (`check-config --online`); [`envfile`]: systemd-style env files (`--env-file`).
 
 // Library code must not panic: a panic in a request handler drops the connection without a
 // SCIM answer, and one in the writer thread stops every write. Tests may.
@@ -28,10 +30,13 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod email;
+pub mod envfile;
 pub mod http;
+pub mod init;
 pub mod metrics;
 pub mod policy;
 pub mod portkey;
+pub mod preflight;
 pub mod reconcile;
 pub mod roles;
 pub mod scheduler;

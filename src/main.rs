@@ -6,9 +6,9 @@
 use anyhow::Context;
 use clap::Parser;
 use scim_sync::cli::{exit, Cli, Command};
-use scim_sync::config::{Config, LogFormat, ProcessEnv};
+use scim_sync::config::{LogFormat, ProcessEnv};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 fn init_logging(format: LogFormat, level: &str) {
@@ -37,10 +37,10 @@ fn runtime(multi_thread: bool) -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// The daemon. An invalid config, or a listener or store that cannot be opened, exits 2 (the
 /// message names the key); a failure while serving exits 1.
-fn serve(config: PathBuf) -> ExitCode {
-    let config = match Config::load(&config, &ProcessEnv) {
+fn serve(config: PathBuf, env_file: Option<PathBuf>) -> ExitCode {
+    let (config, warnings) = match scim_sync::cli::load_config(&config, env_file.as_deref()) {
         Ok(c) => c,
-        Err(e) => return fail(&e, exit::USAGE),
+        Err(e) => return fail(&e, e.exit_code()),
     };
     let rt = match runtime(true) {
         Ok(rt) => rt,
@@ -48,6 +48,9 @@ fn serve(config: PathBuf) -> ExitCode {
     };
     rt.block_on(async {
         init_logging(config.log.format, &config.log.level);
+        for w in &warnings {
+            tracing::warn!(key = %w.key, fix = %w.fix, "{}", w.problem);
+        }
         let running = match scim_sync::app::start(&config, scim_sync::app::shutdown_signal()).await
         {
             Ok(r) => r,
@@ -76,6 +79,46 @@ fn demo(opts: scim_sync::demo::DemoOptions) -> ExitCode {
     }
 }
 
+/// `check-config [--online]`: the offline checks (exit 2 on a bad config), their warnings on
+/// stderr, then the control plane with the key.
+fn check_config(path: &Path, env_file: Option<&Path>, online: bool) -> ExitCode {
+    let (config, warnings, line) = match scim_sync::cli::check_config(path, env_file) {
+        Ok(c) => c,
+        Err(e) => return fail(&e, e.exit_code()),
+    };
+    for w in &warnings {
+        eprintln!("scim-sync: warning: {w}");
+    }
+    print(&format!("{line}\n"));
+    if !online {
+        return ExitCode::SUCCESS;
+    }
+    let report = match runtime(false) {
+        Ok(rt) => rt.block_on(scim_sync::preflight::check(&config.portkey)),
+        Err(e) => return fail(&format!("{e:#}"), exit::FAILED),
+    };
+    print(&report.render());
+    ExitCode::from(report.exit_code())
+}
+
+/// `init`: write the files, print what to paste into the IdP, then check the result online.
+fn init(opts: &scim_sync::init::InitOptions, online: bool) -> ExitCode {
+    let setup = match scim_sync::init::run(opts, &ProcessEnv, &mut scim_sync::init::Terminal) {
+        Ok(s) => s,
+        Err(e) => return fail(&e, e.exit_code()),
+    };
+    print(&setup.output);
+    if !online {
+        return ExitCode::SUCCESS;
+    }
+    print(&format!(
+        "\nscim-sync check-config --online --config {} --env-file {}\n",
+        setup.config_path.display(),
+        setup.env_path.display()
+    ));
+    check_config(&setup.config_path, Some(&setup.env_path), true)
+}
+
 fn fail(e: &dyn std::fmt::Display, code: u8) -> ExitCode {
     eprintln!("scim-sync: {e}");
     ExitCode::from(code)
@@ -101,7 +144,32 @@ fn outcome(r: Result<scim_sync::cli::Outcome, scim_sync::cli::CliError>) -> Exit
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config } => serve(config),
+        Command::Serve { config, secrets } => serve(config, secrets.env_file),
+        Command::Init {
+            public_url,
+            portkey_url,
+            idp,
+            config_dir,
+            state_dir,
+            force,
+            no_online_check,
+            scim_listen,
+            admin_listen,
+            dry_run,
+        } => init(
+            &scim_sync::init::InitOptions {
+                public_url,
+                portkey_url,
+                idp,
+                config_dir,
+                state_dir,
+                force,
+                scim_listen,
+                admin_listen,
+                dry_run,
+            },
+            !no_online_check,
+        ),
         Command::Demo {
             store,
             scim_port,
@@ -113,13 +181,11 @@ fn main() -> ExitCode {
             admin_port,
             sim_port,
         }),
-        Command::CheckConfig { config } => match scim_sync::cli::check_config(&config) {
-            Ok(line) => {
-                print(&format!("{line}\n"));
-                ExitCode::SUCCESS
-            }
-            Err(e) => fail(&e, e.exit_code()),
-        },
+        Command::CheckConfig {
+            config,
+            secrets,
+            online,
+        } => check_config(&config, secrets.env_file.as_deref(), online),
         Command::HashToken { token } => match scim_sync::cli::hash_token(token, std::io::stdin()) {
             Ok(hash) => {
                 print(&format!("{hash}\n"));
