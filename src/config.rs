@@ -1635,6 +1635,184 @@ mod tests {
         assert_eq!(err(&text, &env()), "no error");
     }
 
+    fn load(text: &str) -> Result<Config, String> {
+        Config::from_toml(text, Path::new("t.toml"), &env()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn base_url_must_be_the_admin_api_base() {
+        for (url, suggestion) in [
+            (
+                "https://portkey.example.com",
+                "perhaps https://portkey.example.com/v1",
+            ),
+            (
+                "https://portkey.example.com/api",
+                "perhaps https://portkey.example.com/api/v1",
+            ),
+            (
+                "https://portkey.example.com/v1/admin/users",
+                "perhaps https://portkey.example.com/v1)",
+            ),
+        ] {
+            let e = err(&with_base_url(url, ""), &env());
+            assert!(
+                e.contains("[portkey] base_url") && e.contains("does not end in /v1"),
+                "{url}: {e}"
+            );
+            assert!(e.contains(suggestion), "{url}: {e}");
+        }
+        let e = err(&with_base_url("https://p.example.com/v1?x=1", ""), &env());
+        assert!(e.contains("query string"), "{e}");
+        for ok in [
+            "https://api.portkey.ai/v1",
+            "https://portkey.internal.example.com/api/v1/",
+        ] {
+            assert_eq!(err(&with_base_url(ok, ""), &env()), "no error", "{ok}");
+        }
+    }
+
+    #[test]
+    fn the_simulators_address_is_a_warning() {
+        for url in [
+            "http://127.0.0.1:8090/v1",
+            "http://localhost:8787/v1",
+            "http://[::1]:8090/v1",
+        ] {
+            let c = load(&with_base_url(url, "")).unwrap();
+            assert_eq!(c.warnings.len(), 1, "{url}");
+            let w = c.warnings[0].to_string();
+            assert!(
+                w.contains("[portkey] base_url") && w.contains("simulator"),
+                "{w}"
+            );
+        }
+        let c = load(&with_base_url("http://127.0.0.1:9/v1", "")).unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn public_url_query_strings_are_refused() {
+        let e = err(
+            &format!(
+                "{MIN}[scim]\npublic_url = \"https://scim.example.com/scim/v2?aadOptscim062020\"\n"
+            ),
+            &env(),
+        );
+        assert!(
+            e.contains("[scim] public_url")
+                && e.contains("public_url = \"https://scim.example.com/scim/v2\"")
+                && e.contains("Tenant URL"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn public_url_path_other_than_base_path_is_a_warning() {
+        let c = load(&format!(
+            "{MIN}[scim]\npublic_url = \"https://scim.example.com/scim/v2/\"\n"
+        ))
+        .unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert_eq!(
+            c.scim.public_url.as_deref(),
+            Some("https://scim.example.com/scim/v2")
+        );
+        let c = load(&format!(
+            "{MIN}[scim]\nbase_path = \"/scim\"\npublic_url = \"https://scim.example.com/scim/v2\"\n"
+        ))
+        .unwrap();
+        let w: Vec<String> = c.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("[scim] public_url")
+                && w[0].contains("'/scim/v2' is not [scim] base_path '/scim'")
+                && w[0].contains("rewrites"),
+            "{w:?}"
+        );
+        let c = load(&format!(
+            "{MIN}[scim]\npublic_url = \"http://scim.example.com/scim/v2\"\n"
+        ))
+        .unwrap();
+        assert!(
+            c.warnings[0].to_string().contains("https://"),
+            "{:?}",
+            c.warnings
+        );
+    }
+
+    #[test]
+    fn duplicate_group_mappings_are_refused() {
+        let entry = |g: &str, w: &str, r: &str| {
+            format!("[[mapping.groups]]\ngroup = \"{g}\"\nworkspace = \"{w}\"\nrole = \"{r}\"\n")
+        };
+        let text = format!(
+            "{MIN}{}{}{}",
+            entry("Eng", "Engineering", "member"),
+            entry("Eng", "Research", "member"),
+            entry(" eng ", "ENGINEERING", "admin"),
+        );
+        let e = err(&text, &env());
+        assert!(
+            e.contains("[[mapping.groups]] #1 and #3")
+                && e.contains("group 'eng' to workspace 'ENGINEERING'")
+                && e.contains("Fix"),
+            "{e}"
+        );
+        // One group to several workspaces, and several groups to one workspace, are fine.
+        let text = format!(
+            "{MIN}{}{}{}",
+            entry("Eng", "Engineering", "member"),
+            entry("Eng", "Research", "member"),
+            entry("Leads", "Engineering", "admin"),
+        );
+        assert_eq!(err(&text, &env()), "no error");
+    }
+
+    #[test]
+    fn a_missing_store_directory_says_how_to_create_it() {
+        let e = err(
+            "[portkey]\nbase_url = \"http://x/v1\"\n[store]\npath = \"/nonexistent-dir/sub/x.redb\"\n",
+            &env(),
+        );
+        assert!(
+            e.contains("[store] path")
+                && e.contains("directory /nonexistent-dir/sub does not exist")
+                && e.contains("nearest existing one is /")
+                && e.contains("install -d -m 0700 /nonexistent-dir/sub")
+                && e.contains("scim-sync init --state-dir"),
+            "{e}"
+        );
+        // The systemd state directory is named as such.
+        let e = missing_store_dir(Path::new("/var/lib/scim-sync")).to_string();
+        assert!(e.contains("StateDirectory"), "{e}");
+    }
+
+    #[test]
+    fn missing_secrets_say_how_to_load_the_env_file() {
+        for var in [ENV_SCIM_TOKEN, ENV_ADMIN_TOKEN, ENV_PORTKEY_API_KEY] {
+            let mut env = env();
+            env.remove(var);
+            let e = err(MIN, &env);
+            assert!(
+                e.contains(var)
+                    && e.contains("set -a; . /etc/scim-sync/scim-sync.env; set +a")
+                    && e.contains("--env-file"),
+                "{var}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_token_given_as_hash_and_in_the_environment_counts_once() {
+        let text = format!(
+            "{MIN}[scim]\ntoken_hashes = [\"{}\"]\n",
+            crate::token::hash_token("scim-token-0123456789")
+        );
+        let c = load(&text).unwrap();
+        assert_eq!(c.scim.tokens.len(), 1);
+    }
+
     #[test]
     fn base_path_rules() {
         assert_eq!(

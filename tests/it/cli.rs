@@ -9,26 +9,30 @@ use std::path::Path;
 use std::process::Stdio;
 use tokio::io::AsyncWriteExt;
 
-const BIN: &str = env!("CARGO_BIN_EXE_scim-sync");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_scim-sync");
 
 /// Variables the binary reads; cleared so the caller's environment cannot leak in.
-const READ_ENV: [&str; 6] = [
+pub(crate) const READ_ENV: [&str; 10] = [
     "SCIM_SYNC_CONFIG",
     "SCIM_SYNC_ADMIN_URL",
     "SCIM_SYNC_ADMIN_TOKEN",
     "SCIM_SYNC_SCIM_TOKEN",
     "PORTKEY_API_KEY",
     "SCIM_SYNC_LOG",
+    "SCIM_SYNC_CONFIG_DIR",
+    "SCIM_SYNC_STATE_DIR",
+    "SCIM_SYNC_SCIM_LISTEN",
+    "SCIM_SYNC_ADMIN_LISTEN",
 ];
 
 #[derive(Debug)]
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Out {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
-async fn run_with(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Out {
+pub(crate) async fn run_with(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Out {
     let mut cmd = tokio::process::Command::new(BIN);
     cmd.args(args)
         .stdin(Stdio::piped())

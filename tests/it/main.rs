@@ -7,6 +7,7 @@ mod crash;
 mod deprovisioning;
 mod e2e;
 mod hardening;
+mod init;
 mod lifecycle;
 mod limits;
 mod portkey;
