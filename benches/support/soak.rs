@@ -20,6 +20,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -1023,7 +1024,9 @@ pub async fn run(opts: Options) -> Report {
                 fault: FAULTS[fault].0.to_string(),
             };
             if opts.verbose {
-                println!(
+                // A full disk (the log is a file) must not end the soak: the line is dropped.
+                let _ = writeln!(
+                    std::io::stdout(),
                     "t={:>7.0}s rss={:>7.1}MiB store={:>7.2}MiB requests={:>8} p50={:>6.2}ms p99={:>7.2}ms max={:>8.1}ms kills={} fault={}",
                     s.at_s,
                     s.rss_kib as f64 / 1024.0,

@@ -5,6 +5,7 @@ mod common;
 mod connections;
 mod crash;
 mod deprovisioning;
+mod doc_snippets;
 mod e2e;
 mod hardening;
 mod init;
