@@ -13,7 +13,7 @@
 //! A block preceded by `<!-- not-tested: reason -->` is skipped (and the reason printed).
 
 use crate::common::test_env;
-use clap::{CommandFactory, Parser};
+use clap::Parser;
 use scim_sync::cli::Cli;
 use scim_sync::config::Config;
 use std::path::{Path, PathBuf};
@@ -24,17 +24,6 @@ const SHIPPED_CONFIGS: [&str; 4] = [
     "contrib/config/okta.toml",
     "contrib/config/entra.toml",
     "contrib/container/scim-sync.toml",
-];
-
-/// Subcommands and flags agreed for this release whose code may land after these docs. While
-/// the binary lacks one, a command using it is reported as pending instead of failing; once the
-/// binary has it, the command is checked like any other.
-const PENDING_SUBCOMMANDS: [&str; 1] = ["init"];
-/// (subcommand, flag, whether the flag takes a value)
-const PENDING_FLAGS: [(&str, &str, bool); 3] = [
-    ("check-config", "--online", false),
-    ("check-config", "--env-file", true),
-    ("serve", "--env-file", true),
 ];
 
 fn root() -> PathBuf {
@@ -397,45 +386,16 @@ fn command_lines(block: &Block) -> Vec<(usize, String)> {
     out
 }
 
-/// Whether the binary has `flag` on `sub`.
-fn has_flag(sub: &str, flag: &str) -> bool {
-    let cli = Cli::command();
-    let long = flag.trim_start_matches("--");
-    cli.find_subcommand(sub)
-        .is_some_and(|s| s.get_arguments().any(|a| a.get_long() == Some(long)))
-}
-
 enum Parsed {
     Ok,
-    /// Uses a subcommand or flag that the binary does not have yet (see [`PENDING_FLAGS`]).
-    Pending(String),
     Err(String),
 }
 
 fn parse_command(args: &[String], doc_exports_config: bool) -> Parsed {
-    let Some(sub) = args.first() else {
+    if args.is_empty() {
         return Parsed::Err("`scim-sync` without a subcommand".into());
-    };
-    if PENDING_SUBCOMMANDS.contains(&sub.as_str()) && Cli::command().find_subcommand(sub).is_none()
-    {
-        return Parsed::Pending(format!(
-            "subcommand `{sub}` is not in this binary yet; the command was not checked"
-        ));
     }
-    let mut args = args.to_vec();
-    let mut pending = Vec::new();
-    for (s, flag, takes_value) in PENDING_FLAGS {
-        if sub == s && !has_flag(s, flag) {
-            if let Some(i) = args
-                .iter()
-                .position(|a| a == flag || a.starts_with(&format!("{flag}=")))
-            {
-                let with_value = takes_value && !args[i].contains('=');
-                args.drain(i..(i + 1 + usize::from(with_value)).min(args.len()));
-                pending.push(format!("`{sub} {flag}`"));
-            }
-        }
-    }
+    let args = args.to_vec();
     let argv = std::iter::once("scim-sync".to_string()).chain(args.iter().cloned());
     let result = match Cli::try_parse_from(argv.clone()) {
         Err(e)
@@ -458,14 +418,7 @@ fn parse_command(args: &[String], doc_exports_config: bool) -> Parsed {
             ) => {}
         Err(e) => return Parsed::Err(e.to_string().lines().next().unwrap_or("").to_string()),
     }
-    if pending.is_empty() {
-        Parsed::Ok
-    } else {
-        Parsed::Pending(format!(
-            "{} not in this binary yet; the rest of the command was checked",
-            pending.join(", ")
-        ))
-    }
+    Parsed::Ok
 }
 
 // ---- the test --------------------------------------------------------------------------------
@@ -474,7 +427,7 @@ fn parse_command(args: &[String], doc_exports_config: bool) -> Parsed {
 fn every_toml_and_command_snippet_in_the_docs_works_with_this_build() {
     let dir = tempfile::tempdir().unwrap();
     let mut failures = Vec::new();
-    let (mut tomls, mut commands, mut pending, mut skipped) = (0, 0, 0, 0);
+    let (mut tomls, mut commands, mut skipped) = (0, 0, 0);
     for file in doc_files() {
         let page = std::fs::read_to_string(&file).unwrap();
         let exports_config = page.contains("SCIM_SYNC_CONFIG=");
@@ -501,10 +454,6 @@ fn every_toml_and_command_snippet_in_the_docs_works_with_this_build() {
                             commands += 1;
                             match parse_command(&args, exports_config) {
                                 Parsed::Ok => {}
-                                Parsed::Pending(what) => {
-                                    pending += 1;
-                                    eprintln!("{name}:{n}: note: {what}: `{line}`");
-                                }
                                 Parsed::Err(e) => {
                                     failures.push(format!("{name}:{n}: `{line}`: {e}"));
                                 }
@@ -517,7 +466,7 @@ fn every_toml_and_command_snippet_in_the_docs_works_with_this_build() {
         }
     }
     eprintln!(
-        "doc snippets: {tomls} toml block(s), {commands} scim-sync command(s) ({pending} pending), \
+        "doc snippets: {tomls} toml block(s), {commands} scim-sync command(s), \
          {skipped} block(s) marked not-tested"
     );
     assert!(

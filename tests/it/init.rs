@@ -863,14 +863,15 @@ async fn contrib_configs_pass_check_config_with_the_env_file_and_the_state_dir()
 
 /// The commands used when README.md has no block marked `<!-- admin-path -->`.
 const OWN_ADMIN_PATH: &str = r#"
-export PUBLIC_URL=https://scim.example.com/scim/v2
-export PORTKEY_URL=https://portkey.example.com/v1
-export SCIM_SYNC_CONFIG_DIR=/etc/scim-sync SCIM_SYNC_STATE_DIR=/var/lib/scim-sync
-sudo -E scim-sync init --idp okta --public-url "$PUBLIC_URL" --portkey-url "$PORTKEY_URL" \
+cargo build --release --locked
+install -m 0755 target/release/scim-sync /usr/local/bin/
+scim-sync init --public-url "$PUBLIC_URL" --portkey-url "$PORTKEY_URL" --idp okta \
   --config-dir "$SCIM_SYNC_CONFIG_DIR" --state-dir "$SCIM_SYNC_STATE_DIR"
-sudo systemctl enable --now scim-sync
-set -a; . "$SCIM_SYNC_CONFIG_DIR/scim-sync.env"; set +a
-scim-sync plan --config "$SCIM_SYNC_CONFIG_DIR/scim-sync.toml"
+systemctl enable --now scim-sync
+set -a && . "$SCIM_SYNC_CONFIG_DIR/scim-sync.env" && set +a
+export SCIM_SYNC_CONFIG="$SCIM_SYNC_CONFIG_DIR/scim-sync.toml"
+scim-sync plan
+scim-sync resync --wait
 "#;
 
 /// The fenced block after `<!-- admin-path -->` in README.md, if there is one.
@@ -916,20 +917,118 @@ impl Drop for Daemon {
             .ok()
             .and_then(|p| p.trim().parse::<i32>().ok())
         {
-            // SAFETY: kill(2) with a pid this test started; no memory is involved.
+            // SAFETY: kill(2) on the pid of the daemon this test started; no memory involved.
             unsafe { libc::kill(pid, libc::SIGTERM) };
         }
     }
 }
 
-/// README's admin path, run as written on a fresh directory against the simulator: only the
-/// variables it uses for URLs and directories ($PUBLIC_URL, $PORTKEY_URL,
-/// $SCIM_SYNC_CONFIG_DIR, $SCIM_SYNC_STATE_DIR) and the key ($PORTKEY_API_KEY) are the test's.
-/// Host steps a test cannot take are stand-ins: `sudo` runs the command as is, `systemctl
-/// start|enable --now|restart scim-sync` runs what the unit runs (serve with the config and
-/// the env file) in the background and waits for it to listen, `cargo build` is skipped (the
-/// test built the binary, which is first on PATH). Then, as the IdP would, a user is created
-/// with the token `init` printed, and must reach the control plane.
+/// One bash, fed the admin path a command at a time, so the test can act as the IdP in
+/// between; the state a command leaves (variables, `set -a; . FILE`) carries to the next.
+struct Shell {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    stdout: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    /// Everything the commands printed on stdout so far.
+    transcript: String,
+}
+
+impl Shell {
+    async fn start(env: &[(&str, String)], prelude: &str) -> Shell {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+        let mut cmd = tokio::process::Command::new("bash");
+        cmd.args(["--noprofile", "--norc"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        for k in READ_ENV {
+            cmd.env_remove(k);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(prelude.as_bytes()).await.unwrap();
+        let stdout = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut err_pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err_pipe.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Shell {
+            child,
+            stdin,
+            stdout,
+            stderr,
+            transcript: String::new(),
+        }
+    }
+
+    /// Runs one command as written (its stdin is /dev/null) and returns its exit status.
+    async fn run(&mut self, command: &str) -> i32 {
+        use tokio::io::AsyncWriteExt;
+        self.transcript.push_str(&format!("$ {command}\n"));
+        let wrapped =
+            format!("{{\n{command}\n}} </dev/null\n__rc=$?; __pin; echo \"__DONE__ $__rc\"\n");
+        self.stdin.write_all(wrapped.as_bytes()).await.unwrap();
+        let read = async {
+            while let Some(line) = self.stdout.next_line().await.unwrap() {
+                // Output without a final newline (curl's) runs into the marker.
+                if let Some(at) = line.find("__DONE__ ") {
+                    self.transcript.push_str(&line[..at]);
+                    self.transcript.push('\n');
+                    return line[at + 9..].trim().parse().unwrap_or(-1);
+                }
+                self.transcript.push_str(&line);
+                self.transcript.push('\n');
+            }
+            -1
+        };
+        tokio::time::timeout(Duration::from_secs(60), read)
+            .await
+            .unwrap_or_else(|_| panic!("`{command}` did not finish within 60 s\n{}", self.log()))
+    }
+
+    fn log(&self) -> String {
+        format!(
+            "--- stdout\n{}--- stderr\n{}",
+            self.transcript,
+            self.stderr.lock().unwrap()
+        )
+    }
+}
+
+/// The commands that look at people: before the first of them, the admin has connected the
+/// IdP and assigned a test person (README, "Connect the IdP ... assign one test person").
+fn reads_people(command: &str) -> bool {
+    ["plan", "explain", "status", "resync", "approve-deletions"]
+        .iter()
+        .any(|c| command.contains(&format!("scim-sync {c}")))
+}
+
+/// README's admin path, run as written on a fresh directory against the simulator. The test
+/// sets only the variables the README uses for URLs, directories and the key: $PUBLIC_URL (the
+/// daemon's own loopback URL, standing in for the TLS proxy), $PORTKEY_URL (the simulator),
+/// $SCIM_SYNC_CONFIG_DIR, $SCIM_SYNC_STATE_DIR, $PORTKEY_API_KEY; and the listen addresses
+/// `init` writes (SCIM_SYNC_SCIM_LISTEN, SCIM_SYNC_ADMIN_LISTEN) so that free ports are used.
+/// Steps on the host a test cannot take have stand-ins: `cargo build` and `install` into
+/// /usr or /etc/systemd are skipped (the binary under test is first on PATH), `sudo` runs the
+/// command as it is, `systemctl start|enable --now|restart scim-sync` runs what the unit runs
+/// (`serve` with the config and the env file) in the background and waits for it to listen.
+/// The test plays the IdP: before the first command that looks at people, it creates a person
+/// with the token `init` printed. At the end that person must have reached the control plane.
 #[tokio::test]
 async fn the_readme_admin_path_from_init_to_a_user_in_the_control_plane() {
     let block = match readme_admin_path() {
@@ -942,17 +1041,31 @@ async fn the_readme_admin_path_from_init_to_a_user_in_the_control_plane() {
             OWN_ADMIN_PATH.to_string()
         }
     };
+    let cmds = commands(&block);
+    assert!(
+        cmds.iter().any(|c| c.contains("scim-sync init")),
+        "the admin path has no `scim-sync init`:\n{block}"
+    );
+    // The test person: the one the admin path explains, if it names one.
+    let person = cmds
+        .iter()
+        .find_map(|c| c.split("scim-sync explain ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or("first.user@example.com")
+        .to_string();
+
     let s = sim(&[]).await;
     let dir = tempfile::tempdir().unwrap();
     let etc = dir.path().join("etc/scim-sync");
     let state = dir.path().join("var/lib/scim-sync");
     let (scim_port, admin_port) = (free_port(), free_port());
+    let public_url = format!("http://127.0.0.1:{scim_port}/scim/v2");
     let pid_file = dir.path().join("serve.pid");
     let serve_log = dir.path().join("serve.log");
     let _daemon = Daemon(pid_file.clone());
 
     let pinned = [
-        ("PUBLIC_URL", PUBLIC_URL.to_string()),
+        ("PUBLIC_URL", public_url.clone()),
         ("PORTKEY_URL", s.base_url()),
         ("SCIM_SYNC_CONFIG_DIR", etc.display().to_string()),
         ("SCIM_SYNC_STATE_DIR", state.display().to_string()),
@@ -960,11 +1073,10 @@ async fn the_readme_admin_path_from_init_to_a_user_in_the_control_plane() {
     ];
     let pin: String = pinned
         .iter()
-        .map(|(k, v)| format!("export {k}='{v}'\n"))
+        .map(|(k, v)| format!("  export {k}='{v}'\n"))
         .collect();
-    let mut script = format!(
-        r#"set -e
-__pin() {{
+    let prelude = format!(
+        r#"__pin() {{
 {pin}}}
 __ready() {{
   for _ in $(seq 200); do
@@ -974,7 +1086,11 @@ __ready() {{
   echo "the daemon did not start; its log:" >&2; cat '{log}' >&2; return 1
 }}
 __stop() {{
-  if [ -s '{pid}' ]; then kill "$(cat '{pid}')" 2>/dev/null || true; sleep 0.5; : > '{pid}'; fi
+  if [ -s '{pid}' ]; then
+    kill "$(cat '{pid}')" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$(cat '{pid}')" 2>/dev/null || break; sleep 0.05; done
+    : > '{pid}'
+  fi
 }}
 __serve() {{
   __stop
@@ -1000,79 +1116,78 @@ systemctl() {{
   esac
 }}
 cargo() {{ echo "note: not run here (the test built the binary): cargo $*" >&2; }}
+install() {{
+  case "${{@: -1}}" in
+    /usr/*|/etc/systemd/*) echo "note: not run here (host install): install $*" >&2 ;;
+    *) command install "$@" ;;
+  esac
+}}
 __pin
 "#,
         log = serve_log.display(),
         pid = pid_file.display(),
     );
-    let cmds = commands(&block);
-    assert!(
-        cmds.iter().any(|c| c.contains("scim-sync init")),
-        "the admin path has no `scim-sync init`:\n{block}"
-    );
-    for c in &cmds {
-        script.push_str(c);
-        script.push_str("\n__pin\n");
-    }
-
     let bin_dir = Path::new(BIN).parent().unwrap();
-    let path = format!(
-        "{}:{}",
-        bin_dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let mut cmd = tokio::process::Command::new("bash");
-    cmd.arg("-c")
-        .arg(&script)
-        .env("PATH", path)
-        .env("SCIM_SYNC_SCIM_LISTEN", format!("127.0.0.1:{scim_port}"))
-        .env("SCIM_SYNC_ADMIN_LISTEN", format!("127.0.0.1:{admin_port}"))
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    for k in READ_ENV {
-        if !k.ends_with("_LISTEN") {
-            cmd.env_remove(k);
+    let env = [
+        (
+            "PATH",
+            format!(
+                "{}:{}",
+                bin_dir.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        ),
+        ("SCIM_SYNC_SCIM_LISTEN", format!("127.0.0.1:{scim_port}")),
+        ("SCIM_SYNC_ADMIN_LISTEN", format!("127.0.0.1:{admin_port}")),
+    ];
+    let mut sh = Shell::start(&env, &prelude).await;
+    let http = reqwest::Client::new();
+    let mut pushed = false;
+    for c in &cmds {
+        if !pushed && reads_people(c) {
+            // The IdP: the token init printed, at the URL init was given.
+            let token = sh
+                .transcript
+                .lines()
+                .find(|l| {
+                    let t = l.trim_start();
+                    t.starts_with("Authorization ") || t.starts_with("Secret Token ")
+                })
+                .and_then(|l| l.split_whitespace().last())
+                .unwrap_or_else(|| panic!("init printed no token\n{}", sh.log()))
+                .to_string();
+            let r = http
+                .post(format!("{public_url}/Users"))
+                .bearer_auth(&token)
+                .json(&crate::common::user(&person))
+                .send()
+                .await;
+            let status = r.as_ref().map(|r| r.status().as_u16()).ok();
+            assert_eq!(
+                status,
+                Some(201),
+                "the IdP could not create {person} before `{c}`: {r:?}\n{}",
+                sh.log()
+            );
+            pushed = true;
         }
+        let rc = sh.run(c).await;
+        assert_eq!(rc, 0, "`{c}` exited {rc}\n{}", sh.log());
     }
-    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
-        .await
-        .expect("the admin path finished within 60 s")
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        out.status.success(),
-        "the admin path failed:\n{script}\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
-    );
-    assert!(
-        etc.join("scim-sync.toml").exists() && state.is_dir(),
-        "{stdout}"
+        pushed,
+        "the admin path never looks at people (plan, explain, status):\n{block}"
     );
     assert!(
         std::fs::read_to_string(&pid_file).is_ok_and(|p| !p.trim().is_empty()),
         "the admin path never started the daemon:\n{block}"
     );
 
-    // The IdP: the token init printed, the base URL's path, the daemon's port.
-    let token = stdout
-        .lines()
-        .find(|l| {
-            let t = l.trim_start();
-            t.starts_with("Authorization ") || t.starts_with("Secret Token ")
-        })
-        .and_then(|l| l.split_whitespace().last())
-        .unwrap_or_else(|| panic!("init printed no token:\n{stdout}"))
-        .to_string();
-    let http = reqwest::Client::new();
-    let r = http
-        .post(format!("http://127.0.0.1:{scim_port}/scim/v2/Users"))
-        .bearer_auth(&token)
-        .json(&crate::common::user("first.user@example.com"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{:?}", r.text().await);
-
+    let has_invite = |v: &Value| {
+        v["data"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|i| i["email"] == json!(person)))
+    };
     let mut invites = Value::Null;
     for _ in 0..200 {
         invites = http
@@ -1084,20 +1199,18 @@ __pin
             .json()
             .await
             .unwrap();
-        if invites["data"].as_array().is_some_and(|d| {
-            d.iter()
-                .any(|i| i["email"] == json!("first.user@example.com"))
-        }) {
+        if has_invite(&invites) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(
-        invites["data"].as_array().is_some_and(|d| d
-            .iter()
-            .any(|i| i["email"] == json!("first.user@example.com"))),
-        "no invite reached the control plane: {invites}\n--- serve log\n{}",
+        has_invite(&invites),
+        "{person} never reached the control plane: {invites}\n{}\n--- serve log\n{}",
+        sh.log(),
         std::fs::read_to_string(&serve_log).unwrap_or_default()
     );
+    drop(sh.stdin);
+    let _ = sh.child.wait().await;
     s.shutdown().await;
 }
