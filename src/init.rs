@@ -627,6 +627,56 @@ mod tests {
         assert!(parse_portkey_url("http://portkey.example.com/v1").is_err());
     }
 
+    /// Answers in order; records what was said.
+    struct Script(Vec<&'static str>, Vec<String>);
+
+    impl Ask for Script {
+        fn ask(&mut self, question: &str, _secret: bool) -> Option<String> {
+            self.1.push(question.to_string());
+            (!self.0.is_empty()).then(|| self.0.remove(0).to_string())
+        }
+        fn say(&mut self, line: &str) {
+            self.1.push(line.to_string());
+        }
+    }
+
+    #[test]
+    fn missing_values_are_asked_and_a_refused_answer_is_asked_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = InitOptions {
+            public_url: None,
+            portkey_url: None,
+            idp: None,
+            config_dir: dir.path().join("etc"),
+            state_dir: dir.path().join("state"),
+            force: false,
+            scim_listen: "127.0.0.1:8080".into(),
+            admin_listen: "127.0.0.1:8081".into(),
+            dry_run: false,
+        };
+        let mut script = Script(
+            vec![
+                "https://scim.example.com/scim/v2?aadOptscim062020",
+                "https://scim.example.com/scim/v2",
+                "https://portkey.example.com/v1",
+                "Entra",
+                "pk-from-the-prompt",
+            ],
+            Vec::new(),
+        );
+        let setup = run(&opts, &HashMap::new(), &mut script).unwrap();
+        assert!(script.0.is_empty(), "every answer used");
+        assert!(
+            script.1.iter().any(|l| l.starts_with("--public-url:")),
+            "{:?}",
+            script.1
+        );
+        assert!(setup.output.contains("Tenant URL"), "{}", setup.output);
+        assert!(!setup.api_key_missing);
+        let env = std::fs::read_to_string(&setup.env_path).unwrap();
+        assert!(env.contains("PORTKEY_API_KEY=pk-from-the-prompt"), "{env}");
+    }
+
     #[test]
     fn tokens_are_long_and_fresh() {
         let (a, b) = (fresh_token(), fresh_token());
