@@ -8,6 +8,7 @@
 //! - [`store`]: redb tables, unique indexes, the user→groups reverse index, the change feed.
 //! - [`http`]: warp servers (SCIM under the base path, admin).
 //! - [`portkey`]: the control-plane Admin API client.
+//! - [`fuzzing`]: the properties the fuzz targets (`fuzz/`) and `tests/it/fuzz_props.rs` check.
 //! - [`app`]: wiring used by `main` (`serve`); [`demo`]: the same next to the bundled simulator.
 
 // Library code must not panic: a panic in a request handler drops the connection without a
@@ -27,6 +28,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod email;
+pub mod fuzzing;
 pub mod http;
 pub mod metrics;
 pub mod policy;

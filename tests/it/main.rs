@@ -5,6 +5,7 @@ mod common;
 mod crash;
 mod deprovisioning;
 mod e2e;
+mod fuzz_props;
 mod hardening;
 mod lifecycle;
 mod limits;
