@@ -76,6 +76,50 @@ fn load_env_file_hint() -> String {
 /// config/scim-sync.example.toml's), 8787 is the standalone `portkey-sim`'s default.
 pub const SIMULATOR_PORTS: [u16; 2] = [8090, 8787];
 
+/// The key of the first number the `config` crate cannot hold (integers beyond `i64`, floats
+/// that overflow), which it reports without naming the key ("number too large to fit in target
+/// type"), as `section.key` like its other errors. `None` when there is none or the text is not
+/// TOML (the crate's own error then says where).
+fn out_of_range_key(text: &str) -> Option<String> {
+    let table = toml::de::DeTable::parse(text).ok()?.into_inner();
+    out_of_range_in(&table)
+}
+
+fn out_of_range_in(table: &toml::de::DeTable<'_>) -> Option<String> {
+    table.iter().find_map(|(key, value)| {
+        let name = key.get_ref();
+        out_of_range_value(value.get_ref()).map(|inner| match inner {
+            Some(rest) => format!("{name}.{rest}"),
+            None => name.to_string(),
+        })
+    })
+}
+
+/// `Some(None)` when `value` itself is out of range, `Some(Some(path))` for a key below it.
+fn out_of_range_value(value: &toml::de::DeValue<'_>) -> Option<Option<String>> {
+    use toml::de::DeValue;
+    match value {
+        DeValue::Integer(n) => i64::from_str_radix(n.as_str(), n.radix())
+            .is_err()
+            .then_some(None),
+        DeValue::Float(x) => x
+            .as_str()
+            .parse::<f64>()
+            .map_or(true, |f| f.is_infinite() && !x.as_str().contains("inf"))
+            .then_some(None),
+        DeValue::Table(t) => out_of_range_in(t).map(Some),
+        DeValue::Array(items) => items.iter().enumerate().find_map(|(i, item)| {
+            out_of_range_value(item.get_ref()).map(|inner| {
+                Some(match inner {
+                    Some(rest) => format!("{i}.{rest}"),
+                    None => i.to_string(),
+                })
+            })
+        }),
+        DeValue::String(_) | DeValue::Boolean(_) | DeValue::Datetime(_) => None,
+    }
+}
+
 fn invalid(key: &str, problem: impl Into<String>, fix: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.to_string(),
@@ -421,7 +465,10 @@ impl Config {
             .and_then(|c| c.try_deserialize())
             .map_err(|e| ConfigError::Parse {
                 path: origin.to_path_buf(),
-                reason: e.to_string(),
+                reason: match out_of_range_key(text) {
+                    Some(key) => format!("{e} for key `{key}`"),
+                    None => e.to_string(),
+                },
             })?;
         Self::validate(raw, env)
     }
@@ -1314,6 +1361,24 @@ mod tests {
         match Config::from_toml(text, Path::new("t.toml"), env) {
             Ok(_) => String::from("no error"),
             Err(e) => e.to_string(),
+        }
+    }
+
+    /// Found by fuzzing: the `config` crate holds numbers as i64/f64 and reported one beyond
+    /// that without a key or a line.
+    #[test]
+    fn an_out_of_range_number_names_its_key() {
+        for (text, key) in [
+            ("[scim]\nmax_results = 18446744073709551615\n", "scim.max_results"),
+            ("[sync]\nfuse_floor = 0x8000000000000000\n", "sync.fuse_floor"),
+            ("[portkey]\nrequests_per_second = 1e999\n", "portkey.requests_per_second"),
+            (
+                "[[mapping.groups]]\ngroup = \"a\"\n[[mapping.groups]]\ngroup = 99999999999999999999\n",
+                "mapping.groups.1.group",
+            ),
+        ] {
+            let e = err(text, &env());
+            assert!(e.contains(&format!("for key `{key}`")), "{text}: {e}");
         }
     }
 

@@ -9,6 +9,7 @@
 //! - [`http`]: warp servers (SCIM under the base path, admin) on one HTTP/1.1 accept loop
 //!   ([`http::serve`]: connection cap, timeouts, client address behind a trusted proxy).
 //! - [`portkey`]: the control-plane Admin API client.
+//! - [`fuzzing`]: the properties the fuzz targets (`fuzz/`) and `tests/it/fuzz_props.rs` check.
 //! - [`app`]: wiring used by `main` (`serve`); [`demo`]: the same next to the bundled simulator.
 //! - [`init`]: a first config, env file and state directory; [`preflight`]: what the Admin API
 //!   key may do (`check-config --online`); [`envfile`]: systemd-style env files (`--env-file`).
@@ -31,6 +32,7 @@ pub mod config;
 pub mod demo;
 pub mod email;
 pub mod envfile;
+pub mod fuzzing;
 pub mod http;
 pub mod init;
 pub mod metrics;

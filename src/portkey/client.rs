@@ -10,10 +10,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use backoff::backoff::Backoff;
-use backoff::exponential::ExponentialBackoff;
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use bytes::{Bytes, BytesMut};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use rand::Rng;
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
@@ -123,20 +123,13 @@ impl Failure {
     }
 }
 
-/// Lets the `backoff` policy measure its give-up time on tokio's clock, so that paused-time tests
-/// see the same schedule as production.
-#[derive(Debug, Clone, Default)]
-struct TokioClock;
-
-impl backoff::Clock for TokioClock {
-    fn now(&self) -> std::time::Instant {
-        Instant::now().into_std()
-    }
-}
-
-/// Backoff state of one call.
+/// Backoff state of one call. `backon` gives the exponential schedule (initial wait, growth,
+/// cap); the jitter is applied here as `interval * (1 ± randomization_factor)`, because
+/// `backon`'s own jitter only ever lengthens a wait (up to double) and has no factor. The give-up
+/// time is measured on tokio's clock, so that paused-time tests see the production schedule.
 struct Retrier {
-    policy: ExponentialBackoff<TokioClock>,
+    schedule: ExponentialBackoff,
+    randomization_factor: f64,
     started: Instant,
     give_up: Duration,
     attempts: u32,
@@ -144,23 +137,31 @@ struct Retrier {
 
 impl Retrier {
     fn new(cfg: &RetryConfig) -> Self {
-        let mut policy = ExponentialBackoff {
-            current_interval: cfg.initial_interval,
-            initial_interval: cfg.initial_interval,
-            randomization_factor: cfg.randomization_factor,
-            multiplier: cfg.multiplier,
-            max_interval: cfg.max_interval,
-            start_time: Instant::now().into_std(),
-            max_elapsed_time: Some(cfg.max_elapsed),
-            clock: TokioClock,
-        };
-        policy.reset();
+        let schedule = ExponentialBuilder::new()
+            .with_min_delay(cfg.initial_interval)
+            .with_max_delay(cfg.max_interval)
+            // `ClientConfig::validate` keeps the multiplier at 1 or more; f32 is backon's type.
+            .with_factor(cfg.multiplier as f32)
+            .without_max_times()
+            .with_total_delay(None)
+            .build();
         Self {
-            policy,
+            schedule,
+            randomization_factor: cfg.randomization_factor,
             started: Instant::now(),
             give_up: cfg.max_elapsed,
             attempts: 0,
         }
+    }
+
+    /// The next wait of the schedule with jitter applied.
+    fn next_backoff(&mut self) -> Option<Duration> {
+        let interval = self.schedule.next()?;
+        let f = self.randomization_factor;
+        let scale = 1.0 - f + 2.0 * f * rand::thread_rng().gen::<f64>();
+        // A factor outside 0..=1 is refused by `ClientConfig::validate`; should one get here, the
+        // wait stays unjittered rather than becoming negative or infinite.
+        Some(Duration::try_from_secs_f64(interval.as_secs_f64() * scale).unwrap_or(interval))
     }
 
     fn next_attempt(&mut self) -> u32 {
@@ -171,7 +172,7 @@ impl Retrier {
     /// Sleeps before the next attempt, or returns false when the give-up time would pass first.
     /// A `Retry-After` wins over a shorter backoff: the server said when it is worth asking again.
     async fn pause(&mut self, failure: &Failure) -> bool {
-        let Some(mut wait) = self.policy.next_backoff() else {
+        let Some(mut wait) = self.next_backoff() else {
             return false;
         };
         if let Some(after) = failure.retry_after {
@@ -1341,6 +1342,46 @@ mod tests {
 
     // Paused time: the 30 s wait is on tokio's clock, so the test proves the wait without
     // sleeping for real (the wall-clock bound below would fail otherwise).
+    /// The schedule kept from the `backoff` crate: the first wait is the initial interval, each
+    /// next one `multiplier` times the last, capped at the max interval, and jitter draws each
+    /// wait from `interval * (1 ± randomization_factor)`.
+    #[tokio::test]
+    async fn the_retry_schedule_grows_to_its_cap_with_jitter_around_it() {
+        let cfg = RetryConfig {
+            initial_interval: Duration::from_millis(500),
+            max_interval: Duration::from_secs(30),
+            multiplier: 2.0,
+            max_elapsed: Duration::from_secs(120),
+            randomization_factor: 0.0,
+        };
+        let mut exact = Retrier::new(&cfg);
+        let waits: Vec<u128> = (0..9)
+            .map(|_| exact.next_backoff().unwrap().as_millis())
+            .collect();
+        assert_eq!(
+            waits,
+            [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]
+        );
+
+        let mut jittered = Retrier::new(&RetryConfig {
+            randomization_factor: 0.5,
+            ..cfg
+        });
+        let intervals = [
+            500.0, 1000.0, 2000.0, 4000.0, 8000.0, 16000.0, 30000.0, 30000.0,
+        ];
+        let mut distinct = std::collections::BTreeSet::new();
+        for interval in intervals {
+            let wait = jittered.next_backoff().unwrap().as_secs_f64() * 1000.0;
+            assert!(
+                (interval * 0.5 - 1.0..=interval * 1.5 + 1.0).contains(&wait),
+                "{wait} ms for an interval of {interval} ms"
+            );
+            distinct.insert((wait / interval * 1e6) as u64);
+        }
+        assert!(distinct.len() > 1, "no jitter: {distinct:?}");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn retry_after_seconds_is_waited_out() {
         let (base, hits) = serve(Arc::new(|h: &Hit| {

@@ -49,7 +49,8 @@ impl From<&str> for ApiKey {
     }
 }
 
-/// Exponential backoff with jitter (see the `backoff` crate's `ExponentialBackoff`).
+/// Exponential backoff with jitter: the `backon` crate's exponential schedule, each wait then
+/// drawn from `interval * (1 ± randomization_factor)`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryConfig {
     /// Wait before the first retry.

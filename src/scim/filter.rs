@@ -108,6 +108,61 @@ pub enum PatchPath {
     },
 }
 
+/// Renders the filter in the RFC 7644 grammar, so that parsing the text gives this filter back
+/// (the fuzz targets check that). Parentheses appear only where precedence needs them (an `or`
+/// inside an `and`) and around `not`'s operand, so the text nests no deeper than the parsed
+/// input did; string values are JSON literals.
+impl fmt::Display for Filter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Filter::Present(r) => write!(f, "{r} pr"),
+            Filter::Compare(r, op, v) => write!(f, "{r} {} {v}", op.as_str()),
+            Filter::ValuePath(r, inner) => write!(f, "{r}[{inner}]"),
+            Filter::Not(inner) => write!(f, "not ({inner})"),
+            Filter::And(items) => join(f, items, " and ", |i| {
+                matches!(i, Filter::And(_) | Filter::Or(_))
+            }),
+            Filter::Or(items) => join(f, items, " or ", |i| matches!(i, Filter::Or(_))),
+        }
+    }
+}
+
+// A nested `and` directly inside `and` (or `or` inside `or`) never comes out of the parser, which
+// flattens them; it is still bracketed so that rendering any hand-built tree keeps its grouping.
+fn join(
+    f: &mut fmt::Formatter<'_>,
+    items: &[Filter],
+    sep: &str,
+    bracket: impl Fn(&Filter) -> bool,
+) -> fmt::Result {
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            f.write_str(sep)?;
+        }
+        if bracket(item) {
+            write!(f, "({item})")?;
+        } else {
+            write!(f, "{item}")?;
+        }
+    }
+    Ok(())
+}
+
+impl fmt::Display for PatchPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PatchPath::Attr(r) => write!(f, "{r}"),
+            PatchPath::Value { attr, filter, sub } => {
+                write!(f, "{attr}[{filter}]")?;
+                match sub {
+                    Some(s) => write!(f, ".{s}"),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+}
+
 /// An equality on an indexed attribute that a filter requires, so that the store can look up
 /// candidates instead of scanning.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -900,8 +900,55 @@ fn write_filtered(
         }
         matched.to_vec()
     };
+    let written = fold_written_duplicates(def, list, &written);
     resource::make_primary_exclusive(list, &written);
     Ok(())
+}
+
+/// A filtered write can turn an element into a copy of another: `replace` of
+/// `emails[type eq "work"]` with a bare address leaves `{"value": …}`, which another element may
+/// already be. Each written element is folded into an equal one (`resource::same_element`), as
+/// an `add` of it would have been, so the list holds no duplicates (RFC 7643 §2.4) and a PUT of
+/// the result stores the same thing. Returns where the written elements are now.
+fn fold_written_duplicates(def: &AttrDef, list: &mut Vec<Value>, written: &[usize]) -> Vec<usize> {
+    let old = std::mem::take(list);
+    let mut is_written: Vec<bool> = Vec::with_capacity(old.len());
+    let mut landed = Vec::with_capacity(written.len());
+    for (i, el) in old.into_iter().enumerate() {
+        let w = written.contains(&i);
+        let same = list
+            .iter()
+            .zip(&is_written)
+            .position(|(e, &ew)| (w || ew) && resource::same_element(def, e, &el));
+        match same {
+            Some(j) => {
+                if let (Some(Value::Object(kept)), Value::Object(new)) = (list.get_mut(j), el) {
+                    for (k, v) in new {
+                        // What this request wrote wins over what was stored.
+                        if w || !kept.contains_key(&k) {
+                            kept.insert(k, v);
+                        }
+                    }
+                }
+                if w {
+                    landed.push(j);
+                }
+                if let Some(flag) = is_written.get_mut(j) {
+                    *flag |= w;
+                }
+            }
+            None => {
+                list.push(el);
+                is_written.push(w);
+                if w {
+                    landed.push(list.len() - 1);
+                }
+            }
+        }
+    }
+    landed.sort_unstable();
+    landed.dedup();
+    landed
 }
 
 /// The element a filter describes, when it is a conjunction of equalities on known
@@ -1268,6 +1315,36 @@ mod tests {
             }]),
         );
         assert_eq!(ch, vec![MemberChange::Clear, add(&[BJ, JS])]);
+    }
+
+    /// Found by fuzzing: a filtered `replace` with a bare value turned the matched element into a
+    /// copy of another one, and the stored list kept both (a PUT of the same document folds them).
+    #[test]
+    fn a_filtered_write_never_leaves_two_equal_elements() {
+        let mut res = bjensen();
+        let by_type = |op: &str| json!({"op": op, "path": "emails[type eq \"work\"]", "value": "x@example.com"});
+        user_patch(
+            &mut res,
+            json!([by_type("replace"), by_type("add"), by_type("replace")]),
+        );
+        assert_eq!(
+            res["emails"],
+            json!([{"value": "x@example.com"}, {"value": "babs@jensen.org", "type": "home"}])
+        );
+        assert_eq!(normalize(ResourceKind::User, &res).unwrap().resource, res);
+
+        // A sub-attribute write that makes an element equal to another folds it into that one,
+        // and what the request wrote wins.
+        let mut res = bjensen();
+        user_patch(
+            &mut res,
+            json!([{"op": "replace", "path": "emails[type eq \"home\"].value", "value": "BJENSEN@example.com"},
+                   {"op": "replace", "path": "emails[type eq \"home\"].type", "value": "work"}]),
+        );
+        assert_eq!(
+            res["emails"],
+            json!([{"value": "BJENSEN@example.com", "type": "work", "primary": true}])
+        );
     }
 
     #[test]

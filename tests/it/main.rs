@@ -7,6 +7,7 @@ mod crash;
 mod deprovisioning;
 mod doc_snippets;
 mod e2e;
+mod fuzz_props;
 mod hardening;
 mod init;
 mod lifecycle;
