@@ -12,6 +12,7 @@ mod hardening;
 mod init;
 mod lifecycle;
 mod limits;
+mod logs;
 mod portkey;
 mod property;
 mod ratelimit;
