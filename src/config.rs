@@ -473,341 +473,365 @@ impl Config {
         Self::validate(raw, env)
     }
 
+    /// One section at a time, in file order, so the first error reported is the first in the
+    /// file a reader would meet.
     fn validate(raw: RawFile, env: &dyn Env) -> Result<Config, ConfigError> {
-        let scim_listen = parse_addr(
-            "[scim] listen",
-            raw.scim.listen.as_deref(),
-            DEFAULT_SCIM_LISTEN,
-        )?;
-        let admin_listen = parse_addr(
-            "[admin] listen",
-            raw.admin.listen.as_deref(),
-            DEFAULT_ADMIN_LISTEN,
-        )?;
-        if scim_listen == admin_listen && scim_listen.port() != 0 {
-            return Err(invalid(
-                "[admin] listen",
-                format!("{admin_listen} is also [scim] listen"),
-                "give the admin listener its own port",
-            ));
-        }
-
-        let base_path =
-            normalize_base_path(raw.scim.base_path.as_deref().unwrap_or(DEFAULT_BASE_PATH))?;
-
-        let scim_plain = env.get(ENV_SCIM_TOKEN);
-        let admin_plain = env.get(ENV_ADMIN_TOKEN);
-        let scim_tokens = tokens(
-            "[scim] token_hashes",
-            &raw.scim.token_hashes,
-            scim_plain.clone(),
-            ENV_SCIM_TOKEN,
-        )?;
-        let admin_tokens = tokens(
-            "[admin] token_hashes",
-            &raw.admin.token_hashes,
-            admin_plain.clone(),
-            ENV_ADMIN_TOKEN,
-        )?;
-        check_tokens_differ(
-            &token_fingerprints(
-                "[scim] token_hashes",
-                &raw.scim.token_hashes,
-                ENV_SCIM_TOKEN,
-                scim_plain.as_deref(),
-            ),
-            &token_fingerprints(
-                "[admin] token_hashes",
-                &raw.admin.token_hashes,
-                ENV_ADMIN_TOKEN,
-                admin_plain.as_deref(),
-            ),
-        )?;
-
         let mut warnings = Vec::new();
-        let rate_limit = scim_rate_limit(&raw.scim)?;
-        let public_url = match raw.scim.public_url {
-            Some(u) => Some(check_public_url(&u, &base_path, &mut warnings)?),
-            None => None,
-        };
-        let max_body_bytes = raw.scim.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
-        if max_body_bytes < 1024 {
-            return Err(invalid(
-                "[scim] max_body_bytes",
-                format!("{max_body_bytes} is too small for any SCIM body"),
-                "use at least 1024 (default 1048576)",
-            ));
-        }
-        let max_results = raw.scim.max_results.unwrap_or(DEFAULT_MAX_RESULTS);
-        if max_results == 0 {
-            return Err(invalid(
-                "[scim] max_results",
-                "0 would make every page empty",
-                "use a positive number (default 1000)",
-            ));
-        }
-
-        let scim_limits = listener_limits(
-            "[scim]",
-            (
-                raw.scim.max_connections,
-                raw.scim.header_read_timeout_ms,
-                raw.scim.idle_timeout_ms,
-            ),
-            DEFAULT_SCIM_MAX_CONNECTIONS,
-        )?;
-        let admin_limits = listener_limits(
-            "[admin]",
-            (
-                raw.admin.max_connections,
-                raw.admin.header_read_timeout_ms,
-                raw.admin.idle_timeout_ms,
-            ),
-            DEFAULT_ADMIN_MAX_CONNECTIONS,
-        )?;
-        let body_read_timeout = timeout_ms(
-            "[scim] body_read_timeout_ms",
-            raw.scim.body_read_timeout_ms,
-            DEFAULT_BODY_READ_TIMEOUT_MS,
-        )?;
-        let trusted_proxies = trusted_proxies(&raw.scim.trusted_proxies)?;
-
+        let (scim, admin) = listeners(&raw.scim, &raw.admin, env, &mut warnings)?;
         let store_path = PathBuf::from(raw.store.path.as_deref().unwrap_or(DEFAULT_STORE_PATH));
         check_store_path(&store_path)?;
         let store = store_config(store_path, &raw.store)?;
-
-        let base_url = raw.portkey.base_url.clone().ok_or_else(|| {
-            invalid(
-                "[portkey] base_url",
-                "missing",
-                "set it to the control plane's Admin API base, e.g. https://portkey.example.com/v1",
-            )
-        })?;
-        let base_url = base_url.trim_end_matches('/').to_string();
-        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-            return Err(invalid(
-                "[portkey] base_url",
-                format!("'{base_url}' is not an http(s) URL"),
-                "use e.g. https://portkey.example.com/v1",
-            ));
-        }
-        check_transport(&base_url, raw.portkey.allow_insecure_http.unwrap_or(false))?;
-        check_admin_api_base(&base_url, &mut warnings)?;
-        let api_key = env
-            .get(ENV_PORTKEY_API_KEY)
-            .map(Secret::new)
-            .ok_or_else(|| {
-                invalid(
-                    ENV_PORTKEY_API_KEY,
-                    "not set",
-                    format!(
-                        "put an Admin API key of the Portkey organisation in {ENV_PORTKEY_API_KEY}: \
-                         {}",
-                        load_env_file_hint()
-                    ),
-                )
-            })?;
-        let p = &raw.portkey;
-        let positive = |key: &str, v: Option<u64>, default: u64| -> Result<u64, ConfigError> {
-            match v {
-                Some(0) => Err(invalid(key, "0 is not allowed", "use a positive number")),
-                Some(n) => Ok(n),
-                None => Ok(default),
-            }
-        };
-        let requests_per_second = p.requests_per_second.unwrap_or(20.0);
-        if !(requests_per_second.is_finite() && requests_per_second > 0.0) {
-            return Err(invalid(
-                "[portkey] requests_per_second",
-                format!("{requests_per_second} is not a positive number"),
-                "use e.g. 20",
-            ));
-        }
-        let portkey = PortkeyConfig {
-            base_url,
-            api_key,
-            request_timeout_ms: positive(
-                "[portkey] request_timeout_ms",
-                p.request_timeout_ms,
-                10_000,
-            )?,
-            max_in_flight: positive("[portkey] max_in_flight", p.max_in_flight, 8)? as usize,
-            requests_per_second,
-            retry_initial_ms: positive("[portkey] retry_initial_ms", p.retry_initial_ms, 200)?,
-            retry_max_interval_ms: positive(
-                "[portkey] retry_max_interval_ms",
-                p.retry_max_interval_ms,
-                10_000,
-            )?,
-            retry_give_up_secs: positive(
-                "[portkey] retry_give_up_secs",
-                p.retry_give_up_secs,
-                120,
-            )?,
-            page_size: positive("[portkey] page_size", p.page_size, 100)? as usize,
-        };
-
-        let s = raw.sync;
-        let debounce_ms = s.debounce_ms.unwrap_or(500);
-        // Unset, the cap follows a raised debounce rather than refusing it.
-        let debounce_max_ms = s.debounce_max_ms.unwrap_or(debounce_ms.max(10_000));
-        if debounce_max_ms < debounce_ms {
-            return Err(invalid(
-                "[sync] debounce_max_ms",
-                format!("{debounce_max_ms} is less than [sync] debounce_ms ({debounce_ms})"),
-                "set it to at least debounce_ms, e.g. 10000",
-            ));
-        }
-        let fuse_window_minutes = positive(
-            "[sync] fuse_window_minutes",
-            s.fuse_window_minutes,
-            DEFAULT_FUSE_WINDOW_MINUTES,
-        )?;
-        let max_deletion_percent = s.max_deletion_percent.unwrap_or(10.0);
-        if !(0.0..=100.0).contains(&max_deletion_percent) {
-            return Err(invalid(
-                "[sync] max_deletion_percent",
-                format!("{max_deletion_percent} is not between 0 and 100"),
-                "use a percentage, e.g. 10",
-            ));
-        }
-        let full_resync_cron = s
-            .full_resync_cron
-            .unwrap_or_else(|| "0 */15 * * * *".into());
-        // Parsed by the same cron parser the scheduler uses, so what passes here runs there.
-        let cron_ok = full_resync_cron.split_whitespace().count() == 6
-            && tokio_cron_scheduler::Job::new_async(full_resync_cron.as_str(), |_, _| {
-                Box::pin(async {})
-            })
-            .is_ok();
-        if !cron_ok {
-            return Err(invalid(
-                "[sync] full_resync_cron",
-                format!("'{full_resync_cron}' is not a six-field cron expression"),
-                "use a cron expression with seconds, e.g. \"0 */15 * * * *\"",
-            ));
-        }
-        let default_org_role = match s
-            .default_org_role
-            .as_deref()
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
-            None | Some("member") => OrgRole::Member,
-            Some("admin") => OrgRole::Admin,
-            Some(other) => {
-                return Err(invalid(
-                    "[sync] default_org_role",
-                    format!("'{other}' is not an org role the API can set"),
-                    "use \"member\" or \"admin\"",
-                ))
-            }
-        };
-        let sync = SyncConfig {
-            debounce_ms,
-            debounce_max_ms,
-            full_resync_cron,
-            max_deletions: s.max_deletions.unwrap_or(DEFAULT_MAX_DELETIONS),
-            max_deletion_percent,
-            fuse_floor: s.fuse_floor.unwrap_or(DEFAULT_FUSE_FLOOR),
-            fuse_window_minutes,
-            dry_run: s.dry_run.unwrap_or(false),
-            protected_emails: s
-                .protected_emails
-                .iter()
-                .map(|e| e.trim().to_ascii_lowercase())
-                .collect(),
-            create_workspaces: s.create_workspaces.unwrap_or(true),
-            default_org_role,
-        };
-
-        let mut mappings = Vec::new();
-        for (i, m) in raw.mapping.groups.into_iter().enumerate() {
-            let key = format!("[[mapping.groups]] #{} role", i + 1);
-            let role = WorkspaceRole::parse(&m.role).ok_or_else(|| {
-                invalid(
-                    &key,
-                    format!("'{}' is not a workspace role", m.role),
-                    "use admin, manager or member",
-                )
-            })?;
-            if m.group.trim().is_empty() || m.workspace.trim().is_empty() {
-                return Err(invalid(
-                    &format!("[[mapping.groups]] #{}", i + 1),
-                    "group and workspace must not be empty",
-                    "name the SCIM group and the Portkey workspace",
-                ));
-            }
-            // Group and workspace names are both matched case-insensitively, so entries that
-            // differ only in case are the same pair; two of them either repeat each other or
-            // give one group two roles in one workspace.
-            if let Some(j) = mappings.iter().position(|g: &GroupMapping| {
-                g.group.trim().eq_ignore_ascii_case(m.group.trim())
-                    && g.workspace.trim().to_lowercase() == m.workspace.trim().to_lowercase()
-            }) {
-                return Err(invalid(
-                    &format!("[[mapping.groups]] #{} and #{}", j + 1, i + 1),
-                    format!(
-                        "both map group '{}' to workspace '{}'",
-                        m.group.trim(),
-                        m.workspace.trim()
-                    ),
-                    "keep one entry per group and workspace, with the role that group should \
-                     give (a group may map to several workspaces, one entry each)",
-                ));
-            }
-            mappings.push(GroupMapping {
-                group: m.group,
-                workspace: m.workspace,
-                role,
-            });
-        }
-
-        let format = match raw.log.format.as_deref() {
-            None | Some("text") => LogFormat::Text,
-            Some("json") => LogFormat::Json,
-            Some(other) => {
-                return Err(invalid(
-                    "[log] format",
-                    format!("'{other}' is not a log format"),
-                    "use \"text\" or \"json\"",
-                ))
-            }
-        };
-        let level = raw.log.level.unwrap_or_else(|| "info".into());
-        if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
-            return Err(invalid(
-                "[log] level",
-                format!("'{level}' is not a log filter"),
-                "use error, warn, info, debug or trace",
-            ));
-        }
-
+        let portkey = portkey_section(&raw.portkey, env, &mut warnings)?;
+        let sync = sync_section(raw.sync)?;
+        let mappings = mapping_section(raw.mapping)?;
+        let log = log_section(raw.log)?;
         Ok(Config {
-            scim: ScimConfig {
-                listen: scim_listen,
-                base_path,
-                tokens: scim_tokens,
-                public_url,
-                max_body_bytes,
-                max_results: max_results as usize,
-                rate_limit,
-                limits: scim_limits,
-                body_read_timeout,
-                trusted_proxies,
-            },
-            admin: AdminConfig {
-                listen: admin_listen,
-                tokens: admin_tokens,
-                limits: admin_limits,
-            },
+            scim,
+            admin,
             store,
             portkey,
             sync,
             mappings,
-            log: LogConfig { format, level },
+            log,
             warnings,
         })
+    }
+}
+
+/// `[scim]` and `[admin]`: addresses, tokens (which must differ), and each listener's limits.
+fn listeners(
+    scim: &RawScim,
+    admin: &RawAdmin,
+    env: &dyn Env,
+    warnings: &mut Vec<ConfigWarning>,
+) -> Result<(ScimConfig, AdminConfig), ConfigError> {
+    let scim_listen = parse_addr("[scim] listen", scim.listen.as_deref(), DEFAULT_SCIM_LISTEN)?;
+    let admin_listen = parse_addr(
+        "[admin] listen",
+        admin.listen.as_deref(),
+        DEFAULT_ADMIN_LISTEN,
+    )?;
+    if scim_listen == admin_listen && scim_listen.port() != 0 {
+        return Err(invalid(
+            "[admin] listen",
+            format!("{admin_listen} is also [scim] listen"),
+            "give the admin listener its own port",
+        ));
+    }
+
+    let base_path = normalize_base_path(scim.base_path.as_deref().unwrap_or(DEFAULT_BASE_PATH))?;
+
+    let scim_plain = env.get(ENV_SCIM_TOKEN);
+    let admin_plain = env.get(ENV_ADMIN_TOKEN);
+    let scim_tokens = tokens(
+        "[scim] token_hashes",
+        &scim.token_hashes,
+        scim_plain.clone(),
+        ENV_SCIM_TOKEN,
+    )?;
+    let admin_tokens = tokens(
+        "[admin] token_hashes",
+        &admin.token_hashes,
+        admin_plain.clone(),
+        ENV_ADMIN_TOKEN,
+    )?;
+    check_tokens_differ(
+        &token_fingerprints(
+            "[scim] token_hashes",
+            &scim.token_hashes,
+            ENV_SCIM_TOKEN,
+            scim_plain.as_deref(),
+        ),
+        &token_fingerprints(
+            "[admin] token_hashes",
+            &admin.token_hashes,
+            ENV_ADMIN_TOKEN,
+            admin_plain.as_deref(),
+        ),
+    )?;
+
+    let rate_limit = scim_rate_limit(scim)?;
+    let public_url = match scim.public_url.as_deref() {
+        Some(u) => Some(check_public_url(u, &base_path, warnings)?),
+        None => None,
+    };
+    let max_body_bytes = scim.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+    if max_body_bytes < 1024 {
+        return Err(invalid(
+            "[scim] max_body_bytes",
+            format!("{max_body_bytes} is too small for any SCIM body"),
+            "use at least 1024 (default 1048576)",
+        ));
+    }
+    let max_results = scim.max_results.unwrap_or(DEFAULT_MAX_RESULTS);
+    if max_results == 0 {
+        return Err(invalid(
+            "[scim] max_results",
+            "0 would make every page empty",
+            "use a positive number (default 1000)",
+        ));
+    }
+
+    let scim_limits = listener_limits(
+        "[scim]",
+        (
+            scim.max_connections,
+            scim.header_read_timeout_ms,
+            scim.idle_timeout_ms,
+        ),
+        DEFAULT_SCIM_MAX_CONNECTIONS,
+    )?;
+    let admin_limits = listener_limits(
+        "[admin]",
+        (
+            admin.max_connections,
+            admin.header_read_timeout_ms,
+            admin.idle_timeout_ms,
+        ),
+        DEFAULT_ADMIN_MAX_CONNECTIONS,
+    )?;
+    let body_read_timeout = timeout_ms(
+        "[scim] body_read_timeout_ms",
+        scim.body_read_timeout_ms,
+        DEFAULT_BODY_READ_TIMEOUT_MS,
+    )?;
+    let trusted_proxies = trusted_proxies(&scim.trusted_proxies)?;
+
+    Ok((
+        ScimConfig {
+            listen: scim_listen,
+            base_path,
+            tokens: scim_tokens,
+            public_url,
+            max_body_bytes,
+            max_results: max_results as usize,
+            rate_limit,
+            limits: scim_limits,
+            body_read_timeout,
+            trusted_proxies,
+        },
+        AdminConfig {
+            listen: admin_listen,
+            tokens: admin_tokens,
+            limits: admin_limits,
+        },
+    ))
+}
+
+/// `[portkey]`: where the Admin API is, the key, and how hard to push it.
+fn portkey_section(
+    p: &RawPortkey,
+    env: &dyn Env,
+    warnings: &mut Vec<ConfigWarning>,
+) -> Result<PortkeyConfig, ConfigError> {
+    let base_url = p.base_url.clone().ok_or_else(|| {
+        invalid(
+            "[portkey] base_url",
+            "missing",
+            "set it to the control plane's Admin API base, e.g. https://portkey.example.com/v1",
+        )
+    })?;
+    let base_url = base_url.trim_end_matches('/').to_string();
+    if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+        return Err(invalid(
+            "[portkey] base_url",
+            format!("'{base_url}' is not an http(s) URL"),
+            "use e.g. https://portkey.example.com/v1",
+        ));
+    }
+    check_transport(&base_url, p.allow_insecure_http.unwrap_or(false))?;
+    check_admin_api_base(&base_url, warnings)?;
+    let api_key = env
+        .get(ENV_PORTKEY_API_KEY)
+        .map(Secret::new)
+        .ok_or_else(|| {
+            invalid(
+                ENV_PORTKEY_API_KEY,
+                "not set",
+                format!(
+                    "put an Admin API key of the Portkey organisation in {ENV_PORTKEY_API_KEY}: \
+                     {}",
+                    load_env_file_hint()
+                ),
+            )
+        })?;
+    let requests_per_second = p.requests_per_second.unwrap_or(20.0);
+    if !(requests_per_second.is_finite() && requests_per_second > 0.0) {
+        return Err(invalid(
+            "[portkey] requests_per_second",
+            format!("{requests_per_second} is not a positive number"),
+            "use e.g. 20",
+        ));
+    }
+    Ok(PortkeyConfig {
+        base_url,
+        api_key,
+        request_timeout_ms: positive("[portkey] request_timeout_ms", p.request_timeout_ms, 10_000)?,
+        max_in_flight: positive("[portkey] max_in_flight", p.max_in_flight, 8)? as usize,
+        requests_per_second,
+        retry_initial_ms: positive("[portkey] retry_initial_ms", p.retry_initial_ms, 200)?,
+        retry_max_interval_ms: positive(
+            "[portkey] retry_max_interval_ms",
+            p.retry_max_interval_ms,
+            10_000,
+        )?,
+        retry_give_up_secs: positive("[portkey] retry_give_up_secs", p.retry_give_up_secs, 120)?,
+        page_size: positive("[portkey] page_size", p.page_size, 100)? as usize,
+    })
+}
+
+/// `[sync]`: timing, the deletion fuse, and what the reconciler may do.
+fn sync_section(s: RawSync) -> Result<SyncConfig, ConfigError> {
+    let debounce_ms = s.debounce_ms.unwrap_or(500);
+    // Unset, the cap follows a raised debounce rather than refusing it.
+    let debounce_max_ms = s.debounce_max_ms.unwrap_or(debounce_ms.max(10_000));
+    if debounce_max_ms < debounce_ms {
+        return Err(invalid(
+            "[sync] debounce_max_ms",
+            format!("{debounce_max_ms} is less than [sync] debounce_ms ({debounce_ms})"),
+            "set it to at least debounce_ms, e.g. 10000",
+        ));
+    }
+    let fuse_window_minutes = positive(
+        "[sync] fuse_window_minutes",
+        s.fuse_window_minutes,
+        DEFAULT_FUSE_WINDOW_MINUTES,
+    )?;
+    let max_deletion_percent = s.max_deletion_percent.unwrap_or(10.0);
+    if !(0.0..=100.0).contains(&max_deletion_percent) {
+        return Err(invalid(
+            "[sync] max_deletion_percent",
+            format!("{max_deletion_percent} is not between 0 and 100"),
+            "use a percentage, e.g. 10",
+        ));
+    }
+    let full_resync_cron = s
+        .full_resync_cron
+        .unwrap_or_else(|| "0 */15 * * * *".into());
+    // Parsed by the same cron parser the scheduler uses, so what passes here runs there.
+    let cron_ok = full_resync_cron.split_whitespace().count() == 6
+        && tokio_cron_scheduler::Job::new_async(full_resync_cron.as_str(), |_, _| {
+            Box::pin(async {})
+        })
+        .is_ok();
+    if !cron_ok {
+        return Err(invalid(
+            "[sync] full_resync_cron",
+            format!("'{full_resync_cron}' is not a six-field cron expression"),
+            "use a cron expression with seconds, e.g. \"0 */15 * * * *\"",
+        ));
+    }
+    let default_org_role = match s
+        .default_org_role
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("member") => OrgRole::Member,
+        Some("admin") => OrgRole::Admin,
+        Some(other) => {
+            return Err(invalid(
+                "[sync] default_org_role",
+                format!("'{other}' is not an org role the API can set"),
+                "use \"member\" or \"admin\"",
+            ))
+        }
+    };
+    Ok(SyncConfig {
+        debounce_ms,
+        debounce_max_ms,
+        full_resync_cron,
+        max_deletions: s.max_deletions.unwrap_or(DEFAULT_MAX_DELETIONS),
+        max_deletion_percent,
+        fuse_floor: s.fuse_floor.unwrap_or(DEFAULT_FUSE_FLOOR),
+        fuse_window_minutes,
+        dry_run: s.dry_run.unwrap_or(false),
+        protected_emails: s
+            .protected_emails
+            .iter()
+            .map(|e| e.trim().to_ascii_lowercase())
+            .collect(),
+        create_workspaces: s.create_workspaces.unwrap_or(true),
+        default_org_role,
+    })
+}
+
+/// `[[mapping.groups]]`: explicit group → workspace role entries.
+fn mapping_section(raw: RawMapping) -> Result<Vec<GroupMapping>, ConfigError> {
+    let mut mappings = Vec::new();
+    for (i, m) in raw.groups.into_iter().enumerate() {
+        let key = format!("[[mapping.groups]] #{} role", i + 1);
+        let role = WorkspaceRole::parse(&m.role).ok_or_else(|| {
+            invalid(
+                &key,
+                format!("'{}' is not a workspace role", m.role),
+                "use admin, manager or member",
+            )
+        })?;
+        if m.group.trim().is_empty() || m.workspace.trim().is_empty() {
+            return Err(invalid(
+                &format!("[[mapping.groups]] #{}", i + 1),
+                "group and workspace must not be empty",
+                "name the SCIM group and the Portkey workspace",
+            ));
+        }
+        // Group and workspace names are both matched case-insensitively, so entries that
+        // differ only in case are the same pair; two of them either repeat each other or
+        // give one group two roles in one workspace.
+        if let Some(j) = mappings.iter().position(|g: &GroupMapping| {
+            g.group.trim().eq_ignore_ascii_case(m.group.trim())
+                && g.workspace.trim().to_lowercase() == m.workspace.trim().to_lowercase()
+        }) {
+            return Err(invalid(
+                &format!("[[mapping.groups]] #{} and #{}", j + 1, i + 1),
+                format!(
+                    "both map group '{}' to workspace '{}'",
+                    m.group.trim(),
+                    m.workspace.trim()
+                ),
+                "keep one entry per group and workspace, with the role that group should \
+                 give (a group may map to several workspaces, one entry each)",
+            ));
+        }
+        mappings.push(GroupMapping {
+            group: m.group,
+            workspace: m.workspace,
+            role,
+        });
+    }
+    Ok(mappings)
+}
+
+/// `[log]`.
+fn log_section(raw: RawLog) -> Result<LogConfig, ConfigError> {
+    let format = match raw.format.as_deref() {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            return Err(invalid(
+                "[log] format",
+                format!("'{other}' is not a log format"),
+                "use \"text\" or \"json\"",
+            ))
+        }
+    };
+    let level = raw.level.unwrap_or_else(|| "info".into());
+    if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+        return Err(invalid(
+            "[log] level",
+            format!("'{level}' is not a log filter"),
+            "use error, warn, info, debug or trace",
+        ));
+    }
+    Ok(LogConfig { format, level })
+}
+
+/// An optional count or duration where 0 would stall the daemon.
+fn positive(key: &str, v: Option<u64>, default: u64) -> Result<u64, ConfigError> {
+    match v {
+        Some(0) => Err(invalid(key, "0 is not allowed", "use a positive number")),
+        Some(n) => Ok(n),
+        None => Ok(default),
     }
 }
 
