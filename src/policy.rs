@@ -500,12 +500,30 @@ pub fn desired_state_with_owners(
     owners: &BTreeMap<String, String>,
 ) -> DesiredState {
     let mut out = DesiredState::default();
+    // Roles: which workspace roles each group gives, and so each SCIM user.
+    let grants = group_grants(groups, mappings, &mut out);
+    let user_grants = user_grants(groups, &grants);
+    // Who: the active users with a usable address, one owner per address.
+    let mut sorted_users: Vec<&ScimUser> = users.iter().collect();
+    sorted_users.sort_by(|a, b| a.id.cmp(&b.id));
+    let all_ids: BTreeSet<&str> = sorted_users.iter().map(|u| u.id.as_str()).collect();
+    let claims = claim_addresses(&sorted_users, &mut out);
+    let owned = one_owner_per_address(claims, owners, &all_ids, &mut out);
+    // Workspaces: each person's role per workspace, the highest of the groups that give one.
+    let collected = collect_sources(owned, &user_grants, sync);
+    resolve_workspaces(collected, &mut out);
+    out
+}
 
-    // Canonical workspace spelling, keyed lower-cased.
-    let mut ws_names: BTreeMap<String, String> = BTreeMap::new();
-    let mut canonical = |name: &str, warnings: &mut Vec<String>| -> String {
+/// Canonical workspace spelling, keyed lower-cased: the first spelling met wins, and every other
+/// one is a warning.
+#[derive(Default)]
+struct WorkspaceNames(BTreeMap<String, String>);
+
+impl WorkspaceNames {
+    fn canonical(&mut self, name: &str, warnings: &mut Vec<String>) -> String {
         let key = name.to_lowercase();
-        match ws_names.get(&key) {
+        match self.0.get(&key) {
             Some(existing) => {
                 if existing != name {
                     let w = format!(
@@ -518,31 +536,45 @@ pub fn desired_state_with_owners(
                 existing.clone()
             }
             None => {
-                ws_names.insert(key, name.to_string());
+                self.0.insert(key, name.to_string());
                 name.to_string()
             }
         }
-    };
-
-    for m in mappings {
-        let ws = canonical(m.workspace.trim(), &mut out.warnings);
-        out.managed_workspaces.insert(ws);
     }
+}
 
-    let mut sorted_groups: Vec<&ScimGroup> = groups.iter().collect();
-    sorted_groups.sort_by(|a, b| {
+type Grant = (String, Source);
+
+/// Groups sorted by name then id, so warnings and sources come out in a stable order.
+fn sorted_groups(groups: &[ScimGroup]) -> Vec<&ScimGroup> {
+    let mut sorted: Vec<&ScimGroup> = groups.iter().collect();
+    sorted.sort_by(|a, b| {
         a.display_name
             .cmp(&b.display_name)
             .then_with(|| a.id.cmp(&b.id))
     });
+    sorted
+}
+
+/// Group id → the workspace roles it gives (mappings first, then the naming convention).
+fn group_grants<'g>(
+    groups: &'g [ScimGroup],
+    mappings: &[GroupMapping],
+    out: &mut DesiredState,
+) -> BTreeMap<&'g str, Vec<Grant>> {
+    let mut names = WorkspaceNames::default();
+    for m in mappings {
+        let ws = names.canonical(m.workspace.trim(), &mut out.warnings);
+        out.managed_workspaces.insert(ws);
+    }
 
     // Group id → the workspace roles it gives.
     let mut grants: BTreeMap<&str, Vec<(String, Source)>> = BTreeMap::new();
-    for g in &sorted_groups {
+    for g in sorted_groups(groups) {
         let mut list = Vec::new();
         for (i, m) in mappings.iter().enumerate() {
             if m.group.trim().eq_ignore_ascii_case(g.display_name.trim()) {
-                let ws = canonical(m.workspace.trim(), &mut out.warnings);
+                let ws = names.canonical(m.workspace.trim(), &mut out.warnings);
                 list.push((
                     ws,
                     Source {
@@ -554,7 +586,7 @@ pub fn desired_state_with_owners(
             }
         }
         if let Some((ws, role)) = parse_convention(&g.display_name) {
-            let ws = canonical(&ws, &mut out.warnings);
+            let ws = names.canonical(&ws, &mut out.warnings);
             out.managed_workspaces.insert(ws.clone());
             list.push((
                 ws,
@@ -581,9 +613,16 @@ pub fn desired_state_with_owners(
         }
     }
 
-    // User id → groups (as grants) the user is in.
+    grants
+}
+
+/// User id → the grants of every group the user is in.
+fn user_grants<'g>(
+    groups: &'g [ScimGroup],
+    grants: &'g BTreeMap<&'g str, Vec<Grant>>,
+) -> BTreeMap<&'g str, Vec<&'g Grant>> {
     let mut user_grants: BTreeMap<&str, Vec<&(String, Source)>> = BTreeMap::new();
-    for g in &sorted_groups {
+    for g in sorted_groups(groups) {
         let Some(list) = grants.get(g.id.as_str()) else {
             continue;
         };
@@ -598,13 +637,17 @@ pub fn desired_state_with_owners(
         }
     }
 
-    let mut sorted_users: Vec<&ScimUser> = users.iter().collect();
-    sorted_users.sort_by(|a, b| a.id.cmp(&b.id));
-    let all_ids: BTreeSet<&str> = sorted_users.iter().map(|u| u.id.as_str()).collect();
+    user_grants
+}
 
-    // Email key → the active SCIM users that claim it.
+/// Email key → the active SCIM users that claim it. Inactive users and users without a usable
+/// address are recorded as excluded, with the reason.
+fn claim_addresses<'u>(
+    sorted_users: &[&'u ScimUser],
+    out: &mut DesiredState,
+) -> BTreeMap<String, Vec<(&'u ScimUser, Email)>> {
     let mut claims: BTreeMap<String, Vec<(&ScimUser, Email)>> = BTreeMap::new();
-    for u in &sorted_users {
+    for &u in sorted_users {
         let name = user_name(&u.data);
         let active = user_active(&u.data);
         if !active {
@@ -658,8 +701,17 @@ pub fn desired_state_with_owners(
         }
     }
 
-    // One owner per address. Two records claiming one address never add up: the record the
-    // ledger links to the address wins; without one, nothing is decided for it.
+    claims
+}
+
+/// One owner per address. Two records claiming one address never add up: the record the
+/// ledger links to the address wins; without one, nothing is decided for it.
+fn one_owner_per_address<'u>(
+    claims: BTreeMap<String, Vec<(&'u ScimUser, Email)>>,
+    owners: &BTreeMap<String, String>,
+    all_ids: &BTreeSet<&str>,
+    out: &mut DesiredState,
+) -> Vec<(&'u ScimUser, Email)> {
     let mut owned: Vec<(&ScimUser, Email)> = Vec::new();
     for (key, list) in claims {
         let linked = owners.get(&key).map(String::as_str);
@@ -714,9 +766,18 @@ pub fn desired_state_with_owners(
         }
     }
 
-    // Email → (user, collected sources per workspace).
-    let mut collected: BTreeMap<String, (DesiredUser, BTreeMap<String, Vec<Source>>)> =
-        BTreeMap::new();
+    owned
+}
+
+type Collected = BTreeMap<String, (DesiredUser, BTreeMap<String, Vec<Source>>)>;
+
+/// Email → (user, the sources of each workspace role).
+fn collect_sources(
+    owned: Vec<(&ScimUser, Email)>,
+    user_grants: &BTreeMap<&str, Vec<&Grant>>,
+    sync: &SyncConfig,
+) -> Collected {
+    let mut collected = Collected::new();
     for (u, email) in owned {
         let name = user_name(&u.data);
         let (role, why) = org_role(&u.data, sync.default_org_role);
@@ -744,6 +805,12 @@ pub fn desired_state_with_owners(
         }
     }
 
+    collected
+}
+
+/// The role in each workspace is the highest any source gives; more than one is a conflict to
+/// report.
+fn resolve_workspaces(collected: Collected, out: &mut DesiredState) {
     for (email, (mut user, per_ws)) in collected {
         for (ws, sources) in per_ws {
             let Some(role) = sources.iter().map(|s| s.role).max() else {
@@ -768,7 +835,6 @@ pub fn desired_state_with_owners(
         }
         out.users.insert(email, user);
     }
-    out
 }
 
 #[cfg(test)]
