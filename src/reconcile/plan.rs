@@ -27,7 +27,7 @@
 //! - **Deletion fuse.** [`apply_fuse`]: too many destructive ops in one run → all of them are held
 //!   for approval, not a prefix (a prefix would apply an arbitrary part of a mass deletion).
 
-use crate::policy::{Conflict, DesiredOrgRole, DesiredState};
+use crate::policy::{Conflict, DesiredOrgRole, DesiredState, DesiredUser};
 use crate::portkey::{
     Invite, InviteStatus, OrgRole, User, Workspace, WorkspaceMember, WorkspaceRole,
 };
@@ -424,150 +424,230 @@ fn find_workspace<'a>(all: &'a [Workspace], name: &str) -> Result<Option<&'a Wor
 
 /// Computes the plan. Pure and deterministic.
 pub fn diff(desired: &DesiredState, actual: &ActualState, opts: &PlanOptions) -> Plan {
-    let mut ops: Vec<Op> = Vec::new();
-    let mut warnings: Vec<String> = desired.warnings.clone();
-    let mut notes: Vec<String> = Vec::new();
-    let mut incomplete: Vec<String> = Vec::new();
-    if !actual.users_complete {
-        incomplete.push("users".into());
-    }
-    if !actual.invites_complete {
-        incomplete.push("invites".into());
-    }
-    if !actual.workspaces_complete {
-        incomplete.push("workspaces".into());
-    }
+    let mut p = Planner::new(desired, actual, opts);
+    let managed_users = p.managed_users();
+    p.workspaces();
+    p.org_roles_and_invites();
+    p.find_leaving();
+    p.removals();
+    p.members();
+    p.finish(managed_users)
+}
 
-    let protected = &opts.protected_emails;
-    let known = desired.known_emails();
-    let inactive = desired.inactive_emails();
-    let in_scope = |email: &str| {
-        !protected.contains(email) && (known.contains(email) || opts.linked.contains_key(email))
-    };
+/// One plan being computed. Each phase is a method; what a later phase needs from an earlier
+/// one (workspace states, org roles after this plan, who leaves) is kept here.
+struct Planner<'a> {
+    desired: &'a DesiredState,
+    actual: &'a ActualState,
+    opts: &'a PlanOptions,
+    known: BTreeSet<String>,
+    inactive: BTreeSet<String>,
+    users_by_email: BTreeMap<String, &'a User>,
+    users_by_id: BTreeMap<&'a str, &'a User>,
+    invites_by_email: BTreeMap<String, Vec<&'a Invite>>,
+    ws_state: BTreeMap<&'a str, WsState<'a>>,
+    /// Each managed user's org role once this plan is applied, which decides whether workspace
+    /// roles are implicit.
+    role_after: BTreeMap<&'a str, OrgRole>,
+    leaving: BTreeSet<String>,
+    removed_users: BTreeSet<&'a str>,
+    /// Phase 5 ops, kept apart until the end.
+    removals: Vec<Op>,
+    ops: Vec<Op>,
+    warnings: Vec<String>,
+    notes: Vec<String>,
+    incomplete: Vec<String>,
+}
 
-    let mut users_by_email: BTreeMap<String, &User> = BTreeMap::new();
-    for u in &actual.users {
-        let email = u.email.trim().to_lowercase();
-        if let Some(first) = users_by_email.get(&email) {
-            warnings.push(format!(
-                "control-plane users {} and {} share the email {email}; only {} is managed",
-                first.id, u.id, first.id
-            ));
-            continue;
+impl<'a> Planner<'a> {
+    fn new(desired: &'a DesiredState, actual: &'a ActualState, opts: &'a PlanOptions) -> Self {
+        let mut warnings: Vec<String> = desired.warnings.clone();
+        let mut incomplete: Vec<String> = Vec::new();
+        if !actual.users_complete {
+            incomplete.push("users".into());
         }
-        users_by_email.insert(email, u);
-    }
-    let users_by_id: BTreeMap<&str, &User> =
-        actual.users.iter().map(|u| (u.id.as_str(), u)).collect();
-    let mut invites_by_email: BTreeMap<String, Vec<&Invite>> = BTreeMap::new();
-    for inv in &actual.invites {
-        invites_by_email
-            .entry(inv.email.trim().to_lowercase())
-            .or_default()
-            .push(inv);
-    }
-
-    let managed_users = users_by_email.keys().filter(|e| in_scope(e)).count()
-        + invites_by_email
-            .iter()
-            .filter(|(e, _)| !users_by_email.contains_key(*e) && in_scope(e))
-            .filter(|(_, invs)| {
-                invs.iter()
-                    .any(|i| invite_life(i, opts.now) == InviteLife::Live)
-            })
-            .count();
-
-    // Phase 1: workspaces.
-    let mut ws_state: BTreeMap<&str, WsState> = BTreeMap::new();
-    for name in &desired.managed_workspaces {
-        let state = match find_workspace(&actual.workspaces, name) {
-            Ok(Some(w)) => WsState::Present(w),
-            Err(n) => {
-                warnings.push(format!(
-                    "{n} control-plane workspaces are named '{name}'; its memberships are skipped until only one is"
-                ));
-                WsState::Unusable
-            }
-            Ok(None) if !actual.workspaces_complete => {
-                warnings.push(format!(
-                    "workspace '{name}' was not found, but the workspace list was not read completely; it is not created and its memberships wait for a complete read"
-                ));
-                WsState::Unusable
-            }
-            Ok(None) if opts.create_workspaces => {
-                ops.push(Op::new(
-                    OpKind::CreateWorkspace { name: name.clone() },
-                    format!(
-                        "workspace '{name}' is named by a group or [[mapping.groups]] and does not exist"
-                    ),
-                ));
-                WsState::ToCreate
-            }
-            Ok(None) => {
-                warnings.push(format!(
-                    "workspace '{name}' does not exist and sync.create_workspaces is false; its memberships are skipped"
-                ));
-                WsState::Unusable
-            }
-        };
-        ws_state.insert(name.as_str(), state);
-    }
-
-    // Phase 2: invites and org roles. Records each managed user's org role once this plan is
-    // applied, which decides whether workspace roles are implicit.
-    let mut role_after: BTreeMap<&str, OrgRole> = BTreeMap::new();
-    for (email, du) in &desired.users {
-        if protected.contains(email) {
-            notes.push(format!(
-                "{email} is protected (sync.protected_emails): left alone"
-            ));
-            continue;
+        if !actual.invites_complete {
+            incomplete.push("invites".into());
         }
-        let settable: OrgRole = du.org_role.settable().into();
-        if let Some(u) = users_by_email.get(email) {
-            let after = match (&u.role, du.org_role) {
-                (OrgRole::Owner, wanted) => {
-                    if wanted != DesiredOrgRole::Owner {
-                        notes.push(format!(
-                            "{email} is an org owner: never demoted (the IdP says {})",
-                            wanted.as_str()
-                        ));
-                    }
-                    OrgRole::Owner
-                }
-                (OrgRole::Admin, DesiredOrgRole::Owner) => OrgRole::Admin,
-                (current, _) if *current == settable => current.clone(),
-                (OrgRole::Other(r), wanted) => {
-                    notes.push(format!(
-                        "{email} has the org role '{r}', which this daemon does not know: left as it is (the IdP says {})",
-                        wanted.as_str()
+        if !actual.workspaces_complete {
+            incomplete.push("workspaces".into());
+        }
+        let mut users_by_email: BTreeMap<String, &User> = BTreeMap::new();
+        for u in &actual.users {
+            let email = u.email.trim().to_lowercase();
+            if let Some(first) = users_by_email.get(&email) {
+                warnings.push(format!(
+                    "control-plane users {} and {} share the email {email}; only {} is managed",
+                    first.id, u.id, first.id
+                ));
+                continue;
+            }
+            users_by_email.insert(email, u);
+        }
+        let users_by_id = actual.users.iter().map(|u| (u.id.as_str(), u)).collect();
+        let mut invites_by_email: BTreeMap<String, Vec<&Invite>> = BTreeMap::new();
+        for inv in &actual.invites {
+            invites_by_email
+                .entry(inv.email.trim().to_lowercase())
+                .or_default()
+                .push(inv);
+        }
+        Planner {
+            desired,
+            actual,
+            opts,
+            known: desired.known_emails(),
+            inactive: desired.inactive_emails(),
+            users_by_email,
+            users_by_id,
+            invites_by_email,
+            ws_state: BTreeMap::new(),
+            role_after: BTreeMap::new(),
+            leaving: BTreeSet::new(),
+            removed_users: BTreeSet::new(),
+            removals: Vec::new(),
+            ops: Vec::new(),
+            warnings,
+            notes: Vec::new(),
+            incomplete,
+        }
+    }
+
+    fn protected(&self, email: &str) -> bool {
+        self.opts.protected_emails.contains(email)
+    }
+
+    fn in_scope(&self, email: &str) -> bool {
+        !self.protected(email)
+            && (self.known.contains(email) || self.opts.linked.contains_key(email))
+    }
+
+    fn has_account_or_invite(&self, email: &str) -> bool {
+        self.users_by_email.contains_key(email) || self.invites_by_email.contains_key(email)
+    }
+
+    /// Control-plane users and live invites in scope: the denominator of the fuse's percentage.
+    fn managed_users(&self) -> usize {
+        self.users_by_email
+            .keys()
+            .filter(|e| self.in_scope(e))
+            .count()
+            + self
+                .invites_by_email
+                .iter()
+                .filter(|(e, _)| !self.users_by_email.contains_key(*e) && self.in_scope(e))
+                .filter(|(_, invs)| {
+                    invs.iter()
+                        .any(|i| invite_life(i, self.opts.now) == InviteLife::Live)
+                })
+                .count()
+    }
+
+    /// Phase 1: each managed workspace found, to be created, or unusable.
+    fn workspaces(&mut self) {
+        let (desired, actual) = (self.desired, self.actual);
+        for name in &desired.managed_workspaces {
+            let state = match find_workspace(&actual.workspaces, name) {
+                Ok(Some(w)) => WsState::Present(w),
+                Err(n) => {
+                    self.warnings.push(format!(
+                        "{n} control-plane workspaces are named '{name}'; its memberships are skipped until only one is"
                     ));
-                    u.role.clone()
+                    WsState::Unusable
                 }
-                (current, _) => {
-                    ops.push(Op::new(
-                        OpKind::UpdateOrgRole {
-                            user_id: u.id.clone(),
-                            email: email.clone(),
-                            from: current.clone(),
-                            to: settable.clone(),
-                        },
-                        format!("org role {}: {}", du.org_role.as_str(), du.org_role_reason),
+                Ok(None) if !actual.workspaces_complete => {
+                    self.warnings.push(format!(
+                        "workspace '{name}' was not found, but the workspace list was not read completely; it is not created and its memberships wait for a complete read"
                     ));
-                    settable.clone()
+                    WsState::Unusable
+                }
+                Ok(None) if self.opts.create_workspaces => {
+                    self.ops.push(Op::new(
+                        OpKind::CreateWorkspace { name: name.clone() },
+                        format!(
+                            "workspace '{name}' is named by a group or [[mapping.groups]] and does not exist"
+                        ),
+                    ));
+                    WsState::ToCreate
+                }
+                Ok(None) => {
+                    self.warnings.push(format!(
+                        "workspace '{name}' does not exist and sync.create_workspaces is false; its memberships are skipped"
+                    ));
+                    WsState::Unusable
                 }
             };
-            role_after.insert(u.id.as_str(), after);
-            continue;
+            self.ws_state.insert(name.as_str(), state);
         }
+    }
 
-        let invites = invites_by_email.get(email).cloned().unwrap_or_default();
+    /// Phase 2: org roles of people in the organisation, invites for the others.
+    fn org_roles_and_invites(&mut self) {
+        let desired = self.desired;
+        for (email, du) in &desired.users {
+            if self.protected(email) {
+                self.notes.push(format!(
+                    "{email} is protected (sync.protected_emails): left alone"
+                ));
+                continue;
+            }
+            match self.users_by_email.get(email).copied() {
+                Some(u) => self.org_role(email, du, u),
+                None => self.invite(email, du),
+            }
+        }
+    }
+
+    fn org_role(&mut self, email: &str, du: &DesiredUser, u: &'a User) {
+        let settable: OrgRole = du.org_role.settable().into();
+        let after = match (&u.role, du.org_role) {
+            (OrgRole::Owner, wanted) => {
+                if wanted != DesiredOrgRole::Owner {
+                    self.notes.push(format!(
+                        "{email} is an org owner: never demoted (the IdP says {})",
+                        wanted.as_str()
+                    ));
+                }
+                OrgRole::Owner
+            }
+            (OrgRole::Admin, DesiredOrgRole::Owner) => OrgRole::Admin,
+            (current, _) if *current == settable => current.clone(),
+            (OrgRole::Other(r), wanted) => {
+                self.notes.push(format!(
+                    "{email} has the org role '{r}', which this daemon does not know: left as it is (the IdP says {})",
+                    wanted.as_str()
+                ));
+                u.role.clone()
+            }
+            (current, _) => {
+                self.ops.push(Op::new(
+                    OpKind::UpdateOrgRole {
+                        user_id: u.id.clone(),
+                        email: email.to_string(),
+                        from: current.clone(),
+                        to: settable.clone(),
+                    },
+                    format!("org role {}: {}", du.org_role.as_str(), du.org_role_reason),
+                ));
+                settable
+            }
+        };
+        self.role_after.insert(u.id.as_str(), after);
+    }
+
+    fn invite(&mut self, email: &str, du: &DesiredUser) {
+        let settable: OrgRole = du.org_role.settable().into();
+        let invites = self
+            .invites_by_email
+            .get(email)
+            .cloned()
+            .unwrap_or_default();
         let targets: Vec<InviteTarget> = du
             .workspaces
             .iter()
             .filter_map(|(ws, m)| {
                 let role: WorkspaceRole = m.role.into();
-                match ws_state.get(ws.as_str()) {
+                match self.ws_state.get(ws.as_str()) {
                     Some(WsState::Present(w)) => Some(InviteTarget {
                         workspace: ws.clone(),
                         workspace_id: Some(w.id.clone()),
@@ -583,21 +663,22 @@ pub fn diff(desired: &DesiredState, actual: &ActualState, opts: &PlanOptions) ->
             })
             .collect();
 
+        let now = self.opts.now;
         if let Some(live) = invites
             .iter()
-            .find(|i| invite_life(i, opts.now) == InviteLife::Live)
+            .find(|i| invite_life(i, now) == InviteLife::Live)
         {
-            if !invite_matches(live, &settable, &targets, &ws_state) {
-                notes.push(format!(
+            if !invite_matches(live, &settable, &targets, &self.ws_state) {
+                self.notes.push(format!(
                     "{email} has a pending invite ({}) whose role or workspaces differ from the desired ones; they are corrected after acceptance",
                     live.id
                 ));
             }
-            continue;
+            return;
         }
         let expired = invites
             .iter()
-            .find(|i| invite_life(i, opts.now) == InviteLife::Expired);
+            .find(|i| invite_life(i, now) == InviteLife::Expired);
         let reason = match (expired, invites.first()) {
             (Some(e), _) => format!("invite {} expired; active in the IdP", e.id),
             (None, Some(prev)) => format!(
@@ -613,14 +694,14 @@ pub fn diff(desired: &DesiredState, actual: &ActualState, opts: &PlanOptions) ->
             .map(String::as_str)
             .collect();
         if !skipped.is_empty() {
-            warnings.push(format!(
+            self.warnings.push(format!(
                 "invite for {email} leaves out workspaces that cannot be used now: {}",
                 skipped.join(", ")
             ));
         }
-        ops.push(Op::new(
+        self.ops.push(Op::new(
             OpKind::Invite {
-                email: email.clone(),
+                email: email.to_string(),
                 role: settable,
                 workspaces: targets,
                 replaces_expired: expired.map(|e| e.id.clone()),
@@ -633,146 +714,180 @@ pub fn diff(desired: &DesiredState, actual: &ActualState, opts: &PlanOptions) ->
         ));
     }
 
-    // People leaving the org: not desired, in scope, and either inactive in SCIM or gone from it
-    // after the daemon managed them.
-    // An inactive record leaves only with an address that is not provisioned for a SCIM user
-    // still active (an old deactivated duplicate must not take a current employee's access).
-    let linked_to_active = |email: &str| {
-        opts.linked
-            .get(email)
-            .and_then(Option::as_ref)
-            .is_some_and(|id| desired.active_scim_ids.contains(id))
-    };
-    let mut leaving: BTreeSet<String> = inactive
-        .iter()
-        .filter(|e| {
-            !desired.users.contains_key(*e)
-                && !desired.frozen.contains(*e)
-                && !linked_to_active(e.as_str())
-        })
-        .cloned()
-        .collect();
-    for (email, scim_id) in &opts.linked {
-        if desired.users.contains_key(email)
-            || desired.frozen.contains(email)
-            || leaving.contains(email)
-        {
-            continue;
-        }
-        match scim_id {
-            // Provisioned for a SCIM user who is still active: the address was changed or lost,
-            // which is not a departure. The API cannot rename a user, so the old account stays
-            // until that SCIM user leaves.
-            Some(id) if desired.active_scim_ids.contains(id) => {
-                if users_by_email.contains_key(email) || invites_by_email.contains_key(email) {
-                    let now = desired
-                        .users
-                        .values()
-                        .find(|d| &d.scim_id == id)
-                        .map(|d| format!("now has the address {}", d.email))
-                        .unwrap_or_else(|| "has no usable address now".to_string());
-                    warnings.push(format!(
-                        "{email} was provisioned for SCIM user {id}, who is still active and {now}: {email} is kept (not removed) until that SCIM user is deactivated or deleted; remove it by hand if it is no longer used"
-                    ));
+    /// People leaving the org: not desired, in scope, and either inactive in SCIM or gone from
+    /// it after the daemon managed them. An inactive record leaves only with an address that is
+    /// not provisioned for a SCIM user still active (an old deactivated duplicate must not take
+    /// a current employee's access).
+    fn find_leaving(&mut self) {
+        let (desired, opts) = (self.desired, self.opts);
+        let linked_to_active = |email: &str| {
+            opts.linked
+                .get(email)
+                .and_then(Option::as_ref)
+                .is_some_and(|id| desired.active_scim_ids.contains(id))
+        };
+        self.leaving = self
+            .inactive
+            .iter()
+            .filter(|e| {
+                !desired.users.contains_key(*e)
+                    && !desired.frozen.contains(*e)
+                    && !linked_to_active(e.as_str())
+            })
+            .cloned()
+            .collect();
+        for (email, scim_id) in &opts.linked {
+            if desired.users.contains_key(email)
+                || desired.frozen.contains(email)
+                || self.leaving.contains(email)
+            {
+                continue;
+            }
+            match scim_id {
+                // Provisioned for a SCIM user who is still active: the address was changed or
+                // lost, which is not a departure. The API cannot rename a user, so the old
+                // account stays until that SCIM user leaves.
+                Some(id) if desired.active_scim_ids.contains(id) => {
+                    if self.has_account_or_invite(email) {
+                        let now = desired
+                            .users
+                            .values()
+                            .find(|d| &d.scim_id == id)
+                            .map(|d| format!("now has the address {}", d.email))
+                            .unwrap_or_else(|| "has no usable address now".to_string());
+                        self.warnings.push(format!(
+                            "{email} was provisioned for SCIM user {id}, who is still active and {now}: {email} is kept (not removed) until that SCIM user is deactivated or deleted; remove it by hand if it is no longer used"
+                        ));
+                    }
                 }
-            }
-            _ => {
-                leaving.insert(email.clone());
-            }
-        }
-    }
-    let leave_reason = |email: &str| {
-        if inactive.contains(email) {
-            "deactivated in the IdP".to_string()
-        } else {
-            "no longer provisioned by the IdP (deleted or unassigned)".to_string()
-        }
-    };
-    let mut removed_users: BTreeSet<&str> = BTreeSet::new();
-    let mut removals: Vec<Op> = Vec::new();
-    for email in &leaving {
-        let email = email.as_str();
-        if protected.contains(email) {
-            if users_by_email.contains_key(email) || invites_by_email.contains_key(email) {
-                notes.push(format!(
-                    "{email} is protected (sync.protected_emails): not removed although {}",
-                    leave_reason(email)
-                ));
-            }
-            continue;
-        }
-        if let Some(u) = users_by_email.get(email) {
-            if u.role == OrgRole::Owner {
-                notes.push(format!(
-                    "{email} is an org owner: never removed although {}",
-                    leave_reason(email)
-                ));
-            } else {
-                removed_users.insert(u.id.as_str());
-                removals.push(Op::new(
-                    OpKind::RemoveUser {
-                        user_id: u.id.clone(),
-                        email: email.to_string(),
-                    },
-                    leave_reason(email),
-                ));
-            }
-        }
-        for inv in invites_by_email.get(email).into_iter().flatten() {
-            if invite_life(inv, opts.now) == InviteLife::Live {
-                removals.push(Op::new(
-                    OpKind::RevokeInvite {
-                        invite_id: inv.id.clone(),
-                        email: email.to_string(),
-                    },
-                    leave_reason(email),
-                ));
+                _ => {
+                    self.leaving.insert(email.clone());
+                }
             }
         }
     }
 
-    // Phases 3 and 4: workspace members.
-    for (ws, state) in &ws_state {
+    fn leave_reason(&self, email: &str) -> String {
+        if self.inactive.contains(email) {
+            "deactivated in the IdP".to_string()
+        } else {
+            "no longer provisioned by the IdP (deleted or unassigned)".to_string()
+        }
+    }
+
+    /// Phase 5, computed before the member phases so they know who is removed anyway.
+    fn removals(&mut self) {
+        let leaving = std::mem::take(&mut self.leaving);
+        for email in &leaving {
+            let email = email.as_str();
+            if self.protected(email) {
+                if self.has_account_or_invite(email) {
+                    self.notes.push(format!(
+                        "{email} is protected (sync.protected_emails): not removed although {}",
+                        self.leave_reason(email)
+                    ));
+                }
+                continue;
+            }
+            if let Some(u) = self.users_by_email.get(email).copied() {
+                if u.role == OrgRole::Owner {
+                    self.notes.push(format!(
+                        "{email} is an org owner: never removed although {}",
+                        self.leave_reason(email)
+                    ));
+                } else {
+                    self.removed_users.insert(u.id.as_str());
+                    self.removals.push(Op::new(
+                        OpKind::RemoveUser {
+                            user_id: u.id.clone(),
+                            email: email.to_string(),
+                        },
+                        self.leave_reason(email),
+                    ));
+                }
+            }
+            let live: Vec<&Invite> = self
+                .invites_by_email
+                .get(email)
+                .into_iter()
+                .flatten()
+                .copied()
+                .filter(|inv| invite_life(inv, self.opts.now) == InviteLife::Live)
+                .collect();
+            for inv in live {
+                self.removals.push(Op::new(
+                    OpKind::RevokeInvite {
+                        invite_id: inv.id.clone(),
+                        email: email.to_string(),
+                    },
+                    self.leave_reason(email),
+                ));
+            }
+        }
+        self.leaving = leaving;
+    }
+
+    /// Phases 3 and 4: workspace members added, re-roled and removed.
+    fn members(&mut self) {
+        let states: Vec<(&'a str, WsState<'a>)> =
+            self.ws_state.iter().map(|(k, v)| (*k, v.clone())).collect();
+        for (ws, state) in states {
+            let (workspace_id, list) = match state {
+                WsState::Unusable => continue,
+                WsState::ToCreate => (None, None),
+                WsState::Present(w) => match self.actual.members.get(&w.id) {
+                    Some(list) => {
+                        if !list.complete {
+                            self.incomplete.push(format!("members of workspace '{ws}'"));
+                        }
+                        (Some(w.id.clone()), Some(list))
+                    }
+                    None => {
+                        self.incomplete.push(format!("members of workspace '{ws}'"));
+                        self.warnings.push(format!(
+                            "members of workspace '{ws}' were not read; its member changes wait for the next run"
+                        ));
+                        continue;
+                    }
+                },
+            };
+            self.wanted_members(ws, workspace_id.as_ref(), list);
+            if let (Some(list), Some(id)) = (list, &workspace_id) {
+                self.unwanted_members(ws, id, list);
+            }
+        }
+    }
+
+    /// Adds and role changes for the people the groups put in `ws`.
+    fn wanted_members(
+        &mut self,
+        ws: &str,
+        workspace_id: Option<&String>,
+        list: Option<&'a MemberList>,
+    ) {
+        let desired = self.desired;
         let wanted: Vec<(&String, WorkspaceRole, String)> = desired
             .users
             .iter()
-            .filter(|(e, _)| !protected.contains(*e))
+            .filter(|(e, _)| !self.protected(e))
             .filter_map(|(e, du)| {
                 du.workspaces
-                    .get(*ws)
+                    .get(ws)
                     .map(|m| (e, WorkspaceRole::from(m.role), m.reason()))
             })
             .collect();
-        let (workspace_id, list) = match state {
-            WsState::Unusable => continue,
-            WsState::ToCreate => (None, None),
-            WsState::Present(w) => match actual.members.get(&w.id) {
-                Some(list) => {
-                    if !list.complete {
-                        incomplete.push(format!("members of workspace '{ws}'"));
-                    }
-                    (Some(w.id.clone()), Some(list))
-                }
-                None => {
-                    incomplete.push(format!("members of workspace '{ws}'"));
-                    warnings.push(format!(
-                        "members of workspace '{ws}' were not read; its member changes wait for the next run"
-                    ));
-                    continue;
-                }
-            },
-        };
         let present: BTreeMap<&str, &WorkspaceMember> = list
             .map(|l| l.members.iter().map(|m| (m.id.as_str(), m)).collect())
             .unwrap_or_default();
 
         let mut adds = Vec::new();
-        for (email, role, reason) in &wanted {
+        for (email, role, reason) in wanted {
             // Invitees get workspaces through their invite.
-            let Some(u) = users_by_email.get(*email) else {
+            let Some(u) = self.users_by_email.get(email).copied() else {
                 continue;
             };
-            if role_after
+            if self
+                .role_after
                 .get(u.id.as_str())
                 .is_some_and(implicit_workspace_admin)
             {
@@ -782,18 +897,18 @@ pub fn diff(desired: &DesiredState, actual: &ActualState, opts: &PlanOptions) ->
                 // The org role after this plan decides: someone demoted in this same run is no
                 // longer an implicit admin, whatever the member list read before said.
                 Some(m)
-                    if !role_after.contains_key(u.id.as_str())
+                    if !self.role_after.contains_key(u.id.as_str())
                         && m.org_role.as_ref().is_some_and(implicit_workspace_admin) => {}
-                Some(m) if m.role == *role => {}
+                Some(m) if m.role == role => {}
                 Some(m) if ws_rank(&m.role).is_none() => {
-                    notes.push(format!(
+                    self.notes.push(format!(
                         "{email} has the role '{}' in workspace {ws}, which this daemon does not know: left as it is",
                         m.role
                     ));
                 }
                 Some(m) => {
-                    if let Some(id) = &workspace_id {
-                        ops.push(Op::new(
+                    if let Some(id) = workspace_id {
+                        self.ops.push(Op::new(
                             OpKind::UpdateMemberRole {
                                 workspace: ws.to_string(),
                                 workspace_id: id.clone(),
@@ -802,64 +917,65 @@ pub fn diff(desired: &DesiredState, actual: &ActualState, opts: &PlanOptions) ->
                                 from: m.role.clone(),
                                 to: role.clone(),
                             },
-                            reason.clone(),
+                            reason,
                         ));
                     }
                 }
                 None => adds.push(MemberAdd {
                     user_id: u.id.clone(),
                     email: email.to_string(),
-                    role: role.clone(),
-                    reason: reason.clone(),
+                    role,
+                    reason,
                 }),
             }
         }
         if !adds.is_empty() {
             let n = adds.len();
-            ops.push(Op::new(
+            self.ops.push(Op::new(
                 OpKind::AddMembers {
                     workspace: ws.to_string(),
-                    workspace_id: workspace_id.clone(),
+                    workspace_id: workspace_id.cloned(),
                     members: adds,
                 },
                 format!("{n} user(s) in groups mapping to workspace {ws}"),
             ));
         }
+    }
 
-        let (Some(list), Some(id)) = (list, &workspace_id) else {
-            continue;
-        };
+    /// Removals of members of `ws` the groups no longer put there.
+    fn unwanted_members(&mut self, ws: &str, id: &str, list: &'a MemberList) {
         for m in &list.members {
-            let user = users_by_id.get(m.id.as_str());
+            let user = self.users_by_id.get(m.id.as_str()).copied();
             let Some(email): Option<String> = user
                 .map(|u| u.email.trim().to_lowercase())
                 .or_else(|| m.email.as_ref().map(|e| e.trim().to_lowercase()))
             else {
                 continue;
             };
-            if !in_scope(&email) || removed_users.contains(m.id.as_str()) {
+            if !self.in_scope(&email) || self.removed_users.contains(m.id.as_str()) {
                 continue;
             }
-            let org_role = role_after
+            let org_role = self
+                .role_after
                 .get(m.id.as_str())
                 .or(user.map(|u| &u.role))
                 .or(m.org_role.as_ref());
             if org_role.is_some_and(implicit_workspace_admin) {
                 continue;
             }
-            let reason = match desired.users.get(&email) {
-                Some(du) if du.workspaces.contains_key(*ws) => continue,
+            let reason = match self.desired.users.get(&email) {
+                Some(du) if du.workspaces.contains_key(ws) => continue,
                 Some(_) => format!("no longer in any group mapping to workspace {ws}"),
-                None if leaving.contains(&email) => leave_reason(&email),
+                None if self.leaving.contains(&email) => self.leave_reason(&email),
                 // Known to the IdP only as a user without access (no desired record and not
                 // leaving cannot happen for an in-scope email, but staying put is the safe
                 // answer if it ever does).
                 None => continue,
             };
-            ops.push(Op::new(
+            self.ops.push(Op::new(
                 OpKind::RemoveMember {
                     workspace: ws.to_string(),
-                    workspace_id: id.clone(),
+                    workspace_id: id.to_string(),
                     user_id: m.id.clone(),
                     email,
                 },
@@ -868,43 +984,55 @@ pub fn diff(desired: &DesiredState, actual: &ActualState, opts: &PlanOptions) ->
         }
     }
 
-    // Phase 5.
-    ops.extend(removals);
-    ops.sort_by_key(Op::phase);
-
-    // An unread user or invite row would make an invite a duplicate.
-    let invites_unsafe = !actual.users_complete || !actual.invites_complete;
-    let withheld = if incomplete.is_empty() {
-        None
-    } else {
-        let before = ops.len();
-        ops.retain(|o| {
-            let unsafe_invite = invites_unsafe && matches!(o.kind, OpKind::Invite { .. });
-            !(o.is_destructive() || unsafe_invite)
-        });
-        let dropped = before - ops.len();
-        let also = if invites_unsafe {
-            ", demoted or invited"
-        } else {
-            " or demoted"
-        };
-        Some(Withheld {
-            reason: format!(
-                "not read completely: {}. A missing row may only be unread, so no member, invite or user is removed{also} this run",
-                incomplete.join(", ")
-            ),
+    /// Phase order, and what an incomplete read withholds.
+    fn finish(self, managed_users: usize) -> Plan {
+        let Planner {
+            desired,
+            actual,
+            mut ops,
+            removals,
+            warnings,
+            notes,
             incomplete,
-            dropped,
-        })
-    };
+            ..
+        } = self;
+        ops.extend(removals);
+        ops.sort_by_key(Op::phase);
 
-    Plan {
-        ops,
-        withheld,
-        conflicts: desired.conflicts.clone(),
-        warnings,
-        notes,
-        managed_users,
+        // An unread user or invite row would make an invite a duplicate.
+        let invites_unsafe = !actual.users_complete || !actual.invites_complete;
+        let withheld = if incomplete.is_empty() {
+            None
+        } else {
+            let before = ops.len();
+            ops.retain(|o| {
+                let unsafe_invite = invites_unsafe && matches!(o.kind, OpKind::Invite { .. });
+                !(o.is_destructive() || unsafe_invite)
+            });
+            let dropped = before - ops.len();
+            let also = if invites_unsafe {
+                ", demoted or invited"
+            } else {
+                " or demoted"
+            };
+            Some(Withheld {
+                reason: format!(
+                    "not read completely: {}. A missing row may only be unread, so no member, invite or user is removed{also} this run",
+                    incomplete.join(", ")
+                ),
+                incomplete,
+                dropped,
+            })
+        };
+
+        Plan {
+            ops,
+            withheld,
+            conflicts: desired.conflicts.clone(),
+            warnings,
+            notes,
+            managed_users,
+        }
     }
 }
 
