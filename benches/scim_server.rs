@@ -18,6 +18,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "support/host.rs"]
+mod host;
+#[path = "../tests/it/common/scim.rs"]
+mod scim;
+
 const CLIENTS: usize = 16;
 const TOKEN: &str = "bench-scim-token-0123456789";
 
@@ -94,14 +99,11 @@ fn user_body(i: usize) -> Value {
 }
 
 fn member_patch(ids: &[String]) -> Value {
-    json!({
-        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-        "Operations": [{
-            "op": "add",
-            "path": "members",
-            "value": ids.iter().map(|id| json!({"value": id})).collect::<Vec<_>>(),
-        }],
-    })
+    scim::patch_body(json!([{
+        "op": "add",
+        "path": "members",
+        "value": ids.iter().map(|id| json!({"value": id})).collect::<Vec<_>>(),
+    }]))
 }
 
 /// Runs `n` requests from `CLIENTS` concurrent clients; `op(i)` makes request `i`. Returns the
@@ -214,7 +216,7 @@ async fn lookups(api: &Api, users: usize, n: usize, clients: usize) -> (Duration
             // A stride coprime to the user count visits names all over the index rather than a
             // hot range.
             let name = user_name((i * 7919) % users);
-            let q = url_encode(&format!("userName eq \"{name}\""));
+            let q = scim::enc(&format!("userName eq \"{name}\""));
             let (status, body) = a
                 .send(reqwest::Method::GET, &format!("/Users?filter={q}"), None)
                 .await;
@@ -264,15 +266,6 @@ fn cores_busy(cpu_before: f64, wall: Duration) -> String {
         "cpu {used:.2} s = {:.2} cores busy",
         used / wall.as_secs_f64()
     )
-}
-
-fn load_avg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 fn file_mb(path: &Path) -> f64 {
@@ -332,7 +325,7 @@ async fn main() {
         "scim_server bench{}: {CLIENTS} clients over loopback HTTP, store {}; load average {}",
         if quick { " (QUICK: sizes / 10)" } else { "" },
         store_path.display(),
-        load_avg()
+        host::load_avg()
     );
 
     // (a) durable creates
@@ -455,21 +448,7 @@ async fn main() {
         file_mb(&store_path)
     );
 
-    println!("    load average at the end: {}", load_avg());
+    println!("    load average at the end: {}", host::load_avg());
     let _ = stop.send(());
     running.done.await.unwrap();
-}
-
-/// Percent-encodes a query value (RFC 3986 unreserved characters stay).
-fn url_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
 }
