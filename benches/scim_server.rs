@@ -49,37 +49,7 @@ impl Sizes {
     }
 }
 
-#[derive(Clone)]
-struct Api {
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Api {
-    async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> (u16, Value) {
-        let mut rb = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(TOKEN);
-        if let Some(b) = body {
-            rb = rb
-                .header("content-type", "application/scim+json")
-                .body(serde_json::to_vec(b).unwrap());
-        }
-        let r = rb.send().await.unwrap();
-        let status = r.status().as_u16();
-        let bytes = r.bytes().await.unwrap();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
-    }
-}
+use scim::Client as Api;
 
 fn user_name(i: usize) -> String {
     format!("bench.user{i:07}@example.com")
@@ -314,13 +284,14 @@ async fn main() {
     .await
     .unwrap();
     let store = running.store.clone();
-    let api = Api {
-        base: format!("http://{}{}", running.scim_addr, config.scim.base_path),
-        http: reqwest::Client::builder()
+    let api = Api::new(
+        &format!("http://{}{}", running.scim_addr, config.scim.base_path),
+        TOKEN,
+        &reqwest::Client::builder()
             .pool_max_idle_per_host(CLIENTS)
             .build()
             .unwrap(),
-    };
+    );
     println!(
         "scim_server bench{}: {CLIENTS} clients over loopback HTTP, store {}; load average {}",
         if quick { " (QUICK: sizes / 10)" } else { "" },

@@ -59,6 +59,16 @@ pub fn test_env() -> HashMap<String, String> {
     env
 }
 
+/// A positive count from the environment variable `name` (for longer runs by hand), else
+/// `default`.
+pub fn count_from_env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|&n: &usize| n > 0)
+        .unwrap_or(default)
+}
+
 /// `scim-sync serve --config config` with the test tokens in its environment.
 pub fn serve(config: &Path) -> std::process::Command {
     let mut cmd = daemon::Daemon::command(Path::new(BIN), config);

@@ -9,7 +9,9 @@
 //! ```
 
 use crate::common::daemon::{self, Ports};
-use crate::common::{enc, group, member_ids, patch_body, serve, user, SCIM_TOKEN};
+use crate::common::{
+    count_from_env, enc, group, member_ids, patch_body, scim, serve, user, SCIM_TOKEN,
+};
 use futures::StreamExt;
 use rand::Rng;
 use serde_json::{json, Value};
@@ -25,11 +27,7 @@ const DEFAULT_ROUNDS: usize = 3;
 const KILL_AFTER_MS: std::ops::RangeInclusive<u64> = 100..=800;
 
 fn rounds() -> usize {
-    std::env::var("SCIM_SYNC_CRASH_ROUNDS")
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .filter(|&n: &usize| n > 0)
-        .unwrap_or(DEFAULT_ROUNDS)
+    count_from_env("SCIM_SYNC_CRASH_ROUNDS", DEFAULT_ROUNDS)
 }
 
 /// A child daemon on `store` with no control plane, and a SCIM client for it.
@@ -40,11 +38,7 @@ pub(crate) struct Daemon {
 }
 
 /// The SCIM side of a daemon, shared by the writer tasks while the test holds the child.
-#[derive(Clone)]
-pub(crate) struct Api {
-    pub(crate) base: String,
-    pub(crate) http: reqwest::Client,
-}
+pub(crate) type Api = scim::Client;
 
 impl Daemon {
     /// Starts the binary on `store` and waits until it serves, on fresh ports.
@@ -69,13 +63,14 @@ impl Daemon {
         let log = dir.join(format!("daemon-{n}.log"));
         let process = daemon::Daemon::start(cmd, ports, Some(&log), Duration::from_secs(10)).await;
         Daemon {
-            api: Api {
-                base: process.scim.clone(),
-                http: reqwest::Client::builder()
+            api: Api::new(
+                &process.scim,
+                SCIM_TOKEN,
+                &reqwest::Client::builder()
                     .timeout(Duration::from_secs(10))
                     .build()
                     .unwrap(),
-            },
+            ),
             admin_port: ports.admin,
             process,
         }
@@ -93,34 +88,6 @@ impl std::ops::Deref for Daemon {
 impl std::ops::DerefMut for Daemon {
     fn deref_mut(&mut self) -> &mut daemon::Daemon {
         &mut self.process
-    }
-}
-
-impl Api {
-    pub(crate) async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<(u16, Value), reqwest::Error> {
-        let mut rb = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(SCIM_TOKEN);
-        if let Some(b) = body {
-            rb = rb
-                .header("content-type", "application/scim+json")
-                .body(serde_json::to_vec(&b).unwrap());
-        }
-        let r = rb.send().await?;
-        let status = r.status().as_u16();
-        let bytes = r.bytes().await?;
-        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Ok((status, json))
-    }
-
-    pub(crate) async fn get(&self, path: &str) -> (u16, Value) {
-        self.send(reqwest::Method::GET, path, None).await.unwrap()
     }
 }
 
@@ -169,7 +136,7 @@ async fn writer(
         i += 1;
         let name = format!("crash-r{round}-w{w}-{i}@example.com");
         let Ok((status, body)) = d
-            .send(reqwest::Method::POST, "/Users", Some(user(&name)))
+            .try_send(reqwest::Method::POST, "/Users", Some(&user(&name)))
             .await
         else {
             break;
@@ -191,7 +158,7 @@ async fn writer(
         let newest = mine[mine.len() - 1].clone();
         let group_body = group(&gname, &initial);
         let Ok((status, body)) = d
-            .send(reqwest::Method::POST, "/Groups", Some(group_body))
+            .try_send(reqwest::Method::POST, "/Groups", Some(&group_body))
             .await
         else {
             break;
@@ -213,7 +180,11 @@ async fn writer(
         let add =
             patch_body(json!([{"op": "add", "path": "members", "value": [{"value": newest}]}]));
         let Ok((status, body)) = d
-            .send(reqwest::Method::PATCH, &format!("/Groups/{gid}"), Some(add))
+            .try_send(
+                reqwest::Method::PATCH,
+                &format!("/Groups/{gid}"),
+                Some(&add),
+            )
             .await
         else {
             break;

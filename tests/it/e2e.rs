@@ -5,7 +5,7 @@
 //! awaited with [`Env::wait_run`].
 
 use crate::common::sim::{self, Control};
-use crate::common::{group, patch_body, test_env, user, Admin, SCIM_TOKEN};
+use crate::common::{group, patch_body, scim, test_env, user, Admin, SCIM_TOKEN};
 use portkey_sim::{Faults, Quirks, Seed, SimOptions, SimServer};
 use scim_sync::config::Config;
 use scim_sync::store::Store;
@@ -115,16 +115,9 @@ impl Env {
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut rb = self
-            .http
-            .request(method, format!("{}{path}", self.scim))
-            .bearer_auth(SCIM_TOKEN);
-        if let Some(b) = body {
-            rb = rb.json(&b);
-        }
-        let r = rb.send().await.unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        scim::Client::new(&self.scim, SCIM_TOKEN, &self.http)
+            .send(method, path, body.as_ref())
+            .await
     }
 
     /// A SCIM call that must succeed; its body.

@@ -3,7 +3,9 @@
 
 use crate::common::daemon::{Daemon, Ports};
 use crate::common::sim;
-use crate::common::{serve, test_env, user, Admin, ADMIN_TOKEN, BIN, PORTKEY_KEY, SCIM_TOKEN};
+use crate::common::{
+    enc, scim, serve, test_env, user, Admin, ADMIN_TOKEN, BIN, PORTKEY_KEY, SCIM_TOKEN,
+};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -74,27 +76,12 @@ async fn sigterm_during_a_burst_exits_0_and_keeps_every_acknowledged_write() {
     );
 
     let p = spawn(&config, ports, None).await;
-    let r: Value = http
-        .get(format!("{}/Users?count=0", p.scim))
-        .bearer_auth(SCIM_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let api = scim::Client::new(&p.scim, SCIM_TOKEN, &http);
+    let (_, r) = api.get("/Users?count=0").await;
     assert!(r["totalResults"].as_u64().unwrap() >= acked.len() as u64);
     for name in acked.iter().step_by(7) {
-        let r: Value = http
-            .get(format!("{}/Users", p.scim))
-            .query(&[("filter", format!("userName eq \"{name}\""))])
-            .bearer_auth(SCIM_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let filter = enc(&format!("userName eq \"{name}\""));
+        let (_, r) = api.get(&format!("/Users?filter={filter}")).await;
         assert_eq!(
             r["totalResults"], 1,
             "{name} was acknowledged but is missing"

@@ -12,7 +12,7 @@
 
 use crate::common::daemon::{Daemon, Ports};
 use crate::common::sim::{self, Control};
-use crate::common::{group, serve, user, Admin, PORTKEY_KEY, SCIM_TOKEN};
+use crate::common::{count_from_env, group, serve, user, Admin, PORTKEY_KEY, SCIM_TOKEN};
 use portkey_sim::{Faults, SimOptions, SimServer};
 use rand::Rng;
 use serde_json::Value;
@@ -35,11 +35,7 @@ const CONVERGE_WITHIN: Duration = Duration::from_secs(20);
 const INVITES: &str = "/v1/admin/users/invites";
 
 fn rounds() -> usize {
-    std::env::var("SCIM_SYNC_RECONCILE_CRASH_ROUNDS")
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .filter(|&n: &usize| n > 0)
-        .unwrap_or(DEFAULT_ROUNDS)
+    count_from_env("SCIM_SYNC_RECONCILE_CRASH_ROUNDS", DEFAULT_ROUNDS)
 }
 
 /// The groups of a round: (workspace, role, member indexes). Alpha's admins are also in its

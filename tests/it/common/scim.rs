@@ -63,3 +63,61 @@ pub fn enc(s: &str) -> String {
     }
     out
 }
+
+/// A SCIM client with a bearer token, sending `application/scim+json` as IdPs do.
+#[derive(Clone)]
+pub struct Client {
+    pub base: String,
+    pub token: String,
+    pub http: reqwest::Client,
+}
+
+impl Client {
+    /// `base` is the SCIM base URL, e.g. `http://127.0.0.1:8080/scim/v2`.
+    pub fn new(base: &str, token: &str, http: &reqwest::Client) -> Client {
+        Client {
+            base: base.to_string(),
+            token: token.to_string(),
+            http: http.clone(),
+        }
+    }
+
+    /// Status and body (`Null` when empty or not JSON); a transport error as it came, for
+    /// callers that expect the server to go away.
+    pub async fn try_send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), reqwest::Error> {
+        let mut rb = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            rb = rb
+                .header("content-type", "application/scim+json")
+                .body(serde_json::to_vec(b).unwrap());
+        }
+        let r = rb.send().await?;
+        let status = r.status().as_u16();
+        let bytes = r.bytes().await?;
+        Ok((
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        ))
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        self.try_send(method, path, body).await.unwrap()
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+}
