@@ -7,6 +7,10 @@
 
 use std::time::{Duration, Instant};
 
+#[path = "../tests/it/common/sim.rs"]
+mod sim;
+use sim::Control;
+
 use portkey_sim::{Seed, SeedMember, SeedUser, SeedWorkspace, SimOptions, SimServer};
 use scim_sync::portkey::{ApiKey, Client, ClientConfig, MemberFilter, UserFilter};
 
@@ -24,16 +28,12 @@ fn users(n: usize) -> Vec<SeedUser> {
 }
 
 async fn sim(seed: Seed, max_page_size: usize) -> SimServer {
-    portkey_sim::spawn(
-        ([127, 0, 0, 1], 0).into(),
-        SimOptions {
-            seed: Some(seed),
-            max_page_size,
-            ..SimOptions::default()
-        },
-    )
+    sim::spawn(SimOptions {
+        seed: Some(seed),
+        max_page_size,
+        ..SimOptions::default()
+    })
     .await
-    .unwrap()
 }
 
 fn client(sim: &SimServer, page_size: usize, rps: f64) -> Client {
@@ -45,25 +45,6 @@ fn client(sim: &SimServer, page_size: usize, rps: f64) -> Client {
         ..ClientConfig::default()
     })
     .unwrap()
-}
-
-async fn logged_requests(http: &reqwest::Client, sim: &SimServer) -> usize {
-    let v: Vec<serde_json::Value> = http
-        .get(format!("{}/requests", sim.control_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v.len()
-}
-
-async fn clear(http: &reqwest::Client, sim: &SimServer) {
-    http.delete(format!("{}/requests", sim.control_url()))
-        .send()
-        .await
-        .unwrap();
 }
 
 struct Sample {
@@ -90,7 +71,7 @@ impl Sample {
     }
 }
 
-async fn measure<F, Fut>(http: &reqwest::Client, sim: &SimServer, runs: usize, f: F) -> Sample
+async fn measure<F, Fut>(control: &Control, runs: usize, f: F) -> Sample
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = usize>,
@@ -101,11 +82,11 @@ where
     let mut items = 0;
     let mut requests = 0;
     for _ in 0..runs {
-        clear(http, sim).await;
+        control.clear_requests().await;
         let start = Instant::now();
         items = f().await;
         times.push(start.elapsed());
-        requests = logged_requests(http, sim).await;
+        requests = control.requests().await.len();
     }
     Sample {
         items,
@@ -127,8 +108,9 @@ async fn main() {
     };
     for (page, cap) in [(100, 100), (1_000, 1_000)] {
         let s = sim(seed.clone(), cap).await;
+        let control = Control::with_client(&s, http.clone());
         let c = client(&s, page, f64::INFINITY);
-        let sample = measure(&http, &s, RUNS, || async {
+        let sample = measure(&control, RUNS, || async {
             c.list_users(&UserFilter::default()).await.unwrap().len()
         })
         .await;
@@ -137,7 +119,7 @@ async fn main() {
         if page == 100 {
             // The production default: 10 requests per second.
             let c = client(&s, page, ClientConfig::default().requests_per_second);
-            let sample = measure(&http, &s, 1, || async {
+            let sample = measure(&control, 1, || async {
                 c.list_users(&UserFilter::default()).await.unwrap().len()
             })
             .await;
@@ -166,8 +148,9 @@ async fn main() {
     };
     for (page, cap) in [(100, 100), (1_000, 1_000)] {
         let s = sim(seed.clone(), cap).await;
+        let control = Control::with_client(&s, http.clone());
         let c = client(&s, page, f64::INFINITY);
-        let sample = measure(&http, &s, RUNS, || async {
+        let sample = measure(&control, RUNS, || async {
             c.list_members("ws-everyone", &MemberFilter::default())
                 .await
                 .unwrap()

@@ -16,7 +16,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a bench fails loudly
 
 use futures::StreamExt;
-use portkey_sim::{Seed, SeedUser, SeedWorkspace, SimOptions, SimServer};
+use portkey_sim::{SeedUser, SeedWorkspace, SimOptions, SimServer};
 use scim_sync::config::{Config, ENV_ADMIN_TOKEN, ENV_PORTKEY_API_KEY, ENV_SCIM_TOKEN};
 use scim_sync::reconcile::RunSummary;
 use scim_sync::scheduler::Trigger;
@@ -28,10 +28,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+#[path = "support/host.rs"]
+mod host;
+#[path = "../tests/it/common/sim.rs"]
+mod sim;
+use sim::Control;
+
 const API_KEY: &str = "bench-portkey-key";
 const SCIM_TOKEN: &str = "bench-scim-token-0123456789";
 const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
-const OWNER: &str = "owner@example.com";
 /// Repetitions of (b) and (c).
 const NOOP_RUNS: usize = 5;
 const CHANGE_RUNS: usize = 3;
@@ -92,15 +97,6 @@ fn machine() -> String {
     )
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// Writes the SCIM state straight into the store, the way the SCIM server would (normalize,
 /// then create), with many creates in flight so that the writer commits them in groups.
 async fn seed_store(path: &Path, scale: &Scale) -> (Vec<String>, Vec<String>, Duration) {
@@ -152,28 +148,12 @@ async fn seed_store(path: &Path, scale: &Scale) -> (Vec<String>, Vec<String>, Du
 }
 
 async fn sim() -> SimServer {
-    portkey_sim::spawn(
-        ([127, 0, 0, 1], 0).into(),
-        SimOptions {
-            api_key: API_KEY.into(),
-            seed: Some(owner_seed()),
-            ..SimOptions::default()
-        },
-    )
+    sim::spawn(SimOptions {
+        api_key: API_KEY.into(),
+        seed: Some(sim::owner()),
+        ..SimOptions::default()
+    })
     .await
-    .unwrap()
-}
-
-fn owner_seed() -> Seed {
-    Seed {
-        users: vec![SeedUser {
-            email: OWNER.into(),
-            first_name: None,
-            last_name: None,
-            role: "owner".into(),
-        }],
-        ..Seed::default()
-    }
 }
 
 fn config(store: &Path, sim: &SimServer) -> Config {
@@ -265,39 +245,21 @@ impl Calls {
 
 struct Bench {
     http: reqwest::Client,
+    control: Control,
     sim: SimServer,
 }
 
 impl Bench {
     async fn log(&self) -> Vec<Value> {
-        self.http
-            .get(format!("{}/requests", self.sim.control_url()))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.control.requests().await
     }
 
     async fn clear(&self) {
-        self.http
-            .delete(format!("{}/requests", self.sim.control_url()))
-            .send()
-            .await
-            .unwrap();
+        self.control.clear_requests().await;
     }
 
     async fn control(&self, path: &str, body: Value) -> Value {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.sim.control_url()))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{path}: {}", r.status());
-        r.json().await.unwrap()
+        self.control.post(path, &body).await
     }
 }
 
@@ -382,7 +344,7 @@ async fn main() {
     println!(
         "machine: {}; load average at start {}",
         machine(),
-        loadavg()
+        host::load_avg()
     );
     println!(
         "scenario: {} SCIM users, {} workspace groups ws-W{{i}}-role-member, {} memberships",
@@ -395,12 +357,16 @@ async fn main() {
     let (user_ids, group_ids, t) = seed_store(&store_path, &scale).await;
     println!("store seeded in {:.2} s", t.as_secs_f64());
 
+    // Request logs of 50,000 calls take a while to read.
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(600))
+        .build()
+        .unwrap();
+    let sim = sim().await;
     let b = Bench {
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(600))
-            .build()
-            .unwrap(),
-        sim: sim().await,
+        control: Control::with_client(&sim, http.clone()),
+        http,
+        sim,
     };
     let config = config(&store_path, &b.sim);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -454,7 +420,7 @@ async fn main() {
     // The same SCIM state against an organisation where everyone is already a user and the
     // workspaces exist but are empty: the members must be bulk-added.
     b.control("/reset", json!({})).await;
-    let mut seed = owner_seed();
+    let mut seed = sim::owner();
     seed.users.extend((0..scale.users).map(|i| SeedUser {
         email: email(i),
         first_name: None,
@@ -488,15 +454,7 @@ async fn main() {
     println!("\n## (c) one SCIM change (add one user to one group)");
     let scim = format!("http://{}{}", running.scim_addr, config.scim.base_path);
     // Control-plane user ids by email: the member add names the user by id.
-    let state: Value = b
-        .http
-        .get(format!("{}/state", b.sim.control_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let state = b.control.state().await;
     let pk_ids: HashMap<String, String> = state["users"]
         .as_array()
         .unwrap()
@@ -627,6 +585,6 @@ async fn main() {
     println!("run {}: {} ms; {}", s.run_id, s.duration_ms, calls.line());
     stop(running, stop_tx).await;
 
-    println!("\nload average at end {}", loadavg());
+    println!("\nload average at end {}", host::load_avg());
     b.sim.shutdown().await;
 }

@@ -18,6 +18,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "support/host.rs"]
+mod host;
+#[path = "../tests/it/common/scim.rs"]
+mod scim;
+
 const CLIENTS: usize = 16;
 const TOKEN: &str = "bench-scim-token-0123456789";
 
@@ -44,37 +49,7 @@ impl Sizes {
     }
 }
 
-#[derive(Clone)]
-struct Api {
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Api {
-    async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> (u16, Value) {
-        let mut rb = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(TOKEN);
-        if let Some(b) = body {
-            rb = rb
-                .header("content-type", "application/scim+json")
-                .body(serde_json::to_vec(b).unwrap());
-        }
-        let r = rb.send().await.unwrap();
-        let status = r.status().as_u16();
-        let bytes = r.bytes().await.unwrap();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
-    }
-}
+use scim::Client as Api;
 
 fn user_name(i: usize) -> String {
     format!("bench.user{i:07}@example.com")
@@ -94,14 +69,11 @@ fn user_body(i: usize) -> Value {
 }
 
 fn member_patch(ids: &[String]) -> Value {
-    json!({
-        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-        "Operations": [{
-            "op": "add",
-            "path": "members",
-            "value": ids.iter().map(|id| json!({"value": id})).collect::<Vec<_>>(),
-        }],
-    })
+    scim::patch_body(json!([{
+        "op": "add",
+        "path": "members",
+        "value": ids.iter().map(|id| json!({"value": id})).collect::<Vec<_>>(),
+    }]))
 }
 
 /// Runs `n` requests from `CLIENTS` concurrent clients; `op(i)` makes request `i`. Returns the
@@ -214,7 +186,7 @@ async fn lookups(api: &Api, users: usize, n: usize, clients: usize) -> (Duration
             // A stride coprime to the user count visits names all over the index rather than a
             // hot range.
             let name = user_name((i * 7919) % users);
-            let q = url_encode(&format!("userName eq \"{name}\""));
+            let q = scim::enc(&format!("userName eq \"{name}\""));
             let (status, body) = a
                 .send(reqwest::Method::GET, &format!("/Users?filter={q}"), None)
                 .await;
@@ -266,15 +238,6 @@ fn cores_busy(cpu_before: f64, wall: Duration) -> String {
     )
 }
 
-fn load_avg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 fn file_mb(path: &Path) -> f64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) as f64 / 1e6
 }
@@ -321,18 +284,19 @@ async fn main() {
     .await
     .unwrap();
     let store = running.store.clone();
-    let api = Api {
-        base: format!("http://{}{}", running.scim_addr, config.scim.base_path),
-        http: reqwest::Client::builder()
+    let api = Api::new(
+        &format!("http://{}{}", running.scim_addr, config.scim.base_path),
+        TOKEN,
+        &reqwest::Client::builder()
             .pool_max_idle_per_host(CLIENTS)
             .build()
             .unwrap(),
-    };
+    );
     println!(
         "scim_server bench{}: {CLIENTS} clients over loopback HTTP, store {}; load average {}",
         if quick { " (QUICK: sizes / 10)" } else { "" },
         store_path.display(),
-        load_avg()
+        host::load_avg()
     );
 
     // (a) durable creates
@@ -455,21 +419,7 @@ async fn main() {
         file_mb(&store_path)
     );
 
-    println!("    load average at the end: {}", load_avg());
+    println!("    load average at the end: {}", host::load_avg());
     let _ = stop.send(());
     running.done.await.unwrap();
-}
-
-/// Percent-encodes a query value (RFC 3986 unreserved characters stay).
-fn url_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
 }

@@ -8,6 +8,10 @@
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a bench fails loudly
 
+#[path = "../tests/it/common/daemon.rs"]
+mod daemon;
+#[path = "../tests/it/common/scim.rs"]
+mod scim;
 #[path = "support/soak.rs"]
 mod soak;
 

@@ -22,18 +22,23 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::RwLock;
+
+// The includer provides the process fixture and the SCIM bodies, `tests/it/common/daemon.rs`
+// and `scim.rs`: the test crate has them already, and a file may be a module only once per
+// crate.
+use super::daemon::{Daemon, Ports};
+use super::scim;
 
 pub const SCIM_TOKEN: &str = "soak-scim-token-0123456789abcdef";
 pub const ADMIN_TOKEN: &str = "soak-admin-token-0123456789abcdef";
 const SIM_KEY: &str = "soak-sim-key";
 const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
-const PATCH_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 const WORKSPACES: usize = 6;
 const ROLES: [&str; 3] = ["admin", "manager", "member"];
@@ -133,95 +138,34 @@ impl Report {
     }
 }
 
-/// A port that was free a moment ago; a collision shows up as a failed start, then a retry.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
+fn config_text(store: &Path, sim_base: &str, ports: Ports) -> String {
+    ports.config("rate_limit_per_second = 0\n", store)
+        + &format!(
+            "[portkey]\nbase_url = \"{sim_base}\"\nretry_initial_ms = 100\nretry_give_up_secs = 5\n\
+             [sync]\ndebounce_ms = 500\nfull_resync_cron = \"0 */2 * * * *\"\n"
+        )
 }
 
-struct Daemon {
-    child: Child,
-    scim: String,
-    admin: String,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // Best effort: the process may already be gone.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn config_text(store: &Path, sim_base: &str, scim_port: u16, admin_port: u16) -> String {
-    format!(
-        "[scim]\nlisten = \"127.0.0.1:{scim_port}\"\nrate_limit_per_second = 0\n\
-         [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\
-         [store]\npath = \"{}\"\n\
-         [portkey]\nbase_url = \"{sim_base}\"\nretry_initial_ms = 100\nretry_give_up_secs = 5\n\
-         [sync]\ndebounce_ms = 500\nfull_resync_cron = \"0 */2 * * * *\"\n",
-        store.display()
-    )
-}
-
-async fn start_daemon(
-    bin: &Path,
-    dir: &Path,
-    store: &Path,
-    sim_base: &str,
-    n: usize,
-    http: &reqwest::Client,
-) -> Daemon {
+/// Starts the daemon on fresh ports; a port taken in between shows up as a failed start, and
+/// another attempt follows.
+async fn start_daemon(bin: &Path, dir: &Path, store: &Path, sim_base: &str, n: usize) -> Daemon {
     for attempt in 0..5 {
-        let (scim_port, admin_port) = (free_port(), free_port());
+        let ports = Ports::free();
         let config = dir.join(format!("config-{n}-{attempt}.toml"));
-        let mut text = config_text(store, sim_base, scim_port, admin_port);
+        let mut text = config_text(store, sim_base, ports);
         if !config_accepts_rate_limit_key(bin) {
             text = text.replace("rate_limit_per_second = 0\n", "");
         }
         std::fs::write(&config, text).expect("write config");
-        let log = dir.join(format!("daemon-{n}.log"));
-        let child = Command::new(bin)
-            .arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .env("SCIM_SYNC_SCIM_TOKEN", SCIM_TOKEN)
+        let mut cmd = Daemon::command(bin, &config);
+        cmd.env("SCIM_SYNC_SCIM_TOKEN", SCIM_TOKEN)
             .env("SCIM_SYNC_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("PORTKEY_API_KEY", SIM_KEY)
-            .env("SCIM_SYNC_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("spawn scim-sync");
-        let mut d = Daemon {
-            child,
-            scim: format!("http://127.0.0.1:{scim_port}/scim/v2"),
-            admin: format!("http://127.0.0.1:{admin_port}"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = d.child.try_wait() {
-                let text = std::fs::read_to_string(&log).unwrap_or_default();
-                eprintln!(
-                    "scim-sync exited ({status}) while starting (attempt {attempt}):\n{text}"
-                );
-                break;
-            }
-            if let Ok(r) = http.get(format!("{}/readyz", d.admin)).send().await {
-                if r.status().is_success() {
-                    return d;
-                }
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "scim-sync did not become ready within 30 s\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            .env("SCIM_SYNC_LOG", "warn");
+        let log = dir.join(format!("daemon-{n}.log"));
+        match Daemon::try_start(cmd, ports, Some(&log), Duration::from_secs(30)).await {
+            Ok(d) => return d,
+            Err(e) => eprintln!("{e} (attempt {attempt})"),
         }
     }
     panic!("scim-sync did not start in 5 attempts");
@@ -235,7 +179,8 @@ fn config_accepts_rate_limit_key(bin: &Path) -> bool {
         let dir = std::env::temp_dir().join(format!("soak-keycheck-{}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
         let config = dir.join("c.toml");
-        let text = config_text(&dir.join("s.redb"), "http://127.0.0.1:9/v1", 1, 2);
+        let ports = Ports { scim: 1, admin: 2 };
+        let text = config_text(&dir.join("s.redb"), "http://127.0.0.1:9/v1", ports);
         if std::fs::write(&config, text).is_err() {
             return false;
         }
@@ -399,10 +344,6 @@ fn create_body(user_name: &str, entra: bool, ext: &str) -> Value {
     }
 }
 
-fn patch(ops: Value) -> Value {
-    json!({"schemas": [PATCH_SCHEMA], "Operations": ops})
-}
-
 /// One IdP client: picks an action, sends it, and updates its model from the answer.
 async fn client(shared: Arc<Shared>, c: usize, opts: Options) {
     let mut rng = StdRng::seed_from_u64(opts.seed ^ (c as u64).wrapping_mul(0x9E37_79B9));
@@ -550,11 +491,11 @@ async fn set_active(shared: &Shared, c: usize, i: usize, active: bool) {
     let (id, entra) = id_of(shared, c, i);
     // Entra sends string booleans with a capitalised op and a path; Okta a value object.
     let body = if entra {
-        patch(
+        scim::patch_body(
             json!([{"op": "Replace", "path": "active", "value": if active { "True" } else { "False" }}]),
         )
     } else {
-        patch(json!([{"op": "replace", "value": {"active": active}}]))
+        scim::patch_body(json!([{"op": "replace", "value": {"active": active}}]))
     };
     let out = shared
         .send(reqwest::Method::PATCH, &format!("/Users/{id}"), Some(body))
@@ -627,7 +568,7 @@ async fn membership(shared: &Shared, c: usize, i: usize, g: usize, add: bool) {
         .send(
             reqwest::Method::PATCH,
             &format!("/Groups/{gid}"),
-            Some(patch(ops)),
+            Some(scim::patch_body(ops)),
         )
         .await;
     let mut m = shared.models[c].lock().expect("model");
@@ -705,15 +646,7 @@ async fn verify(shared: &Shared, when: &str) -> (u64, u64) {
                 return (0, 0);
             }
         };
-        let set = v["members"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|m| m["value"].as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
-        members.insert(g, set);
+        members.insert(g, scim::member_ids(&v).into_iter().collect());
     }
     let (mut checked, mut lost) = (0u64, 0u64);
     for model in &shared.models {
@@ -953,15 +886,7 @@ pub async fn run(opts: Options) -> Report {
         .build()
         .expect("client");
     let mut n_start = 0usize;
-    let mut daemon = start_daemon(
-        &opts.bin,
-        dir.path(),
-        &store,
-        &sim.base_url(),
-        n_start,
-        &http,
-    )
-    .await;
+    let mut daemon = start_daemon(&opts.bin, dir.path(), &store, &sim.base_url(), n_start).await;
 
     // Groups first, as an IdP's group push would (one per workspace and role).
     let mut groups = Vec::new();
@@ -1058,15 +983,7 @@ pub async fn run(opts: Options) -> Report {
             daemon.child.wait().expect("reap");
             report.kills += 1;
             n_start += 1;
-            let d = start_daemon(
-                &opts.bin,
-                dir.path(),
-                &store,
-                &sim.base_url(),
-                n_start,
-                &http,
-            )
-            .await;
+            let d = start_daemon(&opts.bin, dir.path(), &store, &sim.base_url(), n_start).await;
             *shared.scim.write().expect("scim") = d.scim.clone();
             *shared.admin.write().expect("admin") = d.admin.clone();
             daemon = d;

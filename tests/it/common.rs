@@ -1,13 +1,28 @@
-//! A real daemon on loopback ports for the tests, and a small HTTP client for it.
+//! The test harness: a real daemon in this process ([`Server`]) or as a child process
+//! ([`daemon`]), the control-plane simulator ([`sim`]), SCIM bodies ([`user`], [`group`]), the
+//! admin calls the tests make, and waits on run summaries ([`wait_run`]) and conditions
+//! ([`wait_for`]) instead of fixed sleeps.
+
+pub mod daemon;
+pub mod scim;
+pub mod sim;
+
+pub use scim::{enc, group, member_ids, patch_body, user};
 
 use scim_sync::config::{Config, ENV_ADMIN_TOKEN, ENV_PORTKEY_API_KEY, ENV_SCIM_TOKEN};
 use serde_json::Value;
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::Path;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub const SCIM_TOKEN: &str = "test-scim-token-0123456789";
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+/// The control-plane key [`test_env`] gives the daemon; simulators are started with it.
+pub const PORTKEY_KEY: &str = "test-portkey-key";
+/// The binary under test, for the tests that run it as a process.
+pub const BIN: &str = env!("CARGO_BIN_EXE_scim-sync");
 
 pub struct Server {
     pub base: String,
@@ -40,8 +55,25 @@ pub fn test_env() -> HashMap<String, String> {
     let mut env = HashMap::new();
     env.insert(ENV_SCIM_TOKEN.into(), SCIM_TOKEN.into());
     env.insert(ENV_ADMIN_TOKEN.into(), ADMIN_TOKEN.into());
-    env.insert(ENV_PORTKEY_API_KEY.into(), "test-portkey-key".into());
+    env.insert(ENV_PORTKEY_API_KEY.into(), PORTKEY_KEY.into());
     env
+}
+
+/// A positive count from the environment variable `name` (for longer runs by hand), else
+/// `default`.
+pub fn count_from_env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|&n: &usize| n > 0)
+        .unwrap_or(default)
+}
+
+/// `scim-sync serve --config config` with the test tokens in its environment.
+pub fn serve(config: &Path) -> std::process::Command {
+    let mut cmd = daemon::Daemon::command(Path::new(BIN), config);
+    cmd.envs(test_env());
+    cmd
 }
 
 impl Server {
@@ -146,20 +178,7 @@ impl Server {
     }
 
     pub async fn create_group(&self, name: &str, members: &[&str]) -> String {
-        let members: Vec<Value> = members
-            .iter()
-            .map(|m| serde_json::json!({"value": m}))
-            .collect();
-        let r = self
-            .post(
-                "/Groups",
-                serde_json::json!({
-                    "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
-                    "displayName": name,
-                    "members": members,
-                }),
-            )
-            .await;
+        let r = self.post("/Groups", group(name, members)).await;
         assert_eq!(r.status, 201, "{}", r.json);
         r.json["id"].as_str().unwrap().to_string()
     }
@@ -167,53 +186,48 @@ impl Server {
     pub async fn member_ids(&self, gid: &str) -> Vec<String> {
         let r = self.get(&format!("/Groups/{gid}")).await;
         assert_eq!(r.status, 200, "{}", r.json);
-        let mut ids: Vec<String> = r.json["members"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|m| m["value"].as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut ids = member_ids(&r.json);
         ids.sort();
         ids
     }
 }
 
-/// An Okta-style create body.
-pub fn user(user_name: &str) -> Value {
-    serde_json::json!({
-        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
-        "userName": user_name,
-        "name": {"givenName": "Given", "familyName": "Family"},
-        "emails": [{"primary": true, "value": user_name, "type": "work"}],
-        "displayName": "Given Family",
-        "active": true,
-    })
+/// What this thread's tracing writes while it is alive, as plain text, for assertions.
+pub struct LogCapture {
+    buf: LogBuffer,
+    // Dropped in this order: the capture first, then the second dispatcher.
+    _guard: tracing::subscriber::DefaultGuard,
+    _second: tracing::Dispatch,
 }
 
-pub fn patch_body(ops: Value) -> Value {
-    serde_json::json!({
-        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-        "Operations": ops,
-    })
-}
-
-pub fn enc(s: &str) -> String {
-    percent_encode(s)
-}
-
-fn percent_encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
+impl LogCapture {
+    pub fn start(level: tracing::Level) -> LogCapture {
+        let buf = LogBuffer::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        // tracing caches each callsite's interest process-wide. With exactly one dispatcher
+        // registered, a callsite first reached by a sibling test's thread (which has no
+        // subscriber) is cached as "never" and this capture would miss it (tokio-rs/tracing#3611).
+        // A second live dispatcher sends registration through the global list, which includes
+        // the capture.
+        let second = tracing::Dispatch::new(tracing_subscriber::registry());
+        let guard = tracing::subscriber::set_default(subscriber);
+        tracing::callsite::rebuild_interest_cache();
+        LogCapture {
+            buf,
+            _guard: guard,
+            _second: second,
         }
     }
-    out
+
+    /// Everything written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8(self.buf.0.lock().unwrap().clone()).unwrap()
+    }
 }
 
 /// A log sink for a test's tracing subscriber: everything written, kept for assertions.
@@ -228,5 +242,118 @@ impl std::io::Write for LogBuffer {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+/// Polls `holds` every 20 ms until it is true or `within` has passed; whether it held. For a
+/// test that asserts afterwards with a message of its own.
+pub async fn eventually<F, Fut>(within: Duration, mut holds: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if holds().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls `check` every 20 ms until it gives a value; fails naming `what` after `within`.
+pub async fn wait_for<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Calls on the admin listener at `base` (`http://host:port`) with the admin token.
+#[derive(Clone)]
+pub struct Admin {
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl Admin {
+    pub fn new(base: &str, http: &reqwest::Client) -> Admin {
+        Admin {
+            base: base.to_string(),
+            http: http.clone(),
+        }
+    }
+
+    /// `GET path`, whole document.
+    pub async fn get(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// `POST path` without a body: status and answer (`Null` when it is not JSON).
+    pub async fn post(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `GET /admin/status`.
+    pub async fn status(&self) -> Value {
+        self.get("/admin/status").await
+    }
+
+    /// Asks for a full run; with `wait`, the answer carries the run's summary under `summary`.
+    pub async fn resync(&self, wait: bool) -> (u16, Value) {
+        let q = if wait { "?wait=true" } else { "" };
+        self.post(&format!("/admin/resync{q}")).await
+    }
+
+    /// A forced full run, waited for; the answer must be 200. Its summary.
+    pub async fn run(&self) -> Value {
+        let (status, v) = self.resync(true).await;
+        assert_eq!(status, 200, "{v}");
+        v["summary"].clone()
+    }
+
+    /// Waits for the reconciler's part of the status to be one that `done` accepts; returns it.
+    pub async fn wait_status(&self, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
+        wait_for(within, "the reconciler status as awaited", || async {
+            let st = self.status().await;
+            done(&st["reconciler"]).then(|| st["reconciler"].clone())
+        })
+        .await
+    }
+
+    /// Waits for the last finished run (`reconciler.last_run`) to be one that `done` accepts,
+    /// e.g. a run other than the one before, or one of a kind; returns its summary.
+    pub async fn wait_run(&self, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
+        let st = self
+            .wait_status(within, |r| !r["last_run"].is_null() && done(&r["last_run"]))
+            .await;
+        st["last_run"].clone()
     }
 }

@@ -4,96 +4,46 @@
 //! The flood test runs the daemon as a child process with the 1,024-descriptor soft limit a
 //! process gets by default, where descriptors run out first.
 
-use crate::common::{test_env, LogBuffer, Server, SCIM_TOKEN};
+use crate::common::daemon::{Daemon, Ports};
+use crate::common::{test_env, LogCapture, Server, BIN, SCIM_TOKEN};
 use scim_sync::config::Config;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A `scim-sync serve` child under `ulimit -Sn 1024`, killed on drop.
-struct Daemon {
-    child: Child,
-    scim: u16,
-    admin: u16,
-    log: std::path::PathBuf,
+struct Flooded {
+    d: Daemon,
     _dir: tempfile::TempDir,
 }
 
-impl Daemon {
-    async fn start(scim_extra: &str) -> Daemon {
+impl Flooded {
+    async fn start(scim_extra: &str) -> Flooded {
         let dir = tempfile::tempdir().unwrap();
-        let (scim, admin) = (free_port(), free_port());
+        let ports = Ports::free();
         let config = dir.path().join("scim-sync.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[scim]\nlisten = \"127.0.0.1:{scim}\"\n{scim_extra}\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\
-                 [store]\npath = \"{}\"\n[portkey]\nbase_url = \"http://127.0.0.1:9/v1\"\n\
-                 retry_give_up_secs = 1\nretry_initial_ms = 50\n",
-                dir.path().join("store.redb").display()
-            ),
-        )
-        .unwrap();
-        let log = dir.path().join("daemon.log");
-        let child = Command::new("sh")
-            .arg("-c")
+        let text = ports.config(&format!("{scim_extra}\n"), &dir.path().join("store.redb"))
+            + "[portkey]\nbase_url = \"http://127.0.0.1:9/v1\"\n\
+               retry_give_up_secs = 1\nretry_initial_ms = 50\n";
+        std::fs::write(&config, text).unwrap();
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
             .arg("ulimit -Sn 1024 && exec \"$0\" serve --config \"$1\"")
-            .arg(env!("CARGO_BIN_EXE_scim-sync"))
+            .arg(BIN)
             .arg(&config)
             .envs(test_env())
             .env("SCIM_SYNC_LOG", "warn")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut d = Daemon {
-            child,
-            scim,
-            admin,
-            log,
-            _dir: dir,
-        };
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = d.child.try_wait().unwrap() {
-                panic!("daemon exited ({status}) while starting\n{}", d.log_text());
-            }
-            let url = format!("http://127.0.0.1:{admin}/readyz");
-            if let Ok(r) = http.get(&url).send().await {
-                if r.status().is_success() {
-                    return d;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "daemon not ready\n{}",
-                d.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            .stdout(Stdio::null());
+        let log = dir.path().join("daemon.log");
+        let d = Daemon::start(cmd, ports, Some(&log), Duration::from_secs(20)).await;
+        Flooded { d, _dir: dir }
     }
 
     fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.d.log_text()
     }
 }
 
@@ -155,9 +105,9 @@ async fn slow_header_client(addr: String, give_up: Duration) -> Option<Duration>
 /// connection was held for as long as the client kept sending.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_idle_connections_and_a_slow_header_client_do_not_stop_answers() {
-    let d = Daemon::start("header_read_timeout_ms = 1000").await;
-    let scim_addr = format!("127.0.0.1:{}", d.scim);
-    let admin = format!("http://127.0.0.1:{}", d.admin);
+    let d = Flooded::start("header_read_timeout_ms = 1000").await;
+    let scim_addr = format!("127.0.0.1:{}", d.d.ports.scim);
+    let admin = d.d.admin.clone();
 
     let mut idle = Vec::with_capacity(2000);
     for _ in 0..2000 {
@@ -235,8 +185,8 @@ async fn two_thousand_idle_connections_and_a_slow_header_client_do_not_stop_answ
 /// are free.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_out_of_descriptors_neither_spins_nor_ends_the_accept_loop() {
-    let d = Daemon::start("max_connections = 5000\nheader_read_timeout_ms = 60000").await;
-    let scim_addr = format!("127.0.0.1:{}", d.scim);
+    let d = Flooded::start("max_connections = 5000\nheader_read_timeout_ms = 60000").await;
+    let scim_addr = format!("127.0.0.1:{}", d.d.ports.scim);
     // More than 1,024 descriptors' worth; connects beyond the listen backlog would hang, so each
     // gets a short timeout and the ones that do not complete are left.
     let mut idle = Vec::new();
@@ -431,17 +381,7 @@ async fn h2c_gets_no_http2_answer() {
 
 /// A tokenless request as a proxy would forward it, and the log line it produced.
 async fn refused_line(trusted: &str, forwarded_for: &str) -> String {
-    let buf = LogBuffer::default();
-    let writer = buf.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    // As in hardening.rs: a second live dispatcher keeps callsite interest from being cached.
-    let _second = tracing::Dispatch::new(tracing_subscriber::registry());
-    let _guard = tracing::subscriber::set_default(subscriber);
-    tracing::callsite::rebuild_interest_cache();
+    let capture = LogCapture::start(tracing::Level::INFO);
 
     let s = Server::start_with(&format!("trusted_proxies = {trusted}")).await;
     let req = format!(
@@ -450,7 +390,7 @@ async fn refused_line(trusted: &str, forwarded_for: &str) -> String {
     );
     let (status, _) = s.raw(&req).await;
     assert_eq!(status, 401);
-    let logs = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let logs = capture.text();
     logs.lines()
         .find(|l| l.contains("scim request refused"))
         .unwrap_or_else(|| panic!("no refusal logged: {logs}"))

@@ -8,13 +8,16 @@
 //! SCIM_SYNC_CRASH_ROUNDS=20 cargo test --test it crash -- --nocapture
 //! ```
 
-use crate::common::{enc, patch_body, test_env, user, SCIM_TOKEN};
+use crate::common::daemon::{self, Ports};
+use crate::common::{
+    count_from_env, enc, group, member_ids, patch_body, scim, serve, user, SCIM_TOKEN,
+};
 use futures::StreamExt;
 use rand::Rng;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,40 +27,21 @@ const DEFAULT_ROUNDS: usize = 3;
 const KILL_AFTER_MS: std::ops::RangeInclusive<u64> = 100..=800;
 
 fn rounds() -> usize {
-    std::env::var("SCIM_SYNC_CRASH_ROUNDS")
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .filter(|&n: &usize| n > 0)
-        .unwrap_or(DEFAULT_ROUNDS)
+    count_from_env("SCIM_SYNC_CRASH_ROUNDS", DEFAULT_ROUNDS)
 }
 
-/// A port that was free a moment ago. The daemon binds it right after; a collision would show
-/// up as a failed start, not as a wrong result.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
+/// A child daemon on `store` with no control plane, and a SCIM client for it.
 pub(crate) struct Daemon {
-    pub(crate) child: Child,
+    process: daemon::Daemon,
     pub(crate) api: Api,
     pub(crate) admin_port: u16,
-    log: PathBuf,
 }
 
 /// The SCIM side of a daemon, shared by the writer tasks while the test holds the child.
-#[derive(Clone)]
-pub(crate) struct Api {
-    pub(crate) base: String,
-    pub(crate) http: reqwest::Client,
-}
+pub(crate) type Api = scim::Client;
 
 impl Daemon {
-    /// Starts the binary on `store` and waits until it serves. Fresh ports on every start, so
-    /// that sockets left in TIME_WAIT by the killed process cannot get in the way.
+    /// Starts the binary on `store` and waits until it serves, on fresh ports.
     pub(crate) async fn start(dir: &Path, store: &Path, n: usize) -> Daemon {
         Self::start_with(dir, store, n, |_| {}).await
     }
@@ -69,113 +53,41 @@ impl Daemon {
         n: usize,
         prepare: impl FnOnce(&mut Command),
     ) -> Daemon {
-        let (scim_port, admin_port) = (free_port(), free_port());
+        let ports = Ports::free();
         let config = dir.join(format!("config-{n}.toml"));
-        std::fs::write(
-            &config,
-            format!(
-                "[scim]\nlisten = \"127.0.0.1:{scim_port}\"\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\
-                 [store]\npath = \"{}\"\n[portkey]\nbase_url = \"http://127.0.0.1:9/v1\"\n",
-                store.display()
-            ),
-        )
-        .unwrap();
-        let log = dir.join(format!("daemon-{n}.log"));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_scim-sync"));
-        cmd.arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .envs(test_env())
-            .env("SCIM_SYNC_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
+        let text = ports.config("", store) + "[portkey]\nbase_url = \"http://127.0.0.1:9/v1\"\n";
+        std::fs::write(&config, text).unwrap();
+        let mut cmd = serve(&config);
+        cmd.env("SCIM_SYNC_LOG", "warn");
         prepare(&mut cmd);
-        let child = cmd.spawn().unwrap();
-        let mut d = Daemon {
-            child,
-            api: Api {
-                base: format!("http://127.0.0.1:{scim_port}/scim/v2"),
-                http: reqwest::Client::builder()
+        let log = dir.join(format!("daemon-{n}.log"));
+        let process = daemon::Daemon::start(cmd, ports, Some(&log), Duration::from_secs(10)).await;
+        Daemon {
+            api: Api::new(
+                &process.scim,
+                SCIM_TOKEN,
+                &reqwest::Client::builder()
                     .timeout(Duration::from_secs(10))
                     .build()
                     .unwrap(),
-            },
-            admin_port,
-            log,
-        };
-        d.wait_ready(admin_port).await;
-        d
-    }
-
-    async fn wait_ready(&mut self, admin_port: u16) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!(
-                    "scim-sync exited ({status}) while starting; the store did not open?\n{}",
-                    self.log_text()
-                );
-            }
-            let url = format!("http://127.0.0.1:{admin_port}/readyz");
-            if let Ok(r) = self.api.http.get(&url).send().await {
-                if r.status().is_success() {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "scim-sync did not become ready within 10 s\n{}",
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            ),
+            admin_port: ports.admin,
+            process,
         }
-    }
-
-    pub(crate) fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGKILL (what `Child::kill` sends on Unix) and reap, so the store's file lock is gone.
-    pub(crate) fn kill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
     }
 }
 
-impl Drop for Daemon {
-    /// A failed assertion must not leave a daemon running.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// The process side: `child`, `log_text`, `kill`.
+impl std::ops::Deref for Daemon {
+    type Target = daemon::Daemon;
+    fn deref(&self) -> &daemon::Daemon {
+        &self.process
     }
 }
 
-impl Api {
-    pub(crate) async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<(u16, Value), reqwest::Error> {
-        let mut rb = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(SCIM_TOKEN);
-        if let Some(b) = body {
-            rb = rb
-                .header("content-type", "application/scim+json")
-                .body(serde_json::to_vec(&b).unwrap());
-        }
-        let r = rb.send().await?;
-        let status = r.status().as_u16();
-        let bytes = r.bytes().await?;
-        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Ok((status, json))
-    }
-
-    pub(crate) async fn get(&self, path: &str) -> (u16, Value) {
-        self.send(reqwest::Method::GET, path, None).await.unwrap()
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut daemon::Daemon {
+        &mut self.process
     }
 }
 
@@ -219,21 +131,18 @@ async fn writer(
     let mut counts = RoundCounts::default();
     let mut mine: Vec<String> = Vec::new();
     let mut i = 0usize;
+    let reject = |what: String| acked.lock().unwrap().rejected.push(what);
     while !stop.load(Ordering::Relaxed) {
         i += 1;
         let name = format!("crash-r{round}-w{w}-{i}@example.com");
         let Ok((status, body)) = d
-            .send(reqwest::Method::POST, "/Users", Some(user(&name)))
+            .try_send(reqwest::Method::POST, "/Users", Some(&user(&name)))
             .await
         else {
             break;
         };
         if status != 201 {
-            acked
-                .lock()
-                .unwrap()
-                .rejected
-                .push(format!("POST /Users {name}: {status} {body}"));
+            reject(format!("POST /Users {name}: {status} {body}"));
             continue;
         }
         let id = body["id"].as_str().unwrap().to_string();
@@ -247,23 +156,15 @@ async fn writer(
         let gname = format!("crash-r{round}-g{w}-{i}");
         let initial: Vec<String> = mine[mine.len() - 3..mine.len() - 1].to_vec();
         let newest = mine[mine.len() - 1].clone();
-        let group_body = json!({
-            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
-            "displayName": gname,
-            "members": initial.iter().map(|m| json!({"value": m})).collect::<Vec<_>>(),
-        });
+        let group_body = group(&gname, &initial);
         let Ok((status, body)) = d
-            .send(reqwest::Method::POST, "/Groups", Some(group_body))
+            .try_send(reqwest::Method::POST, "/Groups", Some(&group_body))
             .await
         else {
             break;
         };
         if status != 201 {
-            acked
-                .lock()
-                .unwrap()
-                .rejected
-                .push(format!("POST /Groups {gname}: {status} {body}"));
+            reject(format!("POST /Groups {gname}: {status} {body}"));
             continue;
         }
         let gid = body["id"].as_str().unwrap().to_string();
@@ -279,17 +180,17 @@ async fn writer(
         let add =
             patch_body(json!([{"op": "add", "path": "members", "value": [{"value": newest}]}]));
         let Ok((status, body)) = d
-            .send(reqwest::Method::PATCH, &format!("/Groups/{gid}"), Some(add))
+            .try_send(
+                reqwest::Method::PATCH,
+                &format!("/Groups/{gid}"),
+                Some(&add),
+            )
             .await
         else {
             break;
         };
         if !(200..300).contains(&status) {
-            acked
-                .lock()
-                .unwrap()
-                .rejected
-                .push(format!("PATCH /Groups/{gid}: {status} {body}"));
+            reject(format!("PATCH /Groups/{gid}: {status} {body}"));
             continue;
         }
         let mut a = acked.lock().unwrap();
@@ -344,10 +245,7 @@ async fn verify(d: &Api, acked: &Acked, only: &dyn Fn(&str) -> bool) -> (usize, 
                     found.len()
                 ));
             }
-            let members: BTreeSet<String> = found[0]["members"]
-                .as_array()
-                .map(|a| a.iter().filter_map(|m| m["value"].as_str().map(str::to_string)).collect())
-                .unwrap_or_default();
+            let members: BTreeSet<String> = member_ids(found[0]).into_iter().collect();
             let missing: Vec<&String> = g.members.difference(&members).collect();
             let phantom: Vec<&String> = members.difference(&g.attempted).collect();
             (!missing.is_empty() || !phantom.is_empty()).then(|| {

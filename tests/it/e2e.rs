@@ -4,18 +4,22 @@
 //! Forced full runs go through `POST /admin/resync?wait=true`; change-driven (targeted) runs are
 //! awaited with [`Env::wait_run`].
 
-use crate::common::{patch_body, test_env, user, ADMIN_TOKEN, SCIM_TOKEN};
-use portkey_sim::{Faults, Quirks, Seed, SeedUser, SimOptions, SimServer};
+use crate::common::sim::{self, Control};
+use crate::common::{group, patch_body, scim, test_env, user, Admin, SCIM_TOKEN};
+use portkey_sim::{Faults, Quirks, Seed, SimOptions, SimServer};
 use scim_sync::config::Config;
 use scim_sync::store::Store;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::Duration;
 
-pub const API_KEY: &str = "test-portkey-key";
+pub use crate::common::sim::{owner, seed};
+pub use crate::common::PORTKEY_KEY as API_KEY;
 
 pub struct Env {
     pub sim: SimServer,
+    /// The simulator's control API.
+    pub control: Control,
     pub scim: String,
     pub admin: String,
     pub http: reqwest::Client,
@@ -29,25 +33,6 @@ pub struct Env {
     pub scim_extra: String,
 }
 
-pub fn seed(users: &[(&str, &str)]) -> Seed {
-    Seed {
-        users: users
-            .iter()
-            .map(|(email, role)| SeedUser {
-                email: email.to_string(),
-                first_name: None,
-                last_name: None,
-                role: role.to_string(),
-            })
-            .collect(),
-        ..Default::default()
-    }
-}
-
-pub fn owner() -> Seed {
-    seed(&[("owner@example.com", "owner")])
-}
-
 /// Starts the simulator (with `quirks`) and the daemon; `sync` is appended to `[sync]`. The
 /// control-plane client gives up retrying after 2 s.
 pub async fn start(seed: Seed, quirks: Quirks, sync: &str) -> Env {
@@ -56,18 +41,15 @@ pub async fn start(seed: Seed, quirks: Quirks, sync: &str) -> Env {
 
 /// [`start`] with the client's `[portkey] retry_give_up_secs`.
 pub async fn start_with(seed: Seed, quirks: Quirks, sync: &str, give_up_secs: u64) -> Env {
-    let sim = portkey_sim::spawn(
-        ([127, 0, 0, 1], 0).into(),
-        SimOptions {
-            api_key: API_KEY.into(),
-            seed: Some(seed),
-            quirks,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let sim = sim::spawn(SimOptions {
+        api_key: API_KEY.into(),
+        seed: Some(seed),
+        quirks,
+        ..Default::default()
+    })
+    .await;
     let mut e = Env {
+        control: Control::new(&sim),
         sim,
         scim: String::new(),
         admin: String::new(),
@@ -95,8 +77,7 @@ impl Env {
             scim_extra = self.scim_extra,
             debounce = if sync.contains("debounce_ms") { "" } else { "debounce_ms = 60000\n" },
         );
-        let mut env = test_env();
-        env.insert("PORTKEY_API_KEY".into(), API_KEY.into());
+        let env = test_env();
         let config = Config::from_toml(&text, Path::new("e2e.toml"), &env).unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let running = scim_sync::app::start(&config, async move {
@@ -127,18 +108,22 @@ impl Env {
         self.store.as_ref().unwrap()
     }
 
+    /// A SCIM call: status and body (`Null` when empty).
+    pub async fn scim_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        scim::Client::new(&self.scim, SCIM_TOKEN, &self.http)
+            .send(method, path, body.as_ref())
+            .await
+    }
+
+    /// A SCIM call that must succeed; its body.
     pub async fn scim(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut rb = self
-            .http
-            .request(method, format!("{}{path}", self.scim))
-            .bearer_auth(SCIM_TOKEN);
-        if let Some(b) = body {
-            rb = rb.json(&b);
-        }
-        let r = rb.send().await.unwrap();
-        let status = r.status();
-        let v = r.json().await.unwrap_or(Value::Null);
-        assert!(status.is_success(), "{path}: {status} {v}");
+        let (status, v) = self.scim_call(method, path, body).await;
+        assert!((200..300).contains(&status), "{path}: {status} {v}");
         v
     }
 
@@ -152,8 +137,7 @@ impl Env {
     }
 
     pub async fn create_group(&self, name: &str, members: &[&str]) -> String {
-        let members: Vec<Value> = members.iter().map(|m| json!({"value": m})).collect();
-        let body = json!({"displayName": name, "members": members});
+        let body = group(name, members);
         let v = self
             .scim(reqwest::Method::POST, "/Groups", Some(body))
             .await;
@@ -175,44 +159,24 @@ impl Env {
             .await;
     }
 
+    pub fn admin(&self) -> Admin {
+        Admin::new(&self.admin, &self.http)
+    }
+
     /// Forces a full run and returns its summary.
     pub async fn resync(&self) -> Value {
-        let r = self
-            .http
-            .post(format!("{}/admin/resync?wait=true", self.admin))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        r.json::<Value>().await.unwrap()["summary"].clone()
+        self.admin().run().await
     }
 
     pub async fn approve(&self, digest: &str) -> (u16, Value) {
-        let r = self
-            .http
-            .post(format!(
-                "{}/admin/approve-deletions?digest={digest}",
-                self.admin
-            ))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
+        self.admin()
+            .post(&format!("/admin/approve-deletions?digest={digest}"))
             .await
-            .unwrap();
-        (r.status().as_u16(), r.json().await.unwrap())
     }
 
     /// `GET /admin/status`, whole document.
     pub async fn status_doc(&self) -> Value {
-        self.http
-            .get(format!("{}/admin/status", self.admin))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.admin().status().await
     }
 
     /// `GET /admin/status` → `reconciler`.
@@ -229,14 +193,13 @@ impl Env {
 
     /// Waits (at most 5 s) for a run other than `prev` to finish; returns its status summary.
     pub async fn wait_run(&self, prev: &str) -> Value {
-        for _ in 0..50 {
-            let st = self.status().await;
-            if st["last_run"]["run_id"] != prev && st["running"].is_null() {
-                return st["last_run"].clone();
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("no run after {prev} within 5 s");
+        let st = self
+            .admin()
+            .wait_status(Duration::from_secs(5), |r| {
+                r["last_run"]["run_id"] != prev && r["running"].is_null()
+            })
+            .await;
+        st["last_run"].clone()
     }
 
     /// `(op, email)` of the held ops listed by the status.
@@ -253,48 +216,31 @@ impl Env {
     }
 
     pub async fn sim(&self, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
-        let r = self
-            .http
-            .request(method, format!("{}{path}", self.sim.control_url()))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+        self.control.call(method, path, Some(&body)).await
     }
 
     pub async fn sim_state(&self) -> Value {
-        self.sim(reqwest::Method::GET, "/state", Value::Null)
-            .await
-            .1
+        self.control.state().await
     }
 
     pub async fn accept_all(&self) {
-        self.sim(reqwest::Method::POST, "/invites/accept", json!({}))
-            .await;
+        self.control.accept_invites().await;
     }
 
     pub async fn set_faults(&self, f: Faults) {
-        let body = serde_json::to_value(f).unwrap();
-        self.sim(reqwest::Method::PUT, "/faults", body).await;
+        self.control.set_faults(&f).await;
     }
 
     pub async fn patch_quirks(&self, q: Value) {
-        let (code, v) = self.sim(reqwest::Method::PATCH, "/quirks", q).await;
-        assert_eq!(code, 200, "{v}");
+        self.control.patch_quirks(&q).await;
     }
 
     pub async fn clear_log(&self) {
-        self.sim(reqwest::Method::DELETE, "/requests", Value::Null)
-            .await;
+        self.control.clear_requests().await;
     }
 
     pub async fn log(&self) -> Vec<Value> {
-        let v = self
-            .sim(reqwest::Method::GET, "/requests", Value::Null)
-            .await
-            .1;
-        v.as_array().unwrap().clone()
+        self.control.requests().await
     }
 
     /// The writes the control plane received since the last clear, as "METHOD path".

@@ -1,6 +1,6 @@
 //! Hardening: what an unauthenticated client controls stays bounded (labels, logs, Location).
 
-use crate::common::{user, LogBuffer, Server, SCIM_TOKEN};
+use crate::common::{user, LogCapture, Server, SCIM_TOKEN};
 use scim_sync::metrics::{SCIM_METHODS, SCIM_ROUTES};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -147,18 +147,7 @@ async fn tokenless_long_paths_and_odd_methods_add_no_metric_series() {
 
 #[tokio::test]
 async fn auth_failures_log_one_bounded_line_with_the_peer() {
-    let buf = LogBuffer::default();
-    let writer = buf.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    // See logs_of_a_failing_run_never_hold_the_key (tests/it/portkey.rs): without a second live
-    // dispatcher, a callsite first reached by a sibling test's thread stays cached as "never".
-    let _second = tracing::Dispatch::new(tracing_subscriber::registry());
-    let _guard = tracing::subscriber::set_default(subscriber);
-    tracing::callsite::rebuild_interest_cache();
+    let capture = LogCapture::start(tracing::Level::INFO);
 
     let s = Server::start().await;
     let long_method = "X".repeat(5_000);
@@ -176,7 +165,7 @@ async fn auth_failures_log_one_bounded_line_with_the_peer() {
         sent += 1;
     }
 
-    let logs = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let logs = capture.text();
     let refused: Vec<&str> = logs
         .lines()
         .filter(|l| l.contains("scim request refused"))

@@ -3,6 +3,7 @@
 //! followed from `init` to a user reaching the control plane.
 
 use crate::cli::{run_with, Out, BIN, READ_ENV};
+use crate::common::daemon::free_port;
 use portkey_sim::{Quirks, Seed, SeedMember, SeedUser, SeedWorkspace, SimOptions, SimServer};
 use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt;
@@ -14,14 +15,6 @@ const PUBLIC_URL: &str = "https://scim.example.com/scim/v2";
 
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The value of `NAME=` in env-file text.

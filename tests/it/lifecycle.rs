@@ -1,92 +1,44 @@
 //! The daemon as a process: graceful SIGTERM, secrets kept out of logs, and the README's
 //! quickstart run as written.
 
-use crate::common::{test_env, user, ADMIN_TOKEN, SCIM_TOKEN};
+use crate::common::daemon::{Daemon, Ports};
+use crate::common::sim;
+use crate::common::{
+    enc, scim, serve, test_env, user, Admin, ADMIN_TOKEN, BIN, PORTKEY_KEY, SCIM_TOKEN,
+};
 use serde_json::{json, Value};
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_scim-sync");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A daemon on `config`'s ports, with the default log level and stderr into `log`.
+async fn spawn(config: &Path, ports: Ports, log: Option<&Path>) -> Daemon {
+    let mut cmd = serve(config);
+    cmd.env_remove("SCIM_SYNC_LOG");
+    Daemon::start(cmd, ports, log, Duration::from_secs(20)).await
 }
 
-struct Proc {
-    child: Child,
-    scim: String,
-    admin: String,
-}
-
-fn spawn(config: &std::path::Path, scim: u16, admin: u16, log: Stdio) -> Proc {
-    let mut cmd = Command::new(BIN);
-    cmd.arg("serve")
-        .arg("--config")
-        .arg(config)
-        .env_remove("SCIM_SYNC_LOG");
-    for (k, v) in test_env() {
-        cmd.env(k, v);
-    }
-    let child = cmd.stdout(Stdio::null()).stderr(log).spawn().unwrap();
-    Proc {
-        child,
-        scim: format!("http://127.0.0.1:{scim}/scim/v2"),
-        admin: format!("http://127.0.0.1:{admin}"),
-    }
-}
-
-async fn wait_ready(http: &reqwest::Client, admin: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Ok(r) = http.get(format!("{admin}/readyz")).send().await {
-            if r.status() == 200 {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("daemon did not become ready");
-}
-
-fn write_config(dir: &std::path::Path, scim: u16, admin: u16, extra: &str) -> std::path::PathBuf {
+/// A config on fixed ports, so that a restart finds the daemon where it was.
+fn write_config(dir: &Path, ports: Ports, extra: &str) -> PathBuf {
     let path = dir.join("scim-sync.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[scim]\nlisten = \"127.0.0.1:{scim}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[store]\npath = \"{}\"\n\
-             [portkey]\nbase_url = \"http://127.0.0.1:9/v1\"\nretry_give_up_secs = 1\nretry_initial_ms = 50\n{extra}",
-            dir.join("store.redb").display()
-        ),
-    )
-    .unwrap();
+    let text = ports.config("", &dir.join("store.redb"))
+        + "[portkey]\nbase_url = \"http://127.0.0.1:9/v1\"\nretry_give_up_secs = 1\nretry_initial_ms = 50\n"
+        + extra;
+    std::fs::write(&path, text).unwrap();
     path
-}
-
-fn sigterm(child: &Child) {
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 #[tokio::test]
 async fn sigterm_during_a_burst_exits_0_and_keeps_every_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
-    let (scim, admin) = (free_port(), free_port());
-    let config = write_config(dir.path(), scim, admin, "");
-    let mut p = spawn(&config, scim, admin, Stdio::null());
+    let ports = Ports::free();
+    let config = write_config(dir.path(), ports, "");
+    let mut p = spawn(&config, ports, None).await;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    wait_ready(&http, &p.admin).await;
 
     let acked = Arc::new(Mutex::new(Vec::<String>::new()));
     let mut writers = Vec::new();
@@ -110,14 +62,9 @@ async fn sigterm_during_a_burst_exits_0_and_keeps_every_acknowledged_write() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(400)).await;
-    sigterm(&p.child);
-    let status = tokio::task::spawn_blocking(move || {
-        let s = p.child.wait().unwrap();
-        (s, p)
-    })
-    .await
-    .unwrap();
-    assert_eq!(status.0.code(), Some(0), "graceful shutdown exits 0");
+    p.sigterm();
+    let status = p.exited(Duration::from_secs(60)).await;
+    assert_eq!(status.code(), Some(0), "graceful shutdown exits 0");
     for w in writers {
         w.await.unwrap();
     }
@@ -128,48 +75,28 @@ async fn sigterm_during_a_burst_exits_0_and_keeps_every_acknowledged_write() {
         acked.len()
     );
 
-    let mut p = spawn(&config, scim, admin, Stdio::null());
-    wait_ready(&http, &p.admin).await;
-    let r: Value = http
-        .get(format!("{}/Users?count=0", p.scim))
-        .bearer_auth(SCIM_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let p = spawn(&config, ports, None).await;
+    let api = scim::Client::new(&p.scim, SCIM_TOKEN, &http);
+    let (_, r) = api.get("/Users?count=0").await;
     assert!(r["totalResults"].as_u64().unwrap() >= acked.len() as u64);
     for name in acked.iter().step_by(7) {
-        let r: Value = http
-            .get(format!("{}/Users", p.scim))
-            .query(&[("filter", format!("userName eq \"{name}\""))])
-            .bearer_auth(SCIM_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let filter = enc(&format!("userName eq \"{name}\""));
+        let (_, r) = api.get(&format!("/Users?filter={filter}")).await;
         assert_eq!(
             r["totalResults"], 1,
             "{name} was acknowledged but is missing"
         );
     }
-    let _ = p.child.kill();
-    let _ = p.child.wait();
 }
 
 #[tokio::test]
 async fn no_secret_reaches_the_log() {
     let dir = tempfile::tempdir().unwrap();
-    let (scim, admin) = (free_port(), free_port());
-    let config = write_config(dir.path(), scim, admin, "[log]\nlevel = \"debug\"\n");
+    let ports = Ports::free();
+    let config = write_config(dir.path(), ports, "[log]\nlevel = \"debug\"\n");
     let log_path = dir.path().join("daemon.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let mut p = spawn(&config, scim, admin, Stdio::from(log));
+    let mut p = spawn(&config, ports, Some(&log_path)).await;
     let http = reqwest::Client::new();
-    wait_ready(&http, &p.admin).await;
     // Right and wrong tokens, on both listeners, and a run that fails against the control plane.
     for token in [SCIM_TOKEN, "wrong-token-value-123456"] {
         let _ = http
@@ -196,8 +123,8 @@ async fn no_secret_reaches_the_log() {
         .bearer_auth(ADMIN_TOKEN)
         .send()
         .await;
-    sigterm(&p.child);
-    let _ = tokio::task::spawn_blocking(move || p.child.wait()).await;
+    p.sigterm();
+    p.exited(Duration::from_secs(60)).await;
     let text = std::fs::read_to_string(&log_path).unwrap();
     assert!(
         text.contains("scim request"),
@@ -343,58 +270,46 @@ async fn the_readme_quickstart_works_as_written() {
 /// was, also after a restart.
 #[tokio::test]
 async fn the_change_feed_is_trimmed_behind_the_cursor_and_numbering_goes_on() {
-    let sim = portkey_sim::spawn(
-        ([127, 0, 0, 1], 0).into(),
-        portkey_sim::SimOptions {
-            api_key: crate::e2e::API_KEY.into(),
-            seed: Some(crate::e2e::owner()),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let sim = sim::spawn(portkey_sim::SimOptions {
+        api_key: PORTKEY_KEY.into(),
+        seed: Some(sim::owner()),
+        ..Default::default()
+    })
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let store_path = dir.path().join("store.redb");
-    let (scim, admin) = (free_port(), free_port());
+    let ports = Ports::free();
     let config = dir.path().join("scim-sync.toml");
     // Runs only when forced, so the test decides where the cursor is.
-    std::fs::write(
-        &config,
-        format!(
-            "[scim]\nlisten = \"127.0.0.1:{scim}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\
-             [store]\npath = \"{}\"\nkeep_changes = 3\n\
+    let text = ports.config("", &store_path)
+        + &format!(
+            "keep_changes = 3\n\
              [portkey]\nbase_url = \"{}\"\nretry_give_up_secs = 1\nretry_initial_ms = 50\n\
              [sync]\ndebounce_ms = 600000\nfull_resync_cron = \"0 0 0 1 1 *\"\n",
-            store_path.display(),
             sim.base_url(),
-        ),
-    )
-    .unwrap();
+        );
+    std::fs::write(&config, text).unwrap();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap();
-    let create = |p: &Proc, name: String| {
+    let create = |p: &Daemon, name: String| {
         let req = http
             .post(format!("{}/Users", p.scim))
             .bearer_auth(SCIM_TOKEN)
             .json(&user(&name));
         async move { assert_eq!(req.send().await.unwrap().status(), 201) }
     };
-    let resync = |p: &Proc| {
-        let req = http
-            .post(format!("{}/admin/resync?wait=true", p.admin))
-            .bearer_auth(ADMIN_TOKEN);
+    let resync = |p: &Daemon| {
+        let admin = Admin::new(&p.admin, &http);
         async move {
-            let r: Value = req.send().await.unwrap().json().await.unwrap();
+            let (_, r) = admin.resync(true).await;
             assert_eq!(r["summary"]["ok"], true, "{r}");
         }
     };
-    let stop = |mut p: Proc| async move {
-        sigterm(&p.child);
-        let status = tokio::task::spawn_blocking(move || p.child.wait().unwrap())
-            .await
-            .unwrap();
+    let stop = |mut p: Daemon| async move {
+        p.sigterm();
+        let status = p.exited(Duration::from_secs(60)).await;
         assert_eq!(status.code(), Some(0));
     };
     // Read with the daemon stopped, and released before it starts again.
@@ -415,8 +330,7 @@ async fn the_change_feed_is_trimmed_behind_the_cursor_and_numbering_goes_on() {
         out
     };
 
-    let p = spawn(&config, scim, admin, Stdio::null());
-    wait_ready(&http, &p.admin).await;
+    let p = spawn(&config, ports, None).await;
     for i in 0..10 {
         create(&p, format!("feed{i}@example.com")).await;
     }
@@ -424,20 +338,11 @@ async fn the_change_feed_is_trimmed_behind_the_cursor_and_numbering_goes_on() {
     stop(p).await;
     assert_eq!(feed().await, (vec![8, 9, 10], 10, 10));
 
-    let p = spawn(&config, scim, admin, Stdio::null());
-    wait_ready(&http, &p.admin).await;
+    let p = spawn(&config, ports, None).await;
     for i in 10..12 {
         create(&p, format!("feed{i}@example.com")).await;
     }
-    let st: Value = http
-        .get(format!("{}/admin/status", p.admin))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let st = Admin::new(&p.admin, &http).status().await;
     assert_eq!(st["store"]["last_change_seq"], 12, "{st}");
     resync(&p).await;
     stop(p).await;

@@ -2,7 +2,8 @@
 //! call sends (from the simulator's request log), pagination edges, and behaviour under faults.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly by design
 
-use crate::common::LogBuffer;
+use crate::common::sim::{self, Control};
+use crate::common::LogCapture;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +44,7 @@ impl Logged {
 
 struct Env {
     sim: SimServer,
+    control: Control,
     client: Client,
     http: reqwest::Client,
 }
@@ -74,13 +76,12 @@ async fn env(opts: SimOptions) -> Env {
 }
 
 async fn env_with(opts: SimOptions, tweak: impl FnOnce(&mut ClientConfig)) -> Env {
-    let sim = portkey_sim::spawn(([127, 0, 0, 1], 0).into(), opts)
-        .await
-        .unwrap();
+    let sim = sim::spawn(opts).await;
     let mut cfg = config(sim.base_url());
     tweak(&mut cfg);
     let client = Client::new(cfg).unwrap();
     Env {
+        control: Control::new(&sim),
         sim,
         client,
         http: reqwest::Client::new(),
@@ -89,14 +90,7 @@ async fn env_with(opts: SimOptions, tweak: impl FnOnce(&mut ClientConfig)) -> En
 
 impl Env {
     async fn requests(&self) -> Vec<Logged> {
-        self.http
-            .get(format!("{}/requests", self.sim.control_url()))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.control.requests_as().await
     }
 
     async fn lines(&self) -> Vec<String> {
@@ -104,33 +98,15 @@ impl Env {
     }
 
     async fn clear(&self) {
-        self.http
-            .delete(format!("{}/requests", self.sim.control_url()))
-            .send()
-            .await
-            .unwrap();
+        self.control.clear_requests().await;
     }
 
     async fn state(&self) -> Value {
-        self.http
-            .get(format!("{}/state", self.sim.control_url()))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.control.state().await
     }
 
     async fn faults(&self, faults: &Faults) {
-        let resp = self
-            .http
-            .put(format!("{}/faults", self.sim.control_url()))
-            .json(faults)
-            .send()
-            .await
-            .unwrap();
-        assert!(resp.status().is_success());
+        self.control.set_faults(faults).await;
     }
 
     /// The only request logged since the last `clear`.
@@ -1160,20 +1136,7 @@ async fn rate_limit_paces_requests() {
 #[tokio::test]
 async fn logs_of_a_failing_run_never_hold_the_key() {
     const SECRET: &str = "pk-live-0123456789abcdef-SECRET";
-    let buf = LogBuffer::default();
-    let writer = buf.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    // tracing caches each callsite's interest process-wide. With exactly one dispatcher
-    // registered, a callsite first reached by a sibling test's thread (which has no subscriber)
-    // is cached as "never" and this capture would miss it (tokio-rs/tracing#3611). A second live
-    // dispatcher sends registration through the global list, which includes the capture.
-    let _second = tracing::Dispatch::new(tracing_subscriber::registry());
-    let _guard = tracing::subscriber::set_default(subscriber);
-    tracing::callsite::rebuild_interest_cache();
+    let capture = LogCapture::start(tracing::Level::TRACE);
 
     // Wrong key (every call 401), then the right key under heavy faults with an early give-up.
     let e = env_with(small(), |cfg| cfg.api_key = ApiKey::new(SECRET)).await;
@@ -1202,7 +1165,7 @@ async fn logs_of_a_failing_run_never_hold_the_key() {
         .is_err());
     assert!(failing.delete_user("u-1").await.is_err());
 
-    let logs = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let logs = capture.text();
     assert!(logs.contains("portkey call failed"), "{logs}");
     assert!(logs.contains("status=401"), "{logs}");
     assert!(logs.contains("attempt="), "{logs}");

@@ -44,7 +44,7 @@
 //! `SCIM_SYNC_PROPERTY_VERBOSE=1`. Steps replay exactly; with 5xx faults, which calls fail
 //! depends on the order of concurrent calls.
 
-use crate::common::{patch_body, ADMIN_TOKEN, SCIM_TOKEN};
+use crate::common::patch_body;
 use crate::e2e;
 use portkey_sim::{FailPage, Faults, Quirks, Seed, SeedMember, SeedUser, SeedWorkspace};
 use rand::rngs::StdRng;
@@ -129,16 +129,7 @@ async fn start() -> Env {
 impl Env {
     /// A SCIM call: status and body (`Null` when empty).
     async fn scim(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut rb = self
-            .http
-            .request(method, format!("{}{path}", self.scim))
-            .bearer_auth(SCIM_TOKEN);
-        if let Some(b) = body {
-            rb = rb.json(&b);
-        }
-        let r = rb.send().await.unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        self.0.scim_call(method, path, body).await
     }
 
     async fn patch(&self, path: &str, ops: Value) -> u16 {
@@ -149,52 +140,25 @@ impl Env {
         status
     }
 
-    async fn resync(&self) -> Value {
-        let r = self
-            .http
-            .post(format!("{}/admin/resync?wait=true", self.admin))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        r.json::<Value>().await.unwrap()["summary"].clone()
-    }
-
+    /// `GET /admin/status`, whole document.
     async fn status(&self) -> Value {
-        self.http
-            .get(format!("{}/admin/status", self.admin))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.status_doc().await
     }
 
     async fn sim(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut rb = self
-            .http
-            .request(method, format!("{}{path}", self.sim.control_url()));
-        if let Some(b) = body {
-            rb = rb.json(&b);
-        }
-        rb.send().await.unwrap().json().await.unwrap()
+        self.control.call(method, path, body.as_ref()).await.1
     }
 
     async fn state(&self) -> Value {
-        self.sim(reqwest::Method::GET, "/state", None).await
+        self.control.state().await
     }
 
     async fn log(&self) -> Vec<Value> {
-        let v = self.sim(reqwest::Method::GET, "/requests", None).await;
-        v.as_array().unwrap().clone()
+        self.control.requests().await
     }
 
     async fn set_faults(&self, f: &Faults) {
-        self.sim(reqwest::Method::PUT, "/faults", Some(json!(f)))
-            .await;
+        self.control.set_faults(f).await;
     }
 }
 

@@ -2,7 +2,7 @@
 //! body), a shared bucket and a log budget for requests without a valid token, and neither the
 //! reconciler nor the admin API slowed by a throttled token.
 
-use crate::common::{user, LogBuffer, Server, SCIM_TOKEN};
+use crate::common::{user, LogCapture, Server, SCIM_TOKEN};
 use crate::e2e::{self, owner};
 use portkey_sim::Quirks;
 use scim_sync::http::ratelimit::REFUSAL_LOG_LINES_PER_MINUTE;
@@ -184,18 +184,7 @@ async fn a_token_over_its_rate_gets_429_and_another_token_does_not() {
 
 #[tokio::test]
 async fn a_tokenless_flood_is_cut_in_bounded_log_lines_and_a_token_is_still_served() {
-    let buf = LogBuffer::default();
-    let writer = buf.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    // As in hardening::auth_failures_log_one_bounded_line_with_the_peer: a second live
-    // dispatcher keeps callsites a sibling test reached first from staying cached as "never".
-    let _second = tracing::Dispatch::new(tracing_subscriber::registry());
-    let _guard = tracing::subscriber::set_default(subscriber);
-    tracing::callsite::rebuild_interest_cache();
+    let capture = LogCapture::start(tracing::Level::INFO);
 
     // Default limits.
     let s = Arc::new(Server::start().await);
@@ -249,7 +238,7 @@ async fn a_tokenless_flood_is_cut_in_bounded_log_lines_and_a_token_is_still_serv
     assert!(throttled > 0, "no request of the flood was cut");
 
     // Every refusal is counted in the metrics, but the log gets a few lines a minute.
-    let logs = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let logs = capture.text();
     let flood_lines = logs.lines().filter(|l| l.contains("/Users/flood-")).count();
     let budget = REFUSAL_LOG_LINES_PER_MINUTE.get() as usize;
     let allowed = budget + (elapsed.as_secs() as usize / 60 + 1) * budget;

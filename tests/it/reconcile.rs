@@ -2,10 +2,12 @@
 //! simulator, both over real HTTP, replaying IdP flows and asserting on the simulator's state and
 //! request log.
 
-use crate::common::ADMIN_TOKEN;
+use crate::common::eventually;
 use crate::e2e::{self, owner, pair, Env, API_KEY};
 use portkey_sim::{Faults, Quirks, Seed, SeedUser};
 use serde_json::{json, Value};
+
+const TEN_S: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Sync settings that let flows run without the fuse getting in the way; fuse tests pass their own.
 const RELAXED: &str = "max_deletions = 1000\nmax_deletion_percent = 100.0\n";
@@ -22,15 +24,7 @@ fn seed_owner() -> Seed {
 
 impl Env {
     async fn admin_get(&self, path: &str) -> Value {
-        self.http
-            .get(format!("{}{path}", self.admin))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.admin().get(path).await
     }
 }
 
@@ -320,40 +314,12 @@ async fn the_fuse_holds_a_mass_unassignment_until_approved() {
         .unwrap()
         .to_string();
     assert_eq!(plan["held_digest"], digest.as_str());
-    let bare = e
-        .http
-        .post(format!("{}/admin/approve-deletions", e.admin))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        bare.status(),
-        400,
-        "an approval without a digest is refused"
-    );
-    let wrong = e
-        .http
-        .post(format!("{}/admin/approve-deletions?digest=0000", e.admin))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(wrong.status(), 409, "an approval of another set is refused");
+    let (bare, _) = e.admin().post("/admin/approve-deletions").await;
+    assert_eq!(bare, 400, "an approval without a digest is refused");
+    let (wrong, _) = e.approve("0000").await;
+    assert_eq!(wrong, 409, "an approval of another set is refused");
     assert_eq!(e.members("Fuse").await.len(), 10);
-    let r: Value = e
-        .http
-        .post(format!(
-            "{}/admin/approve-deletions?digest={digest}",
-            e.admin
-        ))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, r) = e.approve(&digest).await;
     assert_eq!(r["approved"], 9, "{r}");
     assert_eq!(
         e.members("Fuse").await,
@@ -435,15 +401,7 @@ async fn with_5xx_and_429_it_converges_and_invites_each_person_once() {
         }
     }
     assert!(converged, "did not converge within 8 runs");
-    let log: Vec<Value> = e
-        .http
-        .get(format!("{}/requests", e.sim.control_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let log: Vec<Value> = e.log().await;
     for i in 0..12 {
         let email = format!("f{i}@example.com");
         let created = log
@@ -701,10 +659,7 @@ async fn a_scim_change_is_applied_by_a_targeted_run() {
     let bob = e.create_user("bob@example.com").await;
     let g = e.create_group("ws-Targeted-role-member", &[&alice]).await;
     // The change-driven run after these writes invites both.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while e.pending_invites().await.len() < 2 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    eventually(TEN_S, || async { e.pending_invites().await.len() >= 2 }).await;
     assert_eq!(
         e.pending_invites().await,
         vec!["alice@example.com", "bob@example.com"]
@@ -722,10 +677,7 @@ async fn a_scim_change_is_applied_by_a_targeted_run() {
         json!([{"op": "add", "path": "members", "value": [{"value": bob}]}]),
     )
     .await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while e.members("Targeted").await.len() < 2 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    eventually(TEN_S, || async { e.members("Targeted").await.len() >= 2 }).await;
     assert_eq!(
         e.members("Targeted").await,
         vec![
@@ -734,27 +686,9 @@ async fn a_scim_change_is_applied_by_a_targeted_run() {
         ]
     );
     // The run records its summary just after its last call: wait for it.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let mut status = e.admin_get("/admin/status").await;
-    while status["reconciler"]["last_run"]["kind"] != "changes"
-        && std::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        status = e.admin_get("/admin/status").await;
-    }
-    assert_eq!(
-        status["reconciler"]["last_run"]["kind"], "changes",
-        "{status}"
-    );
-    let log: Vec<Value> = e
-        .http
-        .get(format!("{}/requests", e.sim.control_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let run = e.admin().wait_run(TEN_S, |r| r["kind"] == "changes").await;
+    assert_eq!(run["kind"], "changes", "{run}");
+    let log: Vec<Value> = e.log().await;
     let writes: Vec<&Value> = log.iter().filter(|x| x["method"] != "GET").collect();
     assert_eq!(writes.len(), 1, "{writes:?}");
     assert!(
@@ -793,16 +727,9 @@ impl Env {
     /// Waits for a change-driven run other than `before` (a run id) and returns the
     /// control-plane calls logged since the last clear.
     async fn calls_of_next_change_run(&self, before: &str) -> Vec<Value> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            let st = self.status().await;
-            let last = &st["last_run"];
-            if last["run_id"] != before && last["kind"] == "changes" {
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "no change run: {st}");
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+        self.admin()
+            .wait_run(TEN_S, |r| r["run_id"] != before && r["kind"] == "changes")
+            .await;
         self.log().await
     }
 }
@@ -814,12 +741,8 @@ impl Env {
 async fn a_one_person_change_costs_at_most_three_calls() {
     for omit in [false, true] {
         let e = start(seed_owner(), &format!("{RELAXED}debounce_ms = 100\n")).await;
-        e.http
-            .patch(format!("{}/quirks", e.sim.control_url()))
-            .json(&json!({"lists_omit_workspace_ids": omit}))
-            .send()
-            .await
-            .unwrap();
+        e.patch_quirks(json!({"lists_omit_workspace_ids": omit}))
+            .await;
         let alice = e.create_user("alice@example.com").await;
         let bob = e.create_user("bob@example.com").await;
         let g = e.create_group("ws-Calls-role-member", &[&alice]).await;

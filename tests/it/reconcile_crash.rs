@@ -10,17 +10,15 @@
 //! SCIM_SYNC_RECONCILE_CRASH_ROUNDS=20 cargo test --test it reconcile_crash -- --nocapture
 //! ```
 
-use crate::common::{test_env, user, ADMIN_TOKEN, SCIM_TOKEN};
-use portkey_sim::{Faults, Seed, SeedUser, SimOptions, SimServer};
+use crate::common::daemon::{Daemon, Ports};
+use crate::common::sim::{self, Control};
+use crate::common::{count_from_env, group, serve, user, Admin, PORTKEY_KEY, SCIM_TOKEN};
+use portkey_sim::{Faults, SimOptions, SimServer};
 use rand::Rng;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
-
-/// `test_env()` gives the child this key as `PORTKEY_API_KEY`.
-const API_KEY: &str = "test-portkey-key";
 const DEFAULT_ROUNDS: usize = 3;
 /// People in the IdP; the last two are in no group (org membership only).
 const USERS: usize = 42;
@@ -37,20 +35,7 @@ const CONVERGE_WITHIN: Duration = Duration::from_secs(20);
 const INVITES: &str = "/v1/admin/users/invites";
 
 fn rounds() -> usize {
-    std::env::var("SCIM_SYNC_RECONCILE_CRASH_ROUNDS")
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .filter(|&n: &usize| n > 0)
-        .unwrap_or(DEFAULT_ROUNDS)
-}
-
-/// A port that was free a moment ago (see `crash.rs`).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    count_from_env("SCIM_SYNC_RECONCILE_CRASH_ROUNDS", DEFAULT_ROUNDS)
 }
 
 /// The groups of a round: (workspace, role, member indexes). Alpha's admins are also in its
@@ -86,155 +71,52 @@ fn expected_members(emails: &[String]) -> BTreeMap<String, BTreeMap<String, Stri
     out
 }
 
-struct Daemon {
-    child: Child,
-    scim: String,
-    admin: String,
-    log: PathBuf,
+/// Starts the binary on `store` against the simulator and waits until it serves. Fresh ports
+/// on every start, so sockets of the killed process cannot get in the way.
+async fn start_daemon(dir: &Path, store: &Path, sim: &SimServer) -> Daemon {
+    let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
+    let ports = Ports::free();
+    let config = dir.join(format!("config-{n}.toml"));
+    let text = ports.config("", store)
+        + &format!(
+            "[portkey]\nbase_url = \"{}\"\nretry_initial_ms = 20\n\
+             retry_max_interval_ms = 200\nretry_give_up_secs = 5\nrequests_per_second = 1000.0\nmax_in_flight = 4\n\
+             [sync]\nmax_deletions = 1000\nmax_deletion_percent = 100.0\ndebounce_ms = 100\n\
+             full_resync_cron = \"0 0 0 1 1 *\"\n",
+            sim.base_url()
+        );
+    std::fs::write(&config, text).unwrap();
+    let mut cmd = serve(&config);
+    cmd.env("SCIM_SYNC_LOG", "info");
+    let log = dir.join(format!("daemon-{n}.log"));
+    Daemon::start(cmd, ports, Some(&log), READY_WITHIN).await
 }
 
-impl Daemon {
-    /// Starts the binary on `store` against the simulator and waits until it serves. Fresh ports
-    /// on every start, so sockets of the killed process cannot get in the way.
-    async fn start(http: &reqwest::Client, dir: &Path, store: &Path, sim: &SimServer) -> Daemon {
-        let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
-        let (scim_port, admin_port) = (free_port(), free_port());
-        let config = dir.join(format!("config-{n}.toml"));
-        std::fs::write(
-            &config,
-            format!(
-                "[scim]\nlisten = \"127.0.0.1:{scim_port}\"\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\
-                 [store]\npath = \"{}\"\n[portkey]\nbase_url = \"{}\"\nretry_initial_ms = 20\n\
-                 retry_max_interval_ms = 200\nretry_give_up_secs = 5\nrequests_per_second = 1000.0\nmax_in_flight = 4\n\
-                 [sync]\nmax_deletions = 1000\nmax_deletion_percent = 100.0\ndebounce_ms = 100\n\
-                 full_resync_cron = \"0 0 0 1 1 *\"\n",
-                store.display(),
-                sim.base_url()
-            ),
-        )
-        .unwrap();
-        let log = dir.join(format!("daemon-{n}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_scim-sync"))
-            .arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .envs(test_env())
-            .env("SCIM_SYNC_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut d = Daemon {
-            child,
-            scim: format!("http://127.0.0.1:{scim_port}/scim/v2"),
-            admin: format!("http://127.0.0.1:{admin_port}"),
-            log,
-        };
-        let deadline = Instant::now() + READY_WITHIN;
-        loop {
-            if let Some(status) = d.child.try_wait().unwrap() {
-                panic!(
-                    "scim-sync exited ({status}) while starting\n{}",
-                    d.log_text()
-                );
-            }
-            if let Ok(r) = http.get(format!("{}/readyz", d.admin)).send().await {
-                if r.status().is_success() {
-                    return d;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "scim-sync did not become ready within {READY_WITHIN:?}\n{}",
-                d.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGKILL (what `Child::kill` sends on Unix) and reap, so the store's file lock is gone.
-    fn kill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    async fn scim_post(&self, http: &reqwest::Client, path: &str, body: Value) -> Value {
-        let r = http
-            .post(format!("{}{path}", self.scim))
-            .bearer_auth(SCIM_TOKEN)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201, "POST {path}");
-        r.json().await.unwrap()
-    }
-
-    /// Asks for a full run; with `wait`, returns its summary.
-    async fn resync(&self, http: &reqwest::Client, wait: bool) -> Value {
-        let q = if wait { "?wait=true" } else { "" };
-        let r = http
-            .post(format!("{}/admin/resync{q}", self.admin))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "resync: {}", r.status());
-        let v: Value = r.json().await.unwrap();
-        v["summary"].clone()
-    }
-
-    async fn audit(&self, http: &reqwest::Client) -> Vec<Value> {
-        let v: Value = http
-            .get(format!("{}/admin/audit?limit=10000", self.admin))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        v["entries"].as_array().cloned().unwrap_or_default()
-    }
-}
-
-impl Drop for Daemon {
-    /// A failed assertion must not leave a daemon running.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn sim_get(http: &reqwest::Client, sim: &SimServer, path: &str) -> Value {
-    http.get(format!("{}{path}", sim.control_url()))
+async fn scim_post(http: &reqwest::Client, d: &Daemon, path: &str, body: Value) -> Value {
+    let r = http
+        .post(format!("{}{path}", d.scim))
+        .bearer_auth(SCIM_TOKEN)
+        .json(&body)
         .send()
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+        .unwrap();
+    assert_eq!(r.status(), 201, "POST {path}");
+    r.json().await.unwrap()
 }
 
-async fn sim_log(http: &reqwest::Client, sim: &SimServer) -> Vec<Value> {
-    sim_get(http, sim, "/requests")
-        .await
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+/// Asks for a full run; with `wait`, returns its summary.
+async fn resync(http: &reqwest::Client, d: &Daemon, wait: bool) -> Value {
+    let (status, v) = Admin::new(&d.admin, http).resync(wait).await;
+    assert!((200..300).contains(&status), "resync: {status}");
+    v["summary"].clone()
 }
 
 fn is_invite_post(e: &Value) -> bool {
     e["method"] == "POST" && e["path"] == INVITES
 }
 
-async fn pending_invites(http: &reqwest::Client, sim: &SimServer) -> usize {
-    sim_get(http, sim, "/state").await["invites"]
+async fn pending_invites(sim: &Control) -> usize {
+    sim.state().await["invites"]
         .as_array()
         .unwrap()
         .iter()
@@ -254,31 +136,20 @@ struct RoundReport {
 
 async fn round(http: &reqwest::Client, r: usize) -> RoundReport {
     let started = Instant::now();
-    let sim = portkey_sim::spawn(
-        ([127, 0, 0, 1], 0).into(),
-        SimOptions {
-            api_key: API_KEY.into(),
-            seed: Some(Seed {
-                users: vec![SeedUser {
-                    email: "owner@example.com".into(),
-                    first_name: None,
-                    last_name: None,
-                    role: "owner".into(),
-                }],
-                ..Default::default()
-            }),
-            faults: Faults {
-                latency_ms: LATENCY_MS,
-                ..Default::default()
-            },
+    let sim = sim::spawn(SimOptions {
+        api_key: PORTKEY_KEY.into(),
+        seed: Some(sim::owner()),
+        faults: Faults {
+            latency_ms: LATENCY_MS,
             ..Default::default()
         },
-    )
-    .await
-    .unwrap();
+        ..Default::default()
+    })
+    .await;
+    let control = Control::with_client(&sim, http.clone());
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store.redb");
-    let mut daemon = Daemon::start(http, dir.path(), &store, &sim).await;
+    let mut daemon = start_daemon(dir.path(), &store, &sim).await;
 
     // The IdP pushes everyone at once, then the groups.
     let emails: Vec<String> = (0..USERS)
@@ -287,30 +158,22 @@ async fn round(http: &reqwest::Client, r: usize) -> RoundReport {
     let ids: Vec<String> = futures::future::join_all(
         emails
             .iter()
-            .map(|e| daemon.scim_post(http, "/Users", user(e))),
+            .map(|e| scim_post(http, &daemon, "/Users", user(e))),
     )
     .await
     .into_iter()
     .map(|v| v["id"].as_str().unwrap().to_string())
     .collect();
     futures::future::join_all(groups().into_iter().map(|(ws, role, range)| {
-        let members: Vec<Value> = ids[range].iter().map(|id| json!({"value": id})).collect();
-        daemon.scim_post(
-            http,
-            "/Groups",
-            json!({
-                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
-                "displayName": format!("ws-{ws}-role-{role}"),
-                "members": members,
-            }),
-        )
+        let body = group(&format!("ws-{ws}-role-{role}"), &ids[range]);
+        scim_post(http, &daemon, "/Groups", body)
     }))
     .await;
 
     // A full run, without waiting; kill it a random moment after its first invite went out.
-    daemon.resync(http, false).await;
+    resync(http, &daemon, false).await;
     let deadline = Instant::now() + FIRST_INVITE_WITHIN;
-    while !sim_log(http, &sim).await.iter().any(is_invite_post) {
+    while !control.requests().await.iter().any(is_invite_post) {
         assert!(
             Instant::now() < deadline,
             "no invite was sent within {FIRST_INVITE_WITHIN:?}\n{}",
@@ -321,7 +184,7 @@ async fn round(http: &reqwest::Client, r: usize) -> RoundReport {
     let delay_ms = rand::thread_rng().gen_range(KILL_AFTER_MS);
     tokio::time::sleep(Duration::from_millis(delay_ms)).await;
     daemon.kill();
-    let at_kill = sim_log(http, &sim).await;
+    let at_kill = control.requests().await;
     let invites_ok_at_kill = at_kill
         .iter()
         .filter(|e| is_invite_post(e) && e["status"] == 200)
@@ -329,13 +192,13 @@ async fn round(http: &reqwest::Client, r: usize) -> RoundReport {
     let in_flight_at_kill = at_kill.iter().filter(|e| e["status"].is_null()).count();
 
     // Restart on the same store; force runs and accept invites until nothing is left to do.
-    let daemon = Daemon::start(http, dir.path(), &store, &sim).await;
+    let daemon = start_daemon(dir.path(), &store, &sim).await;
     let deadline = Instant::now() + CONVERGE_WITHIN;
     let mut runs_to_converge = 0;
     loop {
-        let s = daemon.resync(http, true).await;
+        let s = resync(http, &daemon, true).await;
         runs_to_converge += 1;
-        let pending = pending_invites(http, &sim).await;
+        let pending = pending_invites(&control).await;
         if s["ok"] == true && s["planned"]["total"] == 0 && pending == 0 {
             break;
         }
@@ -345,12 +208,12 @@ async fn round(http: &reqwest::Client, r: usize) -> RoundReport {
             daemon.log_text()
         );
         if pending > 0 {
-            sim_post(http, &sim, "/invites/accept").await;
+            control.accept_invites().await;
         }
     }
 
     // Every desired person was invited exactly once, and nobody else was.
-    let log = sim_log(http, &sim).await;
+    let log = control.requests().await;
     let mut created: BTreeMap<String, usize> = BTreeMap::new();
     for e in log
         .iter()
@@ -370,7 +233,7 @@ async fn round(http: &reqwest::Client, r: usize) -> RoundReport {
     assert_eq!(invited, wanted, "round {r}: the invited people");
 
     // The organisation and the memberships match the IdP.
-    let state = sim_get(http, &sim, "/state").await;
+    let state = control.state().await;
     let mut org: Vec<(String, String)> = state["users"]
         .as_array()
         .unwrap()
@@ -421,13 +284,11 @@ async fn round(http: &reqwest::Client, r: usize) -> RoundReport {
     }
 
     // A converged run writes nothing.
-    http.delete(format!("{}/requests", sim.control_url()))
-        .send()
-        .await
-        .unwrap();
-    let s = daemon.resync(http, true).await;
+    control.clear_requests().await;
+    let s = resync(http, &daemon, true).await;
     assert_eq!(s["planned"]["total"], 0, "round {r}: {s}");
-    let writes: Vec<String> = sim_log(http, &sim)
+    let writes: Vec<String> = control
+        .requests()
         .await
         .iter()
         .filter(|e| e["method"] != "GET")
@@ -439,9 +300,12 @@ async fn round(http: &reqwest::Client, r: usize) -> RoundReport {
     );
 
     // Observed, not asserted: invites applied by the killed run that reached the audit log.
-    let audited_invites = daemon
-        .audit(http)
-        .await
+    let audited_invites = Admin::new(&daemon.admin, http)
+        .get("/admin/audit?limit=10000")
+        .await["entries"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
         .iter()
         .filter(|e| e["op"]["op"] == "invite" && e["result"] == "ok")
         .count();
@@ -455,16 +319,6 @@ async fn round(http: &reqwest::Client, r: usize) -> RoundReport {
         audited_invites,
         elapsed: started.elapsed(),
     }
-}
-
-async fn sim_post(http: &reqwest::Client, sim: &SimServer, path: &str) -> Value {
-    http.post(format!("{}{path}", sim.control_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,6 +5,8 @@
 #[path = "../../benches/support/soak.rs"]
 mod driver;
 
+use crate::common::{daemon, scim};
+
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
