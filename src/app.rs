@@ -48,33 +48,54 @@ async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, AppErr
     })
 }
 
+/// Binds a listener and reads back its address (port 0 becomes the port the system chose).
+async fn bind_addr(
+    key: &'static str,
+    addr: SocketAddr,
+) -> Result<(TcpListener, SocketAddr), AppError> {
+    let listener = bind(key, addr).await?;
+    let local = listener.local_addr().map_err(|e| AppError::Bind {
+        key,
+        addr,
+        reason: e.to_string(),
+    })?;
+    Ok((listener, local))
+}
+
+/// Opening runs redb's recovery after a crash, which reads the file: off the async threads.
+async fn open_store(config: &Config) -> Result<Store, AppError> {
+    let path = config.store.path.clone();
+    let opts = StoreOptions {
+        retention: config.store.retention(),
+        ..StoreOptions::default()
+    };
+    tokio::task::spawn_blocking(move || Store::open(&path, opts))
+        .await
+        .map_err(|e| AppError::Store(StoreError::BatchFailed(e.to_string())))?
+        .map_err(AppError::from)
+}
+
+/// The reconciler finishes its current run if that is quick; a run stuck retrying an
+/// unreachable control plane is cut short (the next start converges from live state).
+async fn stop_reconciler(mut sched_task: tokio::task::JoinHandle<()>) {
+    if tokio::time::timeout(std::time::Duration::from_secs(5), &mut sched_task)
+        .await
+        .is_err()
+    {
+        sched_task.abort();
+        tracing::warn!("reconcile run interrupted by shutdown; the next start converges");
+    }
+}
+
 /// Starts the SCIM and admin servers. They stop accepting when `shutdown` completes, finish the
 /// requests in flight (every acknowledged write is already durable), and then `done` ends.
 pub async fn start(
     config: &Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Running, AppError> {
-    let scim_listener = bind("[scim] listen", config.scim.listen).await?;
-    let admin_listener = bind("[admin] listen", config.admin.listen).await?;
-    let scim_addr = scim_listener.local_addr().map_err(|e| AppError::Bind {
-        key: "[scim] listen",
-        addr: config.scim.listen,
-        reason: e.to_string(),
-    })?;
-    let admin_addr = admin_listener.local_addr().map_err(|e| AppError::Bind {
-        key: "[admin] listen",
-        addr: config.admin.listen,
-        reason: e.to_string(),
-    })?;
-
-    let path = config.store.path.clone();
-    let opts = StoreOptions {
-        retention: config.store.retention(),
-        ..StoreOptions::default()
-    };
-    let store = tokio::task::spawn_blocking(move || Store::open(&path, opts))
-        .await
-        .map_err(|e| AppError::Store(StoreError::BatchFailed(e.to_string())))??;
+    let (scim_listener, scim_addr) = bind_addr("[scim] listen", config.scim.listen).await?;
+    let (admin_listener, admin_addr) = bind_addr("[admin] listen", config.admin.listen).await?;
+    let store = open_store(config).await?;
 
     let reconciler = Arc::new(Reconciler::new(
         store.clone(),
@@ -163,20 +184,15 @@ pub async fn start(
         let signal = tokio::spawn(async move {
             shutdown.await;
             tracing::info!("shutting down: no new connections; finishing requests in flight");
-            let _ = tx.send(());
+            // Every receiver may be gone already (both servers stopped on their own): then
+            // there is nobody left to tell.
+            if tx.send(()).is_err() {
+                tracing::debug!("shutdown signal had no listener left");
+            }
         });
         tokio::join!(scim_server, admin_server);
         signal.abort();
-        // The reconciler finishes its current run if that is quick; a run stuck retrying an
-        // unreachable control plane is cut short (the next start converges from live state).
-        let mut sched_task = sched_task;
-        if tokio::time::timeout(std::time::Duration::from_secs(5), &mut sched_task)
-            .await
-            .is_err()
-        {
-            sched_task.abort();
-            tracing::warn!("reconcile run interrupted by shutdown; the next start converges");
-        }
+        stop_reconciler(sched_task).await;
         // Every request has been answered; stop the writer so the store file is released.
         closing.close().await;
     });
