@@ -155,7 +155,24 @@ impl Reply for ScimReply {
 /// Maps a store failure to its SCIM answer. Internal details go to the log, not to the client.
 fn store_error(e: StoreError) -> ScimError {
     match e {
-        StoreError::Scim(e) => e,
+        StoreError::NotFound { kind, id } => {
+            ScimError::not_found(format!("{} {id} not found", kind.name()))
+        }
+        StoreError::Conflict {
+            kind,
+            attribute,
+            value,
+        } => ScimError::uniqueness(format!(
+            "a {} with {attribute} '{value}' already exists (compared case-insensitively, \
+             inactive users included)",
+            kind.name().to_lowercase()
+        )),
+        StoreError::PreconditionFailed { if_match, current } => ScimError::precondition_failed(
+            format!("If-Match {if_match} does not match the current version W/\"{current}\""),
+        ),
+        StoreError::MissingAttribute { attribute, .. } => {
+            ScimError::invalid_value(format!("{attribute} is required"))
+        }
         e if e.is_unavailable() => {
             tracing::error!(error = %e, "store unavailable");
             ScimError::new(503, None, "the store is unavailable; retry later")
@@ -986,12 +1003,13 @@ async fn patch_one(
 ) -> Result<ScimReply, ScimError> {
     let body = req.json_body()?;
     let ops = patch::parse_request(&body)?;
+    let edit = move |data: &mut Value| patch::apply(kind, data, &ops);
     let (record, notes) = req
         .state
         .store
-        .patch(kind, id, ops, req.if_match.clone())
+        .patch(kind, id, edit, req.if_match.clone())
         .await
-        .map_err(store_error)?;
+        .map_err(store_error)??;
     log_notes(kind, &record.id, &notes);
     // Groups answer 204 (what Entra prefers, and what Okta accepts) unless the client asked for
     // a representation with attributes/excludedAttributes; users answer 200 with the resource,
@@ -1067,6 +1085,82 @@ fn resource_types(base_url: &str) -> Vec<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The answers as they were when the store chose them itself; clients and the conformance
+    /// suites see these bodies.
+    #[test]
+    fn store_failures_keep_their_scim_answers() {
+        use crate::scim::error::ScimType;
+        let cases = [
+            (
+                StoreError::NotFound {
+                    kind: ResourceKind::User,
+                    id: "u1".into(),
+                },
+                (404, None, "User u1 not found"),
+            ),
+            (
+                StoreError::Conflict {
+                    kind: ResourceKind::User,
+                    attribute: "userName",
+                    value: "Bob@x.io".into(),
+                },
+                (
+                    409,
+                    Some(ScimType::Uniqueness),
+                    "a user with userName 'Bob@x.io' already exists (compared \
+                     case-insensitively, inactive users included)",
+                ),
+            ),
+            (
+                StoreError::Conflict {
+                    kind: ResourceKind::Group,
+                    attribute: "displayName",
+                    value: "Eng".into(),
+                },
+                (
+                    409,
+                    Some(ScimType::Uniqueness),
+                    "a group with displayName 'Eng' already exists (compared \
+                     case-insensitively, inactive users included)",
+                ),
+            ),
+            (
+                StoreError::PreconditionFailed {
+                    if_match: "W/\"1\", \"2\"".into(),
+                    current: 3,
+                },
+                (
+                    412,
+                    None,
+                    "If-Match W/\"1\", \"2\" does not match the current version W/\"3\"",
+                ),
+            ),
+            (
+                StoreError::MissingAttribute {
+                    kind: ResourceKind::Group,
+                    attribute: "displayName",
+                },
+                (400, Some(ScimType::InvalidValue), "displayName is required"),
+            ),
+            (
+                StoreError::Unavailable("disk full".into()),
+                (503, None, "the store is unavailable; retry later"),
+            ),
+            (
+                StoreError::Corrupt("u1".into(), "bad json".into()),
+                (500, None, "internal storage error; see the server log"),
+            ),
+        ];
+        for (e, (status, scim_type, detail)) in cases {
+            let what = format!("{e:?}");
+            assert_eq!(
+                store_error(e),
+                ScimError::new(status, scim_type, detail),
+                "{what}"
+            );
+        }
+    }
 
     #[test]
     fn base_path_is_stripped_case_insensitively() {

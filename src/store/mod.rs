@@ -5,8 +5,12 @@
 //! leaves a resource without its index or its feed entry. Writes go through a single writer
 //! thread that runs all queued writes in the same transaction and commits once (group commit):
 //! each caller gets its answer only after that commit is durable. Each write validates before it
-//! mutates, so a write that fails (409, 412, 400) leaves nothing behind in the shared
-//! transaction. Reads run on MVCC snapshots and never wait for the writer.
+//! mutates, so a write that fails on its own merits (not found, a taken name, a stale `If-Match`,
+//! a PATCH that does not apply) leaves nothing behind in the shared transaction. Reads run on
+//! MVCC snapshots and never wait for the writer.
+//!
+//! Failures are [`StoreError`]s that say what went wrong in the store's terms; the SCIM server
+//! (`http::scim`) chooses the HTTP status and `scimType` for each.
 
 pub mod backup;
 mod handle;
@@ -16,9 +20,8 @@ mod tables;
 pub mod upkeep;
 mod write;
 
-use crate::scim::error::ScimError;
 use crate::scim::filter::{self, Filter, IndexHint};
-use crate::scim::patch::{self, MemberChange, PatchOp};
+use crate::scim::patch::MemberChange;
 use crate::scim::resource::{MemberRef, Normalized};
 use crate::scim::schema::ResourceKind;
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
@@ -45,9 +48,26 @@ pub const RETRY_AFTER_SECS: u64 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// A request-level failure with its SCIM answer (404, 409, 412, 400).
-    #[error("{0}")]
-    Scim(#[from] ScimError),
+    /// No resource of this type has this id.
+    #[error("{} {id} not found", kind.name())]
+    NotFound { kind: ResourceKind, id: String },
+    /// Another resource of this type already holds this value of its unique attribute
+    /// (compared case-insensitively).
+    #[error("{} {attribute} '{value}' is already taken", kind.name())]
+    Conflict {
+        kind: ResourceKind,
+        attribute: &'static str,
+        value: String,
+    },
+    /// The `If-Match` the write was made under names none of the current version.
+    #[error("If-Match {if_match} does not match the current version {current}")]
+    PreconditionFailed { if_match: String, current: u64 },
+    /// The resource lacks the attribute that must be unique for its type.
+    #[error("{} {attribute} is required", kind.name())]
+    MissingAttribute {
+        kind: ResourceKind,
+        attribute: &'static str,
+    },
     #[error("storage error: {0}")]
     Storage(#[from] redb::Error),
     #[error("the store is already open in another process ({0}); only one scim-sync may use a store file")]
@@ -70,6 +90,18 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether the request failed on its own merits (nothing of it was written, and the rest of
+    /// the batch it ran in is unaffected), as opposed to a failure of the store.
+    pub fn is_request_error(&self) -> bool {
+        matches!(
+            self,
+            Self::NotFound { .. }
+                | Self::Conflict { .. }
+                | Self::PreconditionFailed { .. }
+                | Self::MissingAttribute { .. }
+        )
+    }
+
     /// Whether the request may succeed if retried later (the SCIM answer is 503 with
     /// `Retry-After`), as opposed to a failure of the request itself.
     pub fn is_unavailable(&self) -> bool {
@@ -176,6 +208,8 @@ impl Default for StoreOptions {
 /// A query over one resource type.
 #[derive(Debug, Clone)]
 pub struct Query {
+    /// A filter the caller has checked against this resource type ([`filter::validate`]): a
+    /// typo is the caller's to report, so names the schema does not know match nothing here.
     pub filter: Option<Filter>,
     /// 1-based.
     pub start_index: usize,
@@ -280,18 +314,32 @@ impl Store {
         self.tick(r)
     }
 
-    pub async fn patch(
+    /// Applies `edit` to the stored attributes of one resource, in its write transaction. The
+    /// edit (the SCIM PATCH rules, for the server) may refuse: its refusal is the inner error,
+    /// passed back untouched, and nothing of the request is written. The outer error is the
+    /// store's own (not found, stale `If-Match`, taken name, storage).
+    pub async fn patch<E, F>(
         &self,
         kind: ResourceKind,
         id: String,
-        ops: Vec<PatchOp>,
+        edit: F,
         if_match: Option<String>,
-    ) -> Result<(Record, WriteNotes)> {
+    ) -> Result<std::result::Result<(Record, WriteNotes), E>>
+    where
+        E: Send + 'static,
+        F: FnOnce(&mut Value) -> std::result::Result<Vec<MemberChange>, E> + Send + 'static,
+    {
         let r = self
             .writer
-            .run(move |tx| write::patch(tx, kind, &id, &ops, if_match.as_deref()))
+            .run_standing(
+                move |tx| write::patch(tx, kind, &id, edit, if_match.as_deref()),
+                std::result::Result::is_err,
+            )
             .await;
-        self.tick(r)
+        match r {
+            Ok(Ok(done)) => self.tick(Ok(Ok(done))),
+            other => other,
+        }
     }
 
     pub async fn delete(
@@ -378,7 +426,7 @@ impl Store {
                     );
                 }
             }
-            if filter::matches(f, kind, &doc)? {
+            if filter::matches_checked(f, kind, &doc) {
                 matched.push(record);
             }
             Ok(())
@@ -643,12 +691,4 @@ pub(crate) fn member_ids(members: &[MemberRef]) -> Vec<String> {
         .filter(|m| seen.insert(m.value.clone()))
         .map(|m| m.value.clone())
         .collect()
-}
-
-pub(crate) fn patch_apply(
-    kind: ResourceKind,
-    data: &mut Value,
-    ops: &[PatchOp],
-) -> Result<Vec<MemberChange>> {
-    Ok(patch::apply(kind, data, ops)?)
 }

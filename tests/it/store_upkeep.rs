@@ -816,7 +816,7 @@ async fn a_full_disk_answers_503_and_the_daemon_recovers_by_itself() {
         .json()
         .await
         .unwrap();
-    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["status"], "degraded", "{health}\n{}", d.log_text());
     let ready = http.get(format!("{admin}/readyz")).send().await.unwrap();
     assert_eq!(ready.status().as_u16(), 503);
     let status: Value = http
