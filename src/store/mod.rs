@@ -34,13 +34,16 @@ use tables::*;
 
 pub use backup::{compact, inspect, StoreInfo};
 pub use handle::Degraded;
-pub use ledger::{AuditEntry, Link};
+pub use ledger::{AuditEntry, Link, WorkspaceLink};
 pub use safety::{FailingOp, HeldOp};
 pub use upkeep::{Retention, UpkeepReport};
 pub use write::WriteStats;
 
-/// Version of the table layout; a later release migrates from older values.
-pub const SCHEMA_VERSION: u64 = 1;
+/// Version of the table layout; opening an older store migrates it (see [`init_tables`]).
+///
+/// - 1: the first layout.
+/// - 2: workspace links in their own table instead of the email-keyed links table.
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// What a client is told to wait (`Retry-After`, seconds) when the store cannot take a write:
 /// the writer retries reopening the file every few seconds at most (see handle.rs).
@@ -557,12 +560,16 @@ pub(crate) fn decode(id: &str, bytes: &[u8]) -> Result<Record> {
 }
 
 /// Creates the tables a new store needs, or checks an existing store's schema version (before
-/// writing anything to it).
+/// writing anything to it) and migrates an older one, all in one write transaction: a crash
+/// leaves the store as it was or fully migrated.
 pub(crate) fn init_tables(db: &redb::Database, path: &Path) -> Result<()> {
-    {
+    let found = {
         let rtx = db.begin_read().db()?;
         match handle::schema_version(&rtx, path)? {
-            Some(v) => handle::check_version(v)?,
+            Some(v) => {
+                handle::check_version(v)?;
+                Some(v)
+            }
             None => {
                 // A new store is empty. A redb file that holds tables but no schema version
                 // belongs to something else: adding ours to it would hide the mistake.
@@ -574,15 +581,13 @@ pub(crate) fn init_tables(db: &redb::Database, path: &Path) -> Result<()> {
                         reason: "a redb database without scim-sync's schema version".into(),
                     });
                 }
+                None
             }
         }
-    }
+    };
     let tx = db.begin_write().db()?;
     {
         let mut meta = tx.open_table(META).db()?;
-        if meta.get(META_SCHEMA_VERSION).db()?.is_none() {
-            meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION).db()?;
-        }
         // A store from before the sequence numbers were kept in META gets them from its tables
         // now, before any trimming could empty one.
         for (key, def) in [
@@ -605,11 +610,25 @@ pub(crate) fn init_tables(db: &redb::Database, path: &Path) -> Result<()> {
         tx.open_multimap_table(USER_GROUPS).db()?;
         tx.open_table(CHANGES).db()?;
         tx.open_table(LINKS).db()?;
+        tx.open_table(WORKSPACE_LINKS).db()?;
         tx.open_table(AUDIT).db()?;
         // Added after schema version 1 without changing it: an older store gains them empty.
         tx.open_table(FUSE_LOG).db()?;
         tx.open_table(HELD).db()?;
         tx.open_table(FAILING).db()?;
+        if let Some(v) = found.filter(|v| *v < 2) {
+            let moved = ledger::migrate_workspace_links(&tx)?;
+            tracing::info!(
+                store = %path.display(),
+                from = v,
+                to = 2,
+                workspace_links = moved,
+                "store: schema migrated (workspace links moved to their own table)"
+            );
+        }
+        if found != Some(SCHEMA_VERSION) {
+            meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION).db()?;
+        }
     }
     tx.commit().db()?;
     Ok(())

@@ -760,7 +760,7 @@ mod tests {
     use crate::scim::patch;
     use crate::scim::resource::{MemberRef, Normalized};
     use crate::scim::schema::ResourceKind;
-    use crate::store::{Store, StoreError, StoreOptions};
+    use crate::store::{ChangeAction, ChangeKind, Store, StoreError, StoreOptions};
 
     fn user(name: &str) -> Normalized {
         Normalized {
@@ -917,5 +917,231 @@ mod tests {
                 .refs,
             Some(vec![])
         );
+    }
+
+    fn group(name: &str, members: &[&str]) -> Normalized {
+        Normalized {
+            resource: serde_json::json!({"displayName": name}),
+            members: Some(
+                members
+                    .iter()
+                    .map(|m| MemberRef {
+                        value: m.to_string(),
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    fn feed(store: &Store) -> Vec<(ChangeKind, String, ChangeAction, Vec<String>)> {
+        store
+            .changes_since(0, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.kind, c.id, c.action, c.users))
+            .collect()
+    }
+
+    fn edit_ops(
+        kind: ResourceKind,
+        ops: serde_json::Value,
+    ) -> impl FnOnce(&mut serde_json::Value) -> Result<Vec<patch::MemberChange>, String> + Send + 'static
+    {
+        let ops = patch::parse_request(&serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": ops,
+        }))
+        .unwrap();
+        move |data: &mut serde_json::Value| {
+            patch::apply(kind, data, &ops).map_err(|e| e.to_string())
+        }
+    }
+
+    /// Each write changes the resource, its indexes and the reverse index together, bumps the
+    /// version, and appends one feed entry naming the users whose desired state may change.
+    #[tokio::test]
+    async fn writes_keep_indexes_versions_and_the_change_feed_together() {
+        use crate::store::{ChangeAction as A, ChangeKind as K};
+        let (_dir, store) = open();
+        let (ada, _) = store
+            .create(ResourceKind::User, user("ada@x.io"))
+            .await
+            .unwrap();
+        let (bob, _) = store
+            .create(ResourceKind::User, user("bob@x.io"))
+            .await
+            .unwrap();
+        assert_eq!((ada.version, ada.etag()), (1, "W/\"1\"".to_string()));
+        let (eng, _) = store
+            .create(ResourceKind::Group, group("Eng", &[&ada.id]))
+            .await
+            .unwrap();
+        assert_eq!(store.groups_of(&ada.id).unwrap(), vec![eng.id.clone()]);
+
+        // PATCH adds a member: the group's version moves on.
+        let (eng2, _) = store
+            .patch(
+                ResourceKind::Group,
+                eng.id.clone(),
+                edit_ops(
+                    ResourceKind::Group,
+                    serde_json::json!([{"op": "add", "path": "members", "value": [{"value": bob.id}]}]),
+                ),
+                Some(eng.etag()),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(eng2.version, 2);
+        assert_eq!(store.groups_of(&bob.id).unwrap(), vec![eng.id.clone()]);
+        // The same PATCH again changes nothing: no new version, no feed entry.
+        let before = store.last_seq().unwrap();
+        let (same, _) = store
+            .patch(
+                ResourceKind::Group,
+                eng.id.clone(),
+                edit_ops(
+                    ResourceKind::Group,
+                    serde_json::json!([{"op": "add", "path": "members", "value": [{"value": bob.id}]}]),
+                ),
+                None,
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((same.version, store.last_seq().unwrap()), (2, before));
+
+        // PUT renames the user under its current version; the old name is free again.
+        let (ada2, _) = store
+            .replace(
+                ResourceKind::User,
+                ada.id.clone(),
+                user("ada.l@x.io"),
+                Some("W/\"1\"".into()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(ada2.version, 2);
+        assert_eq!(ada2.created, ada.created);
+        store
+            .create(ResourceKind::User, user("ADA@x.io"))
+            .await
+            .unwrap();
+
+        // DELETE of the group frees its members.
+        store
+            .delete(ResourceKind::Group, eng.id.clone(), Some(eng2.etag()))
+            .await
+            .unwrap();
+        assert!(store.groups_of(&ada.id).unwrap().is_empty());
+        assert!(store
+            .get(ResourceKind::Group, &eng.id, false)
+            .unwrap()
+            .is_none());
+
+        let mut members = vec![ada.id.clone(), bob.id.clone()];
+        members.sort();
+        let f = feed(&store);
+        let actions: Vec<(K, A)> = f.iter().map(|(k, _, a, _)| (*k, *a)).collect();
+        assert_eq!(
+            actions,
+            vec![
+                (K::User, A::Created),
+                (K::User, A::Created),
+                (K::Group, A::Created),
+                // The first PATCH also stores the document in the PATCH engine's canonical
+                // form, so it counts as an update, not a members-only change.
+                (K::Group, A::Updated),
+                (K::User, A::Updated),
+                (K::User, A::Created),
+                (K::Group, A::Deleted),
+            ]
+        );
+        assert_eq!(f[2].3, vec![ada.id.clone()]);
+        assert_eq!(f[3].3, vec![bob.id.clone()]);
+        assert_eq!(f[4].3, vec![ada.id.clone()]);
+        let mut deleted_for = f[6].3.clone();
+        deleted_for.sort();
+        assert_eq!(deleted_for, members);
+        assert_eq!(store.last_seq().unwrap(), 7);
+    }
+
+    /// Renames through PUT and PATCH meet the same uniqueness check as creation, and a stale
+    /// `If-Match` stops PATCH and DELETE before anything is written.
+    #[tokio::test]
+    async fn renames_and_stale_versions_are_refused_on_every_write() {
+        let (_dir, store) = open();
+        store
+            .create(ResourceKind::Group, group("Eng", &[]))
+            .await
+            .unwrap();
+        let (ops, _) = store
+            .create(ResourceKind::Group, group("Ops", &[]))
+            .await
+            .unwrap();
+        let e = store
+            .replace(ResourceKind::Group, ops.id.clone(), group("ENG", &[]), None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, StoreError::Conflict { kind: ResourceKind::Group, attribute: "displayName", value } if value == "ENG"),
+            "{e:?}"
+        );
+        let e = store
+            .patch(
+                ResourceKind::Group,
+                ops.id.clone(),
+                edit_ops(
+                    ResourceKind::Group,
+                    serde_json::json!([{"op": "replace", "path": "displayName", "value": "eng"}]),
+                ),
+                None,
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Conflict { .. }), "{e:?}");
+        let e = store
+            .patch(
+                ResourceKind::Group,
+                ops.id.clone(),
+                edit_ops(
+                    ResourceKind::Group,
+                    serde_json::json!([{"op": "replace", "path": "displayName", "value": "Ops2"}]),
+                ),
+                Some("W/\"9\"".into()),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, StoreError::PreconditionFailed { current: 1, .. }),
+            "{e:?}"
+        );
+        let e = store
+            .delete(ResourceKind::Group, ops.id.clone(), Some("W/\"2\"".into()))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, StoreError::PreconditionFailed { current: 1, .. }),
+            "{e:?}"
+        );
+        let e = store
+            .patch(
+                ResourceKind::User,
+                "nobody".into(),
+                edit_ops(
+                    ResourceKind::User,
+                    serde_json::json!([{"op": "replace", "path": "active", "value": false}]),
+                ),
+                None,
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StoreError::NotFound { .. }), "{e:?}");
+        let kept = store
+            .get(ResourceKind::Group, &ops.id, false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(kept.record, ops);
+        assert_eq!(store.last_seq().unwrap(), 2);
     }
 }
