@@ -10,8 +10,8 @@ use super::{body_with_limit, bounded, BodyError, LOG_FIELD_MAX};
 use crate::scim::error::ScimError;
 use crate::scim::filter::{self, AttrRef, Filter};
 use crate::scim::projection;
-use crate::scim::schema::{self, ResourceKind, LIST_RESPONSE_SCHEMA};
-use crate::scim::{patch, resource};
+use crate::scim::schema::ResourceKind;
+use crate::scim::{discovery, list, patch, resource};
 use crate::store::{Page, Query, Resource, Store, StoreError, WriteNotes};
 use crate::token::TokenSet;
 use bytes::Bytes;
@@ -583,33 +583,26 @@ async fn dispatch(req: &Request<'_>, segs: &[String]) -> Result<ScimReply, ScimE
             (Some(".search"), 1, &Method::POST) => search(req, None).await,
             (Some("serviceproviderconfig"), 1, &Method::GET) => Ok(ScimReply::json(
                 StatusCode::OK,
-                service_provider_config(&req.base_url(), req.state),
+                discovery::service_provider_config(&req.base_url(), req.state.max_results),
             )),
-            (Some("resourcetypes"), 1, &Method::GET) => {
-                let all = resource_types(&req.base_url());
-                Ok(ScimReply::json(StatusCode::OK, list_response(all.len(), 1, all)))
-            }
+            (Some("resourcetypes"), 1, &Method::GET) => Ok(ScimReply::json(
+                StatusCode::OK,
+                list::complete(discovery::resource_types(&req.base_url())),
+            )),
             (Some("resourcetypes"), 2, &Method::GET) => {
                 let want = seg(1).unwrap_or_default();
-                resource_types(&req.base_url())
-                    .into_iter()
-                    .find(|rt| rt["id"].as_str().is_some_and(|id| id.eq_ignore_ascii_case(want)))
+                discovery::resource_type(&req.base_url(), want)
                     .map(|rt| ScimReply::json(StatusCode::OK, rt))
                     .ok_or_else(|| ScimError::not_found(format!("no resource type {want}")))
             }
-            (Some("schemas"), 1, &Method::GET) => {
-                let all: Vec<Value> = schema::ALL_SCHEMAS
-                    .iter()
-                    .map(|s| schema::schema_json(s, &req.base_url()))
-                    .collect();
-                Ok(ScimReply::json(StatusCode::OK, list_response(all.len(), 1, all)))
-            }
+            (Some("schemas"), 1, &Method::GET) => Ok(ScimReply::json(
+                StatusCode::OK,
+                list::complete(discovery::schemas(&req.base_url())),
+            )),
             (Some("schemas"), 2, &Method::GET) => {
                 let want = seg(1).unwrap_or_default();
-                schema::ALL_SCHEMAS
-                    .iter()
-                    .find(|s| s.id.eq_ignore_ascii_case(want))
-                    .map(|s| ScimReply::json(StatusCode::OK, schema::schema_json(s, &req.base_url())))
+                discovery::schema(&req.base_url(), want)
+                    .map(|s| ScimReply::json(StatusCode::OK, s))
                     .ok_or_else(|| ScimError::not_found(format!("no schema {want}")))
             }
             (Some("bulk"), _, _) => Err(ScimError::not_implemented(
@@ -745,16 +738,6 @@ pub fn render(res: &Resource, base_url: &str) -> Value {
     Value::Object(out)
 }
 
-fn list_response(total: usize, start_index: usize, resources: Vec<Value>) -> Value {
-    json!({
-        "schemas": [LIST_RESPONSE_SCHEMA],
-        "totalResults": total,
-        "startIndex": start_index,
-        "itemsPerPage": resources.len(),
-        "Resources": resources,
-    })
-}
-
 fn log_notes(kind: ResourceKind, id: &str, notes: &WriteNotes) {
     if !notes.unknown_members.is_empty() {
         tracing::warn!(
@@ -873,7 +856,7 @@ async fn run_query(
     }
     Ok(ScimReply::json(
         StatusCode::OK,
-        list_response(total, start_index, resources),
+        list::list_response(total, start_index, resources),
     ))
 }
 
@@ -1030,56 +1013,6 @@ async fn delete(req: &Request<'_>, kind: ResourceKind, id: String) -> Result<Sci
         .await
         .map_err(store_error)?;
     Ok(ScimReply::empty(StatusCode::NO_CONTENT))
-}
-
-// ---- discovery ------------------------------------------------------------------------------
-
-fn service_provider_config(base_url: &str, state: &ScimState) -> Value {
-    json!({
-        "schemas": [schema::SP_CONFIG_SCHEMA],
-        "documentationUri": "https://github.com/scim-sync/scim-sync#readme",
-        "patch": {"supported": true},
-        "bulk": {"supported": false, "maxOperations": 0, "maxPayloadSize": 0},
-        "filter": {"supported": true, "maxResults": state.max_results},
-        "changePassword": {"supported": false},
-        "sort": {"supported": false},
-        "etag": {"supported": true},
-        "authenticationSchemes": [{
-            "type": "oauthbearertoken",
-            "name": "OAuth Bearer Token",
-            "description": "Authentication with a static bearer token configured in scim-sync",
-            "primary": true
-        }],
-        "meta": {
-            "resourceType": "ServiceProviderConfig",
-            "location": format!("{base_url}/ServiceProviderConfig"),
-        }
-    })
-}
-
-fn resource_types(base_url: &str) -> Vec<Value> {
-    vec![
-        json!({
-            "schemas": [schema::RESOURCE_TYPE_SCHEMA],
-            "id": "User",
-            "name": "User",
-            "endpoint": "/Users",
-            "description": "User Account",
-            "schema": schema::USER_SCHEMA,
-            "schemaExtensions": [{"schema": schema::ENTERPRISE_USER_SCHEMA, "required": false}],
-            "meta": {"resourceType": "ResourceType", "location": format!("{base_url}/ResourceTypes/User")}
-        }),
-        json!({
-            "schemas": [schema::RESOURCE_TYPE_SCHEMA],
-            "id": "Group",
-            "name": "Group",
-            "endpoint": "/Groups",
-            "description": "Group",
-            "schema": schema::GROUP_SCHEMA,
-            "schemaExtensions": [],
-            "meta": {"resourceType": "ResourceType", "location": format!("{base_url}/ResourceTypes/Group")}
-        }),
-    ]
 }
 
 #[cfg(test)]
