@@ -10,8 +10,8 @@ use super::{body_with_limit, bounded, BodyError, LOG_FIELD_MAX};
 use crate::scim::error::ScimError;
 use crate::scim::filter::{self, AttrRef, Filter};
 use crate::scim::projection;
-use crate::scim::schema::{self, ResourceKind, LIST_RESPONSE_SCHEMA};
-use crate::scim::{patch, resource};
+use crate::scim::schema::ResourceKind;
+use crate::scim::{discovery, list, patch, resource};
 use crate::store::{Page, Query, Resource, Store, StoreError, WriteNotes};
 use crate::token::TokenSet;
 use bytes::Bytes;
@@ -155,7 +155,24 @@ impl Reply for ScimReply {
 /// Maps a store failure to its SCIM answer. Internal details go to the log, not to the client.
 fn store_error(e: StoreError) -> ScimError {
     match e {
-        StoreError::Scim(e) => e,
+        StoreError::NotFound { kind, id } => {
+            ScimError::not_found(format!("{} {id} not found", kind.name()))
+        }
+        StoreError::Conflict {
+            kind,
+            attribute,
+            value,
+        } => ScimError::uniqueness(format!(
+            "a {} with {attribute} '{value}' already exists (compared case-insensitively, \
+             inactive users included)",
+            kind.name().to_lowercase()
+        )),
+        StoreError::PreconditionFailed { if_match, current } => ScimError::precondition_failed(
+            format!("If-Match {if_match} does not match the current version W/\"{current}\""),
+        ),
+        StoreError::MissingAttribute { attribute, .. } => {
+            ScimError::invalid_value(format!("{attribute} is required"))
+        }
         e if e.is_unavailable() => {
             tracing::error!(error = %e, "store unavailable");
             ScimError::new(503, None, "the store is unavailable; retry later")
@@ -566,33 +583,26 @@ async fn dispatch(req: &Request<'_>, segs: &[String]) -> Result<ScimReply, ScimE
             (Some(".search"), 1, &Method::POST) => search(req, None).await,
             (Some("serviceproviderconfig"), 1, &Method::GET) => Ok(ScimReply::json(
                 StatusCode::OK,
-                service_provider_config(&req.base_url(), req.state),
+                discovery::service_provider_config(&req.base_url(), req.state.max_results),
             )),
-            (Some("resourcetypes"), 1, &Method::GET) => {
-                let all = resource_types(&req.base_url());
-                Ok(ScimReply::json(StatusCode::OK, list_response(all.len(), 1, all)))
-            }
+            (Some("resourcetypes"), 1, &Method::GET) => Ok(ScimReply::json(
+                StatusCode::OK,
+                list::complete(discovery::resource_types(&req.base_url())),
+            )),
             (Some("resourcetypes"), 2, &Method::GET) => {
                 let want = seg(1).unwrap_or_default();
-                resource_types(&req.base_url())
-                    .into_iter()
-                    .find(|rt| rt["id"].as_str().is_some_and(|id| id.eq_ignore_ascii_case(want)))
+                discovery::resource_type(&req.base_url(), want)
                     .map(|rt| ScimReply::json(StatusCode::OK, rt))
                     .ok_or_else(|| ScimError::not_found(format!("no resource type {want}")))
             }
-            (Some("schemas"), 1, &Method::GET) => {
-                let all: Vec<Value> = schema::ALL_SCHEMAS
-                    .iter()
-                    .map(|s| schema::schema_json(s, &req.base_url()))
-                    .collect();
-                Ok(ScimReply::json(StatusCode::OK, list_response(all.len(), 1, all)))
-            }
+            (Some("schemas"), 1, &Method::GET) => Ok(ScimReply::json(
+                StatusCode::OK,
+                list::complete(discovery::schemas(&req.base_url())),
+            )),
             (Some("schemas"), 2, &Method::GET) => {
                 let want = seg(1).unwrap_or_default();
-                schema::ALL_SCHEMAS
-                    .iter()
-                    .find(|s| s.id.eq_ignore_ascii_case(want))
-                    .map(|s| ScimReply::json(StatusCode::OK, schema::schema_json(s, &req.base_url())))
+                discovery::schema(&req.base_url(), want)
+                    .map(|s| ScimReply::json(StatusCode::OK, s))
                     .ok_or_else(|| ScimError::not_found(format!("no schema {want}")))
             }
             (Some("bulk"), _, _) => Err(ScimError::not_implemented(
@@ -728,16 +738,6 @@ pub fn render(res: &Resource, base_url: &str) -> Value {
     Value::Object(out)
 }
 
-fn list_response(total: usize, start_index: usize, resources: Vec<Value>) -> Value {
-    json!({
-        "schemas": [LIST_RESPONSE_SCHEMA],
-        "totalResults": total,
-        "startIndex": start_index,
-        "itemsPerPage": resources.len(),
-        "Resources": resources,
-    })
-}
-
 fn log_notes(kind: ResourceKind, id: &str, notes: &WriteNotes) {
     if !notes.unknown_members.is_empty() {
         tracing::warn!(
@@ -856,7 +856,7 @@ async fn run_query(
     }
     Ok(ScimReply::json(
         StatusCode::OK,
-        list_response(total, start_index, resources),
+        list::list_response(total, start_index, resources),
     ))
 }
 
@@ -986,12 +986,13 @@ async fn patch_one(
 ) -> Result<ScimReply, ScimError> {
     let body = req.json_body()?;
     let ops = patch::parse_request(&body)?;
+    let edit = move |data: &mut Value| patch::apply(kind, data, &ops);
     let (record, notes) = req
         .state
         .store
-        .patch(kind, id, ops, req.if_match.clone())
+        .patch(kind, id, edit, req.if_match.clone())
         .await
-        .map_err(store_error)?;
+        .map_err(store_error)??;
     log_notes(kind, &record.id, &notes);
     // Groups answer 204 (what Entra prefers, and what Okta accepts) unless the client asked for
     // a representation with attributes/excludedAttributes; users answer 200 with the resource,
@@ -1014,59 +1015,85 @@ async fn delete(req: &Request<'_>, kind: ResourceKind, id: String) -> Result<Sci
     Ok(ScimReply::empty(StatusCode::NO_CONTENT))
 }
 
-// ---- discovery ------------------------------------------------------------------------------
-
-fn service_provider_config(base_url: &str, state: &ScimState) -> Value {
-    json!({
-        "schemas": [schema::SP_CONFIG_SCHEMA],
-        "documentationUri": "https://github.com/scim-sync/scim-sync#readme",
-        "patch": {"supported": true},
-        "bulk": {"supported": false, "maxOperations": 0, "maxPayloadSize": 0},
-        "filter": {"supported": true, "maxResults": state.max_results},
-        "changePassword": {"supported": false},
-        "sort": {"supported": false},
-        "etag": {"supported": true},
-        "authenticationSchemes": [{
-            "type": "oauthbearertoken",
-            "name": "OAuth Bearer Token",
-            "description": "Authentication with a static bearer token configured in scim-sync",
-            "primary": true
-        }],
-        "meta": {
-            "resourceType": "ServiceProviderConfig",
-            "location": format!("{base_url}/ServiceProviderConfig"),
-        }
-    })
-}
-
-fn resource_types(base_url: &str) -> Vec<Value> {
-    vec![
-        json!({
-            "schemas": [schema::RESOURCE_TYPE_SCHEMA],
-            "id": "User",
-            "name": "User",
-            "endpoint": "/Users",
-            "description": "User Account",
-            "schema": schema::USER_SCHEMA,
-            "schemaExtensions": [{"schema": schema::ENTERPRISE_USER_SCHEMA, "required": false}],
-            "meta": {"resourceType": "ResourceType", "location": format!("{base_url}/ResourceTypes/User")}
-        }),
-        json!({
-            "schemas": [schema::RESOURCE_TYPE_SCHEMA],
-            "id": "Group",
-            "name": "Group",
-            "endpoint": "/Groups",
-            "description": "Group",
-            "schema": schema::GROUP_SCHEMA,
-            "schemaExtensions": [],
-            "meta": {"resourceType": "ResourceType", "location": format!("{base_url}/ResourceTypes/Group")}
-        }),
-    ]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The answers as they were when the store chose them itself; clients and the conformance
+    /// suites see these bodies.
+    #[test]
+    fn store_failures_keep_their_scim_answers() {
+        use crate::scim::error::ScimType;
+        let cases = [
+            (
+                StoreError::NotFound {
+                    kind: ResourceKind::User,
+                    id: "u1".into(),
+                },
+                (404, None, "User u1 not found"),
+            ),
+            (
+                StoreError::Conflict {
+                    kind: ResourceKind::User,
+                    attribute: "userName",
+                    value: "Bob@x.io".into(),
+                },
+                (
+                    409,
+                    Some(ScimType::Uniqueness),
+                    "a user with userName 'Bob@x.io' already exists (compared \
+                     case-insensitively, inactive users included)",
+                ),
+            ),
+            (
+                StoreError::Conflict {
+                    kind: ResourceKind::Group,
+                    attribute: "displayName",
+                    value: "Eng".into(),
+                },
+                (
+                    409,
+                    Some(ScimType::Uniqueness),
+                    "a group with displayName 'Eng' already exists (compared \
+                     case-insensitively, inactive users included)",
+                ),
+            ),
+            (
+                StoreError::PreconditionFailed {
+                    if_match: "W/\"1\", \"2\"".into(),
+                    current: 3,
+                },
+                (
+                    412,
+                    None,
+                    "If-Match W/\"1\", \"2\" does not match the current version W/\"3\"",
+                ),
+            ),
+            (
+                StoreError::MissingAttribute {
+                    kind: ResourceKind::Group,
+                    attribute: "displayName",
+                },
+                (400, Some(ScimType::InvalidValue), "displayName is required"),
+            ),
+            (
+                StoreError::Unavailable("disk full".into()),
+                (503, None, "the store is unavailable; retry later"),
+            ),
+            (
+                StoreError::Corrupt("u1".into(), "bad json".into()),
+                (500, None, "internal storage error; see the server log"),
+            ),
+        ];
+        for (e, (status, scim_type, detail)) in cases {
+            let what = format!("{e:?}");
+            assert_eq!(
+                store_error(e),
+                ScimError::new(status, scim_type, detail),
+                "{what}"
+            );
+        }
+    }
 
     #[test]
     fn base_path_is_stripped_case_insensitively() {

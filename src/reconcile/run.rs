@@ -21,7 +21,7 @@ use crate::portkey::{
 };
 use crate::scheduler::{BoxFuture, RunKind, Runner, Trigger};
 use crate::scim::schema::ResourceKind;
-use crate::store::{now_rfc3339, AuditEntry, FailingOp, HeldOp, Link, Query, Store};
+use crate::store::{now_rfc3339, AuditEntry, FailingOp, HeldOp, Link, Query, Store, WorkspaceLink};
 use futures::StreamExt;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -220,9 +220,6 @@ pub struct Reconciler {
     workspaces: Mutex<Option<Vec<Workspace>>>,
 }
 
-/// Ledger keys of workspaces the daemon has managed (emails never start with this).
-const WORKSPACE_LINK: &str = "workspace:";
-
 /// Quarantine backoff for an op that keeps failing: 1 min, doubling, at most 1 h.
 fn quarantine_delay(attempts: u32) -> i64 {
     60i64
@@ -398,7 +395,6 @@ impl Reconciler {
 fn owners_of(links: &BTreeMap<String, Link>) -> BTreeMap<String, String> {
     links
         .iter()
-        .filter(|(k, _)| !k.starts_with(WORKSPACE_LINK))
         .filter_map(|(k, l)| l.scim_id.clone().map(|id| (k.clone(), id)))
         .collect()
 }
@@ -516,19 +512,14 @@ impl Reconciler {
     }
 
     /// Workspaces managed before, by lower-cased name (from the ledger).
-    fn former_workspaces(links: &BTreeMap<String, Link>) -> BTreeSet<String> {
-        links
-            .keys()
-            .filter_map(|k| k.strip_prefix(WORKSPACE_LINK))
-            .map(str::to_string)
-            .collect()
+    fn former_workspaces(&self) -> Result<BTreeSet<String>, ReconcileError> {
+        Ok(self.store.workspace_links()?.into_keys().collect())
     }
 
     /// Email → the SCIM user it was provisioned for, for every person in the ledger.
     fn linked_people(links: &BTreeMap<String, Link>) -> BTreeMap<String, Option<String>> {
         links
             .iter()
-            .filter(|(k, _)| !k.starts_with(WORKSPACE_LINK))
             .map(|(k, l)| (k.clone(), l.scim_id.clone()))
             .collect()
     }
@@ -545,27 +536,25 @@ impl Reconciler {
         scope: &Scope,
     ) -> Result<(PlanView, ActualState), ReconcileError> {
         let links = self.store.links()?;
+        let former = self.former_workspaces()?;
         let mut desired = self.desired_async(&links).await?;
         match scope {
             Scope::Everyone => {
-                let (actual, read_errors) = self.observe_everyone(&mut desired, &links).await;
+                let (actual, read_errors) = self.observe_everyone(&mut desired, &former).await;
                 let linked = Self::linked_people(&links);
                 let view = self.finish_plan(desired, &actual, read_errors, linked, None, None)?;
                 Ok((view, actual))
             }
             Scope::People { emails, focus } => {
                 let (actual, errors) = self
-                    .observe_people(&mut desired, &links, emails, focus.as_ref())
+                    .observe_people(&mut desired, &links, &former, emails, focus.as_ref())
                     .await;
                 let linked: BTreeMap<String, Option<String>> = Self::linked_people(&links)
                     .into_iter()
                     .filter(|(k, _)| emails.contains(k))
                     .collect();
                 // The fuse's percentage is of everyone the daemon manages, not of this handful.
-                let managed = links
-                    .keys()
-                    .filter(|k| !k.starts_with(WORKSPACE_LINK))
-                    .count();
+                let managed = links.len();
                 let view = self.finish_plan(
                     desired,
                     &actual,
@@ -585,9 +574,8 @@ impl Reconciler {
     async fn observe_everyone(
         &self,
         desired: &mut DesiredState,
-        links: &BTreeMap<String, Link>,
+        former: &BTreeSet<String>,
     ) -> (ActualState, Vec<String>) {
-        let former = Self::former_workspaces(links);
         let to_read: BTreeSet<String> = desired
             .managed_workspaces
             .iter()
@@ -600,7 +588,7 @@ impl Reconciler {
             .iter()
             .map(|w| w.to_lowercase())
             .collect();
-        for f in &former {
+        for f in former {
             if known.contains(f) {
                 continue;
             }
@@ -908,10 +896,10 @@ impl Reconciler {
         &self,
         desired: &mut DesiredState,
         links: &BTreeMap<String, Link>,
+        former: &BTreeSet<String>,
         emails: &BTreeSet<String>,
         focus: Option<&BTreeSet<String>>,
     ) -> (ActualState, Vec<String>) {
-        let former = Self::former_workspaces(links);
         let managed_lower: BTreeSet<String> = desired
             .managed_workspaces
             .iter()
@@ -1446,11 +1434,20 @@ impl Reconciler {
                 Err(e) => s.errors.push(format!("audit log / link ledger: {e}")),
             }
         }
-        let more = self.links_for(&desired, actual, &created);
+        let more = self.links_for(&desired, actual);
         if !more.is_empty() {
             if let Err(e) = self.store.set_links(more).await {
                 s.errors.push(format!("link ledger: {e}"));
             }
+        }
+        match self.workspace_links_for(&desired, actual, &created) {
+            Ok(more) if more.is_empty() => {}
+            Ok(more) => {
+                if let Err(e) = self.store.set_workspace_links(more).await {
+                    s.errors.push(format!("link ledger: {e}"));
+                }
+            }
+            Err(e) => s.errors.push(format!("link ledger: {e}")),
         }
     }
 
@@ -1564,36 +1561,40 @@ impl Reconciler {
         }
     }
 
-    /// Ledger entries not recorded yet: desired users that exist in the control plane, and managed
-    /// workspaces that exist.
-    fn links_for(
+    /// Workspace ledger entries not recorded yet: managed workspaces that exist (read, or
+    /// created by this run: lower-cased name → id).
+    fn workspace_links_for(
         &self,
         desired: &DesiredState,
         actual: &ActualState,
         created: &BTreeMap<String, String>,
-    ) -> Vec<(String, Option<Link>)> {
-        let Ok(existing) = self.store.links() else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
+    ) -> Result<Vec<(String, Option<WorkspaceLink>)>, ReconcileError> {
+        let existing = self.store.workspace_links()?;
         let existing_ws: BTreeSet<String> = actual
             .workspaces
             .iter()
             .map(|w| w.name.to_lowercase())
             .chain(created.keys().cloned())
             .collect();
-        for name in &desired.managed_workspaces {
-            let key = format!("{WORKSPACE_LINK}{}", name.to_lowercase());
-            if existing_ws.contains(&name.to_lowercase()) && !existing.contains_key(&key) {
-                out.push((
-                    key,
-                    Some(Link {
-                        updated: String::new(),
-                        ..Link::default()
-                    }),
-                ));
-            }
-        }
+        Ok(desired
+            .managed_workspaces
+            .iter()
+            .map(|name| name.to_lowercase())
+            .filter(|name| existing_ws.contains(name) && !existing.contains_key(name))
+            .map(|name| (name, Some(WorkspaceLink::default())))
+            .collect())
+    }
+
+    /// People's ledger entries not recorded yet: desired users that exist in the control plane.
+    fn links_for(
+        &self,
+        desired: &DesiredState,
+        actual: &ActualState,
+    ) -> Vec<(String, Option<Link>)> {
+        let Ok(existing) = self.store.links() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
         for inv in &actual.invites {
             let email = inv.email.to_lowercase();
             let Some(d) = desired.users.get(&email) else {

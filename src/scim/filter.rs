@@ -806,6 +806,12 @@ pub fn matches(filter: &Filter, kind: ResourceKind, resource: &Value) -> Result<
     Ok(eval(filter, Scope::Resource(kind, resource)))
 }
 
+/// Evaluates a filter that [`validate`] accepted for `kind` against a stored resource, for
+/// callers that report a bad filter before they look at any resource (the store's queries).
+pub fn matches_checked(filter: &Filter, kind: ResourceKind, resource: &Value) -> bool {
+    eval(filter, Scope::Resource(kind, resource))
+}
+
 /// Evaluates the inner filter of a value path against one element of the multi-valued
 /// attribute `parent`. Names the schema does not know match nothing.
 pub fn matches_element(filter: &Filter, parent: &AttrDef, element: &Value) -> bool {

@@ -1,7 +1,9 @@
 //! The SCIM 2.0 protocol: what a request means, independent of transport and storage.
 
+pub mod discovery;
 pub mod error;
 pub mod filter;
+pub mod list;
 pub mod patch;
 pub mod projection;
 pub mod resource;

@@ -35,7 +35,10 @@ pub struct StoreInfo {
     pub change_feed_entries: u64,
     pub last_change_seq: u64,
     pub reconcile_cursor: u64,
+    /// People's links (by email).
     pub links: u64,
+    /// Workspaces the daemon has managed.
+    pub workspace_links: u64,
     pub audit_entries: u64,
     pub held_ops: u64,
     pub failing_ops: u64,
@@ -62,6 +65,7 @@ fn copy_all(from: &redb::ReadTransaction, to: &redb::Database) -> Result<()> {
     copy_multimap(from, to, USER_GROUPS)?;
     copy_table(from, to, CHANGES)?;
     copy_table(from, to, LINKS)?;
+    copy_table(from, to, WORKSPACE_LINKS)?;
     copy_table(from, to, AUDIT)?;
     copy_table(from, to, FUSE_LOG)?;
     copy_table(from, to, HELD)?;
@@ -276,6 +280,7 @@ pub fn inspect(path: &Path) -> Result<StoreInfo> {
         last_change_seq: 0,
         reconcile_cursor: 0,
         links: 0,
+        workspace_links: 0,
         audit_entries: 0,
         held_ops: 0,
         failing_ops: 0,
@@ -293,7 +298,26 @@ pub fn inspect(path: &Path) -> Result<StoreInfo> {
     };
     info.users = count(USERS)?;
     info.groups = count(GROUPS)?;
-    info.links = count(LINKS)?;
+    if schema_version < 2 {
+        // Not migrated yet: its workspace links are the prefixed rows of the links table.
+        match rtx.open_table(LINKS) {
+            Ok(t) => {
+                for row in t.iter().db()? {
+                    let (k, _) = row.db()?;
+                    if k.value().starts_with(V1_WORKSPACE_LINK_PREFIX) {
+                        info.workspace_links += 1;
+                    } else {
+                        info.links += 1;
+                    }
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(StoreError::Storage(e.into())),
+        }
+    } else {
+        info.links = count(LINKS)?;
+        info.workspace_links = count(WORKSPACE_LINKS)?;
+    }
     info.held_ops = count(HELD)?;
     info.failing_ops = count(FAILING)?;
     let count_seq = |def: TableDefinition<u64, &[u8]>| -> Result<u64> {

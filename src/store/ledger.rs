@@ -1,10 +1,11 @@
 //! What the reconciler keeps in the store: the link ledger (which control-plane user or invite
-//! a SCIM user became, which workspace a group maps to), the audit log of every control-plane
-//! change applied, and the reconciler's cursor into the change feed.
+//! a SCIM user became, by email; which workspaces the daemon has managed, by name), the audit
+//! log of every control-plane change applied, and the reconciler's cursor into the change feed.
 
 use super::tables::*;
 use super::{now_rfc3339, DbResult, Result, Store, StoreError};
-use redb::ReadableTable;
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -18,6 +19,106 @@ pub struct Link {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub invite_id: Option<String>,
     pub updated: String,
+}
+
+/// A workspace the daemon has managed, by lower-cased name. It stays managed while it exists,
+/// so that renaming or deleting the group that granted it removes the memberships it granted.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WorkspaceLink {
+    /// When the row was written; set by the store when empty.
+    pub updated: String,
+}
+
+/// A ledger row whose `updated` time the store fills in when the caller leaves it empty.
+trait Stamped: Serialize {
+    fn stamp(&mut self);
+}
+
+impl Stamped for Link {
+    fn stamp(&mut self) {
+        if self.updated.is_empty() {
+            self.updated = now_rfc3339();
+        }
+    }
+}
+
+impl Stamped for WorkspaceLink {
+    fn stamp(&mut self) {
+        if self.updated.is_empty() {
+            self.updated = now_rfc3339();
+        }
+    }
+}
+
+/// Every row of a ledger table, by key.
+fn read_rows<T: DeserializeOwned>(
+    rtx: &redb::ReadTransaction,
+    def: TableDefinition<&str, &[u8]>,
+    what: &str,
+) -> Result<BTreeMap<String, T>> {
+    let t = rtx.open_table(def).db()?;
+    let mut out = BTreeMap::new();
+    for entry in t.iter().db()? {
+        let (k, v) = entry.db()?;
+        let row: T = serde_json::from_slice(v.value())
+            .map_err(|e| StoreError::Corrupt(format!("{what} {}", k.value()), e.to_string()))?;
+        out.insert(k.value().to_string(), row);
+    }
+    Ok(out)
+}
+
+/// Sets (or with `None`, removes) rows of a ledger table, keyed by the lower-cased key.
+fn write_rows<T: Stamped>(
+    tx: &WriteTransaction,
+    def: TableDefinition<&str, &[u8]>,
+    what: &str,
+    changes: Vec<(String, Option<T>)>,
+) -> Result<()> {
+    let mut t = tx.open_table(def).db()?;
+    for (key, row) in changes {
+        let key = key.to_lowercase();
+        match row {
+            Some(mut row) => {
+                row.stamp();
+                let bytes = serde_json::to_vec(&row)
+                    .map_err(|e| StoreError::Corrupt(format!("{what} {key}"), e.to_string()))?;
+                t.insert(key.as_str(), bytes.as_slice()).db()?;
+            }
+            None => {
+                t.remove(key.as_str()).db()?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Schema version 1 → 2: moves the workspace rows of the email-keyed links table into their
+/// own table, in the caller's (the opening) transaction. Returns how many moved.
+pub(crate) fn migrate_workspace_links(tx: &WriteTransaction) -> Result<u64> {
+    let mut links = tx.open_table(LINKS).db()?;
+    let mut workspaces = tx.open_table(WORKSPACE_LINKS).db()?;
+    let mut moved = 0u64;
+    // The workspace rows sort together from the prefix on; emails that sort after it stay.
+    for row in links
+        .extract_from_if(V1_WORKSPACE_LINK_PREFIX.., |k, _| {
+            k.starts_with(V1_WORKSPACE_LINK_PREFIX)
+        })
+        .db()?
+    {
+        let (k, v) = row.db()?;
+        let key = k.value();
+        let name = key.strip_prefix(V1_WORKSPACE_LINK_PREFIX).unwrap_or(key);
+        // A v1 row is a `Link` with only its time set; the time is what carries over.
+        let old: Link = serde_json::from_slice(v.value())
+            .map_err(|e| StoreError::Corrupt(format!("link {key}"), e.to_string()))?;
+        let bytes = serde_json::to_vec(&WorkspaceLink {
+            updated: old.updated,
+        })
+        .map_err(|e| StoreError::Corrupt(format!("workspace link {name}"), e.to_string()))?;
+        workspaces.insert(name, bytes.as_slice()).db()?;
+        moved += 1;
+    }
+    Ok(moved)
 }
 
 /// One control-plane change the reconciler applied (or tried, or held).
@@ -40,44 +141,31 @@ pub struct AuditEntry {
 pub(crate) const CURSOR_KEY: &str = "reconcile_cursor";
 
 impl Store {
-    /// Every link, by email.
+    /// Every person's link, by email.
     pub fn links(&self) -> Result<BTreeMap<String, Link>> {
-        let rtx = self.db.begin_read()?;
-        let t = rtx.open_table(LINKS).db()?;
-        let mut out = BTreeMap::new();
-        for entry in t.iter().db()? {
-            let (k, v) = entry.db()?;
-            let link: Link = serde_json::from_slice(v.value())
-                .map_err(|e| StoreError::Corrupt(format!("link {}", k.value()), e.to_string()))?;
-            out.insert(k.value().to_string(), link);
-        }
-        Ok(out)
+        read_rows(&self.db.begin_read()?, LINKS, "link")
     }
 
     /// Sets (or with `None`, removes) the links of several emails in one transaction.
     pub async fn set_links(&self, changes: Vec<(String, Option<Link>)>) -> Result<()> {
         self.writer
-            .run(move |tx| {
-                let mut t = tx.open_table(LINKS).db()?;
-                for (email, link) in changes {
-                    let key = email.to_lowercase();
-                    match link {
-                        Some(mut l) => {
-                            if l.updated.is_empty() {
-                                l.updated = now_rfc3339();
-                            }
-                            let bytes = serde_json::to_vec(&l).map_err(|e| {
-                                StoreError::Corrupt(format!("link {key}"), e.to_string())
-                            })?;
-                            t.insert(key.as_str(), bytes.as_slice()).db()?;
-                        }
-                        None => {
-                            t.remove(key.as_str()).db()?;
-                        }
-                    }
-                }
-                Ok(())
-            })
+            .run(move |tx| write_rows(tx, LINKS, "link", changes))
+            .await
+    }
+
+    /// Every workspace the daemon has managed, by lower-cased name.
+    pub fn workspace_links(&self) -> Result<BTreeMap<String, WorkspaceLink>> {
+        read_rows(&self.db.begin_read()?, WORKSPACE_LINKS, "workspace link")
+    }
+
+    /// Sets (or with `None`, removes) the links of several workspaces, by name, in one
+    /// transaction.
+    pub async fn set_workspace_links(
+        &self,
+        changes: Vec<(String, Option<WorkspaceLink>)>,
+    ) -> Result<()> {
+        self.writer
+            .run(move |tx| write_rows(tx, WORKSPACE_LINKS, "workspace link", changes))
             .await
     }
 
@@ -196,5 +284,77 @@ mod tests {
             .await
             .unwrap();
         assert!(store.links().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn workspace_links_are_kept_by_lower_cased_name_apart_from_people() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb"), StoreOptions::default()).unwrap();
+        store
+            .set_workspace_links(vec![("Engineering".into(), Some(WorkspaceLink::default()))])
+            .await
+            .unwrap();
+        let ws = store.workspace_links().unwrap();
+        assert_eq!(ws.keys().collect::<Vec<_>>(), vec!["engineering"]);
+        assert!(!ws["engineering"].updated.is_empty());
+        assert!(store.links().unwrap().is_empty());
+        store
+            .set_workspace_links(vec![("ENGINEERING".into(), None)])
+            .await
+            .unwrap();
+        assert!(store.workspace_links().unwrap().is_empty());
+    }
+
+    /// A v1 store as its reconciler left it: workspace rows under a prefix in the links table,
+    /// among emails that sort before and after it.
+    #[tokio::test]
+    async fn opening_a_v1_store_moves_its_workspace_rows_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        Store::open(&path, StoreOptions::default())
+            .unwrap()
+            .close()
+            .await;
+        {
+            let db = redb::Database::create(&path).unwrap();
+            let tx = db.begin_write().unwrap();
+            {
+                let mut links = tx.open_table(LINKS).unwrap();
+                for (k, v) in [
+                    ("ada@x.io", r#"{"portkey_user_id":"p1","updated":"t0"}"#),
+                    ("workspace:eng", r#"{"updated":"t1"}"#),
+                    ("workspace:ops", r#"{"updated":"t2"}"#),
+                    ("zoe@x.io", r#"{"invite_id":"i1","updated":"t3"}"#),
+                ] {
+                    links.insert(k, v.as_bytes()).unwrap();
+                }
+                tx.delete_table(WORKSPACE_LINKS).unwrap();
+                tx.open_table(META)
+                    .unwrap()
+                    .insert(META_SCHEMA_VERSION, 1)
+                    .unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        for _ in 0..2 {
+            let store = Store::open(&path, StoreOptions::default()).unwrap();
+            let ws = store.workspace_links().unwrap();
+            assert_eq!(ws.keys().collect::<Vec<_>>(), vec!["eng", "ops"]);
+            assert_eq!(ws["ops"].updated, "t2");
+            let links = store.links().unwrap();
+            assert_eq!(
+                links.keys().collect::<Vec<_>>(),
+                vec!["ada@x.io", "zoe@x.io"]
+            );
+            assert_eq!(links["zoe@x.io"].invite_id.as_deref(), Some("i1"));
+            let rtx = store.db.begin_read().unwrap();
+            let meta = rtx.open_table(META).unwrap();
+            assert_eq!(
+                meta.get(META_SCHEMA_VERSION).unwrap().unwrap().value(),
+                crate::store::SCHEMA_VERSION
+            );
+            drop((meta, rtx));
+            store.close().await;
+        }
     }
 }

@@ -5,8 +5,12 @@
 //! leaves a resource without its index or its feed entry. Writes go through a single writer
 //! thread that runs all queued writes in the same transaction and commits once (group commit):
 //! each caller gets its answer only after that commit is durable. Each write validates before it
-//! mutates, so a write that fails (409, 412, 400) leaves nothing behind in the shared
-//! transaction. Reads run on MVCC snapshots and never wait for the writer.
+//! mutates, so a write that fails on its own merits (not found, a taken name, a stale `If-Match`,
+//! a PATCH that does not apply) leaves nothing behind in the shared transaction. Reads run on
+//! MVCC snapshots and never wait for the writer.
+//!
+//! Failures are [`StoreError`]s that say what went wrong in the store's terms; the SCIM server
+//! (`http::scim`) chooses the HTTP status and `scimType` for each.
 
 pub mod backup;
 mod handle;
@@ -16,9 +20,8 @@ mod tables;
 pub mod upkeep;
 mod write;
 
-use crate::scim::error::ScimError;
 use crate::scim::filter::{self, Filter, IndexHint};
-use crate::scim::patch::{self, MemberChange, PatchOp};
+use crate::scim::patch::MemberChange;
 use crate::scim::resource::{MemberRef, Normalized};
 use crate::scim::schema::ResourceKind;
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
@@ -31,13 +34,16 @@ use tables::*;
 
 pub use backup::{compact, inspect, StoreInfo};
 pub use handle::Degraded;
-pub use ledger::{AuditEntry, Link};
+pub use ledger::{AuditEntry, Link, WorkspaceLink};
 pub use safety::{FailingOp, HeldOp};
 pub use upkeep::{Retention, UpkeepReport};
 pub use write::WriteStats;
 
-/// Version of the table layout; a later release migrates from older values.
-pub const SCHEMA_VERSION: u64 = 1;
+/// Version of the table layout; opening an older store migrates it (see [`init_tables`]).
+///
+/// - 1: the first layout.
+/// - 2: workspace links in their own table instead of the email-keyed links table.
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// What a client is told to wait (`Retry-After`, seconds) when the store cannot take a write:
 /// the writer retries reopening the file every few seconds at most (see handle.rs).
@@ -45,9 +51,26 @@ pub const RETRY_AFTER_SECS: u64 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// A request-level failure with its SCIM answer (404, 409, 412, 400).
-    #[error("{0}")]
-    Scim(#[from] ScimError),
+    /// No resource of this type has this id.
+    #[error("{} {id} not found", kind.name())]
+    NotFound { kind: ResourceKind, id: String },
+    /// Another resource of this type already holds this value of its unique attribute
+    /// (compared case-insensitively).
+    #[error("{} {attribute} '{value}' is already taken", kind.name())]
+    Conflict {
+        kind: ResourceKind,
+        attribute: &'static str,
+        value: String,
+    },
+    /// The `If-Match` the write was made under names none of the current version.
+    #[error("If-Match {if_match} does not match the current version {current}")]
+    PreconditionFailed { if_match: String, current: u64 },
+    /// The resource lacks the attribute that must be unique for its type.
+    #[error("{} {attribute} is required", kind.name())]
+    MissingAttribute {
+        kind: ResourceKind,
+        attribute: &'static str,
+    },
     #[error("storage error: {0}")]
     Storage(#[from] redb::Error),
     #[error("the store is already open in another process ({0}); only one scim-sync may use a store file")]
@@ -70,6 +93,18 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether the request failed on its own merits (nothing of it was written, and the rest of
+    /// the batch it ran in is unaffected), as opposed to a failure of the store.
+    pub fn is_request_error(&self) -> bool {
+        matches!(
+            self,
+            Self::NotFound { .. }
+                | Self::Conflict { .. }
+                | Self::PreconditionFailed { .. }
+                | Self::MissingAttribute { .. }
+        )
+    }
+
     /// Whether the request may succeed if retried later (the SCIM answer is 503 with
     /// `Retry-After`), as opposed to a failure of the request itself.
     pub fn is_unavailable(&self) -> bool {
@@ -176,6 +211,8 @@ impl Default for StoreOptions {
 /// A query over one resource type.
 #[derive(Debug, Clone)]
 pub struct Query {
+    /// A filter the caller has checked against this resource type ([`filter::validate`]): a
+    /// typo is the caller's to report, so names the schema does not know match nothing here.
     pub filter: Option<Filter>,
     /// 1-based.
     pub start_index: usize,
@@ -280,18 +317,32 @@ impl Store {
         self.tick(r)
     }
 
-    pub async fn patch(
+    /// Applies `edit` to the stored attributes of one resource, in its write transaction. The
+    /// edit (the SCIM PATCH rules, for the server) may refuse: its refusal is the inner error,
+    /// passed back untouched, and nothing of the request is written. The outer error is the
+    /// store's own (not found, stale `If-Match`, taken name, storage).
+    pub async fn patch<E, F>(
         &self,
         kind: ResourceKind,
         id: String,
-        ops: Vec<PatchOp>,
+        edit: F,
         if_match: Option<String>,
-    ) -> Result<(Record, WriteNotes)> {
+    ) -> Result<std::result::Result<(Record, WriteNotes), E>>
+    where
+        E: Send + 'static,
+        F: FnOnce(&mut Value) -> std::result::Result<Vec<MemberChange>, E> + Send + 'static,
+    {
         let r = self
             .writer
-            .run(move |tx| write::patch(tx, kind, &id, &ops, if_match.as_deref()))
+            .run_standing(
+                move |tx| write::patch(tx, kind, &id, edit, if_match.as_deref()),
+                std::result::Result::is_err,
+            )
             .await;
-        self.tick(r)
+        match r {
+            Ok(Ok(done)) => self.tick(Ok(Ok(done))),
+            other => other,
+        }
     }
 
     pub async fn delete(
@@ -378,7 +429,7 @@ impl Store {
                     );
                 }
             }
-            if filter::matches(f, kind, &doc)? {
+            if filter::matches_checked(f, kind, &doc) {
                 matched.push(record);
             }
             Ok(())
@@ -509,12 +560,16 @@ pub(crate) fn decode(id: &str, bytes: &[u8]) -> Result<Record> {
 }
 
 /// Creates the tables a new store needs, or checks an existing store's schema version (before
-/// writing anything to it).
+/// writing anything to it) and migrates an older one, all in one write transaction: a crash
+/// leaves the store as it was or fully migrated.
 pub(crate) fn init_tables(db: &redb::Database, path: &Path) -> Result<()> {
-    {
+    let found = {
         let rtx = db.begin_read().db()?;
         match handle::schema_version(&rtx, path)? {
-            Some(v) => handle::check_version(v)?,
+            Some(v) => {
+                handle::check_version(v)?;
+                Some(v)
+            }
             None => {
                 // A new store is empty. A redb file that holds tables but no schema version
                 // belongs to something else: adding ours to it would hide the mistake.
@@ -526,15 +581,13 @@ pub(crate) fn init_tables(db: &redb::Database, path: &Path) -> Result<()> {
                         reason: "a redb database without scim-sync's schema version".into(),
                     });
                 }
+                None
             }
         }
-    }
+    };
     let tx = db.begin_write().db()?;
     {
         let mut meta = tx.open_table(META).db()?;
-        if meta.get(META_SCHEMA_VERSION).db()?.is_none() {
-            meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION).db()?;
-        }
         // A store from before the sequence numbers were kept in META gets them from its tables
         // now, before any trimming could empty one.
         for (key, def) in [
@@ -557,11 +610,25 @@ pub(crate) fn init_tables(db: &redb::Database, path: &Path) -> Result<()> {
         tx.open_multimap_table(USER_GROUPS).db()?;
         tx.open_table(CHANGES).db()?;
         tx.open_table(LINKS).db()?;
+        tx.open_table(WORKSPACE_LINKS).db()?;
         tx.open_table(AUDIT).db()?;
         // Added after schema version 1 without changing it: an older store gains them empty.
         tx.open_table(FUSE_LOG).db()?;
         tx.open_table(HELD).db()?;
         tx.open_table(FAILING).db()?;
+        if let Some(v) = found.filter(|v| *v < 2) {
+            let moved = ledger::migrate_workspace_links(&tx)?;
+            tracing::info!(
+                store = %path.display(),
+                from = v,
+                to = 2,
+                workspace_links = moved,
+                "store: schema migrated (workspace links moved to their own table)"
+            );
+        }
+        if found != Some(SCHEMA_VERSION) {
+            meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION).db()?;
+        }
     }
     tx.commit().db()?;
     Ok(())
@@ -643,12 +710,4 @@ pub(crate) fn member_ids(members: &[MemberRef]) -> Vec<String> {
         .filter(|m| seen.insert(m.value.clone()))
         .map(|m| m.value.clone())
         .collect()
-}
-
-pub(crate) fn patch_apply(
-    kind: ResourceKind,
-    data: &mut Value,
-    ops: &[PatchOp],
-) -> Result<Vec<MemberChange>> {
-    Ok(patch::apply(kind, data, ops)?)
 }

@@ -36,6 +36,12 @@ pub const CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("changes")
 
 /// Lower-cased email → JSON-encoded [`super::ledger::Link`].
 pub const LINKS: TableDefinition<&str, &[u8]> = TableDefinition::new("links");
+/// Lower-cased workspace name → JSON-encoded [`super::ledger::WorkspaceLink`] (schema version
+/// 2; version 1 kept these in [`LINKS`] under [`V1_WORKSPACE_LINK_PREFIX`]).
+pub const WORKSPACE_LINKS: TableDefinition<&str, &[u8]> = TableDefinition::new("workspace_links");
+/// How schema version 1 told a workspace's row in [`LINKS`] from a person's (emails never
+/// start with it).
+pub const V1_WORKSPACE_LINK_PREFIX: &str = "workspace:";
 /// seq → JSON-encoded [`super::ledger::AuditEntry`].
 pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 

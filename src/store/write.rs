@@ -3,12 +3,11 @@
 use super::handle::{is_io, Db};
 use super::tables::*;
 use super::{
-    decode, display_of, member_ids, now_rfc3339, patch_apply, Change, ChangeAction, ChangeKind,
-    DbResult, Record, Result, StoreError, WriteNotes, RETRY_AFTER_SECS,
+    decode, display_of, member_ids, now_rfc3339, Change, ChangeAction, ChangeKind, DbResult,
+    Record, Result, StoreError, WriteNotes, RETRY_AFTER_SECS,
 };
-use crate::scim::error::ScimError;
 use crate::scim::filter;
-use crate::scim::patch::{MemberChange, PatchOp};
+use crate::scim::patch::MemberChange;
 use crate::scim::resource::Normalized;
 use crate::scim::schema::{ResourceKind, GROUP};
 use redb::{ReadableMultimapTable, ReadableTable, WriteTransaction};
@@ -112,6 +111,17 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&WriteTransaction) -> Result<T> + Send + 'static,
     {
+        self.run_standing(f, |_| false).await
+    }
+
+    /// [`Self::run`] for a job whose answer may be a refusal made before it touched the
+    /// transaction (`stands` says which answers are): such an answer is the caller's whatever
+    /// becomes of the commit, as a store error of the request's own is.
+    pub(crate) async fn run_standing<T, F>(&self, f: F, stands: fn(&T) -> bool) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> Result<T> + Send + 'static,
+    {
         let (done, wait) = oneshot::channel::<Result<T>>();
         let job: Job = Box::new(move |tx| {
             let result = match tx {
@@ -132,7 +142,8 @@ impl Writer {
                     Ok(()) => result,
                     Err(msg) => match result {
                         // A request that failed on its own merits keeps its own answer.
-                        Err(StoreError::Scim(e)) => Err(StoreError::Scim(e)),
+                        Err(e) if e.is_request_error() => Err(e),
+                        Ok(v) if stands(&v) => Ok(v),
                         _ => Err(StoreError::BatchFailed(msg)),
                     },
                 };
@@ -285,11 +296,9 @@ fn name_of(kind: ResourceKind, data: &Value) -> Result<String> {
     data.get(name_attr(kind))
         .and_then(Value::as_str)
         .map(str::to_string)
-        .ok_or_else(|| {
-            StoreError::Scim(ScimError::invalid_value(format!(
-                "{} is required",
-                name_attr(kind)
-            )))
+        .ok_or(StoreError::MissingAttribute {
+            kind,
+            attribute: name_attr(kind),
         })
 }
 
@@ -299,7 +308,7 @@ fn external_of(data: &Value) -> Option<String> {
         .map(str::to_string)
 }
 
-/// 409 unless `name` is free or already belongs to `self_id`.
+/// A conflict unless `name` is free or already belongs to `self_id`.
 fn check_unique(
     tx: &WriteTransaction,
     kind: ResourceKind,
@@ -310,13 +319,11 @@ fn check_unique(
     let key = name.to_lowercase();
     if let Some(owner) = idx.get(key.as_str()).db()? {
         if Some(owner.value()) != self_id {
-            let what = match kind {
-                ResourceKind::User => "a user with userName",
-                ResourceKind::Group => "a group with displayName",
-            };
-            return Err(StoreError::Scim(ScimError::uniqueness(format!(
-                "{what} '{name}' already exists (compared case-insensitively, inactive users included)"
-            ))));
+            return Err(StoreError::Conflict {
+                kind,
+                attribute: name_attr(kind),
+                value: name.to_string(),
+            });
         }
     }
     Ok(())
@@ -337,10 +344,10 @@ fn check_if_match(record: &Record, if_match: Option<&str>) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(StoreError::Scim(ScimError::precondition_failed(format!(
-            "If-Match {header} does not match the current version {}",
-            record.etag()
-        ))))
+        Err(StoreError::PreconditionFailed {
+            if_match: header.to_string(),
+            current: record.version,
+        })
     }
 }
 
@@ -349,10 +356,10 @@ fn load(tx: &WriteTransaction, kind: ResourceKind, id: &str) -> Result<Record> {
     let found = t.get(id).db()?;
     match found {
         Some(v) => decode(id, v.value()),
-        None => Err(StoreError::Scim(ScimError::not_found(format!(
-            "{} {id} not found",
-            kind.name()
-        )))),
+        None => Err(StoreError::NotFound {
+            kind,
+            id: id.to_string(),
+        }),
     }
 }
 
@@ -596,17 +603,22 @@ fn affected_users(
     }
 }
 
-pub(crate) fn patch(
+/// Applies `edit` to a copy of the stored attributes; its refusal is the inner error, returned
+/// before anything is written.
+pub(crate) fn patch<E>(
     tx: &WriteTransaction,
     kind: ResourceKind,
     id: &str,
-    ops: &[PatchOp],
+    edit: impl FnOnce(&mut Value) -> std::result::Result<Vec<MemberChange>, E>,
     if_match: Option<&str>,
-) -> Result<(Record, WriteNotes)> {
+) -> Result<std::result::Result<(Record, WriteNotes), E>> {
     let old = load(tx, kind, id)?;
     check_if_match(&old, if_match)?;
     let mut data = old.data.clone();
-    let changes = patch_apply(kind, &mut data, ops)?;
+    let changes = match edit(&mut data) {
+        Ok(changes) => changes,
+        Err(refused) => return Ok(Err(refused)),
+    };
     let name = name_of(kind, &data)?;
     check_unique(tx, kind, &name, Some(id))?;
 
@@ -679,7 +691,7 @@ pub(crate) fn patch(
     let members_changed = !add.is_empty() || !remove.is_empty();
     if !data_changed && !members_changed {
         // Nothing to do: keep the version so that a repeated PATCH is not a change.
-        return Ok((old, notes));
+        return Ok(Ok((old, notes)));
     }
     let record = Record {
         id: id.to_string(),
@@ -697,7 +709,7 @@ pub(crate) fn patch(
         ChangeAction::Members
     };
     append_change(tx, kind, id, action, users)?;
-    Ok((record, notes))
+    Ok(Ok((record, notes)))
 }
 
 pub(crate) fn delete(
@@ -741,4 +753,395 @@ pub(crate) fn delete(
     };
     append_change(tx, kind, id, ChangeAction::Deleted, users)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::scim::patch;
+    use crate::scim::resource::{MemberRef, Normalized};
+    use crate::scim::schema::ResourceKind;
+    use crate::store::{ChangeAction, ChangeKind, Store, StoreError, StoreOptions};
+
+    fn user(name: &str) -> Normalized {
+        Normalized {
+            resource: serde_json::json!({"userName": name}),
+            members: None,
+        }
+    }
+
+    fn open() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb"), StoreOptions::default()).unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn request_failures_say_what_failed_in_store_terms() {
+        let (_dir, store) = open();
+        let (alice, _) = store
+            .create(ResourceKind::User, user("alice@x.io"))
+            .await
+            .unwrap();
+
+        let e = store
+            .create(ResourceKind::User, user("ALICE@x.io"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, StoreError::Conflict { kind: ResourceKind::User, attribute: "userName", value }
+                if value == "ALICE@x.io"),
+            "{e:?}"
+        );
+
+        let e = store
+            .replace(
+                ResourceKind::User,
+                alice.id.clone(),
+                user("alice@x.io"),
+                Some("W/\"7\", W/\"8\"".into()),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, StoreError::PreconditionFailed { if_match, current: 1 }
+                if if_match == "W/\"7\", W/\"8\""),
+            "{e:?}"
+        );
+
+        let e = store
+            .delete(ResourceKind::Group, "nope".into(), None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, StoreError::NotFound { kind: ResourceKind::Group, id } if id == "nope"),
+            "{e:?}"
+        );
+
+        let e = store
+            .create(
+                ResourceKind::Group,
+                Normalized {
+                    resource: serde_json::json!({}),
+                    members: None,
+                },
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                StoreError::MissingAttribute {
+                    kind: ResourceKind::Group,
+                    attribute: "displayName"
+                }
+            ),
+            "{e:?}"
+        );
+
+        // The edit's own refusal (here the SCIM PATCH rules') comes back untouched.
+        let ops = patch::parse_request(&serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "replace", "path": "id", "value": "x"}]
+        }))
+        .unwrap();
+        let refused = store
+            .patch(
+                ResourceKind::User,
+                alice.id.clone(),
+                move |data: &mut serde_json::Value| patch::apply(ResourceKind::User, data, &ops),
+                None,
+            )
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(refused.status, 400, "{refused:?}");
+
+        // None of them wrote anything: the user is as created.
+        let r = store
+            .get(ResourceKind::User, &alice.id, false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.record, alice);
+        assert_eq!(store.last_seq().unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_request_failure_does_not_fail_the_writes_committed_with_it() {
+        let (_dir, store) = open();
+        store
+            .create(ResourceKind::User, user("taken@x.io"))
+            .await
+            .unwrap();
+        // Queued together, these are likely to share one transaction; either way each gets its
+        // own answer and the good ones are durable.
+        let mut tasks = Vec::new();
+        for i in 0..20 {
+            let s = store.clone();
+            let name = if i % 2 == 0 {
+                "taken@x.io".to_string()
+            } else {
+                format!("u{i}@x.io")
+            };
+            tasks.push(tokio::spawn(async move {
+                s.create(ResourceKind::User, user(&name)).await
+            }));
+        }
+        let mut conflicts = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => {}
+                Err(StoreError::Conflict { .. }) => conflicts += 1,
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert_eq!(conflicts, 10);
+        assert_eq!(store.count(ResourceKind::User).unwrap(), 11);
+        let (group, notes) = store
+            .create(
+                ResourceKind::Group,
+                Normalized {
+                    resource: serde_json::json!({"displayName": "g"}),
+                    members: Some(vec![MemberRef {
+                        value: "missing".into(),
+                    }]),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(notes.unknown_members, vec!["missing".to_string()]);
+        assert_eq!(
+            store
+                .get(ResourceKind::Group, &group.id, true)
+                .unwrap()
+                .unwrap()
+                .refs,
+            Some(vec![])
+        );
+    }
+
+    fn group(name: &str, members: &[&str]) -> Normalized {
+        Normalized {
+            resource: serde_json::json!({"displayName": name}),
+            members: Some(
+                members
+                    .iter()
+                    .map(|m| MemberRef {
+                        value: m.to_string(),
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    fn feed(store: &Store) -> Vec<(ChangeKind, String, ChangeAction, Vec<String>)> {
+        store
+            .changes_since(0, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.kind, c.id, c.action, c.users))
+            .collect()
+    }
+
+    fn edit_ops(
+        kind: ResourceKind,
+        ops: serde_json::Value,
+    ) -> impl FnOnce(&mut serde_json::Value) -> Result<Vec<patch::MemberChange>, String> + Send + 'static
+    {
+        let ops = patch::parse_request(&serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": ops,
+        }))
+        .unwrap();
+        move |data: &mut serde_json::Value| {
+            patch::apply(kind, data, &ops).map_err(|e| e.to_string())
+        }
+    }
+
+    /// Each write changes the resource, its indexes and the reverse index together, bumps the
+    /// version, and appends one feed entry naming the users whose desired state may change.
+    #[tokio::test]
+    async fn writes_keep_indexes_versions_and_the_change_feed_together() {
+        use crate::store::{ChangeAction as A, ChangeKind as K};
+        let (_dir, store) = open();
+        let (ada, _) = store
+            .create(ResourceKind::User, user("ada@x.io"))
+            .await
+            .unwrap();
+        let (bob, _) = store
+            .create(ResourceKind::User, user("bob@x.io"))
+            .await
+            .unwrap();
+        assert_eq!((ada.version, ada.etag()), (1, "W/\"1\"".to_string()));
+        let (eng, _) = store
+            .create(ResourceKind::Group, group("Eng", &[&ada.id]))
+            .await
+            .unwrap();
+        assert_eq!(store.groups_of(&ada.id).unwrap(), vec![eng.id.clone()]);
+
+        // PATCH adds a member: the group's version moves on.
+        let (eng2, _) = store
+            .patch(
+                ResourceKind::Group,
+                eng.id.clone(),
+                edit_ops(
+                    ResourceKind::Group,
+                    serde_json::json!([{"op": "add", "path": "members", "value": [{"value": bob.id}]}]),
+                ),
+                Some(eng.etag()),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(eng2.version, 2);
+        assert_eq!(store.groups_of(&bob.id).unwrap(), vec![eng.id.clone()]);
+        // The same PATCH again changes nothing: no new version, no feed entry.
+        let before = store.last_seq().unwrap();
+        let (same, _) = store
+            .patch(
+                ResourceKind::Group,
+                eng.id.clone(),
+                edit_ops(
+                    ResourceKind::Group,
+                    serde_json::json!([{"op": "add", "path": "members", "value": [{"value": bob.id}]}]),
+                ),
+                None,
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((same.version, store.last_seq().unwrap()), (2, before));
+
+        // PUT renames the user under its current version; the old name is free again.
+        let (ada2, _) = store
+            .replace(
+                ResourceKind::User,
+                ada.id.clone(),
+                user("ada.l@x.io"),
+                Some("W/\"1\"".into()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(ada2.version, 2);
+        assert_eq!(ada2.created, ada.created);
+        store
+            .create(ResourceKind::User, user("ADA@x.io"))
+            .await
+            .unwrap();
+
+        // DELETE of the group frees its members.
+        store
+            .delete(ResourceKind::Group, eng.id.clone(), Some(eng2.etag()))
+            .await
+            .unwrap();
+        assert!(store.groups_of(&ada.id).unwrap().is_empty());
+        assert!(store
+            .get(ResourceKind::Group, &eng.id, false)
+            .unwrap()
+            .is_none());
+
+        let mut members = vec![ada.id.clone(), bob.id.clone()];
+        members.sort();
+        let f = feed(&store);
+        let actions: Vec<(K, A)> = f.iter().map(|(k, _, a, _)| (*k, *a)).collect();
+        assert_eq!(
+            actions,
+            vec![
+                (K::User, A::Created),
+                (K::User, A::Created),
+                (K::Group, A::Created),
+                // The first PATCH also stores the document in the PATCH engine's canonical
+                // form, so it counts as an update, not a members-only change.
+                (K::Group, A::Updated),
+                (K::User, A::Updated),
+                (K::User, A::Created),
+                (K::Group, A::Deleted),
+            ]
+        );
+        assert_eq!(f[2].3, vec![ada.id.clone()]);
+        assert_eq!(f[3].3, vec![bob.id.clone()]);
+        assert_eq!(f[4].3, vec![ada.id.clone()]);
+        let mut deleted_for = f[6].3.clone();
+        deleted_for.sort();
+        assert_eq!(deleted_for, members);
+        assert_eq!(store.last_seq().unwrap(), 7);
+    }
+
+    /// Renames through PUT and PATCH meet the same uniqueness check as creation, and a stale
+    /// `If-Match` stops PATCH and DELETE before anything is written.
+    #[tokio::test]
+    async fn renames_and_stale_versions_are_refused_on_every_write() {
+        let (_dir, store) = open();
+        store
+            .create(ResourceKind::Group, group("Eng", &[]))
+            .await
+            .unwrap();
+        let (ops, _) = store
+            .create(ResourceKind::Group, group("Ops", &[]))
+            .await
+            .unwrap();
+        let e = store
+            .replace(ResourceKind::Group, ops.id.clone(), group("ENG", &[]), None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, StoreError::Conflict { kind: ResourceKind::Group, attribute: "displayName", value } if value == "ENG"),
+            "{e:?}"
+        );
+        let e = store
+            .patch(
+                ResourceKind::Group,
+                ops.id.clone(),
+                edit_ops(
+                    ResourceKind::Group,
+                    serde_json::json!([{"op": "replace", "path": "displayName", "value": "eng"}]),
+                ),
+                None,
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Conflict { .. }), "{e:?}");
+        let e = store
+            .patch(
+                ResourceKind::Group,
+                ops.id.clone(),
+                edit_ops(
+                    ResourceKind::Group,
+                    serde_json::json!([{"op": "replace", "path": "displayName", "value": "Ops2"}]),
+                ),
+                Some("W/\"9\"".into()),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, StoreError::PreconditionFailed { current: 1, .. }),
+            "{e:?}"
+        );
+        let e = store
+            .delete(ResourceKind::Group, ops.id.clone(), Some("W/\"2\"".into()))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, StoreError::PreconditionFailed { current: 1, .. }),
+            "{e:?}"
+        );
+        let e = store
+            .patch(
+                ResourceKind::User,
+                "nobody".into(),
+                edit_ops(
+                    ResourceKind::User,
+                    serde_json::json!([{"op": "replace", "path": "active", "value": false}]),
+                ),
+                None,
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StoreError::NotFound { .. }), "{e:?}");
+        let kept = store
+            .get(ResourceKind::Group, &ops.id, false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(kept.record, ops);
+        assert_eq!(store.last_seq().unwrap(), 2);
+    }
 }

@@ -6,7 +6,9 @@ use crate::crash::Daemon;
 use futures::StreamExt;
 use scim_sync::config::Config;
 use scim_sync::scim::schema::ResourceKind;
-use scim_sync::store::{AuditEntry, Link, Store, StoreError, StoreOptions};
+use scim_sync::store::{
+    AuditEntry, Link, Store, StoreError, StoreOptions, WorkspaceLink, SCHEMA_VERSION,
+};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -243,7 +245,11 @@ async fn online_backup_while_writing_restores_into_a_new_daemon() {
     let o = run(&["backup", f, "--admin-url", &d.admin], &admin_env()).await;
     assert_eq!(o.code, 0, "{o:?}");
     assert!(o.stdout.contains("taken online"), "{o:?}");
-    assert!(o.stdout.contains("Schema version  1"), "{o:?}");
+    assert!(
+        o.stdout
+            .contains(&format!("Schema version  {SCHEMA_VERSION}")),
+        "{o:?}"
+    );
     assert_eq!(writer.await.unwrap(), 60);
 
     // Nothing is left beside the store or the backup.
@@ -293,7 +299,7 @@ async fn online_backup_while_writing_restores_into_a_new_daemon() {
     assert!((40..=100).contains(&users), "{info}");
     assert_eq!(info["groups"], 1, "{info}");
     assert_eq!(info["memberships"], 5, "{info}");
-    assert_eq!(info["schema_version"], 1, "{info}");
+    assert_eq!(info["schema_version"], SCHEMA_VERSION, "{info}");
     d.stop().await;
 
     // Restore: a new daemon on a copy of the backup.
@@ -402,18 +408,19 @@ async fn offline_backup_and_compaction() {
 
 // ---- schema version --------------------------------------------------------------------------
 
-/// What the fixture holds; [`generate_store_v1_fixture`] writes it.
+/// What the fixture holds; [`generate_store_fixture`] writes it.
 const FIXTURE_USERS: [&str; 3] = ["ada@example.com", "grace@example.com", "edsger@example.com"];
 
-/// Writes `tests/fixtures/store-v1.redb` with this release's store code. Run it only when the
-/// schema version changes (then commit the new file beside the old one and keep both tests):
+/// Writes `tests/fixtures/store-v{SCHEMA_VERSION}.redb` with this release's store code
+/// (`store-v1.redb` was written by it at schema version 1). Run it only when the schema version
+/// changes (then commit the new file beside the old ones and keep their tests):
 ///
 /// ```text
-/// cargo test --test it store_upkeep::generate_store_v1_fixture -- --ignored
+/// cargo test --test it store_upkeep::generate_store_fixture -- --ignored
 /// ```
 #[tokio::test]
 #[ignore = "writes the committed fixture; run by hand when the schema changes"]
-async fn generate_store_v1_fixture() {
+async fn generate_store_fixture() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.redb");
     {
@@ -471,11 +478,25 @@ async fn generate_store_v1_fixture() {
             .await
             .unwrap();
         store.set_reconcile_cursor(3).await.unwrap();
+        store
+            .set_workspace_links(vec![(
+                "Engineering".into(),
+                Some(WorkspaceLink {
+                    updated: "2026-01-02T00:00:00Z".into(),
+                }),
+            )])
+            .await
+            .unwrap();
         store.close().await;
     }
     scim_sync::store::compact(&path).unwrap();
-    std::fs::create_dir_all(Path::new(FIXTURE).parent().unwrap()).unwrap();
-    std::fs::copy(&path, FIXTURE).unwrap();
+    let dest = Path::new(FIXTURE).with_file_name(format!("store-v{SCHEMA_VERSION}.redb"));
+    assert!(
+        !dest.exists(),
+        "{} is committed: a fixture is never rewritten",
+        dest.display()
+    );
+    std::fs::copy(&path, dest).unwrap();
 }
 
 /// A copy of the committed fixture in a fresh directory (opening a store may write to it).
@@ -560,12 +581,155 @@ async fn the_committed_v1_store_opens_and_reads() {
     store.close().await;
 }
 
+/// A schema-v1 store with workspace links (`store-v1-workspaces.redb`: `store-v1.redb` plus the
+/// rows the v1 reconciler wrote for two managed workspaces, `workspace:engineering` and
+/// `workspace:research` in the links table, and an invite link for grace; written through the
+/// v1 ledger code at commit 42fddd4). check-store reads it as it is; opening it migrates it in
+/// one transaction: the workspace rows move to their own table, the people's links stay, and
+/// check-store and backups see the new layout.
+#[tokio::test]
+async fn a_v1_store_migrates_its_workspace_links_to_their_own_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    std::fs::copy(
+        Path::new(FIXTURE).with_file_name("store-v1-workspaces.redb"),
+        &path,
+    )
+    .unwrap();
+    let check = |path: PathBuf| async move {
+        let o = run(&["check-store", path.to_str().unwrap(), "--json"], &[]).await;
+        assert_eq!(o.code, 0, "{o:?}");
+        serde_json::from_str::<Value>(&o.stdout).unwrap()
+    };
+    let info = check(path.clone()).await;
+    for (k, v) in [
+        ("schema_version", 1),
+        ("users", 3),
+        ("links", 2),
+        ("workspace_links", 2),
+    ] {
+        assert_eq!(info[k], v, "{k}: {info}");
+    }
+
+    let store = Store::open(&path, StoreOptions::default()).unwrap();
+    let ws = store.workspace_links().unwrap();
+    assert_eq!(
+        ws.keys().map(String::as_str).collect::<Vec<_>>(),
+        vec!["engineering", "research"]
+    );
+    assert_eq!(ws["engineering"].updated, "2026-01-02T00:00:00Z");
+    assert_eq!(ws["research"].updated, "2026-01-03T00:00:00Z");
+    let links = store.links().unwrap();
+    assert_eq!(
+        links.keys().map(String::as_str).collect::<Vec<_>>(),
+        vec!["ada@example.com", "grace@example.com"]
+    );
+    assert_eq!(
+        links["ada@example.com"].portkey_user_id.as_deref(),
+        Some("pk-user-ada")
+    );
+    assert_eq!(
+        links["grace@example.com"].invite_id.as_deref(),
+        Some("pk-invite-grace")
+    );
+    // The rest reads as before, and the ledger takes writes in the new layout.
+    assert_eq!(store.count(ResourceKind::User).unwrap(), 3);
+    assert_eq!(store.reconcile_cursor().unwrap(), 3);
+    assert_eq!(store.audit(10, None).unwrap().len(), 1);
+    store
+        .set_workspace_links(vec![("Ops".into(), Some(WorkspaceLink::default()))])
+        .await
+        .unwrap();
+    assert_eq!(store.workspace_links().unwrap().len(), 3);
+    store.close().await;
+    drop(store);
+
+    let info = check(path.clone()).await;
+    for (k, v) in [
+        ("schema_version", SCHEMA_VERSION),
+        ("links", 2),
+        ("workspace_links", 3),
+    ] {
+        assert_eq!(info[k], v, "{k}: {info}");
+    }
+    // The old table holds no workspace rows any more.
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let rtx = redb::ReadableDatabase::begin_read(&db).unwrap();
+        let t = rtx
+            .open_table(redb::TableDefinition::<&str, &[u8]>::new("links"))
+            .unwrap();
+        for row in redb::ReadableTable::iter(&t).unwrap() {
+            let (k, _) = row.unwrap();
+            assert!(!k.value().starts_with("workspace:"), "{}", k.value());
+        }
+    }
+    // A backup carries the new table, and opening it again migrates nothing twice.
+    let cfg = config_for(dir.path(), &path);
+    let copy = dir.path().join("copy.redb");
+    let o = run(&["backup", copy.to_str().unwrap(), "--config", &cfg], &[]).await;
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(check(copy.clone()).await["workspace_links"], 3);
+    let store = Store::open(&copy, StoreOptions::default()).unwrap();
+    assert_eq!(store.workspace_links().unwrap().len(), 3);
+    assert_eq!(store.links().unwrap().len(), 2);
+    store.close().await;
+}
+
+/// The v1 store without workspace links migrates too, keeping its one link.
+#[tokio::test]
+async fn the_committed_v1_store_migrates_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = fixture_copy(dir.path());
+    let store = Store::open(&path, StoreOptions::default()).unwrap();
+    assert!(store.workspace_links().unwrap().is_empty());
+    assert_eq!(store.links().unwrap().len(), 1);
+    store.close().await;
+    drop(store);
+    let info = scim_sync::store::inspect(&path).unwrap();
+    assert_eq!(
+        (info.schema_version, info.links, info.workspace_links),
+        (SCHEMA_VERSION, 1, 0)
+    );
+}
+
+/// A store written by schema version 2 (`store-v2.redb`, from [`generate_store_fixture`]) opens
+/// and reads, its workspace link in the new table.
+#[tokio::test]
+async fn the_committed_v2_store_opens_and_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    std::fs::copy(Path::new(FIXTURE).with_file_name("store-v2.redb"), &path).unwrap();
+    let info = scim_sync::store::inspect(&path).unwrap();
+    assert_eq!(
+        (
+            info.schema_version,
+            info.users,
+            info.links,
+            info.workspace_links
+        ),
+        (2, 3, 1, 1)
+    );
+    let store = Store::open(&path, StoreOptions::default()).unwrap();
+    let ws = store.workspace_links().unwrap();
+    assert_eq!(ws["engineering"].updated, "2026-01-02T00:00:00Z");
+    assert_eq!(
+        store.links().unwrap()["ada@example.com"]
+            .portkey_user_id
+            .as_deref(),
+        Some("pk-user-ada")
+    );
+    assert_eq!(store.last_seq().unwrap(), 5);
+    store.close().await;
+}
+
 /// A store from a later release, and files that are not stores at all, are refused with the
 /// versions (or what the file is) and the fix, by the store, the daemon and check-store alike.
 #[tokio::test]
 async fn a_newer_schema_and_foreign_files_are_refused_with_the_fix() {
     let dir = tempfile::tempdir().unwrap();
     let path = fixture_copy(dir.path());
+    let newer = SCHEMA_VERSION + 1;
     {
         let db = redb::Database::open(&path).unwrap();
         let tx = db.begin_write().unwrap();
@@ -573,7 +737,7 @@ async fn a_newer_schema_and_foreign_files_are_refused_with_the_fix() {
             let mut meta = tx
                 .open_table(redb::TableDefinition::<&str, u64>::new("meta"))
                 .unwrap();
-            meta.insert("schema_version", 2).unwrap();
+            meta.insert("schema_version", newer).unwrap();
         }
         tx.commit().unwrap();
     }
@@ -581,21 +745,18 @@ async fn a_newer_schema_and_foreign_files_are_refused_with_the_fix() {
     assert!(
         matches!(
             e,
-            StoreError::TooNew {
-                found: 2,
-                supported: 1
-            }
+            StoreError::TooNew { found, supported } if found == newer && supported == SCHEMA_VERSION
         ),
         "{e}"
     );
     let msg = e.to_string();
     for part in [
-        "schema version 2",
-        "(schema version 1)",
-        "release that wrote it",
-        "restore a backup",
+        format!("schema version {newer}"),
+        format!("(schema version {SCHEMA_VERSION})"),
+        "release that wrote it".into(),
+        "restore a backup".into(),
     ] {
-        assert!(msg.contains(part), "{part}: {msg}");
+        assert!(msg.contains(&part), "{part}: {msg}");
     }
     // Refused before anything was written to its tables (redb itself may touch its header).
     {
@@ -604,7 +765,7 @@ async fn a_newer_schema_and_foreign_files_are_refused_with_the_fix() {
         let meta = rtx
             .open_table(redb::TableDefinition::<&str, u64>::new("meta"))
             .unwrap();
-        assert_eq!(meta.get("schema_version").unwrap().unwrap().value(), 2);
+        assert_eq!(meta.get("schema_version").unwrap().unwrap().value(), newer);
         let users = rtx
             .open_table(redb::TableDefinition::<&str, &[u8]>::new("users"))
             .unwrap();
@@ -614,8 +775,9 @@ async fn a_newer_schema_and_foreign_files_are_refused_with_the_fix() {
     let o = run(&["check-store", p], &[]).await;
     assert_eq!(o.code, 1, "{o:?}");
     assert!(
-        o.stdout
-            .contains("Schema version  2 (this release reads up to 1)"),
+        o.stdout.contains(&format!(
+            "Schema version  {newer} (this release reads up to {SCHEMA_VERSION})"
+        )),
         "{o:?}"
     );
     assert!(o.stdout.contains("restore a backup"), "{o:?}");
@@ -625,11 +787,17 @@ async fn a_newer_schema_and_foreign_files_are_refused_with_the_fix() {
     )
     .await;
     assert_eq!(o.code, 1, "{o:?}");
-    assert!(o.stderr.contains("schema version 2"), "{o:?}");
+    assert!(
+        o.stderr.contains(&format!("schema version {newer}")),
+        "{o:?}"
+    );
     let o = serve_once(dir.path(), &path).await;
     assert_eq!(o.code, 2, "{o:?}");
     assert!(o.stderr.contains("[store] path"), "{o:?}");
-    assert!(o.stderr.contains("schema version 2"), "{o:?}");
+    assert!(
+        o.stderr.contains(&format!("schema version {newer}")),
+        "{o:?}"
+    );
 
     // Not a redb file at all.
     let junk = dir.path().join("junk.redb");
@@ -816,7 +984,7 @@ async fn a_full_disk_answers_503_and_the_daemon_recovers_by_itself() {
         .json()
         .await
         .unwrap();
-    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["status"], "degraded", "{health}\n{}", d.log_text());
     let ready = http.get(format!("{admin}/readyz")).send().await.unwrap();
     assert_eq!(ready.status().as_u16(), 503);
     let status: Value = http
