@@ -247,6 +247,149 @@ enum Answer {
     },
 }
 
+/// An exchange's outcome as the retry loop sees it: a body, or a failure saying whether the
+/// request may have been applied and whether to wait before trying again.
+fn classify(
+    answer: std::result::Result<
+        std::result::Result<Answer, reqwest::Error>,
+        tokio::time::error::Elapsed,
+    >,
+    timeout: Duration,
+    limit: usize,
+) -> std::result::Result<(StatusCode, Bytes), Failure> {
+    match answer {
+        Err(_) => Err(Failure {
+            kind: ErrorKind::Timeout(timeout),
+            applied: Applied::Maybe,
+            retry_after: None,
+        }),
+        Ok(Err(e)) if e.is_connect() => Err(Failure {
+            kind: ErrorKind::Connect(reqwest_detail(e)),
+            applied: Applied::No,
+            retry_after: None,
+        }),
+        Ok(Err(e)) if e.is_timeout() => Err(Failure {
+            kind: ErrorKind::Timeout(timeout),
+            applied: Applied::Maybe,
+            retry_after: None,
+        }),
+        Ok(Err(e)) => Err(Failure {
+            kind: ErrorKind::Network(reqwest_detail(e)),
+            applied: Applied::Maybe,
+            retry_after: None,
+        }),
+        // Whatever the server did with the request, it is not worth sending again: the
+        // next answer would be the same.
+        Ok(Ok(Answer::Redirect { status, location })) => Err(Failure {
+            kind: ErrorKind::Redirect {
+                status: status.as_u16(),
+                location,
+            },
+            applied: Applied::Maybe,
+            retry_after: None,
+        }),
+        Ok(Ok(Answer::TooLarge { status })) => Err(Failure {
+            kind: ErrorKind::TooLarge {
+                status: status.as_u16(),
+                limit,
+            },
+            applied: Applied::Maybe,
+            retry_after: None,
+        }),
+        Ok(Ok(Answer::Body {
+            status,
+            retry_after,
+            body,
+        })) => {
+            if status.is_success() {
+                Ok((status, body))
+            } else {
+                let honour = status == StatusCode::TOO_MANY_REQUESTS
+                    || status == StatusCode::SERVICE_UNAVAILABLE;
+                Err(Failure {
+                    kind: ErrorKind::from_response(status.as_u16(), &body),
+                    // A 429 is the rate limiter refusing before the handler runs.
+                    applied: if status == StatusCode::TOO_MANY_REQUESTS {
+                        Applied::No
+                    } else {
+                        Applied::Maybe
+                    },
+                    retry_after: retry_after.filter(|_| honour),
+                })
+            }
+        }
+    }
+}
+
+/// The call's metric and its one log line (reads at debug, writes at info, failures at warn).
+fn record_call(
+    req: &Req,
+    attempt: u32,
+    started: Instant,
+    result: &std::result::Result<(StatusCode, Bytes), Failure>,
+) {
+    let duration_ms = started.elapsed().as_millis() as u64;
+    let method = req.method.as_str();
+    let path = req.path.as_str();
+    let status_label = match result {
+        Ok((status, _)) => status.as_u16().to_string(),
+        Err(f) => match &f.kind {
+            ErrorKind::Status { status, .. } | ErrorKind::Redirect { status, .. } => {
+                status.to_string()
+            }
+            ErrorKind::TooLarge { .. } => "too_large".into(),
+            ErrorKind::Timeout(_) => "timeout".into(),
+            ErrorKind::Connect(_) => "connect_error".into(),
+            _ => "error".into(),
+        },
+    };
+    crate::metrics::metrics()
+        .portkey_calls
+        .get_or_create(&crate::metrics::CallLabels {
+            endpoint: crate::metrics::endpoint_label(method, path),
+            status: status_label,
+        })
+        .inc();
+    if attempt > 1 {
+        crate::metrics::metrics().portkey_retries.inc();
+    }
+    match result {
+        Ok((status, _)) if req.method == Method::GET => tracing::debug!(
+            method,
+            path,
+            status = status.as_u16(),
+            attempt,
+            duration_ms,
+            "portkey call"
+        ),
+        Ok((status, _)) => tracing::info!(
+            method,
+            path,
+            status = status.as_u16(),
+            attempt,
+            duration_ms,
+            "portkey call"
+        ),
+        Err(f) => {
+            let status = match &f.kind {
+                ErrorKind::Status { status, .. }
+                | ErrorKind::Redirect { status, .. }
+                | ErrorKind::TooLarge { status, .. } => *status,
+                _ => 0,
+            };
+            tracing::warn!(
+                method,
+                path,
+                status,
+                attempt,
+                duration_ms,
+                error = %f.kind,
+                "portkey call failed"
+            );
+        }
+    }
+}
+
 /// Longest `Location` kept in an error; the header is the server's text, not ours.
 const MAX_LOCATION_CHARS: usize = 200;
 
@@ -815,165 +958,53 @@ impl Client {
             retry_after: None,
         })?;
         let started = Instant::now();
+        let timeout = self.inner.cfg.request_timeout;
+        let limit = self.inner.max_response_bytes;
+        let answer = tokio::time::timeout(timeout, self.exchange(req, limit)).await;
+        let result = classify(answer, timeout, limit);
+        record_call(req, attempt, started, &result);
+        result.map(|(_, body)| body)
+    }
+
+    /// Sends the request and reads at most `limit` bytes of the answer; redirects are not
+    /// followed (the API key must not reach another host).
+    async fn exchange(
+        &self,
+        req: &Req,
+        limit: usize,
+    ) -> std::result::Result<Answer, reqwest::Error> {
         let mut builder = self.inner.http.request(req.method.clone(), req.url.clone());
         if let Some(body) = &req.body {
             builder = builder
                 .header(CONTENT_TYPE, "application/json")
                 .body(body.clone());
         }
-        let timeout = self.inner.cfg.request_timeout;
-        let limit = self.inner.max_response_bytes;
-        let exchange = async {
-            let mut resp = builder.send().await?;
-            let status = resp.status();
-            if status.is_redirection() {
-                return Ok::<_, reqwest::Error>(Answer::Redirect {
-                    status,
-                    location: redirect_target(resp.headers()),
-                });
-            }
-            let retry_after = parse_retry_after(resp.headers());
-            if status.is_success() {
-                match read_capped(&mut resp, limit).await? {
-                    Some(body) => Ok(Answer::Body {
-                        status,
-                        retry_after,
-                        body,
-                    }),
-                    None => Ok(Answer::TooLarge { status }),
-                }
-            } else {
-                let body = read_truncated(&mut resp, limit.min(MAX_ERROR_BODY_BYTES)).await?;
-                Ok(Answer::Body {
+        let mut resp = builder.send().await?;
+        let status = resp.status();
+        if status.is_redirection() {
+            return Ok(Answer::Redirect {
+                status,
+                location: redirect_target(resp.headers()),
+            });
+        }
+        let retry_after = parse_retry_after(resp.headers());
+        if status.is_success() {
+            match read_capped(&mut resp, limit).await? {
+                Some(body) => Ok(Answer::Body {
                     status,
                     retry_after,
                     body,
-                })
+                }),
+                None => Ok(Answer::TooLarge { status }),
             }
-        };
-        let result = match tokio::time::timeout(timeout, exchange).await {
-            Err(_) => Err(Failure {
-                kind: ErrorKind::Timeout(timeout),
-                applied: Applied::Maybe,
-                retry_after: None,
-            }),
-            Ok(Err(e)) if e.is_connect() => Err(Failure {
-                kind: ErrorKind::Connect(reqwest_detail(e)),
-                applied: Applied::No,
-                retry_after: None,
-            }),
-            Ok(Err(e)) if e.is_timeout() => Err(Failure {
-                kind: ErrorKind::Timeout(timeout),
-                applied: Applied::Maybe,
-                retry_after: None,
-            }),
-            Ok(Err(e)) => Err(Failure {
-                kind: ErrorKind::Network(reqwest_detail(e)),
-                applied: Applied::Maybe,
-                retry_after: None,
-            }),
-            // Whatever the server did with the request, it is not worth sending again: the
-            // next answer would be the same.
-            Ok(Ok(Answer::Redirect { status, location })) => Err(Failure {
-                kind: ErrorKind::Redirect {
-                    status: status.as_u16(),
-                    location,
-                },
-                applied: Applied::Maybe,
-                retry_after: None,
-            }),
-            Ok(Ok(Answer::TooLarge { status })) => Err(Failure {
-                kind: ErrorKind::TooLarge {
-                    status: status.as_u16(),
-                    limit,
-                },
-                applied: Applied::Maybe,
-                retry_after: None,
-            }),
-            Ok(Ok(Answer::Body {
+        } else {
+            let body = read_truncated(&mut resp, limit.min(MAX_ERROR_BODY_BYTES)).await?;
+            Ok(Answer::Body {
                 status,
                 retry_after,
                 body,
-            })) => {
-                if status.is_success() {
-                    Ok((status, body))
-                } else {
-                    let honour = status == StatusCode::TOO_MANY_REQUESTS
-                        || status == StatusCode::SERVICE_UNAVAILABLE;
-                    Err(Failure {
-                        kind: ErrorKind::from_response(status.as_u16(), &body),
-                        // A 429 is the rate limiter refusing before the handler runs.
-                        applied: if status == StatusCode::TOO_MANY_REQUESTS {
-                            Applied::No
-                        } else {
-                            Applied::Maybe
-                        },
-                        retry_after: retry_after.filter(|_| honour),
-                    })
-                }
-            }
-        };
-        let duration_ms = started.elapsed().as_millis() as u64;
-        let method = req.method.as_str();
-        let path = req.path.as_str();
-        let status_label = match &result {
-            Ok((status, _)) => status.as_u16().to_string(),
-            Err(f) => match &f.kind {
-                ErrorKind::Status { status, .. } | ErrorKind::Redirect { status, .. } => {
-                    status.to_string()
-                }
-                ErrorKind::TooLarge { .. } => "too_large".into(),
-                ErrorKind::Timeout(_) => "timeout".into(),
-                ErrorKind::Connect(_) => "connect_error".into(),
-                _ => "error".into(),
-            },
-        };
-        crate::metrics::metrics()
-            .portkey_calls
-            .get_or_create(&crate::metrics::CallLabels {
-                endpoint: crate::metrics::endpoint_label(method, path),
-                status: status_label,
             })
-            .inc();
-        if attempt > 1 {
-            crate::metrics::metrics().portkey_retries.inc();
         }
-        match &result {
-            Ok((status, _)) if req.method == Method::GET => tracing::debug!(
-                method,
-                path,
-                status = status.as_u16(),
-                attempt,
-                duration_ms,
-                "portkey call"
-            ),
-            Ok((status, _)) => tracing::info!(
-                method,
-                path,
-                status = status.as_u16(),
-                attempt,
-                duration_ms,
-                "portkey call"
-            ),
-            Err(f) => {
-                let status = match &f.kind {
-                    ErrorKind::Status { status, .. }
-                    | ErrorKind::Redirect { status, .. }
-                    | ErrorKind::TooLarge { status, .. } => *status,
-                    _ => 0,
-                };
-                tracing::warn!(
-                    method,
-                    path,
-                    status,
-                    attempt,
-                    duration_ms,
-                    error = %f.kind,
-                    "portkey call failed"
-                );
-            }
-        }
-        result.map(|(_, body)| body)
     }
 
     /// The plain retry loop, for reads and writes that are safe to repeat.
