@@ -247,7 +247,13 @@ pub async fn check(p: &PortkeyConfig) -> Report {
         return report;
     }
 
-    let read_user = match &owner {
+    other_reads(&client, owner.as_ref(), &mut report).await;
+    report
+}
+
+/// The reads after the first list: one user, invites, workspaces, one workspace's members.
+async fn other_reads(client: &Client, owner: Option<&portkey::User>, report: &mut Report) {
+    let read_user = match owner {
         Some(u) => judge(
             &client.get_user(&u.id).await,
             |_| "read an owner back".into(),
@@ -297,7 +303,7 @@ pub async fn check(p: &PortkeyConfig) -> Report {
         Some(ws) => {
             // Filtered to one person: one short page, whatever the workspace's size.
             let filter = MemberFilter {
-                email: owner.as_ref().map(|o| o.email.clone()),
+                email: owner.map(|o| o.email.clone()),
                 role: None,
             };
             judge(
@@ -317,7 +323,6 @@ pub async fn check(p: &PortkeyConfig) -> Report {
         scope: "workspace_users.list",
         verdict: members,
     });
-    report
 }
 
 /// A connect error or timeout on the first call: nothing else will get through either.

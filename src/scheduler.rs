@@ -233,8 +233,49 @@ pub fn validate_cron(expr: &str) -> Result<(), CronError> {
         .map_err(|e| CronError(format!("'{expr}' is not a valid cron expression: {e:?}")))
 }
 
+/// The cron job that asks for full runs. A tick while the loop is gone (shutting down) has
+/// nobody to ask, and is dropped.
+async fn start_cron<S: Send + 'static>(
+    expr: &str,
+    tx: mpsc::UnboundedSender<Request<S>>,
+) -> Result<tokio_cron_scheduler::JobScheduler, CronError> {
+    validate_cron(expr)?;
+    let sched = tokio_cron_scheduler::JobScheduler::new()
+        .await
+        .map_err(|e| CronError(format!("cannot start the cron scheduler: {e:?}")))?;
+    let job = tokio_cron_scheduler::Job::new_async(expr, move |_, _| {
+        let t = tx.clone();
+        Box::pin(async move {
+            if t.send(Request::Full {
+                trigger: Trigger::Cron,
+                reply: None,
+                wait: None,
+            })
+            .is_err()
+            {
+                tracing::debug!("cron tick after the scheduler stopped");
+            }
+        })
+    })
+    .map_err(|e| CronError(format!("{e:?}")))?;
+    sched
+        .add(job)
+        .await
+        .map_err(|e| CronError(format!("{e:?}")))?;
+    sched
+        .start()
+        .await
+        .map_err(|e| CronError(format!("{e:?}")))?;
+    Ok(sched)
+}
+
 /// Starts the scheduling loop. `changes` ticks whenever the store commits a SCIM write. The loop
 /// ends when `shutdown` resolves (after the run in progress, if any).
+// Over 120 lines on purpose: the loop is one `select!` over the run in flight, requests, store
+// changes, the debounce and the retry timers, and its state (pending full run, waiters, burst
+// start, backoff) is read by every arm; split up, each piece would need all of it passed back
+// and forth, and the order of the arms (which decides what wins a tie) would be harder to see.
+#[allow(clippy::too_many_lines)]
 pub async fn spawn<R: Runner>(
     runner: Arc<R>,
     opts: Options,
@@ -249,33 +290,7 @@ pub async fn spawn<R: Runner>(
     };
 
     let mut cron_scheduler = match &opts.cron {
-        Some(expr) => {
-            validate_cron(expr)?;
-            let sched = tokio_cron_scheduler::JobScheduler::new()
-                .await
-                .map_err(|e| CronError(format!("cannot start the cron scheduler: {e:?}")))?;
-            let cron_tx = tx.clone();
-            let job = tokio_cron_scheduler::Job::new_async(expr.as_str(), move |_, _| {
-                let t = cron_tx.clone();
-                Box::pin(async move {
-                    let _ = t.send(Request::Full {
-                        trigger: Trigger::Cron,
-                        reply: None,
-                        wait: None,
-                    });
-                })
-            })
-            .map_err(|e| CronError(format!("{e:?}")))?;
-            sched
-                .add(job)
-                .await
-                .map_err(|e| CronError(format!("{e:?}")))?;
-            sched
-                .start()
-                .await
-                .map_err(|e| CronError(format!("{e:?}")))?;
-            Some(sched)
-        }
+        Some(expr) => Some(start_cron(expr, tx.clone()).await?),
         None => None,
     };
 
