@@ -117,6 +117,7 @@ pub async fn start(
         },
         store.subscribe_changes(),
         async move {
+            // A message or a closed channel both mean: shut down.
             let _ = rx_sched.recv().await;
         },
     )
@@ -157,6 +158,7 @@ pub async fn start(
             trusted_proxies: config.scim.trusted_proxies.clone(),
         },
         async move {
+            // A message or a closed channel both mean: shut down.
             let _ = rx_scim.recv().await;
         },
     );
@@ -170,6 +172,7 @@ pub async fn start(
             trusted_proxies: serve::TrustedProxies::default(),
         },
         async move {
+            // A message or a closed channel both mean: shut down.
             let _ = rx_admin.recv().await;
         },
     );
@@ -219,12 +222,15 @@ pub async fn shutdown_signal() {
                 }
             }
             Err(_) => {
+                // Without a SIGTERM handler, Ctrl-C is the only way left; if even that cannot
+                // be installed, returning means shutting down now rather than never.
                 let _ = tokio::signal::ctrl_c().await;
             }
         }
     }
     #[cfg(not(unix))]
     {
+        // As above: a handler that cannot be installed means shutting down now.
         let _ = tokio::signal::ctrl_c().await;
     }
 }

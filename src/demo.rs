@@ -24,6 +24,8 @@ pub enum DemoError {
     Config(#[from] crate::config::ConfigError),
     #[error("{0} (choose other ports with --scim-port / --admin-port)")]
     App(#[from] crate::app::AppError),
+    #[error("the daemon stopped unexpectedly: {0}")]
+    Stopped(String),
 }
 
 fn random_token() -> String {
@@ -113,7 +115,7 @@ Every SCIM request is logged below.
         sim = sim.base_url(),
         control = sim.control_url(),
     );
-    let _ = running.done.await;
+    let done = running.done.await;
     sim.shutdown().await;
-    Ok(())
+    done.map_err(|e| DemoError::Stopped(e.to_string()))
 }

@@ -10,7 +10,6 @@
 use crate::cli::CliError;
 use crate::config::{Config, Env, ENV_ADMIN_TOKEN, ENV_PORTKEY_API_KEY, ENV_SCIM_TOKEN};
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
@@ -485,10 +484,10 @@ fn render_env(config_path: &Path, scim: &str, admin: &str, api_key: Option<&str>
     );
     match api_key {
         Some(k) => {
-            let _ = writeln!(s, "{ENV_PORTKEY_API_KEY}={k}");
+            push_line!(s, "{ENV_PORTKEY_API_KEY}={k}");
         }
         None => {
-            let _ = writeln!(
+            push_line!(
                 s,
                 "# FILL IN: init was not given the key (PORTKEY_API_KEY was not set).\n\
                  {ENV_PORTKEY_API_KEY}="
@@ -511,76 +510,76 @@ struct Instructions<'a> {
 fn instructions(i: &Instructions<'_>) -> String {
     let mut s = String::new();
     // Writing to a String cannot fail; here and below the results are dropped for that reason.
-    let _ = writeln!(
+    push_line!(
         s,
         "Wrote {} (token hashes, public URL, store, control plane)",
         i.config_path.display()
     );
-    let _ = writeln!(
+    push_line!(
         s,
         "Wrote {} (mode 0600: {ENV_SCIM_TOKEN}, {ENV_ADMIN_TOKEN}, {ENV_PORTKEY_API_KEY})",
         i.env_path.display()
     );
-    let _ = writeln!(s, "State directory {} (the store)", i.state_dir.display());
-    let _ = writeln!(s);
+    push_line!(s, "State directory {} (the store)", i.state_dir.display());
+    push_line!(s);
     match i.idp {
         Idp::Okta => {
-            let _ = writeln!(
+            push_line!(
                 s,
                 "In Okta: the app's Provisioning tab > Integration (docs/okta.md, section 2):"
             );
-            let _ = writeln!(s, "  SCIM connector base URL            {}", i.public_url);
-            let _ = writeln!(s, "  Unique identifier field for users  userName");
-            let _ = writeln!(
+            push_line!(s, "  SCIM connector base URL            {}", i.public_url);
+            push_line!(s, "  Unique identifier field for users  userName");
+            push_line!(
                 s,
                 "  Supported provisioning actions     Push New Users, Push Profile Updates, Push Groups"
             );
-            let _ = writeln!(s, "  Authentication Mode                HTTP Header");
-            let _ = writeln!(s, "  Authorization                      {}", i.scim_token);
-            let _ = writeln!(
+            push_line!(s, "  Authentication Mode                HTTP Header");
+            push_line!(s, "  Authorization                      {}", i.scim_token);
+            push_line!(
                 s,
                 "Then Test Connector Configuration. The token may be typed with or without \"Bearer \"."
             );
         }
         Idp::Entra => {
             let sep = if i.public_url.contains('?') { '&' } else { '?' };
-            let _ = writeln!(
+            push_line!(
                 s,
                 "In Entra: the enterprise app > Provisioning > Provisioning Mode Automatic \
                  (docs/entra.md, section 2):"
             );
-            let _ = writeln!(s, "  Tenant URL    {}{sep}{ENTRA_FLAG}", i.public_url);
-            let _ = writeln!(s, "  Secret Token  {}", i.scim_token);
-            let _ = writeln!(s, "Then Test Connection.");
+            push_line!(s, "  Tenant URL    {}{sep}{ENTRA_FLAG}", i.public_url);
+            push_line!(s, "  Secret Token  {}", i.scim_token);
+            push_line!(s, "Then Test Connection.");
         }
     }
-    let _ = writeln!(
+    push_line!(
         s,
         "Point the IdP app at scim-sync only: not also at Portkey's own SCIM URL and token (from \
          Portkey's Admin Settings). The token is also {ENV_SCIM_TOKEN} in {}.",
         i.env_path.display()
     );
-    let _ = writeln!(s);
+    push_line!(s);
     let config = i.config_path.display();
     let env = i.env_path.display();
     if i.api_key_missing {
-        let _ = writeln!(
+        push_line!(
             s,
             "NOT DONE: {ENV_PORTKEY_API_KEY} is empty in {env}. Put an Admin API key of the \
              Portkey organisation there (or set {ENV_PORTKEY_API_KEY} and run init again with \
              --force), then check the control plane:"
         );
     } else {
-        let _ = writeln!(
+        push_line!(
             s,
             "Check the config and the control plane at any time with:"
         );
     }
-    let _ = writeln!(
+    push_line!(
         s,
         "  scim-sync check-config --online --config {config} --env-file {env}"
     );
-    let _ = writeln!(
+    push_line!(
         s,
         "Start it: systemctl enable --now scim-sync (contrib/systemd/scim-sync.service), or\n  \
          scim-sync serve --config {config} --env-file {env}"

@@ -26,6 +26,18 @@
     )
 )]
 
+/// `writeln!` into a `String`. Writing to a `String` cannot fail, so there is no `fmt::Result`
+/// to discard: report text is built with this, and `let _ =` stays reserved for nothing.
+macro_rules! push_line {
+    ($s:expr) => {
+        $s.push('\n')
+    };
+    ($s:expr, $($arg:tt)*) => {{
+        $s.push_str(&format!($($arg)*));
+        $s.push('\n');
+    }};
+}
+
 pub mod app;
 pub mod cli;
 pub mod config;

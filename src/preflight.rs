@@ -8,7 +8,6 @@
 
 use crate::config::PortkeyConfig;
 use crate::portkey::{self, Client, ErrorKind, InviteFilter, MemberFilter, UserFilter};
-use std::fmt::Write as _;
 use std::time::Duration;
 
 /// The writes the reconciler makes and the Admin-API scope each needs (KEYS scope names).
@@ -117,21 +116,21 @@ impl Report {
 
     pub fn render(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(
+        push_line!(
             s,
             "Control plane {} (key from PORTKEY_API_KEY):",
             self.base_url
         );
         if let Some(e) = &self.unreachable {
-            let _ = writeln!(s, "  UNREACHABLE: {e}");
-            let _ = writeln!(
+            push_line!(s, "  UNREACHABLE: {e}");
+            push_line!(
                 s,
                 "Fix: check [portkey] base_url, DNS, and that this host may connect to it \
                  (firewall, proxy); then run this again."
             );
             return s;
         }
-        let _ = writeln!(s, "  Reads every run makes (tried now):");
+        push_line!(s, "  Reads every run makes (tried now):");
         for p in &self.probes {
             let (word, detail) = match &p.verdict {
                 Verdict::Allowed(d) => ("allowed", d.as_str()),
@@ -139,23 +138,25 @@ impl Report {
                 Verdict::Skipped(d) => ("skipped", d.as_str()),
                 Verdict::Failed(d) => ("FAILED", d.as_str()),
             };
-            let _ = writeln!(
+            push_line!(
                 s,
                 "    {:<26} {:<34} {:<26} {word}: {detail}",
-                p.what, p.call, p.scope
+                p.what,
+                p.call,
+                p.scope
             );
         }
-        let _ = writeln!(
+        push_line!(
             s,
             "  Writes the daemon makes (not tried: they would change the control plane); the key \
              needs these scopes too:"
         );
         for (scope, what) in WRITE_SCOPES {
-            let _ = writeln!(s, "    {scope:<26} {what}");
+            push_line!(s, "    {scope:<26} {what}");
         }
         let missing = self.missing_scopes();
         if !missing.is_empty() {
-            let _ = writeln!(
+            push_line!(
                 s,
                 "The key lacks {} scope(s) every run needs: {}.\nFix: give the Admin API key \
                  these scopes and the write scopes above (an org owner or admin edits Admin API \
@@ -171,10 +172,10 @@ impl Report {
             .iter()
             .any(|p| matches!(p.verdict, Verdict::Failed(_)))
         {
-            let _ = writeln!(s, "Some reads failed; see FAILED above.");
+            push_line!(s, "Some reads failed; see FAILED above.");
         }
         if self.ok() {
-            let _ = writeln!(
+            push_line!(
                 s,
                 "Control plane OK: every read the daemon needs is allowed."
             );

@@ -346,6 +346,7 @@ pub async fn spawn<R: Runner>(
                     if let Some(run) = current.take() {
                         let ok = R::succeeded(&summary);
                         for w in run.waiters {
+                            // A waiter that gave up (its `--wait` timed out) has nobody to tell.
                             let _ = w.send(summary.clone());
                         }
                         retry = retry_after_run(run.kind, ok, retry, &mut backoff);
@@ -425,7 +426,9 @@ pub async fn spawn<R: Runner>(
         }
         next_retry_tx.send_replace(None);
         if let Some(s) = cron_scheduler.as_mut() {
-            let _ = s.shutdown().await;
+            if let Err(e) = s.shutdown().await {
+                tracing::warn!(error = ?e, "cron scheduler did not stop cleanly");
+            }
         }
     });
     Ok((handle, task))

@@ -118,7 +118,12 @@ impl ScimReply {
 impl Reply for ScimReply {
     fn into_response(self) -> warp::reply::Response {
         let body = match &self.body {
-            Some(v) => serde_json::to_vec(v).unwrap_or_default(),
+            // A `Value` always serialises (its keys are strings); were it ever not to, the
+            // status still goes out and the log says why the body is empty.
+            Some(v) => serde_json::to_vec(v).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "SCIM answer body could not be serialised");
+                Vec::new()
+            }),
             None => Vec::new(),
         };
         let mut resp = warp::reply::Response::new(body.into());

@@ -230,7 +230,9 @@ impl OpKind {
     /// A stable identity of the op, for the held set, approvals and quarantine.
     pub fn key(&self) -> String {
         use sha2::{Digest, Sha256};
-        let text = serde_json::to_string(self).unwrap_or_default();
+        // An op is strings and numbers, so it always serialises; the Debug text is a fallback
+        // that still tells ops apart (an empty string would give every op one key).
+        let text = serde_json::to_string(self).unwrap_or_else(|_| format!("{self:?}"));
         hex::encode(&Sha256::digest(text.as_bytes())[..12])
     }
 }

@@ -253,6 +253,7 @@ impl SimServer {
     /// Stops accepting connections, wakes held (hanging) requests and waits up to a few
     /// seconds for open connections to finish.
     pub async fn shutdown(mut self) {
+        // The server task may have ended already; then there is nothing left to stop.
         let _ = self.shutdown.send(true);
         if let Some(task) = self.task.take() {
             let abort = task.abort_handle();
@@ -268,6 +269,7 @@ impl SimServer {
 
 impl Drop for SimServer {
     fn drop(&mut self) {
+        // The server task may have ended already; then there is nothing left to stop.
         let _ = self.shutdown.send(true);
     }
 }
@@ -293,6 +295,7 @@ pub async fn spawn(addr: SocketAddr, opts: SimOptions) -> Result<SimServer, SimE
         warp::serve(routes)
             .incoming(listener)
             .graceful(async move {
+                // A dropped sender (the handle is gone) means stop, just like `true`.
                 let _ = stop.wait_for(|s| *s).await;
             })
             .run()

@@ -121,7 +121,10 @@ impl InviteStatus {
 }
 
 pub(crate) fn ts(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_default()
+    // RFC 3339 fails only for years outside 0..=9999 or offsets with seconds; the simulator's
+    // clocks are "now" plus days, so the fallback is the Unix timestamp rather than "".
+    t.format(&Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
 /// Milliseconds only, like the timestamps in the reference's newest examples.
