@@ -41,6 +41,7 @@ macro_rules! push_line {
 pub mod app;
 pub mod cli;
 pub mod config;
+#[cfg(feature = "simulator")]
 pub mod demo;
 pub mod email;
 pub mod envfile;

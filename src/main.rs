@@ -69,6 +69,7 @@ fn serve(config: PathBuf, env_file: Option<PathBuf>) -> ExitCode {
     })
 }
 
+#[cfg(feature = "simulator")]
 fn demo(opts: scim_sync::demo::DemoOptions) -> ExitCode {
     let result = runtime(true).and_then(|rt| {
         rt.block_on(async {
@@ -180,12 +181,26 @@ fn main() -> ExitCode {
             scim_port,
             admin_port,
             sim_port,
-        } => demo(scim_sync::demo::DemoOptions {
-            store,
-            scim_port,
-            admin_port,
-            sim_port,
-        }),
+        } => {
+            #[cfg(feature = "simulator")]
+            {
+                demo(scim_sync::demo::DemoOptions {
+                    store,
+                    scim_port,
+                    admin_port,
+                    sim_port,
+                })
+            }
+            #[cfg(not(feature = "simulator"))]
+            {
+                let _unused = (store, scim_port, admin_port, sim_port);
+                fail(
+                    &"this build has no control-plane simulator, so no demo (it was built with \
+                     --no-default-features; build with the default features for `demo`)",
+                    exit::USAGE,
+                )
+            }
+        }
         Command::CheckConfig {
             config,
             secrets,
