@@ -6,9 +6,13 @@
 //! 0 success, 1 the daemon answered but the operation failed or needs attention, 2 usage or
 //! configuration error, 3 the admin API is unreachable or refused the token.
 
+use crate::admin_api as api;
 use crate::config::{ConfigError, DEFAULT_ADMIN_LISTEN};
+use crate::reconcile::{Op, OpKind};
 use clap::{Args, Parser, Subcommand};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -711,7 +715,8 @@ pub async fn run_admin(cmd: &AdminCommand) -> Result<Outcome, CliError> {
             if status != 200 {
                 return Err(daemon_error(status, &body));
             }
-            let (text, ok) = render_status(&body, &client.base);
+            let doc: api::StatusDoc = decode("/admin/status", &body)?;
+            let (text, ok) = render_status(&doc, &client.base);
             Ok(Outcome::new(pick(json, &body, text), ok))
         }
         AdminCommand::Resync { wait, .. } => {
@@ -723,15 +728,17 @@ pub async fn run_admin(cmd: &AdminCommand) -> Result<Outcome, CliError> {
             let (status, body) = client.call(Method::POST, path).await?;
             match status {
                 202 => {
+                    let doc: api::ResyncDoc = decode(path, &body)?;
                     let text = format!(
                         "Full resync started: run {}.\nFollow it with `scim-sync status`, or use \
                          `scim-sync resync --wait` to wait for the result.\n",
-                        text(&body["run_id"])
+                        doc.run_id
                     );
                     Ok(Outcome::new(pick(json, &body, text), true))
                 }
                 200 => {
-                    let (text, ok) = render_run(&body["summary"]);
+                    let doc: api::ResyncDoc = decode(path, &body)?;
+                    let (text, ok) = render_run(doc.summary.as_ref());
                     Ok(Outcome::new(pick(json, &body, text), ok))
                 }
                 _ => Err(daemon_error(status, &body)),
@@ -742,7 +749,8 @@ pub async fn run_admin(cmd: &AdminCommand) -> Result<Outcome, CliError> {
             if status != 200 {
                 return Err(daemon_error(status, &body));
             }
-            let (text, ok) = render_plan(&body);
+            let doc: api::PlanDoc = decode("/admin/plan", &body)?;
+            let (text, ok) = render_plan(&doc);
             Ok(Outcome::new(pick(json, &body, text), ok))
         }
         AdminCommand::Explain { user, .. } => {
@@ -753,14 +761,13 @@ pub async fn run_admin(cmd: &AdminCommand) -> Result<Outcome, CliError> {
                 .await?;
             match status {
                 200 => {
-                    let (text, ok) = render_explain(&body);
+                    let doc: api::ExplainDoc = decode("/admin/explain", &body)?;
+                    let (text, ok) = render_explain(&doc);
                     Ok(Outcome::new(pick(json, &body, text), ok))
                 }
                 404 => {
-                    let msg = body
-                        .get("error")
-                        .and_then(Value::as_str)
-                        .unwrap_or("not found");
+                    let msg = decode::<api::ErrorBody>("/admin/explain", &body)
+                        .map_or_else(|_| "not found".to_string(), |e| e.error);
                     let text = format!(
                         "Not found: {msg}.\nCheck the spelling; `explain` takes a userName, an \
                          email or a SCIM id.\n"
@@ -779,16 +786,16 @@ pub async fn run_admin(cmd: &AdminCommand) -> Result<Outcome, CliError> {
                     if status != 200 {
                         return Err(daemon_error(status, &st));
                     }
-                    let r = &st["reconciler"];
-                    let held = r["held_deletions"].as_array().cloned().unwrap_or_default();
-                    match r["held_digest"].as_str() {
+                    let doc: api::StatusDoc = decode("/admin/status", &st)?;
+                    let held = &doc.reconciler.held_deletions;
+                    match doc.reconciler.held_digest.as_deref() {
                         Some(d) if !held.is_empty() => {
                             let _ = writeln!(
                                 shown,
                                 "Approving these {} held op(s) (digest {d}):",
                                 held.len()
                             );
-                            ops_table(&mut shown, "  ", &held, &[]);
+                            ops_table(&mut shown, "  ", held, &[]);
                             shown.push('\n');
                             d.to_string()
                         }
@@ -805,22 +812,34 @@ pub async fn run_admin(cmd: &AdminCommand) -> Result<Outcome, CliError> {
             );
             let (status, body) = client.call(Method::POST, &path).await?;
             if status == 409 {
+                let refused: api::ApprovalRefused = decode("/admin/approve-deletions", &body)?;
                 let text = format!(
                     "{shown}Nothing approved: the held set changed since it was reviewed (its digest is now {}). Review it again with `scim-sync status` or `scim-sync plan`.\n",
-                    text(&body["held_digest"])
+                    opt(refused.held_digest.as_ref())
                 );
                 return Ok(Outcome::new(pick(json, &body, text), false));
             }
             if status != 200 {
                 return Err(daemon_error(status, &body));
             }
-            let (text, ok) = render_approval(&body);
+            let doc: api::ApprovalDoc = decode("/admin/approve-deletions", &body)?;
+            let (text, ok) = render_approval(&doc);
             Ok(Outcome::new(
                 pick(json, &body, format!("{shown}{text}")),
                 ok,
             ))
         }
     }
+}
+
+/// The daemon's answer as the contract's type.
+fn decode<T: DeserializeOwned>(path: &str, body: &Value) -> Result<T, CliError> {
+    T::deserialize(body).map_err(|e| {
+        CliError::Failed(format!(
+            "the admin API's answer to {path} is not what this release of scim-sync reads ({e}); \
+             is the daemon the same version as this command?"
+        ))
+    })
 }
 
 fn pick(json: bool, body: &Value, text: String) -> String {
@@ -1117,6 +1136,11 @@ async fn download_backup(
 
 // ---- rendering -------------------------------------------------------------------------------
 
+/// An optional value as plain text, `-` when absent.
+fn opt(v: Option<impl std::fmt::Display>) -> String {
+    v.map_or_else(|| "-".into(), |v| v.to_string())
+}
+
 /// A JSON value as plain text: strings unquoted, null as `-`.
 fn text(v: &Value) -> String {
     match v {
@@ -1124,19 +1148,6 @@ fn text(v: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
-}
-
-fn count(v: &Value) -> u64 {
-    match v {
-        Value::Array(a) => a.len() as u64,
-        other => other.as_u64().unwrap_or(0),
-    }
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| a.iter().map(text).collect())
-        .unwrap_or_default()
 }
 
 /// Left-aligned columns; the last one is not padded.
@@ -1191,7 +1202,7 @@ fn duration(secs: u64) -> String {
     }
 }
 
-fn held_hint(n: u64) -> String {
+fn held_hint(n: usize) -> String {
     format!(
         "{n} destructive op(s) held by the fuse. Review them with `scim-sync plan`, release them \
          with `scim-sync approve-deletions`, or fix the IdP if they are a mistake."
@@ -1199,166 +1210,151 @@ fn held_hint(n: u64) -> String {
 }
 
 /// `GET /admin/status` as a short table; false when something needs attention.
-pub fn render_status(s: &Value, base: &str) -> (String, bool) {
+pub fn render_status(s: &api::StatusDoc, base: &str) -> (String, bool) {
     let mut out = String::new();
     let mut attention: Vec<String> = Vec::new();
     let _ = writeln!(
         out,
         "scim-sync {} at {base}, up {}",
-        text(&s["version"]),
-        duration(s["uptime_secs"].as_u64().unwrap_or(0))
+        s.version,
+        duration(s.uptime_secs)
     );
-    let scim = &s["scim"];
     field(
         &mut out,
         "SCIM",
         format!(
             "{}, listening on {} (base path {})",
-            if scim["ok"] == Value::Bool(true) {
-                "ok"
-            } else {
-                "NOT OK"
-            },
-            text(&scim["listen"]),
-            text(&scim["base_path"])
+            if s.scim.ok { "ok" } else { "NOT OK" },
+            s.scim.listen,
+            s.scim.base_path
         ),
     );
-    let store = &s["store"];
-    if store["ok"] == Value::Bool(true) {
-        field(
+    match &s.store {
+        api::StoreStatus::Ok {
+            ok: true,
+            users,
+            groups,
+            last_change_seq,
+            ..
+        } => field(
             &mut out,
             "Store",
-            format!(
-                "ok: {} users, {} groups, change seq {}",
-                text(&store["users"]),
-                text(&store["groups"]),
-                text(&store["last_change_seq"])
-            ),
-        );
-    } else {
-        field(
-            &mut out,
-            "Store",
-            format!("NOT OK: {}", text(&store["error"])),
-        );
-        attention.push("the store is failing".into());
+            format!("ok: {users} users, {groups} groups, change seq {last_change_seq}"),
+        ),
+        api::StoreStatus::Ok { .. } => {
+            field(&mut out, "Store", "NOT OK: -");
+            attention.push("the store is failing".into());
+        }
+        api::StoreStatus::Failing { error, .. } => {
+            field(
+                &mut out,
+                "Store",
+                format!("NOT OK: {}", opt(error.as_ref())),
+            );
+            attention.push("the store is failing".into());
+        }
     }
-    let cp = &s["control_plane"];
-    let last_ok = match &cp["last_ok_at"] {
-        Value::Null => "never".to_string(),
-        v => text(v),
-    };
-    match cp["ok"].as_bool() {
+    let cp = &s.control_plane;
+    let last_ok = cp.last_ok_at.clone().unwrap_or_else(|| "never".into());
+    match cp.ok {
         Some(true) => field(&mut out, "Control plane", format!("ok (last ok {last_ok})")),
         Some(false) => {
             field(
                 &mut out,
                 "Control plane",
-                format!("FAILING: {} (last ok {last_ok})", text(&cp["last_error"])),
+                format!(
+                    "FAILING: {} (last ok {last_ok})",
+                    opt(cp.last_error.as_ref())
+                ),
             );
             attention.push("the control plane cannot be read".into());
         }
         None => field(&mut out, "Control plane", "not contacted yet"),
     }
-    let r = &s["reconciler"];
-    match &r["running"] {
-        Value::Null => field(&mut out, "Reconciler", "idle"),
-        run => field(
+    let r = &s.reconciler;
+    match &r.running {
+        None => field(&mut out, "Reconciler", "idle"),
+        Some(run) => field(
             &mut out,
             "Reconciler",
             format!(
-                "running {} ({}/{} ops)",
-                text(run),
-                text(&r["progress"]["done"]),
-                text(&r["progress"]["total"])
+                "running {run} ({}/{} ops)",
+                r.progress.done, r.progress.total
             ),
         ),
     }
-    let last = &r["last_run"];
-    if last.is_null() {
-        field(&mut out, "Last run", "none yet");
-    } else {
-        let ok = last["ok"] == Value::Bool(true);
-        field(
-            &mut out,
-            "Last run",
-            format!(
-                "{}: {} run ({}) finished {}, {} ms{}",
-                if ok { "ok" } else { "NOT OK" },
-                text(&last["kind"]),
-                text(&last["trigger"]),
-                text(&last["finished_at"]),
-                text(&last["duration_ms"]),
-                if last["dry_run"] == Value::Bool(true) {
-                    ", dry run"
-                } else {
-                    ""
-                }
-            ),
-        );
-        field(
-            &mut out,
-            "",
-            format!(
-                "applied {}, failed {}, held {}, withheld {}",
-                count(&last["applied"]),
-                count(&last["failed"]),
-                count(&last["held"]),
-                count(&last["withheld"])
-            ),
-        );
-        for e in strings(&last["errors"]) {
-            field(&mut out, "", format!("error: {e}"));
-        }
-        if !ok {
-            attention.push("the last run was not ok".into());
+    match &r.last_run {
+        None => field(&mut out, "Last run", "none yet"),
+        Some(last) => {
+            field(
+                &mut out,
+                "Last run",
+                format!(
+                    "{}: {} run ({}) finished {}, {} ms{}",
+                    if last.ok { "ok" } else { "NOT OK" },
+                    last.kind,
+                    last.trigger,
+                    last.finished_at,
+                    last.duration_ms,
+                    if last.dry_run { ", dry run" } else { "" }
+                ),
+            );
+            field(
+                &mut out,
+                "",
+                format!(
+                    "applied {}, failed {}, held {}, withheld {}",
+                    last.applied, last.failed, last.held, last.withheld
+                ),
+            );
+            for e in &last.errors {
+                field(&mut out, "", format!("error: {e}"));
+            }
+            if !last.ok {
+                attention.push("the last run was not ok".into());
+            }
         }
     }
     field(
         &mut out,
         "Last success",
-        match &r["last_successful_run_at"] {
-            Value::Null => "never".to_string(),
-            v => format!(
-                "{} (full run: {})",
-                text(v),
-                match &r["last_successful_full_run_at"] {
-                    Value::Null => "never".to_string(),
-                    f => text(f),
-                }
+        match &r.last_successful_run_at {
+            None => "never".to_string(),
+            Some(v) => format!(
+                "{v} (full run: {})",
+                r.last_successful_full_run_at.as_deref().unwrap_or("never")
             ),
         },
     );
-    let held = count(&r["held_deletions"]);
+    let held = r.held_deletions.len();
     if held == 0 {
         field(&mut out, "Held deletions", "0");
     } else {
         field(
             &mut out,
             "Held deletions",
-            format!("{held}: {}", text(&r["held_reason"])),
+            format!("{held}: {}", opt(r.held_reason.as_ref())),
         );
         attention.push(held_hint(held));
     }
-    let failing = r["failing_ops"].as_array().cloned().unwrap_or_default();
-    if failing.is_empty() {
+    if r.failing_ops.is_empty() {
         field(&mut out, "Failing ops", "0");
     } else {
-        field(&mut out, "Failing ops", failing.len());
-        for f in &failing {
+        field(&mut out, "Failing ops", r.failing_ops.len());
+        for f in &r.failing_ops {
             let _ = writeln!(
                 out,
                 "  {} {}: {} (attempt {}, next after {})",
-                text(&f["op"]["op"]),
-                text(&f["op"]["email"]),
-                text(&f["last_error"]),
-                text(&f["attempts"]),
-                text(&f["next_attempt_at"])
+                text(&f.op["op"]),
+                text(&f.op["email"]),
+                f.last_error,
+                f.attempts,
+                f.next_attempt_at
             );
         }
         attention.push(format!(
             "{} op(s) keep failing and are retried with a backoff; a removal the control plane refuses stays here until it succeeds. Check the Admin API key's permissions and the audit log (GET /admin/audit).",
-            failing.len()
+            r.failing_ops.len()
         ));
     }
     if !attention.is_empty() {
@@ -1372,13 +1368,9 @@ pub fn render_status(s: &Value, base: &str) -> (String, bool) {
 
 /// One plan op as table rows: phase, op, target, reason (an `add_members` op is one row per
 /// member).
-fn op_rows(op: &Value, held: bool) -> Vec<Vec<String>> {
-    let phase = serde_json::from_value::<crate::reconcile::Op>(op.clone())
-        .ok()
-        .and_then(|o| serde_json::to_value(o.phase()).ok())
-        .map(|p| text(&p))
-        .unwrap_or_else(|| "-".into());
-    let name = text(&op["op"]);
+fn op_rows(op: &Op, held: bool) -> Vec<Vec<String>> {
+    let phase = api::wire_name(&op.phase());
+    let name = op.kind.name();
     let mark = |n: &str| {
         if held {
             format!("{n} (HELD)")
@@ -1386,76 +1378,69 @@ fn op_rows(op: &Value, held: bool) -> Vec<Vec<String>> {
             n.to_string()
         }
     };
-    let reason = text(&op["reason"]);
-    let t = |k: &str| text(&op[k]);
-    let target = match name.as_str() {
-        "create_workspace" => format!("workspace {}", t("name")),
-        "invite" => {
-            let mut s = format!("{} as org {}", t("email"), t("role"));
-            let ws: Vec<String> = op["workspaces"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .map(|w| format!("{}: {}", text(&w["workspace"]), text(&w["role"])))
-                        .collect()
-                })
-                .unwrap_or_default();
+    let reason = op.reason.clone();
+    let target = match &op.kind {
+        OpKind::CreateWorkspace { name } => format!("workspace {name}"),
+        OpKind::Invite {
+            email,
+            role,
+            workspaces,
+            replaces_expired,
+        } => {
+            let mut s = format!("{email} as org {}", role.as_str());
+            let ws: Vec<String> = workspaces
+                .iter()
+                .map(|w| format!("{}: {}", w.workspace, w.role.as_str()))
+                .collect();
             if !ws.is_empty() {
                 let _ = write!(s, "; {}", ws.join(", "));
             }
-            if !op["replaces_expired"].is_null() {
-                let _ = write!(s, " (replaces expired invite {})", t("replaces_expired"));
+            if let Some(old) = replaces_expired {
+                let _ = write!(s, " (replaces expired invite {old})");
             }
             s
         }
-        "update_org_role" => format!("{}: org {} -> {}", t("email"), t("from"), t("to")),
-        "add_members" => {
-            let members = op["members"].as_array().cloned().unwrap_or_default();
+        OpKind::UpdateOrgRole {
+            email, from, to, ..
+        } => format!("{email}: org {} -> {}", from.as_str(), to.as_str()),
+        OpKind::AddMembers {
+            workspace, members, ..
+        } => {
             return members
                 .iter()
                 .map(|m| {
                     vec![
                         phase.clone(),
                         mark("add_member"),
-                        format!(
-                            "{} to {} as {}",
-                            text(&m["email"]),
-                            t("workspace"),
-                            text(&m["role"])
-                        ),
-                        match &m["reason"] {
-                            Value::Null => reason.clone(),
-                            r => text(r),
-                        },
+                        format!("{} to {workspace} as {}", m.email, m.role.as_str()),
+                        m.reason.clone(),
                     ]
                 })
                 .collect();
         }
-        "update_member_role" => format!(
-            "{} in {}: {} -> {}",
-            t("email"),
-            t("workspace"),
-            t("from"),
-            t("to")
+        OpKind::UpdateMemberRole {
+            workspace,
+            email,
+            from,
+            to,
+            ..
+        } => format!(
+            "{email} in {workspace}: {} -> {}",
+            from.as_str(),
+            to.as_str()
         ),
-        "remove_member" => format!("{} from {}", t("email"), t("workspace")),
-        "revoke_invite" => format!("invite {} for {}", t("invite_id"), t("email")),
-        "remove_user" => format!("{} from the organisation", t("email")),
-        _ => {
-            let mut o = op.clone();
-            if let Some(m) = o.as_object_mut() {
-                m.remove("op");
-                m.remove("reason");
-            }
-            o.to_string()
-        }
+        OpKind::RemoveMember {
+            workspace, email, ..
+        } => format!("{email} from {workspace}"),
+        OpKind::RevokeInvite { invite_id, email } => format!("invite {invite_id} for {email}"),
+        OpKind::RemoveUser { email, .. } => format!("{email} from the organisation"),
     };
-    vec![vec![phase, mark(&name), target, reason]]
+    vec![vec![phase, mark(name), target, reason]]
 }
 
 const OP_HEADERS: [&str; 4] = ["PHASE", "OP", "TARGET", "REASON"];
 
-fn ops_table(out: &mut String, indent: &str, ops: &[Value], held: &[Value]) {
+fn ops_table(out: &mut String, indent: &str, ops: &[Op], held: &[Op]) {
     let rows: Vec<Vec<String>> = ops
         .iter()
         .flat_map(|op| op_rows(op, held.contains(op)))
@@ -1463,48 +1448,52 @@ fn ops_table(out: &mut String, indent: &str, ops: &[Value], held: &[Value]) {
     table(out, indent, &OP_HEADERS, &rows);
 }
 
-fn summary_line(summary: &Value) -> String {
-    let parts: Vec<(String, u64)> = summary
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .filter(|(k, _)| !matches!(k.as_str(), "destructive" | "total"))
-                .map(|(k, v)| (k.clone(), count(v)))
-                .filter(|(_, n)| *n > 0)
-                .collect()
-        })
-        .unwrap_or_default();
+fn summary_line(summary: &BTreeMap<String, usize>) -> String {
+    let parts: Vec<(&String, usize)> = summary
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "destructive" | "total"))
+        .filter(|(_, n)| **n > 0)
+        .map(|(k, n)| (k, *n))
+        .collect();
     if parts.is_empty() {
         return "nothing to do".into();
     }
-    let total = summary["total"]
-        .as_u64()
+    let total = summary
+        .get("total")
+        .copied()
         .unwrap_or_else(|| parts.iter().map(|(_, n)| n).sum());
     let list: Vec<String> = parts.iter().map(|(k, n)| format!("{k} {n}")).collect();
     format!(
         "{total} op(s): {} ({} destructive)",
         list.join(", "),
-        count(&summary["destructive"])
+        summary.get("destructive").copied().unwrap_or(0)
+    )
+}
+
+fn conflict_line(c: &api::ConflictDoc) -> String {
+    format!(
+        "groups {} ask for {}; {} wins",
+        c.groups.join(", "),
+        c.roles.join(", "),
+        c.chosen
     )
 }
 
 /// `GET /admin/plan` as a table; false when the control plane was not read completely.
-pub fn render_plan(p: &Value) -> (String, bool) {
+pub fn render_plan(p: &api::PlanDoc) -> (String, bool) {
     let mut out = String::new();
-    let plan = &p["plan"];
-    let ops = plan["ops"].as_array().cloned().unwrap_or_default();
-    let held = p["held_by_fuse"].as_array().cloned().unwrap_or_default();
-    let read_errors = strings(&p["read_errors"]);
+    let plan = &p.plan;
+    let held = &p.held_by_fuse;
     let _ = writeln!(
         out,
         "Plan (dry run, nothing was changed): {}",
-        summary_line(&p["summary"])
+        summary_line(&p.summary)
     );
-    if ops.is_empty() {
+    if plan.ops.is_empty() {
         let _ = writeln!(
             out,
             "The control plane already matches the IdP{}.",
-            if read_errors.is_empty() {
+            if p.read_errors.is_empty() {
                 ""
             } else {
                 " as far as it could be read"
@@ -1512,187 +1501,150 @@ pub fn render_plan(p: &Value) -> (String, bool) {
         );
     } else {
         out.push('\n');
-        ops_table(&mut out, "", &ops, &held);
+        ops_table(&mut out, "", &plan.ops, held);
     }
     if !held.is_empty() {
         let _ = writeln!(
             out,
             "\nHeld by the deletion fuse ({}): {}",
             held.len(),
-            text(&p["held_reason"])
+            opt(p.held_reason.as_ref())
         );
         let _ = writeln!(
             out,
             "  A run applies everything else and holds these until `scim-sync approve-deletions`."
         );
     }
-    if let Some(w) = plan["withheld"].as_object() {
+    if let Some(w) = &plan.withheld {
         let _ = writeln!(
             out,
             "\nWithheld: {} destructive op(s) left out because {} could not be read completely: {}",
-            text(&w.get("dropped").cloned().unwrap_or(Value::Null)),
-            strings(&w.get("incomplete").cloned().unwrap_or(Value::Null)).join(", "),
-            text(&w.get("reason").cloned().unwrap_or(Value::Null))
+            w.dropped,
+            w.incomplete.join(", "),
+            w.reason
         );
     }
-    let conflicts: Vec<String> = plan["conflicts"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|c| {
-                    format!(
-                        "{} in {}: groups {} ask for {}; {} wins",
-                        text(&c["email"]),
-                        text(&c["workspace"]),
-                        strings(&c["groups"]).join(", "),
-                        strings(&c["roles"]).join(", "),
-                        text(&c["chosen"])
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let conflicts: Vec<String> = plan
+        .conflicts
+        .iter()
+        .map(|c| format!("{} in {}: {}", c.email, c.workspace, conflict_line(c)))
+        .collect();
     let mut tail = String::new();
     list(&mut tail, "Role conflicts", &conflicts);
-    list(&mut tail, "Warnings", &strings(&plan["warnings"]));
-    list(&mut tail, "Left alone", &strings(&plan["notes"]));
+    list(&mut tail, "Warnings", &plan.warnings);
+    list(&mut tail, "Left alone", &plan.notes);
     list(
         &mut tail,
         "Read errors (the plan may be incomplete)",
-        &read_errors,
+        &p.read_errors,
     );
     if !tail.is_empty() {
         out.push('\n');
         out.push_str(&tail);
     }
-    (out, read_errors.is_empty())
+    (out, p.read_errors.is_empty())
 }
 
 /// `GET /admin/explain/{user}` as desired vs actual plus planned ops.
-pub fn render_explain(e: &Value) -> (String, bool) {
+pub fn render_explain(e: &api::ExplainDoc) -> (String, bool) {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{} (asked for '{}')",
-        text(&e["email"]),
-        text(&e["query"])
-    );
-    let d = &e["desired"];
+    let _ = writeln!(out, "{} (asked for '{}')", e.email, e.query);
     out.push_str("\nDesired (from the IdP):\n");
-    if d.is_null() {
-        out.push_str("  not a SCIM user: the IdP does not know this person\n");
-    } else {
-        field(
-            &mut out,
-            "  SCIM user",
-            format!("{} (id {})", text(&d["user_name"]), text(&d["scim_id"])),
-        );
-        if d["desired"] == Value::Bool(true) {
+    match &e.desired {
+        None => out.push_str("  not a SCIM user: the IdP does not know this person\n"),
+        Some(d) => {
             field(
                 &mut out,
-                "  org role",
-                format!("{} ({})", text(&d["org_role"]), text(&d["org_role_reason"])),
+                "  SCIM user",
+                format!("{} (id {})", d.user_name, d.scim_id),
             );
-            let ws = d["workspaces"].as_array().cloned().unwrap_or_default();
-            if ws.is_empty() {
-                field(&mut out, "  workspaces", "none");
+            if d.desired {
+                field(
+                    &mut out,
+                    "  org role",
+                    format!(
+                        "{} ({})",
+                        opt(d.org_role.as_ref()),
+                        opt(d.org_role_reason.as_ref())
+                    ),
+                );
+                if d.workspaces.is_empty() {
+                    field(&mut out, "  workspaces", "none");
+                } else {
+                    let rows: Vec<Vec<String>> = d
+                        .workspaces
+                        .iter()
+                        .map(|w| vec![w.workspace.clone(), w.role.clone(), w.because.join("; ")])
+                        .collect();
+                    out.push_str("  workspaces:\n");
+                    table(&mut out, "    ", &["WORKSPACE", "ROLE", "BECAUSE"], &rows);
+                }
             } else {
-                let rows: Vec<Vec<String>> = ws
-                    .iter()
-                    .map(|w| {
-                        vec![
-                            text(&w["workspace"]),
-                            text(&w["role"]),
-                            strings(&w["because"]).join("; "),
-                        ]
-                    })
-                    .collect();
-                out.push_str("  workspaces:\n");
-                table(&mut out, "    ", &["WORKSPACE", "ROLE", "BECAUSE"], &rows);
+                field(
+                    &mut out,
+                    "  in scope",
+                    format!("no: {}", opt(d.excluded_because.as_ref())),
+                );
             }
-        } else {
-            field(
-                &mut out,
-                "  in scope",
-                format!("no: {}", text(&d["excluded_because"])),
-            );
-        }
-        for c in d["conflicts"].as_array().cloned().unwrap_or_default() {
-            field(
-                &mut out,
-                "  conflict",
-                format!(
-                    "{}: groups {} ask for {}; {} wins",
-                    text(&c["workspace"]),
-                    strings(&c["groups"]).join(", "),
-                    strings(&c["roles"]).join(", "),
-                    text(&c["chosen"])
-                ),
-            );
+            for c in &d.conflicts {
+                field(
+                    &mut out,
+                    "  conflict",
+                    format!("{}: {}", c.workspace, conflict_line(c)),
+                );
+            }
         }
     }
     out.push_str("\nActual (control plane):\n");
-    let a = &e["actual"];
-    if a.is_null() {
-        out.push_str("  could not be read (see read errors)\n");
-    } else {
-        let u = &a["user"];
-        if u.is_null() {
-            field(&mut out, "  user", "not in the organisation");
-        } else {
-            field(
-                &mut out,
-                "  user",
-                format!(
-                    "{} (id {}), org {}",
-                    text(&u["email"]),
-                    text(&u["id"]),
-                    text(&u["role"])
+    match &e.actual {
+        None => out.push_str("  could not be read (see read errors)\n"),
+        Some(a) => {
+            match &a.user {
+                None => field(&mut out, "  user", "not in the organisation"),
+                Some(u) => field(
+                    &mut out,
+                    "  user",
+                    format!("{} (id {}), org {}", u.email, u.id, u.role.as_str()),
                 ),
-            );
-        }
-        for i in a["invites"].as_array().cloned().unwrap_or_default() {
-            field(
-                &mut out,
-                "  invite",
-                format!(
-                    "{} as org {}, {} (expires {})",
-                    text(&i["id"]),
-                    text(&i["role"]),
-                    text(&i["status"]),
-                    text(&i["expires_at"])
-                ),
-            );
-        }
-        let ms = a["memberships_in_managed_workspaces"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        if ms.is_empty() {
-            field(&mut out, "  workspaces", "none of the managed workspaces");
-        } else {
-            let rows: Vec<Vec<String>> = ms
-                .iter()
-                .map(|m| vec![text(&m["workspace_id"]), text(&m["role"])])
-                .collect();
-            out.push_str("  workspaces (managed ones):\n");
-            table(&mut out, "    ", &["WORKSPACE ID", "ROLE"], &rows);
+            }
+            for i in &a.invites {
+                field(
+                    &mut out,
+                    "  invite",
+                    format!(
+                        "{} as org {}, {} (expires {})",
+                        i.id,
+                        i.role.as_str(),
+                        i.status.as_str(),
+                        opt(i.expires_at.as_ref())
+                    ),
+                );
+            }
+            let ms = &a.memberships_in_managed_workspaces;
+            if ms.is_empty() {
+                field(&mut out, "  workspaces", "none of the managed workspaces");
+            } else {
+                let rows: Vec<Vec<String>> = ms
+                    .iter()
+                    .map(|m| vec![m.workspace_id.clone(), m.role.clone()])
+                    .collect();
+                out.push_str("  workspaces (managed ones):\n");
+                table(&mut out, "    ", &["WORKSPACE ID", "ROLE"], &rows);
+            }
         }
     }
-    let ops = e["planned_ops"].as_array().cloned().unwrap_or_default();
-    if ops.is_empty() {
+    if e.planned_ops.is_empty() {
         out.push_str("\nPlanned ops: none, the control plane matches\n");
     } else {
-        let _ = writeln!(out, "\nPlanned ops ({}):", ops.len());
-        ops_table(&mut out, "  ", &ops, &[]);
+        let _ = writeln!(out, "\nPlanned ops ({}):", e.planned_ops.len());
+        ops_table(&mut out, "  ", &e.planned_ops, &[]);
     }
-    let read_errors = strings(&e["read_errors"]);
-    if !read_errors.is_empty() {
+    if !e.read_errors.is_empty() {
         out.push('\n');
         list(
             &mut out,
             "Read errors (actual state may be incomplete)",
-            &read_errors,
+            &e.read_errors,
         );
     }
     (out, true)
@@ -1702,25 +1654,22 @@ pub fn render_explain(e: &Value) -> (String, bool) {
 const MAX_LISTED_RESULTS: usize = 25;
 
 /// A run summary (`resync --wait`, `approve-deletions`); false when not ok, when ops failed, or
-/// when deletions are held.
-pub fn render_run(s: &Value) -> (String, bool) {
+/// when deletions are held. `None`: the daemon could not say how the run ended.
+pub fn render_run(s: Option<&api::RunDoc>) -> (String, bool) {
     let mut out = String::new();
-    if s.is_null() {
+    let Some(s) = s else {
         out.push_str(
             "The run's result is unknown (the reconciler stopped?). Check `scim-sync status`.\n",
         );
         return (out, false);
-    }
-    let ok = s["ok"] == Value::Bool(true);
-    let held = count(&s["held"]);
-    let failed_ops = count(&s["failed"]);
+    };
     let _ = writeln!(
         out,
         "Run {} ({}, {}): {}",
-        text(&s["run_id"]),
-        text(&s["kind"]),
-        text(&s["trigger"]),
-        match (ok, failed_ops) {
+        s.run_id,
+        s.kind,
+        s.trigger,
+        match (s.ok, s.failed) {
             (true, 0) => "ok".to_string(),
             (true, n) => format!("ok, but {n} op(s) failed and are retried with a backoff"),
             (false, _) => "NOT OK".to_string(),
@@ -1731,39 +1680,36 @@ pub fn render_run(s: &Value) -> (String, bool) {
         "  finished",
         format!(
             "{} ({} ms){}",
-            text(&s["finished_at"]),
-            text(&s["duration_ms"]),
-            if s["dry_run"] == Value::Bool(true) {
+            s.finished_at,
+            s.duration_ms,
+            if s.dry_run {
                 ", dry run: nothing was changed"
             } else {
                 ""
             }
         ),
     );
-    field(&mut out, "  planned", summary_line(&s["planned"]));
-    field(&mut out, "  applied", count(&s["applied"]));
-    field(&mut out, "  failed", count(&s["failed"]));
-    field(&mut out, "  held", held);
-    field(&mut out, "  withheld", count(&s["withheld"]));
-    if count(&s["quarantined"]) > 0 {
-        field(&mut out, "  quarantined", count(&s["quarantined"]));
+    field(&mut out, "  planned", summary_line(&s.planned));
+    field(&mut out, "  applied", s.applied);
+    field(&mut out, "  failed", s.failed);
+    field(&mut out, "  held", s.held);
+    field(&mut out, "  withheld", s.withheld);
+    if s.quarantined > 0 {
+        field(&mut out, "  quarantined", s.quarantined);
     }
-    let results = s["results"].as_array().cloned().unwrap_or_default();
-    let failed: Vec<&Value> = results
-        .iter()
-        .filter(|r| text(&r["result"]).starts_with("failed"))
-        .collect();
-    let result_rows = |rs: &[&Value]| -> Vec<Vec<String>> {
+    let result_rows = |rs: &[&api::OpResultDoc]| -> Vec<Vec<String>> {
         rs.iter()
             .flat_map(|r| {
-                op_rows(r, false).into_iter().map(|mut row| {
+                op_rows(&r.op, false).into_iter().map(|mut row| {
                     row.pop();
-                    row.push(text(&r["result"]));
+                    row.push(r.result.clone());
                     row
                 })
             })
             .collect()
     };
+    let (failed, done): (Vec<&api::OpResultDoc>, Vec<&api::OpResultDoc>) =
+        s.results.iter().partition(|r| r.failed());
     if !failed.is_empty() {
         let _ = writeln!(out, "\nFailed ops ({}):", failed.len());
         table(
@@ -1773,10 +1719,6 @@ pub fn render_run(s: &Value) -> (String, bool) {
             &result_rows(&failed),
         );
     }
-    let done: Vec<&Value> = results
-        .iter()
-        .filter(|r| !text(&r["result"]).starts_with("failed"))
-        .collect();
     if !done.is_empty() && done.len() <= MAX_LISTED_RESULTS {
         let _ = writeln!(out, "\nApplied ops ({}):", done.len());
         table(
@@ -1793,29 +1735,32 @@ pub fn render_run(s: &Value) -> (String, bool) {
         );
     }
     let mut tail = String::new();
-    list(&mut tail, "Errors", &strings(&s["errors"]));
-    list(&mut tail, "Warnings", &strings(&s["warnings"]));
+    list(&mut tail, "Errors", &s.errors);
+    list(&mut tail, "Warnings", &s.warnings);
     if !tail.is_empty() {
         out.push('\n');
         out.push_str(&tail);
     }
-    if held > 0 {
-        let _ = writeln!(out, "\n{}", held_hint(held));
+    if s.held > 0 {
+        let _ = writeln!(out, "\n{}", held_hint(s.held));
     }
-    (out, ok && held == 0 && failed_ops == 0)
+    (out, s.ok && s.held == 0 && s.failed == 0)
 }
 
 /// `POST /admin/approve-deletions`.
-pub fn render_approval(a: &Value) -> (String, bool) {
-    let approved = count(&a["approved"]);
-    if approved == 0 {
-        return ("No deletions are held; nothing to approve.\n".into(), true);
+pub fn render_approval(a: &api::ApprovalDoc) -> (String, bool) {
+    match a {
+        api::ApprovalDoc::Applied {
+            approved, summary, ..
+        } if *approved > 0 => {
+            let mut out =
+                format!("Approved {approved} held deletion(s); they were applied by this run:\n\n");
+            let (run, ok) = render_run(summary.as_deref());
+            out.push_str(&run);
+            (out, ok)
+        }
+        _ => ("No deletions are held; nothing to approve.\n".into(), true),
     }
-    let mut out =
-        format!("Approved {approved} held deletion(s); they were applied by this run:\n\n");
-    let (run, ok) = render_run(&a["summary"]);
-    out.push_str(&run);
-    (out, ok)
 }
 
 #[cfg(test)]
@@ -1918,9 +1863,11 @@ mod tests {
             },
             "held_by_fuse": [remove],
             "held_reason": "1 > max_deletions 0",
+            "held_digest": "d1",
             "read_errors": []
         });
-        let (out, ok) = render_plan(&body);
+        let doc = |v: &Value| serde_json::from_value::<api::PlanDoc>(v.clone()).unwrap();
+        let (out, ok) = render_plan(&doc(&body));
         assert!(ok);
         assert!(out.contains("PHASE"), "{out}");
         assert!(out.contains("add_or_change_members"), "{out}");
@@ -1931,7 +1878,7 @@ mod tests {
         assert!(out.contains("w!"), "{out}");
         let mut bad = body.clone();
         bad["read_errors"] = json!(["users: timeout"]);
-        let (out, ok) = render_plan(&bad);
+        let (out, ok) = render_plan(&doc(&bad));
         assert!(!ok);
         assert!(out.contains("users: timeout"), "{out}");
     }
@@ -1939,11 +1886,13 @@ mod tests {
     #[test]
     fn run_not_ok_or_held_is_a_failure() {
         let mut s = json!({"run_id": "r1", "kind": "full", "trigger": "manual", "ok": true,
-            "finished_at": "t", "duration_ms": 5, "planned": {}, "applied": 0, "failed": 0,
-            "held": 0, "withheld": 0, "errors": [], "warnings": [], "results": []});
-        assert!(render_run(&s).1);
+            "started_at": "t", "finished_at": "t", "duration_ms": 5, "dry_run": false,
+            "planned": {}, "applied": 0, "failed": 0, "held": 0, "withheld": 0,
+            "quarantined": 0, "approved": 0, "errors": [], "warnings": [], "results": []});
+        let run = |v: &Value| render_run(Some(&serde_json::from_value(v.clone()).unwrap()));
+        assert!(run(&s).1);
         s["held"] = json!(2);
-        let (out, ok) = render_run(&s);
+        let (out, ok) = run(&s);
         assert!(!ok);
         assert!(out.contains("approve-deletions"), "{out}");
         s["held"] = json!(0);
@@ -1951,35 +1900,43 @@ mod tests {
         s["failed"] = json!(1);
         s["results"] = json!([{"op": "remove_user", "user_id": "u", "email": "e@x.io",
             "reason": "gone", "result": "failed: 500"}]);
-        let (out, ok) = render_run(&s);
+        let (out, ok) = run(&s);
         assert!(!ok);
         assert!(out.contains("e@x.io from the organisation"), "{out}");
         assert!(out.contains("failed: 500"), "{out}");
-        assert!(!render_run(&Value::Null).1);
+        assert!(!render_run(None).1);
     }
 
     #[test]
     fn status_flags_what_needs_attention() {
         let mut s = json!({
             "version": "0.1.0", "uptime_secs": 3700,
-            "scim": {"ok": true, "listen": "127.0.0.1:8080", "base_path": "/scim/v2"},
-            "store": {"ok": true, "users": 3, "groups": 1, "last_change_seq": 9},
+            "scim": {"ok": true, "listen": "127.0.0.1:8080", "base_path": "/scim/v2",
+                "last_ok_at": "t1"},
+            "store": {"ok": true, "users": 3, "groups": 1, "last_change_seq": 9,
+                "last_ok_at": "t1", "write_commits": 2, "writes": 4},
             "control_plane": {"ok": true, "last_ok_at": "t1", "last_error": null},
             "reconciler": {"ok": true, "running": null, "progress": {"done": 0, "total": 0},
                 "last_successful_run_at": "t1", "last_successful_full_run_at": "t1",
+                "next_retry_at": null,
                 "last_run": {"run_id": "r", "kind": "full", "trigger": "startup", "ok": true,
-                    "finished_at": "t1", "duration_ms": 3, "applied": 1, "failed": 0, "held": 0,
-                    "withheld": 0, "errors": []},
-                "held_deletions": [], "held_reason": null}
+                    "started_at": "t0", "finished_at": "t1", "duration_ms": 3, "dry_run": false,
+                    "planned": {}, "applied": 1, "failed": 0, "held": 0, "withheld": 0,
+                    "quarantined": 0, "approved": 0, "errors": [], "warnings": []},
+                "held_deletions": [], "held_reason": null, "held_digest": null,
+                "approved_waiting": 0, "failing_ops": [], "store_error": null}
         });
-        let (out, ok) = render_status(&s, "http://a");
+        let status =
+            |v: &Value| render_status(&serde_json::from_value(v.clone()).unwrap(), "http://a");
+        let (out, ok) = status(&s);
         assert!(ok, "{out}");
         assert!(out.contains("3 users, 1 groups"), "{out}");
         assert!(out.contains("up 1h 1m"), "{out}");
-        s["reconciler"]["held_deletions"] = json!([{}, {}]);
+        let held = |email: &str| json!({"op": "remove_user", "user_id": "u", "email": email, "reason": "gone"});
+        s["reconciler"]["held_deletions"] = json!([held("a@x.io"), held("b@x.io")]);
         s["control_plane"]["ok"] = json!(false);
         s["control_plane"]["last_error"] = json!("connect refused");
-        let (out, ok) = render_status(&s, "http://a");
+        let (out, ok) = status(&s);
         assert!(!ok);
         assert!(out.contains("connect refused"), "{out}");
         assert!(out.contains("Held deletions  2"), "{out}");

@@ -1,12 +1,13 @@
 //! The admin server: health for probes; status, resync, plan, explain, audit and approval of
 //! held deletions for operators. Loopback by default, its own bearer token.
 
+use crate::admin_api as api;
 use crate::reconcile::run::Approval;
 use crate::reconcile::{Reconciler, RunSummary};
 use crate::scheduler::{Handle, Trigger};
 use crate::store::Store;
 use crate::token::TokenSet;
-use serde_json::{json, Value};
+use serde::Serialize;
 use std::sync::Arc;
 use std::time::Instant;
 use warp::http::{HeaderMap, Method, StatusCode};
@@ -23,8 +24,12 @@ pub struct AdminState {
     pub scheduler: Handle<RunSummary>,
 }
 
-fn json_reply(status: StatusCode, v: &Value) -> warp::reply::Response {
-    let body = serde_json::to_vec_pretty(v).unwrap_or_default();
+fn json_reply(status: StatusCode, v: &impl Serialize) -> warp::reply::Response {
+    let body = match serde_json::to_vec_pretty(v) {
+        Ok(b) => b,
+        // Only a map with non-string keys fails, and the contract has none.
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
     let mut r = warp::reply::Response::new(body.into());
     *r.status_mut() = status;
     r.headers_mut().insert(
@@ -35,7 +40,23 @@ fn json_reply(status: StatusCode, v: &Value) -> warp::reply::Response {
 }
 
 fn error(status: StatusCode, msg: impl Into<String>) -> warp::reply::Response {
-    json_reply(status, &json!({"error": msg.into()}))
+    let body = api::ErrorBody { error: msg.into() };
+    match serde_json::to_vec_pretty(&body) {
+        Ok(b) => {
+            let mut r = warp::reply::Response::new(b.into());
+            *r.status_mut() = status;
+            r.headers_mut().insert(
+                "content-type",
+                warp::http::HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+        Err(_) => {
+            let mut r = warp::reply::Response::new(body.error.into());
+            *r.status_mut() = status;
+            r
+        }
+    }
 }
 
 fn unauthorized() -> warp::reply::Response {
@@ -109,10 +130,17 @@ async fn dispatch(
         // still answers 200, since restarting the process would not bring the disk space back;
         // /readyz answers 503 meanwhile.
         (&Method::GET, ["healthz"]) => {
-            return match s.store.degraded() {
-                None => json_reply(StatusCode::OK, &json!({"status": "ok"})),
-                Some(d) => json_reply(StatusCode::OK, &json!({"status": "degraded", "store": d})),
-            }
+            let health = match s.store.degraded() {
+                None => api::Health {
+                    status: "ok".into(),
+                    store: None,
+                },
+                Some(d) => api::Health {
+                    status: "degraded".into(),
+                    store: Some(d.into()),
+                },
+            };
+            return json_reply(StatusCode::OK, &health);
         }
         // Counts only, no secrets: scrapable without the admin token, like the probes.
         (&Method::GET, ["metrics"]) => {
@@ -142,10 +170,19 @@ async fn dispatch(
         }
         (&Method::GET, ["readyz"]) => {
             return match s.store.ping() {
-                Ok(()) => json_reply(StatusCode::OK, &json!({"status": "ready"})),
+                Ok(()) => json_reply(
+                    StatusCode::OK,
+                    &api::Readiness {
+                        status: "ready".into(),
+                        store: None,
+                    },
+                ),
                 Err(e) => json_reply(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    &json!({"status": "not ready", "store": e.to_string()}),
+                    &api::Readiness {
+                        status: "not ready".into(),
+                        store: Some(e.to_string()),
+                    },
                 ),
             }
         }
@@ -165,11 +202,20 @@ async fn dispatch(
             let wait = matches!(param(&query, "wait"), Some("true" | "1" | "yes"));
             match s.scheduler.resync(Trigger::Manual, wait).await {
                 Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-                Ok((run_id, None)) => json_reply(StatusCode::ACCEPTED, &json!({"run_id": run_id})),
+                Ok((run_id, None)) => json_reply(
+                    StatusCode::ACCEPTED,
+                    &api::ResyncDoc {
+                        run_id,
+                        summary: None,
+                    },
+                ),
                 Ok((run_id, Some(rx))) => match rx.await {
                     Ok(summary) => json_reply(
                         StatusCode::OK,
-                        &json!({"run_id": run_id, "summary": summary}),
+                        &api::ResyncDoc {
+                            run_id,
+                            summary: Some(api::RunDoc::from(&summary)),
+                        },
                     ),
                     Err(_) => error(
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -183,11 +229,11 @@ async fn dispatch(
                 let st = s.reconciler.status();
                 return json_reply(
                     StatusCode::BAD_REQUEST,
-                    &json!({
-                        "error": "name the held set you reviewed: POST /admin/approve-deletions?digest=<held_digest from GET /admin/status or /admin/plan>",
-                        "held_digest": st.held_digest,
-                        "held": st.held.len(),
-                    }),
+                    &api::ApprovalRefused {
+                        error: "name the held set you reviewed: POST /admin/approve-deletions?digest=<held_digest from GET /admin/status or /admin/plan>".into(),
+                        held_digest: st.held_digest,
+                        held: st.held.len(),
+                    },
                 );
             };
             let approved = match s.reconciler.approve(digest).await {
@@ -195,7 +241,10 @@ async fn dispatch(
                 Ok(Approval::NothingHeld) => {
                     return json_reply(
                         StatusCode::OK,
-                        &json!({"approved": 0, "detail": "no deletions are held"}),
+                        &api::ApprovalDoc::NothingHeld {
+                            approved: 0,
+                            detail: "no deletions are held".into(),
+                        },
                     )
                 }
                 Ok(Approval::Mismatch {
@@ -204,11 +253,11 @@ async fn dispatch(
                 }) => {
                     return json_reply(
                         StatusCode::CONFLICT,
-                        &json!({
-                            "error": "the held set changed since it was reviewed; review it again (GET /admin/status) and approve its new digest",
-                            "held_digest": current_digest,
-                            "held": held,
-                        }),
+                        &api::ApprovalRefused {
+                            error: "the held set changed since it was reviewed; review it again (GET /admin/status) and approve its new digest".into(),
+                            held_digest: Some(current_digest),
+                            held,
+                        },
                     )
                 }
                 Ok(Approval::Approved { approved }) => approved,
@@ -222,7 +271,11 @@ async fn dispatch(
                     };
                     json_reply(
                         StatusCode::OK,
-                        &json!({"approved": approved, "run_id": run_id, "summary": summary}),
+                        &api::ApprovalDoc::Applied {
+                            approved,
+                            run_id,
+                            summary: summary.as_ref().map(|s| Box::new(api::RunDoc::from(s))),
+                        },
                     )
                 }
             }
@@ -230,15 +283,20 @@ async fn dispatch(
         (&Method::GET, ["admin", "plan"]) => match s.reconciler.plan().await {
             Ok((view, _)) => json_reply(
                 StatusCode::OK,
-                &json!({
-                    "summary": view.plan.summary(),
-                    "dry_run_only": true,
-                    "plan": view.plan,
-                    "held_by_fuse": view.held,
-                    "held_reason": view.held_reason,
-                    "held_digest": s.reconciler.status().held_digest,
-                    "read_errors": view.read_errors,
-                }),
+                &api::PlanDoc {
+                    summary: view
+                        .plan
+                        .summary()
+                        .into_iter()
+                        .map(|(k, v)| (k.to_string(), v))
+                        .collect(),
+                    dry_run_only: true,
+                    plan: api::PlanBody::from(&view.plan),
+                    held_by_fuse: view.held,
+                    held_reason: view.held_reason,
+                    held_digest: s.reconciler.status().held_digest,
+                    read_errors: view.read_errors,
+                },
             ),
             Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         },
@@ -250,7 +308,7 @@ async fn dispatch(
                 .min(10_000);
             let before = param(&query, "before").and_then(|v| v.parse::<u64>().ok());
             match s.store.audit(limit, before) {
-                Ok(entries) => json_reply(StatusCode::OK, &json!({"entries": entries})),
+                Ok(entries) => json_reply(StatusCode::OK, &api::AuditDoc { entries }),
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
             }
         }
@@ -355,127 +413,117 @@ async fn backup(s: &AdminState) -> warp::reply::Response {
 }
 
 async fn explain(s: &AdminState, who: &str) -> warp::reply::Response {
-    let desired = match s.reconciler.desired() {
-        Ok(d) => d,
+    let person = match s.reconciler.explain(who).await {
+        Ok(p) => p,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
-    let explanation = desired.explain(who);
-    let email = explanation
-        .as_ref()
-        .and_then(|e| e.email.clone())
-        .unwrap_or_else(|| who.to_lowercase());
-    let (ops, control_plane, read_errors) = match s.reconciler.plan().await {
-        Ok((view, actual)) => {
-            let ops: Vec<_> = view
-                .plan
-                .ops
-                .iter()
-                .filter(|op| match &op.kind {
-                    crate::reconcile::OpKind::AddMembers { members, .. } => {
-                        members.iter().any(|m| m.email == email)
-                    }
-                    kind => kind.email() == Some(email.as_str()),
-                })
-                .cloned()
-                .collect();
-            let user = actual
-                .users
-                .iter()
-                .find(|u| u.email.eq_ignore_ascii_case(&email));
-            let invites: Vec<_> = actual
-                .invites
-                .iter()
-                .filter(|i| i.email.eq_ignore_ascii_case(&email))
-                .collect();
-            let memberships: Vec<Value> = match user {
-                Some(u) => actual
-                    .members
-                    .iter()
-                    .filter_map(|(ws, list)| {
-                        list.members
-                            .iter()
-                            .find(|m| m.id == u.id)
-                            .map(|m| json!({"workspace_id": ws, "role": m.role.as_str()}))
-                    })
-                    .collect(),
-                None => Vec::new(),
-            };
-            (
-                ops,
-                json!({"user": user, "invites": invites, "memberships_in_managed_workspaces": memberships}),
-                view.read_errors,
-            )
-        }
-        Err(e) => (Vec::new(), Value::Null, vec![e.to_string()]),
-    };
-    if explanation.is_none() && control_plane["user"].is_null() {
+    if person.unknown() {
         return error(
             StatusCode::NOT_FOUND,
             format!("'{who}' is neither a SCIM user (by userName, email or id) nor a control-plane user"),
         );
     }
-    json_reply(
-        StatusCode::OK,
-        &json!({
-            "query": who,
-            "email": email,
-            "desired": explanation,
-            "actual": control_plane,
-            "planned_ops": ops,
-            "read_errors": read_errors,
-        }),
-    )
+    json_reply(StatusCode::OK, &explain_doc(who, person))
 }
 
-fn status_doc(s: &AdminState) -> Value {
+fn explain_doc(who: &str, p: crate::reconcile::explain::Person) -> api::ExplainDoc {
+    api::ExplainDoc {
+        query: who.to_string(),
+        email: p.email,
+        desired: p.explanation.as_ref().map(api::DesiredDoc::from),
+        actual: p.actual.map(|a| api::ActualDoc {
+            user: a.user,
+            invites: a.invites,
+            memberships_in_managed_workspaces: a
+                .memberships
+                .into_iter()
+                .map(|m| api::MembershipDoc {
+                    workspace_id: m.workspace_id,
+                    role: m.role.as_str().to_string(),
+                })
+                .collect(),
+        }),
+        planned_ops: p.ops,
+        read_errors: p.read_errors,
+    }
+}
+
+fn status_doc(s: &AdminState) -> api::StatusDoc {
     let now = crate::store::now_rfc3339();
     let users = s.store.count(crate::scim::schema::ResourceKind::User);
     let groups = s.store.count(crate::scim::schema::ResourceKind::Group);
     let seq = s.store.last_seq();
     let stats = s.store.write_stats();
     let store = match (s.store.degraded(), &users, &groups, &seq) {
-        (None, Ok(u), Ok(g), Ok(q)) => json!({
-            "ok": true, "users": u, "groups": g, "last_change_seq": q, "last_ok_at": now,
-            "write_commits": stats.commits, "writes": stats.writes,
-        }),
-        (degraded, ..) => json!({
-            "ok": false,
-            "degraded": degraded,
-            "error": degraded.as_ref().map(|d| d.reason.clone()).or_else(|| {
-                users.err().or(groups.err()).or(seq.err()).map(|e| e.to_string())
+        (None, Ok(u), Ok(g), Ok(q)) => api::StoreStatus::Ok {
+            ok: true,
+            users: *u,
+            groups: *g,
+            last_change_seq: *q,
+            last_ok_at: now.clone(),
+            write_commits: stats.commits,
+            writes: stats.writes,
+        },
+        (degraded, ..) => api::StoreStatus::Failing {
+            ok: false,
+            error: degraded.as_ref().map(|d| d.reason.clone()).or_else(|| {
+                users
+                    .err()
+                    .or(groups.err())
+                    .or(seq.err())
+                    .map(|e| e.to_string())
             }),
-        }),
+            degraded: degraded.map(api::DegradedDoc::from),
+        },
     };
     let r = s.reconciler.status();
-    json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_secs": s.started.elapsed().as_secs(),
-        "scim": {"ok": true, "listen": s.scim_listen, "base_path": s.scim_base_path, "last_ok_at": now},
-        "store": store,
-        "control_plane": r.control_plane,
-        "reconciler": {
-            "ok": r.last_run.as_ref().map(|l| l.ok),
-            "running": r.running,
-            "progress": r.progress,
-            "last_successful_run_at": r.last_successful_run_at,
-            "last_successful_full_run_at": r.last_successful_full_run_at,
-            "next_retry_at": s.scheduler.next_retry().map(|t| {
-                let t: time::OffsetDateTime = t.into();
-                t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
-            }),
-            "last_run": r.last_run.as_ref().map(|l| json!({
-                "run_id": l.run_id, "kind": l.kind, "trigger": l.trigger, "ok": l.ok,
-                "started_at": l.started_at, "finished_at": l.finished_at, "duration_ms": l.duration_ms,
-                "dry_run": l.dry_run, "planned": l.planned, "applied": l.applied, "failed": l.failed,
-                "held": l.held, "withheld": l.withheld, "quarantined": l.quarantined,
-                "approved": l.approved, "errors": l.errors, "warnings": l.warnings,
-            })),
-            "held_deletions": r.held,
-            "held_reason": r.held_reason,
-            "held_digest": r.held_digest,
-            "approved_waiting": r.approved_waiting,
-            "failing_ops": r.failing,
-            "store_error": r.store_error,
+    api::StatusDoc {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        uptime_secs: s.started.elapsed().as_secs(),
+        scim: api::ScimStatus {
+            ok: true,
+            listen: s.scim_listen.clone(),
+            base_path: s.scim_base_path.clone(),
+            last_ok_at: now,
         },
-    })
+        store,
+        control_plane: api::ControlPlaneDoc {
+            ok: r.control_plane.ok,
+            last_ok_at: r.control_plane.last_ok_at.clone(),
+            last_error: r.control_plane.last_error.clone(),
+        },
+        reconciler: api::ReconcilerDoc {
+            ok: r.last_run.as_ref().map(|l| l.ok),
+            running: r.running,
+            progress: api::ProgressDoc {
+                done: r.progress.done,
+                total: r.progress.total,
+            },
+            last_successful_run_at: r.last_successful_run_at,
+            last_successful_full_run_at: r.last_successful_full_run_at,
+            next_retry_at: s.scheduler.next_retry().map(|t| {
+                let t: time::OffsetDateTime = t.into();
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_else(|e| format!("<{e}>"))
+            }),
+            last_run: r.last_run.as_ref().map(api::LastRunDoc::from),
+            held_deletions: r.held,
+            held_reason: r.held_reason,
+            held_digest: r.held_digest,
+            approved_waiting: r.approved_waiting,
+            failing_ops: r
+                .failing
+                .into_iter()
+                .map(|f| api::FailingDoc {
+                    op: f.op,
+                    attempts: f.attempts,
+                    first_failed_at: f.first_failed_at,
+                    last_failed_at: f.last_failed_at,
+                    last_error: f.last_error,
+                    next_attempt_at: f.next_attempt_at,
+                })
+                .collect(),
+            store_error: r.store_error,
+        },
+    }
 }

@@ -619,6 +619,62 @@ async fn plan_explain_resync_and_status_against_a_live_daemon() {
     assert!(o.stdout.contains("already matches"), "{}", o.stdout);
 }
 
+/// `explain bob@x.io` is about bob alone: not jimbob@x.io, whose address contains his, and not
+/// jimbob's row of an `add_members` op they share.
+#[tokio::test]
+async fn explain_shows_one_person_and_not_an_address_that_contains_theirs() {
+    let e = start("max_deletions = 1000\nmax_deletion_percent = 100.0\n").await;
+    let bob = e.create_user("bob@x.io").await;
+    let jimbob = e.create_user("jimbob@x.io").await;
+    assert_eq!(e.cli(&["resync", "--wait"]).await.code, 0);
+    e.accept_all_invites().await;
+    assert_eq!(e.cli(&["resync", "--wait"]).await.code, 0);
+    // Both are in the organisation; one group now puts both in a new workspace: one bulk add.
+    e.create_group("ws-Eng-role-member", &[bob, jimbob]).await;
+    let v: Value = serde_json::from_str(&e.cli(&["plan", "--json"]).await.stdout).unwrap();
+    let bulk = v["plan"]["ops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|op| op["op"] == "add_members")
+        .unwrap_or_else(|| panic!("no add_members in the plan: {v}"));
+    assert_eq!(bulk["members"].as_array().unwrap().len(), 2, "{v}");
+
+    let o = e.cli(&["explain", "bob@x.io", "--json"]).await;
+    assert_eq!(o.code, 0, "{o:?}");
+    let v: Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["email"], "bob@x.io");
+    assert_eq!(v["actual"]["user"]["email"], "bob@x.io", "{v}");
+    let ops = v["planned_ops"].as_array().unwrap();
+    assert_eq!(ops.len(), 1, "{v}");
+    assert_eq!(ops[0]["op"], "add_members", "{v}");
+    assert_eq!(ops[0]["members"][0]["email"], "bob@x.io", "{v}");
+    assert!(!o.stdout.contains("jimbob"), "{}", o.stdout);
+    let o = e.cli(&["explain", "bob@x.io"]).await;
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(
+        o.stdout.contains("bob@x.io to Eng as member"),
+        "{}",
+        o.stdout
+    );
+    assert!(!o.stdout.contains("jimbob"), "{}", o.stdout);
+
+    let o = e.cli(&["explain", "JimBob@x.io", "--json"]).await;
+    let v: Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["email"], "jimbob@x.io", "{v}");
+    assert_eq!(
+        v["planned_ops"][0]["members"][0]["email"], "jimbob@x.io",
+        "{v}"
+    );
+    assert_eq!(
+        v["planned_ops"][0]["members"].as_array().unwrap().len(),
+        1,
+        "{v}"
+    );
+    // Part of an address is nobody.
+    assert_eq!(e.cli(&["explain", "bob@x"]).await.code, 1);
+}
+
 #[tokio::test]
 async fn held_deletions_exit_1_until_approved() {
     let e = start("max_deletions = 2\nmax_deletion_percent = 100.0\n").await;
