@@ -232,8 +232,6 @@ pub(super) fn daemon_error(status: u16, body: &Value) -> CliError {
     CliError::Failed(format!("the daemon answered HTTP {status}: {msg}"))
 }
 
-/// Runs one admin command against the daemon and renders its answer.
-
 /// The daemon's answer as the contract's type.
 pub(super) fn decode<T: DeserializeOwned>(path: &str, body: &Value) -> Result<T, CliError> {
     T::deserialize(body).map_err(|e| {
