@@ -453,6 +453,71 @@ pub struct AuditDoc {
     pub entries: Vec<AuditEntry>,
 }
 
+// ---- requests: the query parameters of the operator routes -----------------------------------
+
+/// A request's query parameters, read leniently: names are case-insensitive, and a value that
+/// does not parse is read as absent, since every parameter has a default.
+pub trait FromQuery: Sized {
+    fn from_query(pairs: &[(String, String)]) -> Self;
+}
+
+fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// `POST /admin/resync[?wait=true]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResyncQuery {
+    /// Answer when the run has finished, with its summary (200), rather than at once (202).
+    pub wait: bool,
+}
+
+impl FromQuery for ResyncQuery {
+    fn from_query(pairs: &[(String, String)]) -> Self {
+        Self {
+            wait: matches!(param(pairs, "wait"), Some("true" | "1" | "yes")),
+        }
+    }
+}
+
+/// `POST /admin/approve-deletions?digest=`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApproveQuery {
+    /// The held set reviewed (`held_digest`); required, the answer says so when missing.
+    pub digest: Option<String>,
+}
+
+impl FromQuery for ApproveQuery {
+    fn from_query(pairs: &[(String, String)]) -> Self {
+        Self {
+            digest: param(pairs, "digest").map(str::to_string),
+        }
+    }
+}
+
+/// `GET /admin/audit[?limit=N][&before=SEQ]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Default 100, at most 10,000.
+    pub limit: usize,
+    pub before: Option<u64>,
+}
+
+impl FromQuery for AuditQuery {
+    fn from_query(pairs: &[(String, String)]) -> Self {
+        Self {
+            limit: param(pairs, "limit")
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(100)
+                .min(10_000),
+            before: param(pairs, "before").and_then(|v| v.parse::<u64>().ok()),
+        }
+    }
+}
+
 // ---- helpers ---------------------------------------------------------------------------------
 
 /// A unit enum's name as serde writes it (`full`, `manual`, …).
@@ -602,5 +667,25 @@ mod tests {
         assert_eq!(v["outcome"]["outcome"], "done");
         assert_eq!(serde_json::from_value::<OpResultDoc>(v).unwrap(), r);
         assert!(matches!(r.op.kind, OpKind::RemoveUser { .. }));
+    }
+
+    fn pairs(q: &str) -> Vec<(String, String)> {
+        serde_urlencoded::from_str(q).unwrap()
+    }
+
+    #[test]
+    fn queries_are_read_leniently() {
+        assert!(ResyncQuery::from_query(&pairs("WAIT=yes")).wait);
+        assert!(!ResyncQuery::from_query(&pairs("wait=no")).wait);
+        assert_eq!(
+            ApproveQuery::from_query(&pairs("Digest=d1"))
+                .digest
+                .as_deref(),
+            Some("d1")
+        );
+        assert_eq!(ApproveQuery::from_query(&[]).digest, None);
+        let a = AuditQuery::from_query(&pairs("limit=x&before=7"));
+        assert_eq!((a.limit, a.before), (100, Some(7)));
+        assert_eq!(AuditQuery::from_query(&pairs("limit=99999")).limit, 10_000);
     }
 }
