@@ -475,6 +475,17 @@ pub struct ResyncQuery {
     pub wait: bool,
 }
 
+impl ResyncQuery {
+    /// The path and query the CLI sends.
+    pub fn path(&self) -> &'static str {
+        if self.wait {
+            "/admin/resync?wait=true"
+        } else {
+            "/admin/resync"
+        }
+    }
+}
+
 impl FromQuery for ResyncQuery {
     fn from_query(pairs: &[(String, String)]) -> Self {
         Self {
@@ -488,6 +499,19 @@ impl FromQuery for ResyncQuery {
 pub struct ApproveQuery {
     /// The held set reviewed (`held_digest`); required, the answer says so when missing.
     pub digest: Option<String>,
+}
+
+impl ApproveQuery {
+    /// The path and query the CLI sends.
+    pub fn path(&self) -> String {
+        match &self.digest {
+            Some(d) => format!(
+                "/admin/approve-deletions?digest={}",
+                percent_encoding::utf8_percent_encode(d, percent_encoding::NON_ALPHANUMERIC)
+            ),
+            None => "/admin/approve-deletions".into(),
+        }
+    }
 }
 
 impl FromQuery for ApproveQuery {
@@ -669,6 +693,47 @@ mod tests {
         assert!(matches!(r.op.kind, OpKind::RemoveUser { .. }));
     }
 
+    #[test]
+    fn a_run_summary_keeps_its_shape() {
+        let summary = RunSummary {
+            run_id: "r1".into(),
+            kind: crate::scheduler::RunKind::Full,
+            trigger: crate::scheduler::Trigger::Manual,
+            started_at: "t0".into(),
+            finished_at: "t1".into(),
+            duration_ms: 5,
+            dry_run: false,
+            planned: BTreeMap::from([("remove_user", 1)]),
+            applied: 1,
+            failed: 0,
+            held: 0,
+            withheld: 0,
+            quarantined: 0,
+            approved: 0,
+            ok: true,
+            errors: vec!["e".into()],
+            warnings: vec![],
+            results: vec![crate::reconcile::run::OpResult {
+                op: remove("a@x.io"),
+                result: "ok".into(),
+                outcome: Some(OpOutcome::Done { note: None }),
+            }],
+            scope: Some(vec!["a@x.io".into()]),
+        };
+        let doc = RunDoc::from(&summary);
+        same_json(&summary, &doc);
+        let back: RunDoc = serde_json::from_value(serde_json::to_value(&doc).unwrap()).unwrap();
+        assert_eq!(back, doc);
+        let mut last = serde_json::to_value(&summary).unwrap();
+        for gone in ["results", "scope"] {
+            last.as_object_mut().unwrap().remove(gone);
+        }
+        assert_eq!(
+            serde_json::to_value(LastRunDoc::from(&summary)).unwrap(),
+            last
+        );
+    }
+
     fn pairs(q: &str) -> Vec<(String, String)> {
         serde_urlencoded::from_str(q).unwrap()
     }
@@ -684,6 +749,18 @@ mod tests {
             Some("d1")
         );
         assert_eq!(ApproveQuery::from_query(&[]).digest, None);
+        let q = ApproveQuery {
+            digest: Some("a b&c".into()),
+        };
+        let sent = q.path();
+        let (_, query) = sent.split_once('?').unwrap();
+        assert_eq!(ApproveQuery::from_query(&pairs(query)), q);
+        assert_eq!(
+            ResyncQuery::from_query(&pairs(
+                ResyncQuery { wait: true }.path().split_once('?').unwrap().1
+            )),
+            ResyncQuery { wait: true }
+        );
         let a = AuditQuery::from_query(&pairs("limit=x&before=7"));
         assert_eq!((a.limit, a.before), (100, Some(7)));
         assert_eq!(AuditQuery::from_query(&pairs("limit=99999")).limit, 10_000);

@@ -48,11 +48,7 @@ async fn status(client: &AdminClient, json: bool) -> Result<Outcome, CliError> {
 }
 
 async fn resync(client: &AdminClient, wait: bool, json: bool) -> Result<Outcome, CliError> {
-    let path = if wait {
-        "/admin/resync?wait=true"
-    } else {
-        "/admin/resync"
-    };
+    let path = api::ResyncQuery { wait }.path();
     let (status, body) = client.call(Method::POST, path).await?;
     match status {
         202 => {
@@ -144,10 +140,10 @@ async fn approve(
             Err(nothing_held) => return Ok(nothing_held),
         },
     };
-    let path = format!(
-        "/admin/approve-deletions?digest={}",
-        percent_encoding::utf8_percent_encode(&digest, percent_encoding::NON_ALPHANUMERIC)
-    );
+    let path = api::ApproveQuery {
+        digest: Some(digest),
+    }
+    .path();
     let (status, body) = client.call(Method::POST, &path).await?;
     if status == 409 {
         let refused: api::ApprovalRefused = decode("/admin/approve-deletions", &body)?;
