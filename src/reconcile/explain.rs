@@ -188,4 +188,30 @@ mod tests {
         assert_eq!(ops_for(&plan, "jimbob@x.io").len(), 3);
         assert!(ops_for(&plan, "bob@x").is_empty());
     }
+
+    #[test]
+    fn what_the_control_plane_holds_is_for_the_whole_email_only() {
+        let actual = ActualState {
+            users: vec![
+                serde_json::from_value(
+                    json!({"id": "u1", "email": "jimbob@x.io", "role": "member"}),
+                )
+                .unwrap(),
+                serde_json::from_value(json!({"id": "u2", "email": "Bob@x.io", "role": "admin"}))
+                    .unwrap(),
+            ],
+            invites: vec![serde_json::from_value(
+                json!({"id": "i1", "email": "jimbob@x.io", "role": "member", "status": "pending"}),
+            )
+            .unwrap()],
+            ..ActualState::default()
+        };
+        let bob = held_by(&actual, "bob@x.io");
+        assert_eq!(bob.user.as_ref().map(|u| u.id.as_str()), Some("u2"));
+        assert!(bob.invites.is_empty());
+        let jimbob = held_by(&actual, "jimbob@x.io");
+        assert_eq!(jimbob.user.as_ref().map(|u| u.id.as_str()), Some("u1"));
+        assert_eq!(jimbob.invites.len(), 1);
+        assert_eq!(held_by(&actual, "bob@x"), Held::default());
+    }
 }
