@@ -752,3 +752,75 @@ async fn held_deletions_exit_1_until_approved() {
     assert_eq!(o.code, 0, "{o:?}");
     assert!(o.stdout.contains("Held deletions  0"), "{}", o.stdout);
 }
+
+/// The admin routes' statuses and bodies: probes open, everything else behind the token (even
+/// a path that does not exist), unknown admin paths listing the endpoints.
+#[tokio::test]
+async fn admin_routes_answer_with_the_statuses_and_bodies_admins_script_against() {
+    let e = start("").await;
+    let call = |method: reqwest::Method, path: &str, token: Option<&str>| {
+        let mut r = e.http.request(method, format!("{}{path}", e.admin));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        async move {
+            let resp = r.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let auth = resp.headers().contains_key("www-authenticate");
+            let text = resp.text().await.unwrap();
+            (
+                status,
+                auth,
+                serde_json::from_str::<Value>(&text).unwrap_or(Value::Null),
+            )
+        }
+    };
+    use reqwest::Method as M;
+    let token = Some(ADMIN_TOKEN);
+    let (s, _, v) = call(M::GET, "/healthz", None).await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("ok")), "{v}");
+    let (s, _, v) = call(M::GET, "/readyz", None).await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("ready")), "{v}");
+    for (m, path) in [
+        (M::GET, "/admin/status"),
+        (M::GET, "/nowhere"),
+        (M::POST, "/healthz"),
+    ] {
+        let (s, auth, v) = call(m.clone(), path, None).await;
+        assert_eq!(s, 401, "{m} {path}: {v}");
+        assert!(auth, "{m} {path}");
+        assert!(v["error"].as_str().unwrap().contains("bearer token"), "{v}");
+    }
+    let (s, _, v) = call(M::GET, "/admin/status/", token).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["store"]["ok"], true, "{v}");
+    let (s, _, v) = call(M::DELETE, "/admin/status", token).await;
+    assert_eq!(s, 404, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("no admin endpoint DELETE /admin/status"),
+        "{v}"
+    );
+    let (s, _, v) = call(M::POST, "/healthz", token).await;
+    assert_eq!(s, 404, "{v}");
+    let (s, _, v) = call(M::GET, "/nowhere", token).await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (404, Some("no such endpoint")),
+        "{v}"
+    );
+    let (s, _, v) = call(M::POST, "/admin/approve-deletions", token).await;
+    assert_eq!(s, 400, "{v}");
+    assert!(v.get("held_digest").is_some() && v["held"] == 0, "{v}");
+    let (s, _, v) = call(M::GET, "/admin/explain/nobody%40x.io", token).await;
+    assert_eq!(s, 404, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("'nobody@x.io'"),
+        "{v}"
+    );
+    let (s, _, v) = call(M::GET, "/admin/audit?LIMIT=2&before=oops", token).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v["entries"].as_array().unwrap().len() <= 2, "{v}");
+}
