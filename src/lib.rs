@@ -10,6 +10,7 @@
 //!   ([`http::serve`]: connection cap, timeouts, client address behind a trusted proxy).
 //! - [`portkey`]: the control-plane Admin API client.
 //! - [`fuzzing`]: the properties the fuzz targets (`fuzz/`) and `tests/it/fuzz_props.rs` check.
+//! - [`admin_api`]: the admin API's JSON documents, shared by the admin server and the CLI.
 //! - [`app`]: wiring used by `main` (`serve`); [`demo`]: the same next to the bundled simulator.
 //! - [`init`]: a first config, env file and state directory; [`preflight`]: what the Admin API
 //!   key may do (`check-config --online`); [`envfile`]: systemd-style env files (`--env-file`).
@@ -38,6 +39,7 @@ macro_rules! push_line {
     }};
 }
 
+pub mod admin_api;
 pub mod app;
 pub mod cli;
 pub mod config;

@@ -58,7 +58,7 @@ pub enum ReconcileError {
 const ACCEPTED_BEFORE_REVOKE: &str = "the invite was accepted before it could be revoked";
 
 /// What happened to one op.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum OpOutcome {
     /// Applied now.
@@ -536,20 +536,30 @@ impl Reconciler {
         scope: &Scope,
     ) -> Result<(PlanView, ActualState), ReconcileError> {
         let links = self.store.links()?;
+        let desired = self.desired_async(&links).await?;
+        self.plan_from(scope, &links, desired).await
+    }
+
+    /// [`Self::plan_scoped`] from a desired state already read from the store.
+    async fn plan_from(
+        &self,
+        scope: &Scope,
+        links: &BTreeMap<String, Link>,
+        mut desired: DesiredState,
+    ) -> Result<(PlanView, ActualState), ReconcileError> {
         let former = self.former_workspaces()?;
-        let mut desired = self.desired_async(&links).await?;
         match scope {
             Scope::Everyone => {
                 let (actual, read_errors) = self.observe_everyone(&mut desired, &former).await;
-                let linked = Self::linked_people(&links);
+                let linked = Self::linked_people(links);
                 let view = self.finish_plan(desired, &actual, read_errors, linked, None, None)?;
                 Ok((view, actual))
             }
             Scope::People { emails, focus } => {
                 let (actual, errors) = self
-                    .observe_people(&mut desired, &links, &former, emails, focus.as_ref())
+                    .observe_people(&mut desired, links, &former, emails, focus.as_ref())
                     .await;
-                let linked: BTreeMap<String, Option<String>> = Self::linked_people(&links)
+                let linked: BTreeMap<String, Option<String>> = Self::linked_people(links)
                     .into_iter()
                     .filter(|(k, _)| emails.contains(k))
                     .collect();
@@ -888,6 +898,25 @@ impl Reconciler {
             focus: focus.cloned(),
         })
         .await
+    }
+
+    /// `explain`'s query: one person, found by email, `userName` or SCIM id, with the ops
+    /// planned for them alone. Reads the store once, and at the control plane only what a
+    /// change-driven run for this person would read ([`Self::plan_for`]).
+    pub async fn explain(&self, who: &str) -> Result<super::explain::Person, ReconcileError> {
+        let links = self.store.links()?;
+        let desired = self.desired_async(&links).await?;
+        let explanation = desired.explain(who);
+        let email = explanation
+            .as_ref()
+            .and_then(|e| e.email.clone())
+            .unwrap_or_else(|| who.trim().to_lowercase());
+        let scope = Scope::People {
+            emails: BTreeSet::from([email.clone()]),
+            focus: None,
+        };
+        let planned = self.plan_from(&scope, &links, desired).await;
+        Ok(super::explain::Person::new(explanation, email, planned))
     }
 
     /// Observe for a few people (see [`Self::plan_for`]). Narrows `desired` to them and to the

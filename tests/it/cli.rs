@@ -619,6 +619,62 @@ async fn plan_explain_resync_and_status_against_a_live_daemon() {
     assert!(o.stdout.contains("already matches"), "{}", o.stdout);
 }
 
+/// `explain bob@x.io` is about bob alone: not jimbob@x.io, whose address contains his, and not
+/// jimbob's row of an `add_members` op they share.
+#[tokio::test]
+async fn explain_shows_one_person_and_not_an_address_that_contains_theirs() {
+    let e = start("max_deletions = 1000\nmax_deletion_percent = 100.0\n").await;
+    let bob = e.create_user("bob@x.io").await;
+    let jimbob = e.create_user("jimbob@x.io").await;
+    assert_eq!(e.cli(&["resync", "--wait"]).await.code, 0);
+    e.accept_all_invites().await;
+    assert_eq!(e.cli(&["resync", "--wait"]).await.code, 0);
+    // Both are in the organisation; one group now puts both in a new workspace: one bulk add.
+    e.create_group("ws-Eng-role-member", &[bob, jimbob]).await;
+    let v: Value = serde_json::from_str(&e.cli(&["plan", "--json"]).await.stdout).unwrap();
+    let bulk = v["plan"]["ops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|op| op["op"] == "add_members")
+        .unwrap_or_else(|| panic!("no add_members in the plan: {v}"));
+    assert_eq!(bulk["members"].as_array().unwrap().len(), 2, "{v}");
+
+    let o = e.cli(&["explain", "bob@x.io", "--json"]).await;
+    assert_eq!(o.code, 0, "{o:?}");
+    let v: Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["email"], "bob@x.io");
+    assert_eq!(v["actual"]["user"]["email"], "bob@x.io", "{v}");
+    let ops = v["planned_ops"].as_array().unwrap();
+    assert_eq!(ops.len(), 1, "{v}");
+    assert_eq!(ops[0]["op"], "add_members", "{v}");
+    assert_eq!(ops[0]["members"][0]["email"], "bob@x.io", "{v}");
+    assert!(!o.stdout.contains("jimbob"), "{}", o.stdout);
+    let o = e.cli(&["explain", "bob@x.io"]).await;
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(
+        o.stdout.contains("bob@x.io to Eng as member"),
+        "{}",
+        o.stdout
+    );
+    assert!(!o.stdout.contains("jimbob"), "{}", o.stdout);
+
+    let o = e.cli(&["explain", "JimBob@x.io", "--json"]).await;
+    let v: Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["email"], "jimbob@x.io", "{v}");
+    assert_eq!(
+        v["planned_ops"][0]["members"][0]["email"], "jimbob@x.io",
+        "{v}"
+    );
+    assert_eq!(
+        v["planned_ops"][0]["members"].as_array().unwrap().len(),
+        1,
+        "{v}"
+    );
+    // Part of an address is nobody.
+    assert_eq!(e.cli(&["explain", "bob@x"]).await.code, 1);
+}
+
 #[tokio::test]
 async fn held_deletions_exit_1_until_approved() {
     let e = start("max_deletions = 2\nmax_deletion_percent = 100.0\n").await;
@@ -695,4 +751,76 @@ async fn held_deletions_exit_1_until_approved() {
     let o = e.cli(&["status"]).await;
     assert_eq!(o.code, 0, "{o:?}");
     assert!(o.stdout.contains("Held deletions  0"), "{}", o.stdout);
+}
+
+/// The admin routes' statuses and bodies: probes open, everything else behind the token (even
+/// a path that does not exist), unknown admin paths listing the endpoints.
+#[tokio::test]
+async fn admin_routes_answer_with_the_statuses_and_bodies_admins_script_against() {
+    let e = start("").await;
+    let call = |method: reqwest::Method, path: &str, token: Option<&str>| {
+        let mut r = e.http.request(method, format!("{}{path}", e.admin));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        async move {
+            let resp = r.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let auth = resp.headers().contains_key("www-authenticate");
+            let text = resp.text().await.unwrap();
+            (
+                status,
+                auth,
+                serde_json::from_str::<Value>(&text).unwrap_or(Value::Null),
+            )
+        }
+    };
+    use reqwest::Method as M;
+    let token = Some(ADMIN_TOKEN);
+    let (s, _, v) = call(M::GET, "/healthz", None).await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("ok")), "{v}");
+    let (s, _, v) = call(M::GET, "/readyz", None).await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("ready")), "{v}");
+    for (m, path) in [
+        (M::GET, "/admin/status"),
+        (M::GET, "/nowhere"),
+        (M::POST, "/healthz"),
+    ] {
+        let (s, auth, v) = call(m.clone(), path, None).await;
+        assert_eq!(s, 401, "{m} {path}: {v}");
+        assert!(auth, "{m} {path}");
+        assert!(v["error"].as_str().unwrap().contains("bearer token"), "{v}");
+    }
+    let (s, _, v) = call(M::GET, "/admin/status/", token).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["store"]["ok"], true, "{v}");
+    let (s, _, v) = call(M::DELETE, "/admin/status", token).await;
+    assert_eq!(s, 404, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("no admin endpoint DELETE /admin/status"),
+        "{v}"
+    );
+    let (s, _, v) = call(M::POST, "/healthz", token).await;
+    assert_eq!(s, 404, "{v}");
+    let (s, _, v) = call(M::GET, "/nowhere", token).await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (404, Some("no such endpoint")),
+        "{v}"
+    );
+    let (s, _, v) = call(M::POST, "/admin/approve-deletions", token).await;
+    assert_eq!(s, 400, "{v}");
+    assert!(v.get("held_digest").is_some() && v["held"] == 0, "{v}");
+    let (s, _, v) = call(M::GET, "/admin/explain/nobody%40x.io", token).await;
+    assert_eq!(s, 404, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("'nobody@x.io'"),
+        "{v}"
+    );
+    let (s, _, v) = call(M::GET, "/admin/audit?LIMIT=2&before=oops", token).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v["entries"].as_array().unwrap().len() <= 2, "{v}");
 }

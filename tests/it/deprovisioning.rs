@@ -283,7 +283,8 @@ async fn scenario_06_403_ab03_on_delete_is_not_already_gone() {
     assert_eq!(failing.len(), 1, "{doc}");
     assert_eq!(failing[0]["op"]["op"], "remove_user");
     assert_eq!(failing[0]["op"]["email"], "alice@example.com");
-    let (_, ok) = scim_sync::cli::render_status(&doc, &e.admin);
+    let typed: scim_sync::admin_api::StatusDoc = serde_json::from_value(doc.clone()).unwrap();
+    let (_, ok) = scim_sync::cli::render_status(&typed, &e.admin);
     assert!(!ok, "`scim-sync status` exits 1 while a removal is refused");
 
     // Permission granted: the op waits for its backoff, and stays listed meanwhile.
