@@ -9,7 +9,6 @@ use super::{CliError, Outcome};
 use crate::admin_api as api;
 use reqwest::Method;
 use serde_json::Value;
-use std::fmt::Write as _;
 use std::time::Duration;
 
 /// Runs one admin command against the daemon and renders its answer.
@@ -111,7 +110,7 @@ async fn review_held(
     let held = &doc.reconciler.held_deletions;
     match doc.reconciler.held_digest.as_deref() {
         Some(d) if !held.is_empty() => {
-            let _ = writeln!(
+            push_line!(
                 shown,
                 "Approving these {} held op(s) (digest {d}):",
                 held.len()

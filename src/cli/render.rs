@@ -5,7 +5,6 @@ use crate::admin_api as api;
 use crate::reconcile::{Op, OpKind};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 /// An optional value as plain text, `-` when absent.
 pub(super) fn opt(v: Option<impl std::fmt::Display>) -> String {
@@ -50,16 +49,16 @@ fn table(out: &mut String, indent: &str, headers: &[&str], rows: &[Vec<String>])
 }
 
 pub(super) fn field(out: &mut String, label: &str, value: impl std::fmt::Display) {
-    let _ = writeln!(out, "{label:<16}{value}");
+    push_line!(out, "{label:<16}{value}");
 }
 
 fn list(out: &mut String, title: &str, items: &[String]) {
     if items.is_empty() {
         return;
     }
-    let _ = writeln!(out, "{title} ({}):", items.len());
+    push_line!(out, "{title} ({}):", items.len());
     for i in items {
-        let _ = writeln!(out, "  - {i}");
+        push_line!(out, "  - {i}");
     }
 }
 
@@ -84,7 +83,7 @@ fn held_hint(n: usize) -> String {
 pub fn render_status(s: &api::StatusDoc, base: &str) -> (String, bool) {
     let mut out = String::new();
     let mut attention: Vec<String> = Vec::new();
-    let _ = writeln!(
+    push_line!(
         out,
         "scim-sync {} at {base}, up {}",
         s.version,
@@ -105,9 +104,9 @@ pub fn render_status(s: &api::StatusDoc, base: &str) -> (String, bool) {
     status_runs(&mut out, &mut attention, &s.reconciler);
     status_held_and_failing(&mut out, &mut attention, &s.reconciler);
     if !attention.is_empty() {
-        let _ = writeln!(out, "\nNeeds attention:");
+        push_line!(out, "\nNeeds attention:");
         for a in &attention {
-            let _ = writeln!(out, "  - {a}");
+            push_line!(out, "  - {a}");
         }
     }
     (out, attention.is_empty())
@@ -233,7 +232,7 @@ fn status_held_and_failing(out: &mut String, attention: &mut Vec<String>, r: &ap
     field(out, "Failing ops", r.failing_ops.len());
     for f in &r.failing_ops {
         // The op as stored, possibly by an older release: shown, not interpreted.
-        let _ = writeln!(
+        push_line!(
             out,
             "  {} {}: {} (attempt {}, next after {})",
             text(&f.op["op"]),
@@ -276,10 +275,10 @@ fn op_rows(op: &Op, held: bool) -> Vec<Vec<String>> {
                 .map(|w| format!("{}: {}", w.workspace, w.role.as_str()))
                 .collect();
             if !ws.is_empty() {
-                let _ = write!(s, "; {}", ws.join(", "));
+                s.push_str(&format!("; {}", ws.join(", ")));
             }
             if let Some(old) = replaces_expired {
-                let _ = write!(s, " (replaces expired invite {old})");
+                s.push_str(&format!(" (replaces expired invite {old})"));
             }
             s
         }
@@ -367,13 +366,13 @@ pub fn render_plan(p: &api::PlanDoc) -> (String, bool) {
     let mut out = String::new();
     let plan = &p.plan;
     let held = &p.held_by_fuse;
-    let _ = writeln!(
+    push_line!(
         out,
         "Plan (dry run, nothing was changed): {}",
         summary_line(&p.summary)
     );
     if plan.ops.is_empty() {
-        let _ = writeln!(
+        push_line!(
             out,
             "The control plane already matches the IdP{}.",
             if p.read_errors.is_empty() {
@@ -387,19 +386,19 @@ pub fn render_plan(p: &api::PlanDoc) -> (String, bool) {
         ops_table(&mut out, "", &plan.ops, held);
     }
     if !held.is_empty() {
-        let _ = writeln!(
+        push_line!(
             out,
             "\nHeld by the deletion fuse ({}): {}",
             held.len(),
             opt(p.held_reason.as_ref())
         );
-        let _ = writeln!(
+        push_line!(
             out,
             "  A run applies everything else and holds these until `scim-sync approve-deletions`."
         );
     }
     if let Some(w) = &plan.withheld {
-        let _ = writeln!(
+        push_line!(
             out,
             "\nWithheld: {} destructive op(s) left out because {} could not be read completely: {}",
             w.dropped,
@@ -431,7 +430,7 @@ pub fn render_plan(p: &api::PlanDoc) -> (String, bool) {
 /// `GET /admin/explain/{user}` as desired vs actual plus planned ops.
 pub fn render_explain(e: &api::ExplainDoc) -> (String, bool) {
     let mut out = String::new();
-    let _ = writeln!(out, "{} (asked for '{}')", e.email, e.query);
+    push_line!(out, "{} (asked for '{}')", e.email, e.query);
     out.push_str("\nDesired (from the IdP):\n");
     match &e.desired {
         None => out.push_str("  not a SCIM user: the IdP does not know this person\n"),
@@ -519,7 +518,7 @@ pub fn render_explain(e: &api::ExplainDoc) -> (String, bool) {
     if e.planned_ops.is_empty() {
         out.push_str("\nPlanned ops: none, the control plane matches\n");
     } else {
-        let _ = writeln!(out, "\nPlanned ops ({}):", e.planned_ops.len());
+        push_line!(out, "\nPlanned ops ({}):", e.planned_ops.len());
         ops_table(&mut out, "  ", &e.planned_ops, &[]);
     }
     if !e.read_errors.is_empty() {
@@ -546,7 +545,7 @@ pub fn render_run(s: Option<&api::RunDoc>) -> (String, bool) {
         );
         return (out, false);
     };
-    let _ = writeln!(
+    push_line!(
         out,
         "Run {} ({}, {}): {}",
         s.run_id,
@@ -594,7 +593,7 @@ pub fn render_run(s: Option<&api::RunDoc>) -> (String, bool) {
     let (failed, done): (Vec<&api::OpResultDoc>, Vec<&api::OpResultDoc>) =
         s.results.iter().partition(|r| r.failed());
     if !failed.is_empty() {
-        let _ = writeln!(out, "\nFailed ops ({}):", failed.len());
+        push_line!(out, "\nFailed ops ({}):", failed.len());
         table(
             &mut out,
             "  ",
@@ -603,7 +602,7 @@ pub fn render_run(s: Option<&api::RunDoc>) -> (String, bool) {
         );
     }
     if !done.is_empty() && done.len() <= MAX_LISTED_RESULTS {
-        let _ = writeln!(out, "\nApplied ops ({}):", done.len());
+        push_line!(out, "\nApplied ops ({}):", done.len());
         table(
             &mut out,
             "  ",
@@ -611,7 +610,7 @@ pub fn render_run(s: Option<&api::RunDoc>) -> (String, bool) {
             &result_rows(&done),
         );
     } else if !done.is_empty() {
-        let _ = writeln!(
+        push_line!(
             out,
             "\n{} ops applied; every one is in the audit log (GET /admin/audit), or use --json.",
             done.len()
@@ -625,7 +624,7 @@ pub fn render_run(s: Option<&api::RunDoc>) -> (String, bool) {
         out.push_str(&tail);
     }
     if s.held > 0 {
-        let _ = writeln!(out, "\n{}", held_hint(s.held));
+        push_line!(out, "\n{}", held_hint(s.held));
     }
     (out, s.ok && s.held == 0 && s.failed == 0)
 }

@@ -6,7 +6,6 @@ use super::client::{daemon_error, resolve, root_cause, store_path_from_config, A
 use super::render::field;
 use super::{CliError, Outcome};
 use serde_json::Value;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -66,7 +65,7 @@ pub fn check_store(file: &Path, json: bool) -> Result<Outcome, CliError> {
     let ok = info.readable();
     let mut text = info_table(&info);
     if !ok {
-        let _ = writeln!(
+        push_line!(
             text,
             "\nThis release cannot read it: {}",
             crate::store::StoreError::TooNew {
@@ -76,7 +75,8 @@ pub fn check_store(file: &Path, json: bool) -> Result<Outcome, CliError> {
         );
     }
     let out = if json {
-        let mut s = serde_json::to_string_pretty(&info).unwrap_or_default();
+        // Counts and strings always serialise; the Debug text beats printing nothing.
+        let mut s = serde_json::to_string_pretty(&info).unwrap_or_else(|_| format!("{info:?}"));
         s.push('\n');
         s
     } else {
@@ -251,7 +251,8 @@ async fn download_backup(
         });
     }
     if status != 200 {
-        let body = resp.bytes().await.unwrap_or_default();
+        // A body cut off mid-read is as good as none: the status is still reported below.
+        let body = resp.bytes().await.unwrap_or_else(|_| Default::default());
         let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         if json.get("error").is_none() {
             return Err(unreachable(format!(

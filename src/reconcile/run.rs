@@ -1229,7 +1229,7 @@ impl Reconciler {
                 (
                     op.key(),
                     Some(HeldOp {
-                        op: serde_json::to_value(op).unwrap_or_default(),
+                        op: op_json(op),
                         email: op.kind.email().map(str::to_string),
                         held_at: now.clone(),
                         reason: view.held_reason.clone().unwrap_or_default(),
@@ -1536,7 +1536,7 @@ impl Reconciler {
                 failing_change = Some((
                     key.clone(),
                     Some(FailingOp {
-                        op: serde_json::to_value(&op).unwrap_or_default(),
+                        op: op_json(&op),
                         email: op.kind.email().map(str::to_string),
                         attempts,
                         first_failed_at: prev
@@ -1553,7 +1553,7 @@ impl Reconciler {
             seq: 0,
             at: String::new(),
             run_id: ctx.run_id.to_string(),
-            op: serde_json::to_value(&op.kind).unwrap_or_default(),
+            op: op_json(&op.kind),
             reason: op.reason.clone(),
             result: text.clone(),
         };
@@ -2002,4 +2002,10 @@ impl Runner for Reconciler {
     fn succeeded(summary: &RunSummary) -> bool {
         summary.ok
     }
+}
+
+/// An op as JSON for the store (held, failing, audit). Ops are strings and numbers, so this
+/// always serialises; the Debug text is the fallback, so a record never loses the op entirely.
+fn op_json<T: serde::Serialize + std::fmt::Debug>(op: &T) -> serde_json::Value {
+    serde_json::to_value(op).unwrap_or_else(|_| serde_json::Value::String(format!("{op:?}")))
 }
