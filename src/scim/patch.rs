@@ -1317,6 +1317,27 @@ mod tests {
         assert_eq!(ch, vec![MemberChange::Clear, add(&[BJ, JS])]);
     }
 
+    /// Found by fuzzing: a `replace` of a whole multi-valued attribute kept two elements of the
+    /// request that denote one value (a POST or PUT of the same list folds them).
+    #[test]
+    fn a_whole_list_replace_never_keeps_two_equal_elements() {
+        let mut res = bjensen();
+        user_patch(
+            &mut res,
+            json!([{"op": "replace", "path": "emails", "value": [
+                {"value": "x@example.com"},
+                {"value": "x@example.com", "unknown": "dropped"},
+                {"value": "y@example.com", "type": "home"},
+                {"value": "X@example.com", "primary": true}
+            ]}]),
+        );
+        assert_eq!(
+            res["emails"],
+            json!([{"value": "X@example.com", "primary": true}, {"value": "y@example.com", "type": "home"}])
+        );
+        assert_eq!(normalize(ResourceKind::User, &res).unwrap().resource, res);
+    }
+
     /// Found by fuzzing: a filtered `replace` with a bare value turned the matched element into a
     /// copy of another one, and the stored list kept both (a PUT of the same document folds them).
     #[test]

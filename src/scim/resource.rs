@@ -654,9 +654,13 @@ pub fn write_assignment(
             other => vec![other.clone()],
         };
         return Ok(match mode {
+            // The new list is built the way a POST body's is, so two elements of the request
+            // that denote one value become one (RFC 7643 §2.4), and a PUT of the result stores
+            // the same list.
             WriteMode::Replace => {
-                let written = (0..incoming.len()).collect();
-                c.insert(def.name.to_string(), Value::Array(incoming));
+                let mut list = Vec::with_capacity(incoming.len());
+                let written = append_elements(def, &mut list, incoming);
+                c.insert(def.name.to_string(), Value::Array(list));
                 written
             }
             WriteMode::Add => {
