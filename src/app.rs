@@ -66,7 +66,7 @@ async fn bind_addr(
 async fn open_store(config: &Config) -> Result<Store, AppError> {
     let path = config.store.path.clone();
     let opts = StoreOptions {
-        retention: config.store.retention(),
+        retention: (&config.store).into(),
         ..StoreOptions::default()
     };
     tokio::task::spawn_blocking(move || Store::open(&path, opts))

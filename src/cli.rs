@@ -75,6 +75,15 @@ pub enum CliError {
     Failed(String),
 }
 
+impl From<crate::init::InitError> for CliError {
+    fn from(e: crate::init::InitError) -> Self {
+        match e {
+            crate::init::InitError::Usage(m) => Self::Usage(m),
+            crate::init::InitError::Failed(m) => Self::Failed(m),
+        }
+    }
+}
+
 impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {

@@ -11,7 +11,7 @@ use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use crate::http::serve::{Limits as ListenerLimits, TrustedProxies};
+pub use crate::net::{Limits as ListenerLimits, TrustedProxies};
 
 pub const ENV_SCIM_TOKEN: &str = "SCIM_SYNC_SCIM_TOKEN";
 pub const ENV_ADMIN_TOKEN: &str = "SCIM_SYNC_ADMIN_TOKEN";
@@ -326,18 +326,6 @@ pub struct StoreConfig {
     pub audit_max_entries: u64,
 }
 
-impl StoreConfig {
-    /// What the store keeps, for [`crate::store::StoreOptions`].
-    pub fn retention(&self) -> crate::store::Retention {
-        crate::store::Retention {
-            keep_changes: self.keep_changes,
-            audit_retention_days: self.audit_retention_days,
-            audit_max_entries: self.audit_max_entries,
-            ..crate::store::Retention::default()
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct PortkeyConfig {
     pub base_url: String,
@@ -437,9 +425,12 @@ pub const MAX_RATE_LIMIT: u64 = 1_000_000;
 pub const DEFAULT_MAX_DELETIONS: u64 = 25;
 pub const DEFAULT_FUSE_FLOOR: u64 = 5;
 pub const DEFAULT_FUSE_WINDOW_MINUTES: u64 = 60;
-pub use crate::store::upkeep::{
-    DEFAULT_AUDIT_MAX_ENTRIES, DEFAULT_AUDIT_RETENTION_DAYS, DEFAULT_KEEP_CHANGES,
-};
+/// Change-feed entries kept behind the reconciler's cursor (`[store] keep_changes`).
+pub const DEFAULT_KEEP_CHANGES: u64 = 1000;
+/// `[store] audit_retention_days`.
+pub const DEFAULT_AUDIT_RETENTION_DAYS: u64 = 365;
+/// `[store] audit_max_entries`.
+pub const DEFAULT_AUDIT_MAX_ENTRIES: u64 = 1_000_000;
 /// A longer retention is a typo (days for hours, an extra digit) more often than a wish; 0
 /// says "forever" plainly.
 pub const MAX_AUDIT_RETENTION_DAYS: u64 = 36_500;
@@ -1554,7 +1545,7 @@ mod tests {
             (0, 0, 0),
             "0 means trim to the cursor, keep forever, no limit"
         );
-        let r = c.store.retention();
+        let r = crate::store::Retention::from(&c.store);
         assert_eq!(r.audit_max_entries, 0);
         assert_eq!(r.batch, crate::store::upkeep::DEFAULT_UPKEEP_BATCH);
 

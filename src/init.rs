@@ -7,11 +7,22 @@
 //! validated the way `serve` validates it before anything is written, so what `init` writes
 //! starts.
 
-use crate::cli::CliError;
 use crate::config::{Config, Env, ENV_ADMIN_TOKEN, ENV_PORTKEY_API_KEY, ENV_SCIM_TOKEN};
 use std::collections::HashMap;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
+
+/// Why `init` wrote nothing (or stopped part way, naming the file). The CLI maps these to its
+/// exit codes; `init` sits below the CLI and does not know them.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    /// A missing or refused flag or answer (exit 2).
+    #[error("{0}")]
+    Usage(String),
+    /// A file or directory that could not be written (exit 1).
+    #[error("{0}")]
+    Failed(String),
+}
 
 pub const DEFAULT_CONFIG_DIR: &str = "/etc/scim-sync";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/scim-sync";
@@ -116,13 +127,13 @@ pub struct Setup {
     pub scim_token: String,
 }
 
-fn usage(msg: impl Into<String>) -> CliError {
-    CliError::Usage(msg.into())
+fn usage(msg: impl Into<String>) -> InitError {
+    InitError::Usage(msg.into())
 }
 
 /// Writes the config, the env file and the state directory. Refuses (exit 2) before writing
 /// anything when a value is missing or invalid, or a file exists and `force` is not set.
-pub fn run(opts: &InitOptions, env: &dyn Env, ask: &mut dyn Ask) -> Result<Setup, CliError> {
+pub fn run(opts: &InitOptions, env: &dyn Env, ask: &mut dyn Ask) -> Result<Setup, InitError> {
     let (public_url, base_path) = value(
         ask,
         opts.public_url.as_deref(),
@@ -244,7 +255,7 @@ fn value<T>(
     name: &str,
     question: &str,
     parse: impl Fn(&str) -> Result<T, String>,
-) -> Result<T, CliError> {
+) -> Result<T, InitError> {
     if let Some(v) = flag {
         return parse(v.trim()).map_err(|e| usage(format!("{name}: {e}")));
     }
@@ -312,7 +323,7 @@ pub fn parse_portkey_url(raw: &str) -> Result<String, String> {
 
 /// An env file line is `NAME=value` with the value unquoted; a value that a shell or systemd
 /// would read differently is refused rather than quoted.
-fn check_env_value(v: &str) -> Result<(), CliError> {
+fn check_env_value(v: &str) -> Result<(), InitError> {
     let ok = v
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || "-_.+/=:~@%,".contains(c));
@@ -334,17 +345,17 @@ fn fresh_token() -> String {
     hex::encode(bytes)
 }
 
-fn io_error(path: &Path, what: &str, e: &std::io::Error) -> CliError {
-    CliError::Failed(format!("cannot {what} {}: {e}", path.display()))
+fn io_error(path: &Path, what: &str, e: &std::io::Error) -> InitError {
+    InitError::Failed(format!("cannot {what} {}: {e}", path.display()))
 }
 
-fn absolute(p: &Path) -> Result<PathBuf, CliError> {
+fn absolute(p: &Path) -> Result<PathBuf, InitError> {
     std::path::absolute(p).map_err(|e| io_error(p, "resolve", &e))
 }
 
 /// Creates `dir` if needed, with `mode` when it is created here (missing parents get the usual
 /// mode); an existing directory keeps its mode.
-fn create_dir(dir: &Path, mode: u32) -> Result<PathBuf, CliError> {
+fn create_dir(dir: &Path, mode: u32) -> Result<PathBuf, InitError> {
     use std::os::unix::fs::DirBuilderExt;
     let dir = absolute(dir)?;
     if !dir.is_dir() {
@@ -360,7 +371,7 @@ fn create_dir(dir: &Path, mode: u32) -> Result<PathBuf, CliError> {
     Ok(dir)
 }
 
-fn write_file(path: &Path, text: &str, mode: u32) -> Result<(), CliError> {
+fn write_file(path: &Path, text: &str, mode: u32) -> Result<(), InitError> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut f = std::fs::OpenOptions::new()
         .write(true)

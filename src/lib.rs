@@ -2,18 +2,30 @@
 //! identity provider pushes.
 //!
 //! # Layout
-//! - [`config`]: the TOML file, env secrets, validation before anything binds.
-//! - [`scim`]: the SCIM protocol (schemas, filters, PATCH, resource normalisation, errors). No HTTP,
-//!   no storage, so it can be tested and fuzzed alone.
-//! - [`store`]: redb tables, unique indexes, the user→groups reverse index, the change feed.
+//! From the bottom up; a module imports only from the layers below it.
+//! - Domain vocabulary: [`email`] (one normalised email type), [`roles`] (org and workspace
+//!   roles, by rank), [`token`] (hashed bearer tokens, constant-time checks), [`metrics`] (the
+//!   process-wide Prometheus registry), [`net`] (a listener's limits and trusted proxies, as
+//!   values).
+//! - [`config`]: the TOML file, env secrets, validation before anything binds; [`envfile`]:
+//!   systemd-style env files (`--env-file`).
+//! - [`scim`]: the SCIM protocol (schemas, filters, PATCH, resource normalisation, list and
+//!   discovery documents, errors). No HTTP, no storage, so it can be tested and fuzzed alone;
+//!   [`fuzzing`]: the properties the fuzz targets (`fuzz/`) and `tests/it/fuzz_props.rs` check.
+//! - [`store`]: redb tables, unique indexes, the user→groups reverse index, the change feed, the
+//!   ledger of links; its own errors, which the HTTP layer maps to SCIM.
+//! - [`portkey`]: the control-plane Admin API client.
+//! - [`policy`]: the desired state, pure (who, with which roles, in which workspaces).
+//! - [`reconcile`]: the plan (pure diff), the fuse, applying ops, `explain`; [`scheduler`]: when
+//!   runs happen.
+//! - [`admin_api`]: the admin API's JSON documents, shared by the admin server and the CLI.
 //! - [`http`]: warp servers (SCIM under the base path, admin) on one HTTP/1.1 accept loop
 //!   ([`http::serve`]: connection cap, timeouts, client address behind a trusted proxy).
-//! - [`portkey`]: the control-plane Admin API client.
-//! - [`fuzzing`]: the properties the fuzz targets (`fuzz/`) and `tests/it/fuzz_props.rs` check.
-//! - [`admin_api`]: the admin API's JSON documents, shared by the admin server and the CLI.
-//! - [`app`]: wiring used by `main` (`serve`); [`demo`]: the same next to the bundled simulator.
-//! - [`init`]: a first config, env file and state directory; [`preflight`]: what the Admin API
-//!   key may do (`check-config --online`); [`envfile`]: systemd-style env files (`--env-file`).
+//! - [`app`]: wiring used by `main` (`serve`); `demo` (feature `simulator`, on by default): the
+//!   same next to the bundled simulator.
+//! - [`cli`]: the command line (arguments, admin client, rendering, store upkeep); [`init`]: a
+//!   first config, env file and state directory; [`preflight`]: what the Admin API key may do
+//!   (`check-config --online`).
 
 // Library code must not panic: a panic in a request handler drops the connection without a
 // SCIM answer, and one in the writer thread stops every write. Tests may.
@@ -51,6 +63,7 @@ pub mod fuzzing;
 pub mod http;
 pub mod init;
 pub mod metrics;
+pub mod net;
 pub mod policy;
 pub mod portkey;
 pub mod preflight;

@@ -111,7 +111,10 @@ fn check_config(path: &Path, env_file: Option<&Path>, online: bool) -> ExitCode 
 fn init(opts: &scim_sync::init::InitOptions, online: bool) -> ExitCode {
     let setup = match scim_sync::init::run(opts, &ProcessEnv, &mut scim_sync::init::Terminal) {
         Ok(s) => s,
-        Err(e) => return fail(&e, e.exit_code()),
+        Err(e) => {
+            let e = scim_sync::cli::CliError::from(e);
+            return fail(&e, e.exit_code());
+        }
     };
     print(&setup.output);
     if !online {

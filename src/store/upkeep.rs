@@ -10,9 +10,10 @@ use redb::ReadableTable;
 use serde::Deserialize;
 use std::time::{Duration, Instant};
 
-pub const DEFAULT_KEEP_CHANGES: u64 = 1000;
-pub const DEFAULT_AUDIT_RETENTION_DAYS: u64 = 365;
-pub const DEFAULT_AUDIT_MAX_ENTRIES: u64 = 1_000_000;
+// The defaults are product decisions the config documents; the store takes them from there.
+pub use crate::config::{
+    DEFAULT_AUDIT_MAX_ENTRIES, DEFAULT_AUDIT_RETENTION_DAYS, DEFAULT_KEEP_CHANGES,
+};
 /// Deletions per write transaction: small enough that a SCIM write sharing the transaction is
 /// delayed by milliseconds, large enough that a backlog of millions takes a few hundred commits.
 pub const DEFAULT_UPKEEP_BATCH: usize = 10_000;
@@ -32,6 +33,18 @@ pub struct Retention {
     pub audit_max_entries: u64,
     /// Most deletions per write transaction.
     pub batch: usize,
+}
+
+/// What the store keeps, as `[store]` sets it.
+impl From<&crate::config::StoreConfig> for Retention {
+    fn from(c: &crate::config::StoreConfig) -> Self {
+        Retention {
+            keep_changes: c.keep_changes,
+            audit_retention_days: c.audit_retention_days,
+            audit_max_entries: c.audit_max_entries,
+            ..Retention::default()
+        }
+    }
 }
 
 impl Default for Retention {

@@ -8,7 +8,7 @@ use warp::http::Method;
 use warp::reply::Response;
 
 use crate::model::{ApiError, InviteSelector, State};
-use crate::server::{json_response, load_seed, lock, FaultState, Inner};
+use crate::state::{json_response, load_seed, lock, FaultState, Inner};
 use crate::{Faults, Quirks, Seed};
 
 fn error(status: u16, msg: impl std::fmt::Display) -> Response {

@@ -16,9 +16,11 @@
 //! ```
 
 mod control;
+mod error;
 mod model;
 mod query;
 mod server;
+mod state;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -279,9 +281,9 @@ impl Drop for SimServer {
 pub async fn spawn(addr: SocketAddr, opts: SimOptions) -> Result<SimServer, SimError> {
     opts.quirks.validate().map_err(SimError::Quirks)?;
     let (tx, rx) = watch::channel(false);
-    let inner = Arc::new(server::Inner::new(&opts, rx.clone()));
+    let inner = Arc::new(state::Inner::new(&opts, rx.clone()));
     if let Some(seed) = &opts.seed {
-        server::load_seed(&inner, seed).map_err(SimError::Seed)?;
+        state::load_seed(&inner, seed).map_err(SimError::Seed)?;
     }
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -15,12 +15,7 @@ use crate::{Quirks, Seed, SeedInviteWorkspace};
 /// Invites expire after this long. A guess: the real lifetime is not documented.
 pub(crate) const INVITE_TTL: Duration = Duration::days(7);
 
-#[derive(Debug)]
-pub(crate) enum ApiError {
-    BadRequest(String),
-    NotFound(String),
-    Conflict(String),
-}
+pub(crate) use crate::error::ApiError;
 
 type ApiResult = Result<Value, ApiError>;
 

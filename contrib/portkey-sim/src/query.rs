@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use crate::model::ApiError;
+use crate::error::ApiError;
 
 /// Decoded query parameters; a repeated key keeps its last value.
 #[derive(Debug, Default, Clone)]
