@@ -919,30 +919,16 @@ impl Reconciler {
         Ok(super::explain::Person::new(explanation, email, planned))
     }
 
-    /// Observe for a few people (see [`Self::plan_for`]). Narrows `desired` to them and to the
-    /// workspaces that matter for them.
-    async fn observe_people(
+    /// Each person's account (by email, or by the id the ledger knows), with its workspace ids,
+    /// or else their pending invites. A failed read marks that list incomplete.
+    async fn read_people(
         &self,
-        desired: &mut DesiredState,
+        desired: &DesiredState,
         links: &BTreeMap<String, Link>,
-        former: &BTreeSet<String>,
         emails: &BTreeSet<String>,
-        focus: Option<&BTreeSet<String>>,
-    ) -> (ActualState, Vec<String>) {
-        let managed_lower: BTreeSet<String> = desired
-            .managed_workspaces
-            .iter()
-            .map(|w| w.to_lowercase())
-            .chain(former.iter().cloned())
-            .collect();
-        desired.users.retain(|e, _| emails.contains(e));
-
-        let mut errors = Vec::new();
-        let mut actual = ActualState {
-            users_complete: true,
-            invites_complete: true,
-            ..ActualState::default()
-        };
+        actual: &mut ActualState,
+        errors: &mut Vec<String>,
+    ) {
         for email in emails {
             let original = desired.users.get(email).map(|d| d.email_original.clone());
             let link = links.get(email);
@@ -973,6 +959,34 @@ impl Reconciler {
                 }
             }
         }
+    }
+
+    /// Observe for a few people (see [`Self::plan_for`]). Narrows `desired` to them and to the
+    /// workspaces that matter for them.
+    async fn observe_people(
+        &self,
+        desired: &mut DesiredState,
+        links: &BTreeMap<String, Link>,
+        former: &BTreeSet<String>,
+        emails: &BTreeSet<String>,
+        focus: Option<&BTreeSet<String>>,
+    ) -> (ActualState, Vec<String>) {
+        let managed_lower: BTreeSet<String> = desired
+            .managed_workspaces
+            .iter()
+            .map(|w| w.to_lowercase())
+            .chain(former.iter().cloned())
+            .collect();
+        desired.users.retain(|e, _| emails.contains(e));
+
+        let mut errors = Vec::new();
+        let mut actual = ActualState {
+            users_complete: true,
+            invites_complete: true,
+            ..ActualState::default()
+        };
+        self.read_people(desired, links, emails, &mut actual, &mut errors)
+            .await;
 
         // The workspaces that matter: where these people should be, and managed ones where
         // they are now.
@@ -988,38 +1002,7 @@ impl Reconciler {
             }
             Err(e) => errors.push(e.to_string()),
         }
-        let find_ws = |wid: &str| {
-            actual
-                .workspaces
-                .iter()
-                .find(|w| w.id == wid || w.slug.as_deref() == Some(wid))
-        };
-        let mut relevant: BTreeSet<String> = wanted_names.clone();
-        for u in &actual.users {
-            if !desired.users.contains_key(&u.email.to_lowercase()) {
-                continue;
-            }
-            for wid in u.workspace_ids.iter().flatten() {
-                if let Some(w) = find_ws(wid) {
-                    if managed_lower.contains(&w.name.to_lowercase()) {
-                        relevant.insert(w.name.clone());
-                    }
-                }
-            }
-        }
-        let relevant_lower: BTreeSet<String> = relevant.iter().map(|w| w.to_lowercase()).collect();
-        desired
-            .managed_workspaces
-            .retain(|w| relevant_lower.contains(&w.to_lowercase()));
-        for name in &relevant {
-            if !desired
-                .managed_workspaces
-                .iter()
-                .any(|w| w.eq_ignore_ascii_case(name))
-            {
-                desired.managed_workspaces.insert(name.clone());
-            }
-        }
+        let relevant_lower = narrow_workspaces(desired, &actual, &managed_lower, wanted_names);
         let ws_in_scope: Vec<Workspace> = actual
             .workspaces
             .iter()
@@ -1257,6 +1240,7 @@ impl Reconciler {
         self.store.set_held_ops(changes).await
     }
 
+    /// Applies what the fuse lets through, phase by phase, recording each op as it finishes.
     async fn execute(
         &self,
         run_id: &str,
@@ -1264,6 +1248,62 @@ impl Reconciler {
         actual: &ActualState,
         s: &mut RunSummary,
     ) {
+        self.record_plan(&view, s);
+        if self.sync.dry_run {
+            s.results = dry_run_results(&view);
+            return;
+        }
+        if let Err(e) = self.update_held(&view).await {
+            s.errors.push(format!("held ops: {e}"));
+            return;
+        }
+        let PlanView {
+            plan,
+            desired,
+            fuse,
+            scope,
+            ..
+        } = view;
+        let now = unix_now();
+        let Some((failing, to_apply)) = self
+            .quarantine(&plan, scope.as_ref(), fuse.allowed, now, s)
+            .await
+        else {
+            return;
+        };
+        let approved: BTreeSet<String> = fuse.approved.iter().map(Op::key).collect();
+        self.start_progress(to_apply.len(), &fuse.newly_held);
+        if let Err(e) = self.link_invitees(&to_apply, &desired).await {
+            s.errors.push(e);
+            return;
+        }
+        let ctx = RecordCtx {
+            run_id,
+            approved: &approved,
+            failing: &failing,
+            desired: &desired,
+            now,
+        };
+        let created = self.apply_phases(&ctx, to_apply, s).await;
+        let more = self.links_for(&desired, actual);
+        if !more.is_empty() {
+            if let Err(e) = self.store.set_links(more).await {
+                s.errors.push(format!("link ledger: {e}"));
+            }
+        }
+        match self.workspace_links_for(&desired, actual, &created) {
+            Ok(more) if more.is_empty() => {}
+            Ok(more) => {
+                if let Err(e) = self.store.set_workspace_links(more).await {
+                    s.errors.push(format!("link ledger: {e}"));
+                }
+            }
+            Err(e) => s.errors.push(format!("link ledger: {e}")),
+        }
+    }
+
+    /// The plan's counts in the summary, and the control plane's health in the status.
+    fn record_plan(&self, view: &PlanView, s: &mut RunSummary) {
         {
             let mut st = lock(&self.status);
             if view.read_errors.is_empty() {
@@ -1281,43 +1321,24 @@ impl Reconciler {
         s.withheld = view.plan.withheld.as_ref().map(|w| w.dropped).unwrap_or(0);
         s.held = view.fuse.held.len();
         s.approved = view.fuse.approved.len();
+    }
 
-        if self.sync.dry_run {
-            // A dry run holds nothing, releases nothing and uses no approval.
-            s.results = view
-                .fuse
-                .allowed
-                .iter()
-                .filter(|op| !view.fuse.approved.contains(op))
-                .cloned()
-                .map(|op| OpResult {
-                    op,
-                    result: "dry-run".into(),
-                    outcome: None,
-                })
-                .collect();
-            return;
-        }
-        if let Err(e) = self.update_held(&view).await {
-            s.errors.push(format!("held ops: {e}"));
-            return;
-        }
-        let PlanView {
-            plan,
-            desired,
-            fuse,
-            scope,
-            ..
-        } = view;
-
-        // Quarantine: ops that failed before wait for their next attempt; those no longer
-        // planned (for people this run looked at, after a complete read) are forgotten.
-        let now = unix_now();
+    /// Ops that failed before wait for their next attempt; those no longer planned (for people
+    /// this run looked at, after a complete read) are forgotten. `None` when the quarantine
+    /// cannot be read: nothing is applied blind to it.
+    async fn quarantine(
+        &self,
+        plan: &Plan,
+        scope: Option<&BTreeSet<String>>,
+        allowed: Vec<Op>,
+        now: i64,
+        s: &mut RunSummary,
+    ) -> Option<(BTreeMap<String, FailingOp>, Vec<Op>)> {
         let failing = match self.store.failing_ops() {
             Ok(f) => f,
             Err(e) => {
                 s.errors.push(format!("failing ops: {e}"));
-                return;
+                return None;
             }
         };
         if plan.withheld.is_none() {
@@ -1325,7 +1346,7 @@ impl Reconciler {
             let gone: Vec<(String, Option<FailingOp>)> = failing
                 .iter()
                 .filter(|(k, f)| {
-                    let in_scope = match (&scope, &f.email) {
+                    let in_scope = match (scope, &f.email) {
                         (None, _) => true,
                         (Some(sc), Some(e)) => sc.contains(e),
                         (Some(_), None) => false,
@@ -1341,7 +1362,7 @@ impl Reconciler {
             }
         }
         let mut to_apply = Vec::new();
-        for op in fuse.allowed {
+        for op in allowed {
             match failing.get(&op.key()) {
                 Some(f) if f.next_attempt_at > now => {
                     s.quarantined += 1;
@@ -1359,16 +1380,16 @@ impl Reconciler {
                 _ => to_apply.push(op),
             }
         }
-        let approved: BTreeSet<String> = fuse.approved.iter().map(Op::key).collect();
+        Some((failing, to_apply))
+    }
 
-        lock(&self.status).progress = Progress {
-            done: 0,
-            total: to_apply.len(),
-        };
+    /// Progress of this run starts at 0 of `total`; ops the fuse newly holds are counted.
+    fn start_progress(&self, total: usize, newly_held: &[Op]) {
+        lock(&self.status).progress = Progress { done: 0, total };
         let m = crate::metrics::metrics();
-        m.reconcile_progress_total.set(to_apply.len() as i64);
+        m.reconcile_progress_total.set(total as i64);
         m.reconcile_progress_done.set(0);
-        for op in &fuse.newly_held {
+        for op in newly_held {
             m.reconcile_ops
                 .get_or_create(&crate::metrics::OpLabels {
                     op: op.kind.name().into(),
@@ -1376,16 +1397,16 @@ impl Reconciler {
                 })
                 .inc();
         }
-        let mut created: BTreeMap<String, String> = BTreeMap::new();
-        // Everyone about to be invited is linked before the first invite is sent, in one
-        // transaction: a crash mid-run must not leave an invite the daemon does not know it
-        // owns (it could then never revoke it).
+    }
+
+    /// Everyone about to be invited is linked before the first invite is sent, in one
+    /// transaction: a crash mid-run must not leave an invite the daemon does not know it owns
+    /// (it could then never revoke it).
+    async fn link_invitees(&self, to_apply: &[Op], desired: &DesiredState) -> Result<(), String> {
         let existing = match self.store.links() {
             Ok(l) => l,
             Err(e) => {
-                s.errors
-                    .push(format!("link ledger: {e}; nothing applied this run"));
-                return;
+                return Err(format!("link ledger: {e}; nothing applied this run"));
             }
         };
         let intents: Vec<(String, Option<Link>)> = to_apply
@@ -1408,18 +1429,20 @@ impl Reconciler {
             .collect();
         if !intents.is_empty() {
             if let Err(e) = self.store.set_links(intents).await {
-                s.errors
-                    .push(format!("link ledger: {e}; no invite sent this run"));
-                return;
+                return Err(format!("link ledger: {e}; no invite sent this run"));
             }
         }
-        let ctx = RecordCtx {
-            run_id,
-            approved: &approved,
-            failing: &failing,
-            desired: &desired,
-            now,
-        };
+        Ok(())
+    }
+
+    /// Runs the ops phase by phase and records each; returns the workspaces created (name → id).
+    async fn apply_phases(
+        &self,
+        ctx: &RecordCtx<'_>,
+        to_apply: Vec<Op>,
+        s: &mut RunSummary,
+    ) -> BTreeMap<String, String> {
+        let mut created: BTreeMap<String, String> = BTreeMap::new();
         // Each op's audit entry (and link change) is written as soon as the op is done, without
         // waiting for the commit: the store's writer groups them, and a crash loses at most
         // the entries of the last commit in flight.
@@ -1442,7 +1465,7 @@ impl Reconciler {
                     if let Some((name, id)) = made {
                         created.insert(name, id);
                     }
-                    self.record_op(&ctx, op, result, links, s, &mut pending_writes, &mut done);
+                    self.record_op(ctx, op, result, links, s, &mut pending_writes, &mut done);
                 }
             } else {
                 let created = &created;
@@ -1452,7 +1475,7 @@ impl Reconciler {
                 }))
                 .buffer_unordered(concurrency);
                 while let Some((op, (result, _, links))) = running.next().await {
-                    self.record_op(&ctx, op, result, links, s, &mut pending_writes, &mut done);
+                    self.record_op(ctx, op, result, links, s, &mut pending_writes, &mut done);
                 }
             }
         }
@@ -1463,21 +1486,7 @@ impl Reconciler {
                 Err(e) => s.errors.push(format!("audit log / link ledger: {e}")),
             }
         }
-        let more = self.links_for(&desired, actual);
-        if !more.is_empty() {
-            if let Err(e) = self.store.set_links(more).await {
-                s.errors.push(format!("link ledger: {e}"));
-            }
-        }
-        match self.workspace_links_for(&desired, actual, &created) {
-            Ok(more) if more.is_empty() => {}
-            Ok(more) => {
-                if let Err(e) = self.store.set_workspace_links(more).await {
-                    s.errors.push(format!("link ledger: {e}"));
-                }
-            }
-            Err(e) => s.errors.push(format!("link ledger: {e}")),
-        }
+        created
     }
 
     /// Counts, logs and records one applied op; its audit entry, link changes and safety
@@ -1778,6 +1787,102 @@ impl Reconciler {
         }
     }
 
+    /// An invite, with the workspaces that exist; an expired invite that blocks it is revoked
+    /// first. The link to the new invite is recorded with the outcome.
+    async fn apply_invite(
+        &self,
+        email: &str,
+        role: &portkey::OrgRole,
+        workspaces: &[super::plan::InviteTarget],
+        replaces_expired: Option<&String>,
+        created: &BTreeMap<String, String>,
+        links: &mut Vec<(String, Option<Link>)>,
+    ) -> OpOutcome {
+        // A workspace that could not be created must not keep the person out of the
+        // org: the invite goes without it, and the member diff adds it once the
+        // workspace exists and the invite is accepted.
+        let mut targets = Vec::new();
+        let mut left_out = Vec::new();
+        for t in workspaces {
+            match Self::workspace_ref(&t.workspace, t.workspace_id.as_ref(), created) {
+                Some(id) => targets.push(InviteWorkspace {
+                    id,
+                    role: t.role.clone(),
+                }),
+                None => left_out.push(t.workspace.clone()),
+            }
+        }
+        let body = CreateInvite {
+            email: email.to_string(),
+            role: role.clone(),
+            workspaces: targets,
+            workspace_api_key_details: None,
+        };
+        let mut result = self.client.create_invite(&body).await;
+        if let (Err(e), Some(old)) = (&result, replaces_expired) {
+            // The expired invite may still block a new one: revoke it, then retry once.
+            if e.is_conflict() {
+                if let Err(revoke) = self.client.delete_invite(old).await {
+                    tracing::info!(invite = %old, error = %revoke, "revoking the expired invite failed; retrying the invite anyway");
+                }
+                result = self.client.create_invite(&body).await;
+            }
+        }
+        let note = (!left_out.is_empty()).then(|| {
+            format!(
+                "without workspace(s) {} that could not be created",
+                left_out.join(", ")
+            )
+        });
+        match result {
+            Ok(created_invite) => {
+                links.push((
+                    email.to_lowercase(),
+                    Some(Link {
+                        scim_id: None,
+                        portkey_user_id: None,
+                        invite_id: Some(created_invite.id),
+                        updated: String::new(),
+                    }),
+                ));
+                OpOutcome::Done { note }
+            }
+            Err(e) if e.is_conflict() => OpOutcome::AlreadyDone {
+                evidence: format!("already invited or a member: {e}"),
+            },
+            Err(e) => OpOutcome::failed(&e),
+        }
+    }
+
+    /// Revokes an invite; a 404 is read again before it counts as done, and an invite accepted
+    /// meanwhile keeps its link (see [`ACCEPTED_BEFORE_REVOKE`]).
+    async fn apply_revoke(
+        &self,
+        kind: &OpKind,
+        invite_id: &str,
+        email: &str,
+        links: &mut Vec<(String, Option<Link>)>,
+    ) -> OpOutcome {
+        let r = match self.client.delete_invite(invite_id).await {
+            Ok(()) => OpOutcome::done(),
+            Err(e) if e.is_not_found() => match self.confirm_gone(kind, &e).await {
+                OpOutcome::AlreadyDone { evidence } => {
+                    self.accepted_before_revoke(email, evidence).await
+                }
+                other => other,
+            },
+            Err(e) => OpOutcome::failed(&e),
+        };
+        // An invite accepted just before the revoke became an account: the link stays,
+        // so the account is still ours to remove (it would otherwise look like someone
+        // the daemon never managed, and stay).
+        let accepted = matches!(&r, OpOutcome::AlreadyDone { evidence } if evidence.starts_with(ACCEPTED_BEFORE_REVOKE));
+        if r.is_ok() && !accepted {
+            links.push((email.to_lowercase(), None));
+        }
+        r
+    }
+
     async fn apply_inner(
         &self,
         op: &Op,
@@ -1823,60 +1928,15 @@ impl Reconciler {
                 workspaces,
                 replaces_expired,
             } => {
-                // A workspace that could not be created must not keep the person out of the
-                // org: the invite goes without it, and the member diff adds it once the
-                // workspace exists and the invite is accepted.
-                let mut targets = Vec::new();
-                let mut left_out = Vec::new();
-                for t in workspaces {
-                    match Self::workspace_ref(&t.workspace, t.workspace_id.as_ref(), created) {
-                        Some(id) => targets.push(InviteWorkspace {
-                            id,
-                            role: t.role.clone(),
-                        }),
-                        None => left_out.push(t.workspace.clone()),
-                    }
-                }
-                let body = CreateInvite {
-                    email: email.clone(),
-                    role: role.clone(),
-                    workspaces: targets,
-                    workspace_api_key_details: None,
-                };
-                let mut result = self.client.create_invite(&body).await;
-                if let (Err(e), Some(old)) = (&result, replaces_expired) {
-                    // The expired invite may still block a new one: revoke it, then retry once.
-                    if e.is_conflict() {
-                        if let Err(revoke) = self.client.delete_invite(old).await {
-                            tracing::info!(invite = %old, error = %revoke, "revoking the expired invite failed; retrying the invite anyway");
-                        }
-                        result = self.client.create_invite(&body).await;
-                    }
-                }
-                let note = (!left_out.is_empty()).then(|| {
-                    format!(
-                        "without workspace(s) {} that could not be created",
-                        left_out.join(", ")
-                    )
-                });
-                match result {
-                    Ok(created_invite) => {
-                        links.push((
-                            email.to_lowercase(),
-                            Some(Link {
-                                scim_id: None,
-                                portkey_user_id: None,
-                                invite_id: Some(created_invite.id),
-                                updated: String::new(),
-                            }),
-                        ));
-                        OpOutcome::Done { note }
-                    }
-                    Err(e) if e.is_conflict() => OpOutcome::AlreadyDone {
-                        evidence: format!("already invited or a member: {e}"),
-                    },
-                    Err(e) => OpOutcome::failed(&e),
-                }
+                self.apply_invite(
+                    email,
+                    role,
+                    workspaces,
+                    replaces_expired.as_ref(),
+                    created,
+                    links,
+                )
+                .await
             }
             OpKind::UpdateOrgRole { user_id, to, .. } => done_if(
                 self.client.update_user_role(user_id, to).await,
@@ -1927,24 +1987,7 @@ impl Reconciler {
                 Err(e) => OpOutcome::failed(&e),
             },
             OpKind::RevokeInvite { invite_id, email } => {
-                let r = match self.client.delete_invite(invite_id).await {
-                    Ok(()) => OpOutcome::done(),
-                    Err(e) if e.is_not_found() => match self.confirm_gone(&op.kind, &e).await {
-                        OpOutcome::AlreadyDone { evidence } => {
-                            self.accepted_before_revoke(email, evidence).await
-                        }
-                        other => other,
-                    },
-                    Err(e) => OpOutcome::failed(&e),
-                };
-                // An invite accepted just before the revoke became an account: the link stays,
-                // so the account is still ours to remove (it would otherwise look like someone
-                // the daemon never managed, and stay).
-                let accepted = matches!(&r, OpOutcome::AlreadyDone { evidence } if evidence.starts_with(ACCEPTED_BEFORE_REVOKE));
-                if r.is_ok() && !accepted {
-                    links.push((email.to_lowercase(), None));
-                }
-                r
+                self.apply_revoke(&op.kind, invite_id, email, links).await
             }
             OpKind::RemoveUser { user_id, email } => {
                 let r = match self.client.delete_user(user_id).await {
@@ -2002,6 +2045,66 @@ impl Runner for Reconciler {
     fn succeeded(summary: &RunSummary) -> bool {
         summary.ok
     }
+}
+
+/// The workspaces a targeted run looks at: where these people should be, and managed ones
+/// (now or before) where they are now. `desired` keeps only those as managed. Returns their
+/// lower-cased names.
+fn narrow_workspaces(
+    desired: &mut DesiredState,
+    actual: &ActualState,
+    managed_lower: &BTreeSet<String>,
+    wanted_names: BTreeSet<String>,
+) -> BTreeSet<String> {
+    let find_ws = |wid: &str| {
+        actual
+            .workspaces
+            .iter()
+            .find(|w| w.id == wid || w.slug.as_deref() == Some(wid))
+    };
+    let mut relevant: BTreeSet<String> = wanted_names;
+    for u in &actual.users {
+        if !desired.users.contains_key(&u.email.to_lowercase()) {
+            continue;
+        }
+        for wid in u.workspace_ids.iter().flatten() {
+            if let Some(w) = find_ws(wid) {
+                if managed_lower.contains(&w.name.to_lowercase()) {
+                    relevant.insert(w.name.clone());
+                }
+            }
+        }
+    }
+    let relevant_lower: BTreeSet<String> = relevant.iter().map(|w| w.to_lowercase()).collect();
+    desired
+        .managed_workspaces
+        .retain(|w| relevant_lower.contains(&w.to_lowercase()));
+    for name in &relevant {
+        if !desired
+            .managed_workspaces
+            .iter()
+            .any(|w| w.eq_ignore_ascii_case(name))
+        {
+            desired.managed_workspaces.insert(name.clone());
+        }
+    }
+    relevant_lower
+}
+
+/// A dry run holds nothing, releases nothing and uses no approval: every op the fuse lets
+/// through is reported as what would have been done.
+fn dry_run_results(view: &PlanView) -> Vec<OpResult> {
+    view.fuse
+        .allowed
+        .iter()
+        .filter(|op| !view.fuse.approved.contains(op))
+        .cloned()
+        .map(|op| OpResult {
+            op,
+            result: "dry-run".into(),
+            outcome: None,
+        })
+        .collect()
 }
 
 /// An op as JSON for the store (held, failing, audit). Ops are strings and numbers, so this
