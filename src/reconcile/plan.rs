@@ -262,7 +262,7 @@ pub struct Op {
 }
 
 impl Op {
-    fn new(kind: OpKind, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(kind: OpKind, reason: impl Into<String>) -> Self {
         Self {
             kind,
             reason: reason.into(),

@@ -2112,3 +2112,192 @@ fn dry_run_results(view: &PlanView) -> Vec<OpResult> {
 fn op_json<T: serde::Serialize + std::fmt::Debug>(op: &T) -> serde_json::Value {
     serde_json::to_value(op).unwrap_or_else(|_| serde_json::Value::String(format!("{op:?}")))
 }
+
+#[cfg(test)]
+mod tests {
+    //! The apply path, one op at a time, against the simulator over HTTP: what each answer of
+    //! the control plane becomes (done, already done, failed) and which ledger changes go with it.
+
+    use super::*;
+    use crate::config::{Config, ENV_ADMIN_TOKEN, ENV_PORTKEY_API_KEY, ENV_SCIM_TOKEN};
+    use crate::portkey::OrgRole;
+    use crate::store::StoreOptions;
+    use portkey_sim::{Seed, SeedInvite, SeedUser, SeedWorkspace, SimOptions, SimServer};
+    use std::collections::HashMap;
+
+    struct Fixture {
+        rec: Reconciler,
+        sim: SimServer,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn fixture(seed: Seed) -> Fixture {
+        let sim = portkey_sim::spawn(
+            "127.0.0.1:0".parse().unwrap(),
+            SimOptions {
+                seed: Some(seed),
+                ..SimOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[store]\npath = \"{}\"\n[portkey]\nbase_url = \"{}\"\nretry_give_up_secs = 1\n\
+             retry_initial_ms = 20\n",
+            dir.path().join("store.redb").display(),
+            sim.base_url()
+        );
+        let env: HashMap<String, String> = [
+            (ENV_SCIM_TOKEN, "scim-token-0123456789"),
+            (ENV_ADMIN_TOKEN, "admin-token-0123456789"),
+            (ENV_PORTKEY_API_KEY, "sim-key"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let config = Config::from_toml(&text, &dir.path().join("c.toml"), &env).unwrap();
+        let store = Store::open(&config.store.path, StoreOptions::default()).unwrap();
+        let rec = Reconciler::new(store, &config.portkey, config.sync.clone(), Vec::new()).unwrap();
+        Fixture {
+            rec,
+            sim,
+            _dir: dir,
+        }
+    }
+
+    fn user(email: &str, role: &str) -> SeedUser {
+        SeedUser {
+            email: email.into(),
+            role: role.into(),
+            ..SeedUser::default()
+        }
+    }
+
+    fn invite(email: &str) -> Op {
+        Op::new(
+            OpKind::Invite {
+                email: email.into(),
+                role: OrgRole::Member,
+                workspaces: Vec::new(),
+                replaces_expired: None,
+            },
+            "test",
+        )
+    }
+
+    #[tokio::test]
+    async fn an_invite_is_done_and_links_the_invite_it_created() {
+        let f = fixture(Seed {
+            users: vec![user("owner@example.com", "owner")],
+            ..Seed::default()
+        })
+        .await;
+        let (outcome, made, links) = f
+            .rec
+            .apply(&invite("New@Example.com"), &BTreeMap::new())
+            .await;
+        assert!(
+            matches!(outcome, OpOutcome::Done { note: None }),
+            "{outcome:?}"
+        );
+        assert!(made.is_none());
+        assert_eq!(links.len(), 1, "{links:?}");
+        let (email, link) = &links[0];
+        assert_eq!(email, "new@example.com");
+        assert!(link.as_ref().and_then(|l| l.invite_id.as_ref()).is_some());
+        drop(f.sim);
+    }
+
+    #[tokio::test]
+    async fn an_invite_of_someone_already_invited_is_already_done_and_links_nothing() {
+        let f = fixture(Seed {
+            users: vec![user("owner@example.com", "owner")],
+            invites: vec![SeedInvite {
+                email: "pending@example.com".into(),
+                role: "member".into(),
+                ..SeedInvite::default()
+            }],
+            ..Seed::default()
+        })
+        .await;
+        let (outcome, _, links) = f
+            .rec
+            .apply(&invite("pending@example.com"), &BTreeMap::new())
+            .await;
+        assert!(
+            matches!(&outcome, OpOutcome::AlreadyDone { evidence } if evidence.starts_with("already invited")),
+            "{outcome:?}"
+        );
+        assert!(links.is_empty(), "{links:?}");
+    }
+
+    #[tokio::test]
+    async fn a_revoke_of_an_invite_that_is_gone_is_confirmed_by_a_read_and_unlinks() {
+        let f = fixture(Seed {
+            users: vec![user("owner@example.com", "owner")],
+            ..Seed::default()
+        })
+        .await;
+        let op = Op::new(
+            OpKind::RevokeInvite {
+                invite_id: "00000000-0000-0000-0000-000000000001".into(),
+                email: "Gone@example.com".into(),
+            },
+            "test",
+        );
+        let (outcome, _, links) = f.rec.apply(&op, &BTreeMap::new()).await;
+        assert!(
+            matches!(outcome, OpOutcome::AlreadyDone { .. }),
+            "{outcome:?}"
+        );
+        assert_eq!(links, vec![("gone@example.com".to_string(), None)]);
+    }
+
+    #[tokio::test]
+    async fn members_of_a_workspace_that_does_not_exist_fail_without_a_call() {
+        let f = fixture(Seed {
+            users: vec![user("owner@example.com", "owner")],
+            ..Seed::default()
+        })
+        .await;
+        let op = Op::new(
+            OpKind::AddMembers {
+                workspace: "Missing".into(),
+                workspace_id: None,
+                members: Vec::new(),
+            },
+            "test",
+        );
+        let (outcome, _, links) = f.rec.apply(&op, &BTreeMap::new()).await;
+        assert!(
+            matches!(&outcome, OpOutcome::Failed { error, .. } if error.contains("'Missing' does not exist")),
+            "{outcome:?}"
+        );
+        assert!(links.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_created_workspace_is_reported_by_its_lower_cased_name_and_id() {
+        let f = fixture(Seed {
+            users: vec![user("owner@example.com", "owner")],
+            workspaces: vec![SeedWorkspace {
+                name: "Existing".into(),
+                ..SeedWorkspace::default()
+            }],
+            ..Seed::default()
+        })
+        .await;
+        let op = Op::new(
+            OpKind::CreateWorkspace {
+                name: "Research".into(),
+            },
+            "test",
+        );
+        let (outcome, made, _) = f.rec.apply(&op, &BTreeMap::new()).await;
+        assert!(matches!(outcome, OpOutcome::Done { .. }), "{outcome:?}");
+        let (name, id) = made.unwrap();
+        assert_eq!(name, "research");
+        assert!(!id.is_empty());
+    }
+}
