@@ -31,7 +31,8 @@
 //! - **Managed workspaces.** Every workspace named by a convention group that exists in SCIM or by
 //!   a mapping, even without members: the reconciler removes members only from these.
 
-use crate::config::{GroupMapping, OrgRole, SyncConfig, WorkspaceRole};
+use crate::config::{GroupMapping, SyncConfig};
+use crate::roles::{OrgRole, WorkspaceRole};
 use crate::email::{Email, EmailError};
 use serde::Serialize;
 use serde_json::Value;
