@@ -32,8 +32,8 @@
 //!   a mapping, even without members: the reconciler removes members only from these.
 
 use crate::config::{GroupMapping, SyncConfig};
-use crate::roles::{OrgRole, WorkspaceRole};
 use crate::email::{Email, EmailError};
+use crate::roles::{OrgRole, WorkspaceRole};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};

@@ -6,61 +6,8 @@ use portkey_sim::{Seed, SeedUser, SimOptions, SimServer};
 use scim_sync::config::Config;
 use serde_json::{json, Value};
 use std::path::Path;
-use std::process::Stdio;
-use tokio::io::AsyncWriteExt;
 
-pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_scim-sync");
-
-/// Variables the binary reads; cleared so the caller's environment cannot leak in.
-pub(crate) const READ_ENV: [&str; 10] = [
-    "SCIM_SYNC_CONFIG",
-    "SCIM_SYNC_ADMIN_URL",
-    "SCIM_SYNC_ADMIN_TOKEN",
-    "SCIM_SYNC_SCIM_TOKEN",
-    "PORTKEY_API_KEY",
-    "SCIM_SYNC_LOG",
-    "SCIM_SYNC_CONFIG_DIR",
-    "SCIM_SYNC_STATE_DIR",
-    "SCIM_SYNC_SCIM_LISTEN",
-    "SCIM_SYNC_ADMIN_LISTEN",
-];
-
-#[derive(Debug)]
-pub(crate) struct Out {
-    pub(crate) code: i32,
-    pub(crate) stdout: String,
-    pub(crate) stderr: String,
-}
-
-pub(crate) async fn run_with(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Out {
-    let mut cmd = tokio::process::Command::new(BIN);
-    cmd.args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    for k in READ_ENV {
-        cmd.env_remove(k);
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
-    let mut input = child.stdin.take().unwrap();
-    if let Some(s) = stdin {
-        input.write_all(s.as_bytes()).await.unwrap();
-    }
-    drop(input);
-    let out = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
-        .await
-        .expect("the command finished within 60 s")
-        .unwrap();
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
+pub(crate) use crate::common::cli::{run_with, Out, BIN, READ_ENV};
 
 async fn run(args: &[&str]) -> Out {
     run_with(args, &[], None).await

@@ -3,6 +3,7 @@
 //! admin calls the tests make, and waits on run summaries ([`wait_run`]) and conditions
 //! ([`wait_for`]) instead of fixed sleeps.
 
+pub mod cli;
 pub mod daemon;
 pub mod scim;
 pub mod sim;

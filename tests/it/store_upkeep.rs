@@ -1,6 +1,7 @@
 //! The store looking after itself: backups (online and offline) and restore, compaction, the
 //! schema version of a committed store file, and a disk that fills up under a running daemon.
 
+use crate::common::cli::{run_with, Out};
 use crate::common::{test_env, user, ADMIN_TOKEN, SCIM_TOKEN};
 use crate::crash::Daemon;
 use futures::StreamExt;
@@ -11,43 +12,15 @@ use scim_sync::store::{
 };
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_scim-sync");
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/store-v1.redb");
 
 // ---- helpers ---------------------------------------------------------------------------------
 
-#[derive(Debug)]
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs the binary with only the given environment (the caller's SCIM_SYNC_* cannot leak in).
+/// Runs the binary with none of the caller's scim-sync variables (they cannot leak in).
 async fn run(args: &[&str], env: &[(&str, &str)]) -> Out {
-    let mut cmd = tokio::process::Command::new(BIN);
-    cmd.args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
-        .await
-        .expect("the command finished within 60 s")
-        .unwrap();
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    run_with(args, env, None).await
 }
 
 /// A daemon in this process on a store file of the test's choosing, with its config on disk
