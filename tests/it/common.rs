@@ -32,9 +32,12 @@ pub struct Server {
     pub admin: String,
     pub http: reqwest::Client,
     pub store: scim_sync::store::Store,
+    /// The config file on disk, for the CLI's `--config`.
+    pub config: std::path::PathBuf,
     /// Dropping the server drops this sender, which shuts the daemon down.
-    _stop: tokio::sync::oneshot::Sender<()>,
-    _dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    done: Option<tokio::task::JoinHandle<()>>,
+    _dir: Option<tempfile::TempDir>,
 }
 
 pub struct Resp {
@@ -86,13 +89,29 @@ impl Server {
     pub async fn start_with(extra: &str) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("store.redb");
+        let mut server = Self::start_at(dir.path(), &store, extra, 0).await;
+        server._dir = Some(dir);
+        server
+    }
+
+    /// Starts a daemon on a store file of the test's choosing, with its config written to
+    /// `dir/scim-sync.toml`. The admin port is fixed before the start, so the file names it and
+    /// the CLI finds the daemon through `[admin] listen`.
+    pub async fn start_in(dir: &Path, store: &Path, extra: &str) -> Server {
+        Self::start_at(dir, store, extra, daemon::free_port()).await
+    }
+
+    async fn start_at(dir: &Path, store: &Path, extra: &str, admin_port: u16) -> Server {
+        let config_path = dir.join("scim-sync.toml");
         let text = format!(
-            "[scim]\nlisten = \"127.0.0.1:0\"\n{extra}\n[admin]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n[portkey]\nbase_url = \"http://127.0.0.1:9/v1\"\nretry_give_up_secs = 1\nretry_initial_ms = 50\n",
+            "[scim]\nlisten = \"127.0.0.1:0\"\n{extra}\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n[store]\npath = \"{}\"\n[portkey]\nbase_url = \"http://127.0.0.1:9/v1\"\nretry_give_up_secs = 1\nretry_initial_ms = 50\n",
             store.display()
         );
-        let config = Config::from_toml(&text, Path::new("test.toml"), &test_env()).unwrap();
+        std::fs::write(&config_path, &text).unwrap();
+        let config = Config::from_toml(&text, &config_path, &test_env()).unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let running = scim_sync::app::start(&config, async move {
+            // The sender dropped is the signal, as much as a message.
             let _ = rx.await;
         })
         .await
@@ -104,8 +123,21 @@ impl Server {
             admin: format!("http://{}", running.admin_addr),
             http: reqwest::Client::new(),
             store: running.store,
-            _stop: tx,
-            _dir: dir,
+            config: config_path,
+            stop: Some(tx),
+            done: Some(running.done),
+            _dir: None,
+        }
+    }
+
+    /// Shuts down and waits until the store file is released.
+    pub async fn stop(mut self) {
+        drop(self.stop.take());
+        if let Some(done) = self.done.take() {
+            tokio::time::timeout(Duration::from_secs(20), done)
+                .await
+                .expect("the daemon stopped within 20 s")
+                .unwrap();
         }
     }
 
@@ -182,6 +214,12 @@ impl Server {
         let r = self.post("/Groups", group(name, members)).await;
         assert_eq!(r.status, 201, "{}", r.json);
         r.json["id"].as_str().unwrap().to_string()
+    }
+
+    pub async fn user_count(&self) -> u64 {
+        let r = self.get("/Users?count=0").await;
+        assert_eq!(r.status, 200, "{}", r.json);
+        r.json["totalResults"].as_u64().unwrap()
     }
 
     pub async fn member_ids(&self, gid: &str) -> Vec<String> {

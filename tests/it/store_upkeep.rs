@@ -2,10 +2,9 @@
 //! schema version of a committed store file, and a disk that fills up under a running daemon.
 
 use crate::common::cli::{run_with, Out};
-use crate::common::{test_env, user, ADMIN_TOKEN, SCIM_TOKEN};
+use crate::common::{test_env, user, Server, ADMIN_TOKEN, SCIM_TOKEN};
 use crate::crash::Daemon;
 use futures::StreamExt;
-use scim_sync::config::Config;
 use scim_sync::scim::schema::ResourceKind;
 use scim_sync::store::{
     AuditEntry, Link, Store, StoreError, StoreOptions, WorkspaceLink, SCHEMA_VERSION,
@@ -21,128 +20,6 @@ const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/store
 /// Runs the binary with none of the caller's scim-sync variables (they cannot leak in).
 async fn run(args: &[&str], env: &[(&str, &str)]) -> Out {
     run_with(args, env, None).await
-}
-
-/// A daemon in this process on a store file of the test's choosing, with its config on disk
-/// for the CLI's `--config`.
-struct Local {
-    config: PathBuf,
-    base: String,
-    admin: String,
-    http: reqwest::Client,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    done: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Local {
-    async fn start(dir: &Path, store: &Path) -> Local {
-        let config = dir.join("scim-sync.toml");
-        // A fixed admin port: the CLI finds the daemon through the config's [admin] listen.
-        let admin_port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let text = format!(
-            "[scim]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n[store]\npath = \"{}\"\n\
-             [portkey]\nbase_url = \"http://127.0.0.1:9/v1\"\nretry_give_up_secs = 1\nretry_initial_ms = 50\n",
-            store.display()
-        );
-        std::fs::write(&config, &text).unwrap();
-        let c = Config::from_toml(&text, &config, &test_env()).unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let running = scim_sync::app::start(&c, async move {
-            let _ = rx.await;
-        })
-        .await
-        .unwrap();
-        Local {
-            config,
-            base: format!("http://{}{}", running.scim_addr, c.scim.base_path),
-            admin: format!("http://{}", running.admin_addr),
-            http: reqwest::Client::new(),
-            stop: Some(tx),
-            done: Some(running.done),
-        }
-    }
-
-    /// Shuts down and waits until the store file is released.
-    async fn stop(mut self) {
-        drop(self.stop.take());
-        if let Some(done) = self.done.take() {
-            tokio::time::timeout(Duration::from_secs(20), done)
-                .await
-                .expect("the daemon stopped within 20 s")
-                .unwrap();
-        }
-    }
-
-    async fn req(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut rb = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(SCIM_TOKEN);
-        if let Some(b) = body {
-            rb = rb
-                .header("content-type", "application/scim+json")
-                .body(serde_json::to_vec(&b).unwrap());
-        }
-        let r = rb.send().await.unwrap();
-        let status = r.status().as_u16();
-        let bytes = r.bytes().await.unwrap();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
-    }
-
-    async fn create_user(&self, name: &str) -> String {
-        let (status, body) = self
-            .req(reqwest::Method::POST, "/Users", Some(user(name)))
-            .await;
-        assert_eq!(status, 201, "{body}");
-        body["id"].as_str().unwrap().to_string()
-    }
-
-    async fn create_group(&self, name: &str, members: &[String]) -> String {
-        let members: Vec<Value> = members.iter().map(|m| json!({"value": m})).collect();
-        let (status, body) = self
-            .req(
-                reqwest::Method::POST,
-                "/Groups",
-                Some(json!({
-                    "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
-                    "displayName": name,
-                    "members": members,
-                })),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-        body["id"].as_str().unwrap().to_string()
-    }
-
-    async fn user_count(&self) -> u64 {
-        let (status, body) = self.req(reqwest::Method::GET, "/Users?count=0", None).await;
-        assert_eq!(status, 200, "{body}");
-        body["totalResults"].as_u64().unwrap()
-    }
-
-    async fn members(&self, gid: &str) -> Vec<String> {
-        let (status, body) = self
-            .req(reqwest::Method::GET, &format!("/Groups/{gid}"), None)
-            .await;
-        assert_eq!(status, 200, "{body}");
-        let mut ids: Vec<String> = body["members"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|m| m["value"].as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
-        ids.sort();
-        ids
-    }
 }
 
 fn admin_env() -> Vec<(&'static str, &'static str)> {
@@ -185,12 +62,13 @@ async fn help_lists_the_store_commands() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn online_backup_while_writing_restores_into_a_new_daemon() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Local::start(dir.path(), &dir.path().join("store.redb")).await;
+    let d = Server::start_in(dir.path(), &dir.path().join("store.redb"), "").await;
     let mut ids = Vec::new();
     for i in 0..40 {
         ids.push(d.create_user(&format!("b{i}@example.com")).await);
     }
-    let gid = d.create_group("Engineering", &ids[..5]).await;
+    let first: Vec<&str> = ids[..5].iter().map(String::as_str).collect();
+    let gid = d.create_group("Engineering", &first).await;
 
     // Writes keep going during the backup; each one is acknowledged.
     let writer = {
@@ -279,19 +157,14 @@ async fn online_backup_while_writing_restores_into_a_new_daemon() {
     let restored = tempfile::tempdir().unwrap();
     let store = restored.path().join("store.redb");
     std::fs::copy(&file, &store).unwrap();
-    let r = Local::start(restored.path(), &store).await;
+    let r = Server::start_in(restored.path(), &store, "").await;
     assert_eq!(r.user_count().await, users);
     let mut expected: Vec<String> = ids[..5].to_vec();
     expected.sort();
-    assert_eq!(r.members(&gid).await, expected);
+    assert_eq!(r.member_ids(&gid).await, expected);
     let filter = crate::common::enc("userName eq \"b7@example.com\"");
-    let (status, body) = r
-        .req(
-            reqwest::Method::GET,
-            &format!("/Users?filter={filter}"),
-            None,
-        )
-        .await;
+    let found = r.get(&format!("/Users?filter={filter}")).await;
+    let (status, body) = (found.status, found.json);
     assert_eq!(
         (status, body["Resources"][0]["id"].as_str()),
         (200, Some(ids[7].as_str()))
@@ -307,19 +180,19 @@ async fn online_backup_while_writing_restores_into_a_new_daemon() {
 async fn offline_backup_and_compaction() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store.redb");
-    let d = Local::start(dir.path(), &store).await;
+    let d = Server::start_in(dir.path(), &store, "").await;
     let mut ids = Vec::new();
     for i in 0..300 {
         let mut body = user(&format!("c{i}@example.com"));
         body["title"] = json!("x".repeat(2000));
-        let (status, b) = d.req(reqwest::Method::POST, "/Users", Some(body)).await;
+        let created = d.post("/Users", body).await;
+        let (status, b) = (created.status, created.json);
         assert_eq!(status, 201, "{b}");
         ids.push(b["id"].as_str().unwrap().to_string());
     }
     for id in &ids[10..] {
-        let (status, b) = d
-            .req(reqwest::Method::DELETE, &format!("/Users/{id}"), None)
-            .await;
+        let deleted = d.delete(&format!("/Users/{id}")).await;
+        let (status, b) = (deleted.status, deleted.json);
         assert_eq!(status, 204, "{b}");
     }
     let cfg = d.config.to_str().unwrap().to_string();
@@ -370,11 +243,9 @@ async fn offline_backup_and_compaction() {
     assert!(after < before, "compaction did not shrink the file: {o:?}");
 
     // The compacted store serves what it held.
-    let d = Local::start(dir.path(), &store).await;
+    let d = Server::start_in(dir.path(), &store, "").await;
     assert_eq!(d.user_count().await, 10);
-    let (status, _) = d
-        .req(reqwest::Method::GET, &format!("/Users/{}", ids[3]), None)
-        .await;
+    let status = d.get(&format!("/Users/{}", ids[3])).await.status;
     assert_eq!(status, 200);
     d.stop().await;
 }
