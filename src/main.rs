@@ -69,6 +69,23 @@ fn serve(config: PathBuf, env_file: Option<PathBuf>) -> ExitCode {
     })
 }
 
+/// `demo --walkthrough`: the story on stdout, logs only for warnings (they would interleave).
+#[cfg(feature = "simulator")]
+fn demo_walkthrough() -> ExitCode {
+    let result = runtime(true).and_then(|rt| {
+        rt.block_on(async {
+            init_logging(LogFormat::Text, "warn");
+            scim_sync::demo::walkthrough::run(&mut std::io::stdout())
+                .await
+                .map_err(anyhow::Error::from)
+        })
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&format!("{e:#}"), exit::FAILED),
+    }
+}
+
 #[cfg(feature = "simulator")]
 fn demo(opts: scim_sync::demo::DemoOptions) -> ExitCode {
     let result = runtime(true).and_then(|rt| {
@@ -184,9 +201,13 @@ fn main() -> ExitCode {
             scim_port,
             admin_port,
             sim_port,
+            walkthrough,
         } => {
             #[cfg(feature = "simulator")]
             {
+                if walkthrough {
+                    return demo_walkthrough();
+                }
                 demo(scim_sync::demo::DemoOptions {
                     store,
                     scim_port,
@@ -196,7 +217,7 @@ fn main() -> ExitCode {
             }
             #[cfg(not(feature = "simulator"))]
             {
-                let _unused = (store, scim_port, admin_port, sim_port);
+                let _unused = (store, scim_port, admin_port, sim_port, walkthrough);
                 fail(
                     &"this build has no control-plane simulator, so no demo (it was built with \
                      --no-default-features; build with the default features for `demo`)",

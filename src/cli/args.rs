@@ -124,6 +124,11 @@ pub enum Command {
         /// Port of the control-plane simulator.
         #[arg(long, default_value_t = 8090)]
         sim_port: u16,
+        /// Tell the whole story by itself and exit: the IdP creates a person, Portkey invites
+        /// them, they accept, a group gives them a workspace, the IdP deactivates them and they
+        /// are removed. Uses its own ports and a temporary store.
+        #[arg(long)]
+        walkthrough: bool,
     },
     /// Validate a config file and the secrets in the environment, then exit
     ///

@@ -26,3 +26,4 @@ mod scim_http;
 mod soak;
 mod source_rules;
 mod store_upkeep;
+mod walkthrough;

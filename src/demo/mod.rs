@@ -1,6 +1,8 @@
 //! `scim-sync demo`: the daemon for real, on a local redb file, next to the bundled control-plane
 //! simulator, with fresh tokens and copy-paste commands.
 
+pub mod walkthrough;
+
 use crate::config::{Config, ENV_ADMIN_TOKEN, ENV_PORTKEY_API_KEY, ENV_SCIM_TOKEN};
 use std::collections::HashMap;
 use std::future::Future;
@@ -26,6 +28,8 @@ pub enum DemoError {
     App(#[from] crate::app::AppError),
     #[error("the daemon stopped unexpectedly: {0}")]
     Stopped(String),
+    #[error("walkthrough: {0}")]
+    Walkthrough(String),
 }
 
 fn random_token() -> String {
