@@ -715,9 +715,16 @@ fn apply_sub_all(
     let mut written = Vec::new();
     match value {
         None => {
-            for el in list.iter_mut().filter_map(Value::as_object_mut) {
-                el.remove(sd.name);
+            let mut touched = Vec::new();
+            for (i, el) in list.iter_mut().enumerate() {
+                if let Some(obj) = el.as_object_mut() {
+                    obj.remove(sd.name);
+                    touched.push(i);
+                }
             }
+            // Without the sub-attribute, two elements may now be one value (`type` removed
+            // from a work and a home copy of one address).
+            fold_written_duplicates(def, &mut list, &touched);
         }
         Some(v) => {
             if list.is_empty() {
@@ -730,6 +737,9 @@ fn apply_sub_all(
                     written.push(i);
                 }
             }
+            // The same value written into every element can make them equal (found by
+            // fuzzing: `replace emails.value` on a list of two addresses).
+            written = fold_written_duplicates(def, &mut list, &written);
         }
     }
     resource::make_primary_exclusive(&mut list, &written);
@@ -1315,6 +1325,31 @@ mod tests {
             }]),
         );
         assert_eq!(ch, vec![MemberChange::Clear, add(&[BJ, JS])]);
+    }
+
+    /// Found by fuzzing: a sub-attribute written into (or removed from) every element can make
+    /// two elements one value; they are folded, as a PUT of the result would.
+    #[test]
+    fn a_sub_attribute_write_to_every_element_never_leaves_two_equal_elements() {
+        let mut res = bjensen();
+        user_patch(
+            &mut res,
+            json!([{"op": "replace", "path": "emails.value", "value": "same@example.com"}]),
+        );
+        assert_eq!(
+            res["emails"].as_array().unwrap().len(),
+            2,
+            "{}",
+            res["emails"]
+        );
+        user_patch(&mut res, json!([{"op": "remove", "path": "emails.type"}]));
+        assert_eq!(
+            res["emails"].as_array().unwrap().len(),
+            1,
+            "{}",
+            res["emails"]
+        );
+        assert_eq!(normalize(ResourceKind::User, &res).unwrap().resource, res);
     }
 
     /// Found by fuzzing: a `replace` of a whole multi-valued attribute kept two elements of the
