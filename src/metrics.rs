@@ -132,6 +132,9 @@ pub struct Metrics {
     pub scim_request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
     pub scim_rate_limited: Family<RateLimitLabels, Counter>,
     pub store_resources: Family<ResourceLabels, Gauge>,
+    /// Size of the store file, for growth alerts (the change feed and audit log are trimmed;
+    /// a file that keeps growing means they are not).
+    pub store_file_bytes: Gauge,
     pub reconcile_runs: Family<RunLabels, Counter>,
     pub reconcile_run_duration: Histogram,
     pub reconcile_ops: Family<OpLabels, Counter>,
@@ -154,6 +157,7 @@ impl Metrics {
             scim_request_duration: Family::new_with_constructor(latency_histogram),
             scim_rate_limited: Family::default(),
             store_resources: Family::default(),
+            store_file_bytes: Gauge::default(),
             reconcile_runs: Family::default(),
             reconcile_run_duration: Histogram::new(exponential_buckets(0.01, 2.0, 16)),
             reconcile_ops: Family::default(),
@@ -187,6 +191,11 @@ impl Metrics {
             "store_resources",
             "Resources in the store by type",
             m.store_resources.clone(),
+        );
+        registry.register(
+            "store_file_bytes",
+            "Size of the store file in bytes",
+            m.store_file_bytes.clone(),
         );
         registry.register(
             "reconcile_runs",

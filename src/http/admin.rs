@@ -360,6 +360,10 @@ fn metrics(
                         .set(n as i64);
                 }
             }
+            if let Some(bytes) = s.store.file_bytes() {
+                m.store_file_bytes
+                    .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+            }
             m.held_deletions
                 .set(s.reconciler.status().held.len() as i64);
             let mut r = Response::new(m.render().into());

@@ -269,6 +269,11 @@ impl Store {
         })
     }
 
+    /// The store file's size on disk; `None` when it cannot be read.
+    pub fn file_bytes(&self) -> Option<u64> {
+        std::fs::metadata(self.db.path()).ok().map(|m| m.len())
+    }
+
     /// Why the store is not serving, while it is reopening after an I/O error.
     pub fn degraded(&self) -> Option<Degraded> {
         self.db.degraded()

@@ -16,6 +16,7 @@ mod init;
 mod lifecycle;
 mod limits;
 mod logs;
+mod observability;
 mod portkey;
 mod property;
 mod ratelimit;
