@@ -48,7 +48,11 @@ async fn status(client: &AdminClient, json: bool) -> Result<Outcome, CliError> {
 
 async fn resync(client: &AdminClient, wait: bool, json: bool) -> Result<Outcome, CliError> {
     let path = api::ResyncQuery { wait }.path();
-    let (status, body) = client.call(Method::POST, path).await?;
+    let (status, body) = if wait {
+        with_progress(client, client.call(Method::POST, path)).await?
+    } else {
+        client.call(Method::POST, path).await?
+    };
     match status {
         202 => {
             let doc: api::ResyncDoc = decode(path, &body)?;
@@ -173,5 +177,99 @@ fn pick(json: bool, body: &Value, text: String) -> String {
         s
     } else {
         text
+    }
+}
+
+/// How often a waiting `resync` asks how far the run is.
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+
+/// Awaits `call` (a `resync?wait=true`) while showing the run's progress on stderr, so stdout
+/// keeps only the answer: a bar redrawn in place on a terminal, otherwise a plain line each time
+/// the count moves (at most one every [`PROGRESS_EVERY`]). A failed status read shows nothing;
+/// the answer still comes.
+async fn with_progress<T>(
+    client: &AdminClient,
+    call: impl std::future::Future<Output = Result<T, CliError>>,
+) -> Result<T, CliError> {
+    use std::io::IsTerminal;
+    let terminal = std::io::stderr().is_terminal();
+    let mut shown: Option<(String, usize, usize)> = None;
+    let mut call = std::pin::pin!(call);
+    let mut tick = tokio::time::interval(PROGRESS_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            out = &mut call => {
+                if terminal && shown.is_some() {
+                    eprint!("\r{:width$}\r", "", width = PROGRESS_WIDTH + 40);
+                }
+                return out;
+            }
+            _ = tick.tick() => {
+                let Ok((200, body)) = client.call(Method::GET, "/admin/status").await else {
+                    continue;
+                };
+                let Ok(doc) = serde_json::from_value::<api::StatusDoc>(body) else {
+                    continue;
+                };
+                let r = doc.reconciler;
+                let Some(run) = r.running else { continue };
+                let now = (run, r.progress.done, r.progress.total);
+                if shown.as_ref() == Some(&now) {
+                    continue;
+                }
+                let line = progress_line(&now.0, now.1, now.2, terminal);
+                if terminal {
+                    eprint!("\r{line}");
+                } else {
+                    eprintln!("{line}");
+                }
+                shown = Some(now);
+            }
+        }
+    }
+}
+
+const PROGRESS_WIDTH: usize = 30;
+
+/// `run-7: 12/40 ops` (plus a bar on a terminal); `run-7: reading` before the plan is made.
+fn progress_line(run: &str, done: usize, total: usize, bar: bool) -> String {
+    if total == 0 {
+        return format!("{run}: reading the control plane and planning");
+    }
+    let text = format!("{run}: {done}/{total} ops applied");
+    if !bar {
+        return text;
+    }
+    let filled = (done.min(total) * PROGRESS_WIDTH) / total;
+    format!(
+        "[{}{}] {text}",
+        "#".repeat(filled),
+        ".".repeat(PROGRESS_WIDTH - filled)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::progress_line;
+
+    #[test]
+    fn progress_is_a_bar_on_a_terminal_and_a_line_otherwise() {
+        assert_eq!(
+            progress_line("run-7", 12, 40, false),
+            "run-7: 12/40 ops applied"
+        );
+        assert_eq!(
+            progress_line("run-7", 20, 40, true),
+            format!(
+                "[{}{}] run-7: 20/40 ops applied",
+                "#".repeat(15),
+                ".".repeat(15)
+            )
+        );
+        assert_eq!(
+            progress_line("run-7", 0, 0, true),
+            "run-7: reading the control plane and planning"
+        );
     }
 }

@@ -771,3 +771,38 @@ async fn admin_routes_answer_with_the_statuses_and_bodies_admins_script_against(
     assert_eq!(s, 200, "{v}");
     assert!(v["entries"].as_array().unwrap().len() <= 2, "{v}");
 }
+
+/// `resync --wait` shows how far the run is on stderr (plain lines when stderr is not a
+/// terminal), and stdout keeps only the result.
+#[tokio::test]
+async fn resync_wait_shows_progress_on_stderr() {
+    let e = start("").await;
+    assert_eq!(e.cli(&["resync", "--wait"]).await.code, 0);
+    for i in 0..6 {
+        e.create_user(&format!("progress{i}@example.com")).await;
+    }
+    // A slow control plane, so that the run lasts several progress reads.
+    let r = e
+        .http
+        .put(format!("{}/faults", e.sim.control_url()))
+        .json(&json!({"latency_ms": 400}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let o = e.cli(&["resync", "--wait"]).await;
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(
+        o.stderr
+            .contains(": reading the control plane and planning")
+            || o.stderr.contains(" ops applied"),
+        "no progress on stderr:\n{}",
+        o.stderr
+    );
+    assert!(!o.stderr.contains('\r'), "a bar was drawn into a pipe");
+    assert!(
+        !o.stdout.contains("ops applied"),
+        "progress leaked into stdout"
+    );
+    assert!(o.stdout.contains("invite"), "{}", o.stdout);
+}
