@@ -1591,11 +1591,24 @@ impl Reconciler {
             outcome: Some(outcome),
         });
         *done += 1;
-        lock(&self.status).progress.done = *done;
+        let total = {
+            let mut st = lock(&self.status);
+            st.progress.done = *done;
+            st.progress.total
+        };
         m.reconcile_progress_done.set(*done as i64);
-        // Progress of long runs in the log, without a line per op.
+        // Progress of long runs in the log, without a line per op. The estimate assumes one
+        // call per op at the configured rate limit, which is what bounds a large first sync.
         if *done % 500 == 0 {
-            tracing::info!(run = %ctx.run_id, done = *done, "reconcile progress");
+            let rps = self.client.config().requests_per_second.max(0.001);
+            let eta_secs = (total.saturating_sub(*done) as f64 / rps).ceil() as u64;
+            tracing::info!(
+                run = %ctx.run_id,
+                done = *done,
+                total,
+                eta_secs,
+                "reconcile progress"
+            );
         }
     }
 
