@@ -1,9 +1,8 @@
 //! The `scim-sync` binary as an operator runs it: a child process per command, checked on its
 //! exit code, stdout and stderr, against daemons started in this process.
 
-use crate::common::{patch_body, test_env, user, Server, ADMIN_TOKEN, SCIM_TOKEN};
-use portkey_sim::{Seed, SeedUser, SimOptions, SimServer};
-use scim_sync::config::Config;
+use crate::common::{patch_body, Server, ADMIN_TOKEN, SCIM_TOKEN};
+use portkey_sim::Quirks;
 use serde_json::{json, Value};
 use std::path::Path;
 
@@ -362,108 +361,27 @@ async fn the_admin_url_comes_from_the_config_file_without_other_secrets() {
 
 // ---- a daemon next to the control-plane simulator --------------------------------------------
 
-const API_KEY: &str = "test-portkey-key";
-
-struct Env {
-    sim: SimServer,
-    scim: String,
-    admin: String,
-    http: reqwest::Client,
-    _stop: tokio::sync::oneshot::Sender<()>,
-    _dir: tempfile::TempDir,
-}
+/// The shared simulator-and-daemon fixture, with the control-plane client's give-up time the
+/// CLI tests were written for.
+type Env = crate::e2e::Env;
 
 async fn start(sync: &str) -> Env {
-    let sim = portkey_sim::spawn(
-        ([127, 0, 0, 1], 0).into(),
-        SimOptions {
-            api_key: API_KEY.into(),
-            seed: Some(Seed {
-                users: vec![SeedUser {
-                    email: "owner@example.com".into(),
-                    first_name: None,
-                    last_name: None,
-                    role: "owner".into(),
-                }],
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "[scim]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n\
-         [portkey]\nbase_url = \"{}\"\nretry_initial_ms = 20\nretry_max_interval_ms = 200\nretry_give_up_secs = 20\n\
-         requests_per_second = 1000.0\n[sync]\ndebounce_ms = 60000\nfull_resync_cron = \"0 0 0 1 1 *\"\n{sync}",
-        dir.path().join("store.redb").display(),
-        sim.base_url()
-    );
-    let mut env = test_env();
-    env.insert("PORTKEY_API_KEY".into(), API_KEY.into());
-    let config = Config::from_toml(&text, Path::new("cli.toml"), &env).unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let running = scim_sync::app::start(&config, async move {
-        let _ = rx.await;
-    })
-    .await
-    .unwrap();
-    Env {
-        scim: format!("http://{}/scim/v2", running.scim_addr),
-        admin: format!("http://{}", running.admin_addr),
-        http: reqwest::Client::new(),
-        sim,
-        _stop: tx,
-        _dir: dir,
-    }
+    crate::e2e::start_with(crate::common::sim::owner(), Quirks::default(), sync, 20).await
 }
 
-impl Env {
-    async fn scim(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
-        let r = self
-            .http
-            .request(method, format!("{}{path}", self.scim))
-            .bearer_auth(SCIM_TOKEN)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{path}: {}", r.status());
-        r.json().await.unwrap_or(Value::Null)
-    }
+/// The CLI against a fixture's daemon.
+trait Cli {
+    async fn cli(&self, args: &[&str]) -> Out;
+    async fn accept_all_invites(&self);
+}
 
-    async fn create_user(&self, name: &str) -> String {
-        self.scim(reqwest::Method::POST, "/Users", user(name)).await["id"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    }
-
-    async fn create_group(&self, name: &str, members: &[String]) -> String {
-        let members: Vec<Value> = members.iter().map(|m| json!({"value": m})).collect();
-        self.scim(
-            reqwest::Method::POST,
-            "/Groups",
-            json!({"displayName": name, "members": members}),
-        )
-        .await["id"]
-            .as_str()
-            .unwrap()
-            .to_string()
+impl Cli for Env {
+    async fn cli(&self, args: &[&str]) -> Out {
+        admin(&self.admin, args).await
     }
 
     async fn accept_all_invites(&self) {
-        self.http
-            .post(format!("{}/invites/accept", self.sim.control_url()))
-            .json(&json!({}))
-            .send()
-            .await
-            .unwrap();
-    }
-
-    async fn cli(&self, args: &[&str]) -> Out {
-        admin(&self.admin, args).await
+        self.accept_all().await;
     }
 }
 
@@ -472,7 +390,8 @@ async fn plan_explain_resync_and_status_against_a_live_daemon() {
     let e = start("max_deletions = 1000\nmax_deletion_percent = 100.0\n").await;
     assert_eq!(e.cli(&["resync", "--wait"]).await.code, 0);
     let alice = e.create_user("alice@example.com").await;
-    e.create_group("ws-Eng-role-member", &[alice]).await;
+    e.create_group("ws-Eng-role-member", &[alice.as_str()])
+        .await;
 
     // The plan, readable: phases, ops, targets, reasons.
     let o = e.cli(&["plan"]).await;
@@ -577,7 +496,8 @@ async fn explain_shows_one_person_and_not_an_address_that_contains_theirs() {
     e.accept_all_invites().await;
     assert_eq!(e.cli(&["resync", "--wait"]).await.code, 0);
     // Both are in the organisation; one group now puts both in a new workspace: one bulk add.
-    e.create_group("ws-Eng-role-member", &[bob, jimbob]).await;
+    e.create_group("ws-Eng-role-member", &[bob.as_str(), jimbob.as_str()])
+        .await;
     let v: Value = serde_json::from_str(&e.cli(&["plan", "--json"]).await.stdout).unwrap();
     let bulk = v["plan"]["ops"]
         .as_array()
@@ -629,7 +549,8 @@ async fn held_deletions_exit_1_until_approved() {
     for i in 0..4 {
         ids.push(e.create_user(&format!("u{i}@example.com")).await);
     }
-    let g = e.create_group("ws-Fuse-role-member", &ids).await;
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let g = e.create_group("ws-Fuse-role-member", &refs).await;
     assert_eq!(e.cli(&["resync", "--wait"]).await.code, 0);
     e.accept_all_invites().await;
     assert_eq!(e.cli(&["resync", "--wait"]).await.code, 0);
@@ -638,7 +559,9 @@ async fn held_deletions_exit_1_until_approved() {
     e.scim(
         reqwest::Method::PATCH,
         &format!("/Groups/{g}"),
-        patch_body(json!([{"op": "remove", "path": "members", "value": gone}])),
+        Some(patch_body(
+            json!([{"op": "remove", "path": "members", "value": gone}]),
+        )),
     )
     .await;
 
