@@ -61,7 +61,17 @@ async fn sigterm_during_a_burst_exits_0_and_keeps_every_acknowledged_write() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // SIGTERM once the burst is under way, however fast this machine is.
+    let counted = acked.clone();
+    crate::common::wait_for(
+        Duration::from_secs(30),
+        "a burst of acknowledged writes",
+        || {
+            let n = counted.lock().unwrap().len();
+            async move { (n > 30).then_some(()) }
+        },
+    )
+    .await;
     p.sigterm();
     let status = p.exited(Duration::from_secs(60)).await;
     assert_eq!(status.code(), Some(0), "graceful shutdown exits 0");
