@@ -27,8 +27,8 @@ const USERS: usize = 42;
 const LATENCY_MS: u64 = 120;
 /// The kill comes this long after the first invite request reached the simulator.
 const KILL_AFTER_MS: std::ops::RangeInclusive<u64> = 0..=900;
-/// Upper bounds; a round normally takes 3–4 s in all.
-// Upper bounds, generous for a busy machine; the waits end as soon as the condition holds.
+/// Upper bounds; a round normally takes 3–4 s in all, and the waits end as soon as the
+/// condition holds, so a busy machine gets room without slowing a quiet one.
 const READY_WITHIN: Duration = Duration::from_secs(30);
 const FIRST_INVITE_WITHIN: Duration = Duration::from_secs(30);
 const CONVERGE_WITHIN: Duration = Duration::from_secs(20);
