@@ -56,6 +56,9 @@ pub struct Peer {
     pub client: IpAddr,
 }
 
+/// Per-connection read buffer, which bounds a request head (see `serve_connection`).
+pub const MAX_READ_BUFFER: usize = 64 * 1024;
+
 /// How one listener is run.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -504,6 +507,11 @@ async fn serve_connection<S>(
     };
     let mut builder = http1::Builder::new();
     builder.keep_alive(true);
+    // hyper's default read buffer grows to about 400 KiB per connection, so a full set of
+    // connections sending long heads could hold hundreds of MiB. A request head never needs
+    // more than this (one that does not fit is answered 431; hyper may read one chunk past the
+    // limit first); bodies stream through it in chunks.
+    builder.max_buf_size(MAX_READ_BUFFER);
     let connection = builder.serve_connection(io, svc);
     let mut connection = std::pin::pin!(connection);
     let closing = tokio::select! {

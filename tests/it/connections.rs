@@ -504,3 +504,26 @@ fn bad_connection_settings_are_refused_naming_the_key() {
     assert_eq!(c.admin.limits.max_connections, 3);
     assert_eq!(c.admin.limits.idle_timeout, Duration::from_secs(180));
 }
+
+/// A request head that does not fit the per-connection read buffer (hyper may read one chunk
+/// past it) is refused with 431, and the listener keeps serving: one client cannot make a
+/// connection hold the ~400 KiB hyper would otherwise allow.
+#[tokio::test]
+async fn a_request_head_over_the_read_buffer_is_refused_with_431() {
+    let s = Server::start().await;
+    let long = "x".repeat(2 * scim_sync::http::serve::MAX_READ_BUFFER);
+    let (status, _) = s
+        .raw(&format!(
+            "GET /scim/v2/Users HTTP/1.1\r\nHost: x\r\nX-Long: {long}\r\nConnection: close\r\n\r\n"
+        ))
+        .await;
+    assert_eq!(status, 431);
+    // Within the buffer, the same kind of header is fine.
+    let fits = "x".repeat(8 * 1024);
+    let (status, _) = s
+        .raw(&format!(
+            "GET /scim/v2/ServiceProviderConfig HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {SCIM_TOKEN}\r\nX-Long: {fits}\r\nConnection: close\r\n\r\n"
+        ))
+        .await;
+    assert_eq!(status, 200);
+}
