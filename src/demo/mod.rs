@@ -40,6 +40,36 @@ fn random_token() -> String {
     )
 }
 
+/// The simulator both demos run: an organisation with its owner, and `api_key` as its key.
+fn sim_options(api_key: &str, auto_accept: Option<Duration>) -> portkey_sim::SimOptions {
+    portkey_sim::SimOptions {
+        api_key: api_key.to_string(),
+        auto_accept,
+        seed: Some(portkey_sim::Seed {
+            users: vec![portkey_sim::SeedUser {
+                email: "owner@example.com".into(),
+                first_name: Some("Olivia".into()),
+                last_name: Some("Owner".into()),
+                role: "owner".into(),
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The three secrets, as the environment `Config` reads them from.
+fn secrets(scim_token: &str, admin_token: &str, api_key: &str) -> HashMap<String, String> {
+    [
+        (ENV_SCIM_TOKEN, scim_token),
+        (ENV_ADMIN_TOKEN, admin_token),
+        (ENV_PORTKEY_API_KEY, api_key),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
 /// Runs until `shutdown` completes.
 pub async fn run(
     opts: DemoOptions,
@@ -49,20 +79,7 @@ pub async fn run(
     let sim_addr: SocketAddr = ([127, 0, 0, 1], opts.sim_port).into();
     let sim = portkey_sim::spawn(
         sim_addr,
-        portkey_sim::SimOptions {
-            api_key: api_key.clone(),
-            auto_accept: Some(Duration::from_secs(2)),
-            seed: Some(portkey_sim::Seed {
-                users: vec![portkey_sim::SeedUser {
-                    email: "owner@example.com".into(),
-                    first_name: Some("Olivia".into()),
-                    last_name: Some("Owner".into()),
-                    role: "owner".into(),
-                }],
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
+        sim_options(&api_key, Some(Duration::from_secs(2))),
     )
     .await
     .map_err(|e| DemoError::Sim {
@@ -72,10 +89,7 @@ pub async fn run(
 
     let scim_token = random_token();
     let admin_token = random_token();
-    let mut env = HashMap::new();
-    env.insert(ENV_SCIM_TOKEN.to_string(), scim_token.clone());
-    env.insert(ENV_ADMIN_TOKEN.to_string(), admin_token.clone());
-    env.insert(ENV_PORTKEY_API_KEY.to_string(), api_key);
+    let env = secrets(&scim_token, &admin_token, &api_key);
     let toml = format!(
         "[scim]\nlisten = \"127.0.0.1:{}\"\n[admin]\nlisten = \"127.0.0.1:{}\"\n[store]\npath = {:?}\n[portkey]\nbase_url = \"{}\"\n",
         opts.scim_port,

@@ -3,10 +3,10 @@
 //! (`POST /admin/resync?wait=true`); the bundled simulator is the control plane, and after each
 //! step the walkthrough prints what changed in it.
 
-use super::{random_token, DemoError};
-use crate::config::{Config, ENV_ADMIN_TOKEN, ENV_PORTKEY_API_KEY, ENV_SCIM_TOKEN};
+use super::{random_token, secrets, sim_options, DemoError};
+use crate::config::Config;
 use serde_json::{json, Value};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -204,33 +204,11 @@ pub async fn run(out: &mut dyn Write) -> Result<(), DemoError> {
 
 async fn story(out: &mut dyn Write, dir: &std::path::Path) -> Result<(), DemoError> {
     let api_key = random_token();
-    let sim = portkey_sim::spawn(
-        ([127, 0, 0, 1], 0).into(),
-        portkey_sim::SimOptions {
-            api_key: api_key.clone(),
-            seed: Some(portkey_sim::Seed {
-                users: vec![portkey_sim::SeedUser {
-                    email: "owner@example.com".into(),
-                    first_name: Some("Olivia".into()),
-                    last_name: Some("Owner".into()),
-                    role: "owner".into(),
-                }],
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-    )
-    .await
-    .map_err(|e| step_failed("starting the simulator", e))?;
+    let sim = portkey_sim::spawn(([127, 0, 0, 1], 0).into(), sim_options(&api_key, None))
+        .await
+        .map_err(|e| step_failed("starting the simulator", e))?;
     let (scim_token, admin_token) = (random_token(), random_token());
-    let env: HashMap<String, String> = [
-        (ENV_SCIM_TOKEN, scim_token.clone()),
-        (ENV_ADMIN_TOKEN, admin_token.clone()),
-        (ENV_PORTKEY_API_KEY, api_key),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    let env = secrets(&scim_token, &admin_token, &api_key);
     // Runs happen when the walkthrough asks (a long debounce keeps change-driven runs out of
     // the way), so each step's output is the run that step caused.
     let toml = format!(
