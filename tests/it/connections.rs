@@ -1,8 +1,8 @@
 //! Connections: the cap, the header, idle and body timers, HTTP/1.1 only, and the client address
 //! behind a trusted proxy (src/http/serve.rs).
 //!
-//! The flood test runs the daemon as a child process with the 1,024-descriptor soft limit a
-//! process gets by default, where descriptors run out first.
+//! The flood tests run the daemon as a child process under a small descriptor soft limit (1,024,
+//! what a process gets by default, or lower), where descriptors run out first.
 
 use crate::common::daemon::{Daemon, Ports};
 use crate::common::{test_env, LogCapture, Server, BIN, SCIM_TOKEN};
@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// A `scim-sync serve` child under `ulimit -Sn 1024`, killed on drop.
+/// A `scim-sync serve` child under `ulimit -Sn {nofile}`, killed on drop.
 struct Flooded {
     d: Daemon,
     _dir: tempfile::TempDir,
 }
 
 impl Flooded {
-    async fn start(scim_extra: &str) -> Flooded {
+    async fn start(scim_extra: &str, nofile: u32) -> Flooded {
         let dir = tempfile::tempdir().unwrap();
         let ports = Ports::free();
         let config = dir.path().join("scim-sync.toml");
@@ -30,7 +30,9 @@ impl Flooded {
         std::fs::write(&config, text).unwrap();
         let mut cmd = Command::new("sh");
         cmd.arg("-c")
-            .arg("ulimit -Sn 1024 && exec \"$0\" serve --config \"$1\"")
+            .arg(format!(
+                "ulimit -Sn {nofile} && exec \"$0\" serve --config \"$1\""
+            ))
             .arg(BIN)
             .arg(&config)
             .envs(test_env())
@@ -105,7 +107,8 @@ async fn slow_header_client(addr: String, give_up: Duration) -> Option<Duration>
 /// connection was held for as long as the client kept sending.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_idle_connections_and_a_slow_header_client_do_not_stop_answers() {
-    let d = Flooded::start("header_read_timeout_ms = 1000").await;
+    raise_own_descriptor_limit();
+    let d = Flooded::start("header_read_timeout_ms = 1000", 1024).await;
     let scim_addr = format!("127.0.0.1:{}", d.d.ports.scim);
     let admin = d.d.admin.clone();
 
@@ -185,24 +188,40 @@ async fn two_thousand_idle_connections_and_a_slow_header_client_do_not_stop_answ
 /// are free.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_out_of_descriptors_neither_spins_nor_ends_the_accept_loop() {
-    let d = Flooded::start("max_connections = 5000\nheader_read_timeout_ms = 60000").await;
+    // The test's own side needs a descriptor per connection too; whatever soft limit it was
+    // started with, it may go up to its hard limit.
+    let own_limit = raise_own_descriptor_limit();
+    let d = Flooded::start(
+        "max_connections = 5000\nheader_read_timeout_ms = 60000",
+        256,
+    )
+    .await;
     let scim_addr = format!("127.0.0.1:{}", d.d.ports.scim);
-    // More than 1,024 descriptors' worth; connects beyond the listen backlog would hang, so each
-    // gets a short timeout and the ones that do not complete are left.
+    // More than the daemon's 256 descriptors' worth; connects beyond the listen backlog would
+    // hang, so each gets a short timeout and the ones that do not complete are left.
     let mut idle = Vec::new();
     let mut stalled = 0;
-    while idle.len() < 1500 && stalled < 3 {
+    let mut last_error = None;
+    while idle.len() < 600 && stalled < 3 {
         match tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(&scim_addr)).await
         {
             Ok(Ok(c)) => idle.push(c),
-            _ => stalled += 1,
+            Ok(Err(e)) => {
+                last_error = Some(e);
+                stalled += 1;
+            }
+            Err(_) => stalled += 1,
         }
     }
-    // The daemon reaches its descriptor limit as fast as it accepts, which a busy machine slows.
     let n = idle.len();
+    assert!(
+        n > 300,
+        "only {n} connections opened (own descriptor limit {own_limit}, last error {last_error:?})"
+    );
+    // The daemon reaches its descriptor limit as fast as it accepts, which a busy machine slows.
     crate::common::wait_for(
         Duration::from_secs(30),
-        "an accept error in the log",
+        &format!("an accept error in the log after {n} connections"),
         || {
             let found = d.log_text().contains("cannot accept connections");
             async move { found.then_some(()) }
@@ -245,6 +264,28 @@ async fn running_out_of_descriptors_neither_spins_nor_ends_the_accept_loop() {
 }
 
 /// Opens `n` connections that send nothing, in order.
+/// Raises this process's descriptor soft limit to its hard limit and returns the new soft limit.
+fn raise_own_descriptor_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+            lim = raised;
+        }
+    }
+    lim.rlim_cur
+}
+
 async fn open_idle(addr: std::net::SocketAddr, n: usize) -> Vec<TcpStream> {
     let mut v = Vec::with_capacity(n);
     for _ in 0..n {
