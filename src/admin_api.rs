@@ -128,6 +128,9 @@ pub struct ReconcilerDoc {
     pub last_successful_full_run_at: Option<String>,
     pub next_retry_at: Option<String>,
     pub last_run: Option<LastRunDoc>,
+    /// The last runs, newest first (at most ten), without per-op results.
+    #[serde(default)]
+    pub recent_runs: Vec<LastRunDoc>,
     pub held_deletions: Vec<Op>,
     pub held_reason: Option<String>,
     pub held_digest: Option<String>,
@@ -451,6 +454,10 @@ pub struct MembershipDoc {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditDoc {
     pub entries: Vec<AuditEntry>,
+    /// Where the next page starts (`before=`) when the log holds more below these entries; a
+    /// search that read its bound of entries without filling `limit` says so here too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_before: Option<u64>,
 }
 
 // ---- requests: the query parameters of the operator routes -----------------------------------
@@ -522,13 +529,23 @@ impl FromQuery for ApproveQuery {
     }
 }
 
-/// `GET /admin/audit[?limit=N][&before=SEQ]`.
+/// `GET /admin/audit[?limit=N][&before=SEQ][&q=TEXT]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditQuery {
     /// Default 100, at most 10,000.
     pub limit: usize,
     pub before: Option<u64>,
+    /// Keeps entries that mention this text (any case): an email, a workspace, an op, a run
+    /// id, a result. Trimmed, lower-cased, at most [`AUDIT_SEARCH_MAX_CHARS`] characters;
+    /// empty means no search.
+    pub q: Option<String>,
 }
+
+/// Longer search texts are cut to this many characters.
+pub const AUDIT_SEARCH_MAX_CHARS: usize = 256;
+
+/// A search reads at most this many entries per request; the answer's `next_before` goes on.
+pub const AUDIT_SEARCH_SCAN: usize = 50_000;
 
 impl FromQuery for AuditQuery {
     fn from_query(pairs: &[(String, String)]) -> Self {
@@ -538,6 +555,15 @@ impl FromQuery for AuditQuery {
                 .unwrap_or(100)
                 .min(10_000),
             before: param(pairs, "before").and_then(|v| v.parse::<u64>().ok()),
+            q: param(pairs, "q")
+                .map(|v| {
+                    v.trim()
+                        .chars()
+                        .take(AUDIT_SEARCH_MAX_CHARS)
+                        .collect::<String>()
+                        .to_lowercase()
+                })
+                .filter(|v| !v.is_empty()),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The admin server: health for probes; status, resync, plan, explain, audit and approval of
-//! held deletions for operators. Loopback by default, its own bearer token.
+//! held deletions for operators, and the console page that shows them
+//! ([`super::console`]). Loopback by default, its own bearer token.
 //!
 //! One warp filter per route; handlers answer with the documents of [`crate::admin_api`] or an
 //! [`AdminError`], and [`AdminError::status`] is the one place that picks an error's status.
@@ -36,7 +37,7 @@ pub enum AdminError {
     #[error("missing or invalid bearer token (SCIM_SYNC_ADMIN_TOKEN)")]
     Unauthorized,
     /// A path under the admin API or a probe, with a method it does not take.
-    #[error("no admin endpoint {method} {path}; see GET /admin/status, GET /admin/backup, POST /admin/resync, GET /admin/plan, GET /admin/explain/{{userName}}, GET /admin/audit, POST /admin/approve-deletions")]
+    #[error("no admin endpoint {method} {path}; see GET /admin/status, GET /admin/backup, POST /admin/resync, GET /admin/plan, GET /admin/explain/{{userName}}, GET /admin/audit, POST /admin/approve-deletions, GET /console")]
     NoAdminEndpoint { method: Method, path: String },
     #[error("no such endpoint")]
     NoSuchEndpoint,
@@ -149,6 +150,8 @@ pub fn routes(
         .or(readyz(state.clone()))
         .unify()
         .or(metrics(state.clone()))
+        .unify()
+        .or(super::console::routes())
         .unify();
     let operator = authorized(state.clone())
         .and(operator_routes(state))
@@ -471,11 +474,14 @@ async fn plan(s: &AdminState) -> Answer {
 }
 
 fn audit(s: &AdminState, q: &api::AuditQuery) -> Answer {
-    let entries = s
+    let (entries, next_before) = s
         .store
-        .audit(q.limit, q.before)
+        .audit_search(q.limit, q.before, q.q.as_deref(), api::AUDIT_SEARCH_SCAN)
         .map_err(|e| AdminError::Internal(e.to_string()))?;
-    ok(&api::AuditDoc { entries })
+    ok(&api::AuditDoc {
+        entries,
+        next_before,
+    })
 }
 
 /// The chunks of a backup file, read on a blocking thread.
@@ -656,6 +662,7 @@ fn status_doc(s: &AdminState) -> api::StatusDoc {
                     .unwrap_or_else(|e| format!("<{e}>"))
             }),
             last_run: r.last_run.as_ref().map(api::LastRunDoc::from),
+            recent_runs: r.recent_runs.iter().map(api::LastRunDoc::from).collect(),
             held_deletions: r.held,
             held_reason: r.held_reason,
             held_digest: r.held_digest,

@@ -2,6 +2,7 @@
 //! warp rejections included, through one mapping per server.
 
 pub mod admin;
+pub mod console;
 pub mod ratelimit;
 pub mod scim;
 pub mod serve;

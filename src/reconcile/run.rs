@@ -164,11 +164,48 @@ pub struct Progress {
     pub total: usize,
 }
 
+/// How many finished runs the status keeps.
+pub const RECENT_RUNS: usize = 10;
+
+/// How many errors and warnings a kept run keeps.
+const RECENT_RUN_LINES: usize = 20;
+
+impl RunSummary {
+    /// The summary without per-op results and with at most [`RECENT_RUN_LINES`] errors and
+    /// warnings: what the status keeps of past runs, bounded however large a run was.
+    fn brief(&self) -> RunSummary {
+        let lines = |v: &[String]| v.iter().take(RECENT_RUN_LINES).cloned().collect();
+        RunSummary {
+            run_id: self.run_id.clone(),
+            kind: self.kind,
+            trigger: self.trigger,
+            started_at: self.started_at.clone(),
+            finished_at: self.finished_at.clone(),
+            duration_ms: self.duration_ms,
+            dry_run: self.dry_run,
+            planned: self.planned.clone(),
+            applied: self.applied,
+            failed: self.failed,
+            held: self.held,
+            withheld: self.withheld,
+            quarantined: self.quarantined,
+            approved: self.approved,
+            ok: self.ok,
+            errors: lines(&self.errors),
+            warnings: lines(&self.warnings),
+            results: Vec::new(),
+            scope: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ReconcilerStatus {
     pub running: Option<String>,
     pub progress: Progress,
     pub last_run: Option<RunSummary>,
+    /// The last [`RECENT_RUNS`] runs, newest first, without their per-op results.
+    pub recent_runs: Vec<RunSummary>,
     pub last_successful_run_at: Option<String>,
     pub last_successful_full_run_at: Option<String>,
     pub control_plane: ControlPlaneStatus,
@@ -1184,6 +1221,8 @@ impl Reconciler {
             }
         }
         st.last_run = Some(summary.clone());
+        st.recent_runs.insert(0, summary.brief());
+        st.recent_runs.truncate(RECENT_RUNS);
         tracing::info!(
             run = %summary.run_id,
             kind = ?summary.kind,

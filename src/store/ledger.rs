@@ -138,6 +138,22 @@ pub struct AuditEntry {
     pub result: String,
 }
 
+impl AuditEntry {
+    /// Whether `needle` (lower case) is part of the run id, time, op, reason or result, compared
+    /// in lower case.
+    pub fn mentions(&self, needle: &str) -> bool {
+        [
+            self.run_id.as_str(),
+            self.at.as_str(),
+            self.reason.as_str(),
+            self.result.as_str(),
+        ]
+        .iter()
+        .any(|f| f.to_lowercase().contains(needle))
+            || self.op.to_string().to_lowercase().contains(needle)
+    }
+}
+
 pub(crate) const CURSOR_KEY: &str = "reconcile_cursor";
 
 impl Store {
@@ -198,18 +214,39 @@ impl Store {
     /// The newest audit entries, newest first, at most `limit`, optionally only those before
     /// `before` (for paging backwards).
     pub fn audit(&self, limit: usize, before: Option<u64>) -> Result<Vec<AuditEntry>> {
+        Ok(self.audit_search(limit, before, None, usize::MAX)?.0)
+    }
+
+    /// Up to `limit` entries, newest first, below `before`, whose run id, time, op, reason or
+    /// result contains `needle` (lower case; `None` matches all). At most `scan` entries are
+    /// read, so a search that matches little over a long log stays bounded; the second value is
+    /// where to go on from (`before`) when the log holds more below what was read.
+    pub fn audit_search(
+        &self,
+        limit: usize,
+        before: Option<u64>,
+        needle: Option<&str>,
+        scan: usize,
+    ) -> Result<(Vec<AuditEntry>, Option<u64>)> {
         let rtx = self.db.begin_read()?;
         let t = rtx.open_table(AUDIT).db()?;
         let end = before.unwrap_or(u64::MAX);
         let mut out = Vec::new();
-        for entry in t.range(..end).db()?.rev().take(limit) {
+        let mut last_seen = None;
+        for (scanned, entry) in t.range(..end).db()?.rev().enumerate() {
+            if out.len() >= limit || scanned >= scan {
+                return Ok((out, last_seen));
+            }
             let (k, v) = entry.db()?;
+            last_seen = Some(k.value());
             let e: AuditEntry = serde_json::from_slice(v.value()).map_err(|err| {
                 StoreError::Corrupt(format!("audit {}", k.value()), err.to_string())
             })?;
-            out.push(e);
+            if needle.is_none_or(|n| e.mentions(n)) {
+                out.push(e);
+            }
         }
-        Ok(out)
+        Ok((out, None))
     }
 
     /// The last change-feed sequence number the reconciler has fully handled.
@@ -284,6 +321,59 @@ mod tests {
             .await
             .unwrap();
         assert!(store.links().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn audit_search_matches_any_field_in_any_case_and_reads_a_bounded_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb"), StoreOptions::default()).unwrap();
+        let entry = |email: &str, result: &str| AuditEntry {
+            seq: 0,
+            at: String::new(),
+            run_id: "run-7".into(),
+            op: serde_json::json!({"op": "remove_user", "email": email}),
+            reason: "deactivated in the IdP".into(),
+            result: result.into(),
+        };
+        // seq 1..=10: bob at 2 and 9, jimbob at 5.
+        let mut entries: Vec<AuditEntry> = (1..=10)
+            .map(|i| entry(&format!("p{i}@x.io"), "ok"))
+            .collect();
+        entries[1] = entry("Bob@X.io", "ok");
+        entries[4] = entry("jimbob@x.io", "failed: 500");
+        entries[8] = entry("bob@x.io", "held");
+        store.append_audit(entries).await.unwrap();
+
+        let seqs = |v: &[AuditEntry]| v.iter().map(|e| e.seq).collect::<Vec<_>>();
+        let (all, next) = store
+            .audit_search(100, None, Some("bob@x.io"), usize::MAX)
+            .unwrap();
+        assert_eq!(seqs(&all), vec![9, 5, 2]);
+        assert_eq!(next, None);
+        let (failed, _) = store
+            .audit_search(100, None, Some("failed"), usize::MAX)
+            .unwrap();
+        assert_eq!(seqs(&failed), vec![5]);
+        let (run, _) = store
+            .audit_search(100, None, Some("run-7"), usize::MAX)
+            .unwrap();
+        assert_eq!(run.len(), 10);
+        // Filled the limit: go on below the last entry returned.
+        let (page, next) = store
+            .audit_search(2, None, Some("bob@x.io"), usize::MAX)
+            .unwrap();
+        assert_eq!((seqs(&page), next), (vec![9, 5], Some(5)));
+        let (rest, next) = store
+            .audit_search(2, next, Some("bob@x.io"), usize::MAX)
+            .unwrap();
+        assert_eq!((seqs(&rest), next), (vec![2], None));
+        // Read its bound (10, 9, 8) without filling the limit: says where to go on.
+        let (bounded, next) = store.audit_search(100, None, Some("bob@x.io"), 3).unwrap();
+        assert_eq!((seqs(&bounded), next), (vec![9], Some(8)));
+        let (none, next) = store
+            .audit_search(100, None, Some("carol"), usize::MAX)
+            .unwrap();
+        assert!(none.is_empty() && next.is_none());
     }
 
     #[tokio::test]

@@ -6,6 +6,7 @@
 mod cli;
 mod common;
 mod connections;
+mod console;
 mod crash;
 mod deprovisioning;
 mod doc_snippets;
