@@ -19,8 +19,9 @@
 //! - [`reconcile`]: the plan (pure diff), the fuse, applying ops, `explain`; [`scheduler`]: when
 //!   runs happen.
 //! - [`admin_api`]: the admin API's JSON documents, shared by the admin server and the CLI.
-//! - [`http`]: warp servers (SCIM under the base path, admin) on one HTTP/1.1 accept loop
-//!   ([`http::serve`]: connection cap, timeouts, client address behind a trusted proxy).
+//! - [`http`]: warp servers (SCIM under the base path, admin and its console) on one HTTP/1.1
+//!   accept loop ([`http::serve`]: connection cap, timeouts, client address behind a trusted
+//!   proxy).
 //! - [`app`]: wiring used by `main` (`serve`); `demo` (feature `simulator`, on by default): the
 //!   same next to the bundled simulator.
 //! - [`cli`]: the command line (arguments, admin client, rendering, store upkeep); [`init`]: a

@@ -150,8 +150,8 @@
     }
     banner.textContent = `This console is reached at ${location.host} over plain HTTP, not on ` +
       'loopback, so the admin token would cross the network unencrypted: sign-in is off here. ' +
-      'Reach it on loopback instead (e.g. ssh -L 9091:127.0.0.1:9091 <host>, then open ' +
-      '127.0.0.1:9091/console here), or put TLS in front of the admin listener.';
+      'Reach it on loopback instead (e.g. ssh -L 8081:127.0.0.1:8081 <host>, then open ' +
+      '127.0.0.1:8081/console here), or put TLS in front of the admin listener.';
     return false;
   }
 
