@@ -326,6 +326,41 @@ test('the audit log finds what was done about a person', logsOnFailure(async () 
   await shot('audit');
 }));
 
+test('a running run shows its progress on the overview', logsOnFailure(async () => {
+  // A slow control plane, so that the run lasts several refreshes of the page.
+  const slow = await fetch(`http://127.0.0.1:${ports.sim}/_sim/faults`, {
+    method: 'PUT',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ latency_ms: 700 }),
+  });
+  assert.ok(slow.ok, await slow.text());
+  for (const [g, f] of [['Frank', 'Ito'], ['Grace', 'Hall'], ['Heidi', 'Moss'], ['Ivan', 'Roy'],
+    ['Judy', 'Kent'], ['Mallory', 'Fox'], ['Niaj', 'Oduya'], ['Olivia', 'Stone']]) {
+    people[g.toLowerCase()] = await createUser(g, f);
+  }
+  await page.click('nav a[data-view=overview]');
+  await page.locator('#health').waitFor();
+  await page.click('#resync');
+  await until('the started run', async () => /Run run-\d+ started/.test(await page.textContent('#resync-result')));
+  await page.locator('#run-progress').waitFor({ timeout: 15000 });
+  assert.match(await page.textContent('#health'), /Reconciler\s*Running/);
+  // The page reads the status every 3 s; read it now and again until the run applies.
+  await until('ops counted as they apply', async () => {
+    await page.evaluate(() => window.dispatchEvent(new HashChangeEvent('hashchange')));
+    await page.locator('#health').waitFor();
+    return /\d+ of \d+ ops applied/.test(await page.textContent('#health'));
+  }, 30000);
+  await shot('running');
+  await shot('running');
+  const fast = await fetch(`http://127.0.0.1:${ports.sim}/_sim/faults`, {
+    method: 'PUT',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({}),
+  });
+  assert.ok(fast.ok);
+  await until('the run done', async () => !(await adminCall('GET', '/admin/status')).reconciler.running);
+}));
+
 test('off loopback over plain HTTP, the page says so and takes no token', logsOnFailure(async () => {
   const other = await page.context().newPage();
   other.on('request', (r) => requests.push(r.url()));

@@ -279,11 +279,7 @@
           ['Last successful full run', when(r.last_successful_full_run_at)],
           ['Next retry', r.next_retry_at && when(r.next_retry_at)],
           ['Failing ops', String(r.failing_ops.length)],
-        ], r.running && r.progress.total
-          ? el('div', null,
-            el('progress', { id: 'run-progress', max: r.progress.total, value: r.progress.done }),
-            el('div', { class: 'muted', text: `${r.progress.done} of ${r.progress.total} ops` }))
-          : null)));
+        ], r.running ? runProgress(r.progress) : null)));
 
     content.push(el('div', { class: 'actions' },
       el('button', { id: 'resync', type: 'button', onclick: resyncNow, text: 'Resync now' }),
@@ -320,6 +316,17 @@
     refreshTimer = setTimeout(() => showOverview(false), REFRESH_MS);
   }
 
+  /** A bar of the ops applied so far; before the plan is made, a bar without a value. */
+  function runProgress(p) {
+    if (!p.total) {
+      return el('div', null, el('progress', { id: 'run-progress' }),
+        el('div', { class: 'muted', text: 'reading the control plane and planning' }));
+    }
+    return el('div', null,
+      el('progress', { id: 'run-progress', max: p.total, value: p.done }),
+      el('div', { class: 'muted', text: `${p.done} of ${p.total} ops applied` }));
+  }
+
   /** What the reconciler card says first, and in which colour. */
   function reconcilerState(r) {
     if (r.running) return ['Running', 'warn'];
@@ -338,6 +345,11 @@
       out.textContent = res.ok
         ? `Run ${res.body.run_id} started.`
         : `Not started: ${errorText(res)}`;
+      // Show the run at once rather than at the next refresh.
+      if (res.ok) {
+        stopRefresh();
+        refreshTimer = setTimeout(() => showOverview(false), 200);
+      }
     } catch (e) {
       if (!(e instanceof SignedOut)) out.textContent = `Not started: ${e.message}`;
     }
