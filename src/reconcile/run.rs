@@ -164,6 +164,24 @@ pub struct Progress {
     pub total: usize,
 }
 
+/// Ops between two progress lines in the log.
+const PROGRESS_EVERY: usize = 500;
+
+/// Seconds left for a run at `done` of `total` ops, every [`PROGRESS_EVERY`] ops (`None` in
+/// between): one call per op at `rps` calls a second, the rate limit that bounds a large first
+/// sync.
+fn progress_eta(done: usize, total: usize, rps: f64) -> Option<u64> {
+    if done == 0 || done % PROGRESS_EVERY != 0 {
+        return None;
+    }
+    let rps = if rps.is_finite() {
+        rps.max(0.001)
+    } else {
+        0.001
+    };
+    Some((total.saturating_sub(done) as f64 / rps).ceil() as u64)
+}
+
 /// How many finished runs the status keeps.
 pub const RECENT_RUNS: usize = 10;
 
@@ -1638,9 +1656,8 @@ impl Reconciler {
         m.reconcile_progress_done.set(*done as i64);
         // Progress of long runs in the log, without a line per op. The estimate assumes one
         // call per op at the configured rate limit, which is what bounds a large first sync.
-        if *done % 500 == 0 {
-            let rps = self.client.config().requests_per_second.max(0.001);
-            let eta_secs = (total.saturating_sub(*done) as f64 / rps).ceil() as u64;
+        if let Some(eta_secs) = progress_eta(*done, total, self.client.config().requests_per_second)
+        {
             tracing::info!(
                 run = %ctx.run_id,
                 done = *done,
@@ -2176,6 +2193,57 @@ mod tests {
     use crate::store::StoreOptions;
     use portkey_sim::{Seed, SeedInvite, SeedUser, SeedWorkspace, SimOptions, SimServer};
     use std::collections::HashMap;
+
+    #[test]
+    fn progress_is_logged_every_500_ops_with_the_time_left_at_the_rate_limit() {
+        assert_eq!(progress_eta(0, 10_000, 20.0), None);
+        assert_eq!(progress_eta(499, 10_000, 20.0), None);
+        // 9,500 ops left at 20 a second.
+        assert_eq!(progress_eta(500, 10_000, 20.0), Some(475));
+        assert_eq!(progress_eta(1_000, 1_000, 20.0), Some(0));
+        assert_eq!(progress_eta(500, 600, 0.0), Some(100_000));
+        assert_eq!(progress_eta(500, 600, f64::NAN), Some(100_000));
+    }
+
+    #[test]
+    fn a_kept_run_is_bounded_whatever_its_size() {
+        let lines: Vec<String> = (0..100).map(|i| format!("line {i}")).collect();
+        let s = RunSummary {
+            run_id: "run-1".into(),
+            kind: RunKind::Full,
+            trigger: Trigger::Manual,
+            started_at: String::new(),
+            finished_at: String::new(),
+            duration_ms: 1,
+            dry_run: false,
+            planned: BTreeMap::new(),
+            applied: 3,
+            failed: 0,
+            held: 0,
+            withheld: 0,
+            quarantined: 0,
+            approved: 0,
+            ok: true,
+            errors: lines.clone(),
+            warnings: lines,
+            results: vec![OpResult {
+                op: Op::new(
+                    OpKind::RemoveUser {
+                        user_id: "u".into(),
+                        email: "a@x.io".into(),
+                    },
+                    "gone",
+                ),
+                result: "ok".into(),
+                outcome: None,
+            }],
+            scope: Some(vec!["a@x.io".into()]),
+        };
+        let b = s.brief();
+        assert_eq!((b.errors.len(), b.warnings.len()), (20, 20));
+        assert!(b.results.is_empty() && b.scope.is_none());
+        assert_eq!((b.run_id.as_str(), b.applied), ("run-1", 3));
+    }
 
     struct Fixture {
         rec: Reconciler,
