@@ -721,31 +721,7 @@ mod tests {
 
     #[test]
     fn a_run_summary_keeps_its_shape() {
-        let summary = RunSummary {
-            run_id: "r1".into(),
-            kind: crate::scheduler::RunKind::Full,
-            trigger: crate::scheduler::Trigger::Manual,
-            started_at: "t0".into(),
-            finished_at: "t1".into(),
-            duration_ms: 5,
-            dry_run: false,
-            planned: BTreeMap::from([("remove_user", 1)]),
-            applied: 1,
-            failed: 0,
-            held: 0,
-            withheld: 0,
-            quarantined: 0,
-            approved: 0,
-            ok: true,
-            errors: vec!["e".into()],
-            warnings: vec![],
-            results: vec![crate::reconcile::run::OpResult {
-                op: remove("a@x.io"),
-                result: "ok".into(),
-                outcome: Some(OpOutcome::Done { note: None }),
-            }],
-            scope: Some(vec!["a@x.io".into()]),
-        };
+        let summary = RunSummary::sample();
         let doc = RunDoc::from(&summary);
         same_json(&summary, &doc);
         let back: RunDoc = serde_json::from_value(serde_json::to_value(&doc).unwrap()).unwrap();

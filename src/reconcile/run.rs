@@ -164,6 +164,45 @@ pub struct Progress {
     pub total: usize,
 }
 
+#[cfg(test)]
+impl RunSummary {
+    /// A finished manual full run that removed one person, for the tests of what is made of
+    /// summaries.
+    pub(crate) fn sample() -> Self {
+        RunSummary {
+            run_id: "r1".into(),
+            kind: RunKind::Full,
+            trigger: Trigger::Manual,
+            started_at: "t0".into(),
+            finished_at: "t1".into(),
+            duration_ms: 5,
+            dry_run: false,
+            planned: BTreeMap::from([("remove_user", 1)]),
+            applied: 1,
+            failed: 0,
+            held: 0,
+            withheld: 0,
+            quarantined: 0,
+            approved: 0,
+            ok: true,
+            errors: vec!["e".into()],
+            warnings: vec![],
+            results: vec![OpResult {
+                op: Op::new(
+                    OpKind::RemoveUser {
+                        user_id: "u-a@x.io".into(),
+                        email: "a@x.io".into(),
+                    },
+                    "gone",
+                ),
+                result: "ok".into(),
+                outcome: Some(OpOutcome::Done { note: None }),
+            }],
+            scope: Some(vec!["a@x.io".into()]),
+        }
+    }
+}
+
 /// Ops between two progress lines in the log.
 const PROGRESS_EVERY: usize = 500;
 
@@ -2209,40 +2248,14 @@ mod tests {
     fn a_kept_run_is_bounded_whatever_its_size() {
         let lines: Vec<String> = (0..100).map(|i| format!("line {i}")).collect();
         let s = RunSummary {
-            run_id: "run-1".into(),
-            kind: RunKind::Full,
-            trigger: Trigger::Manual,
-            started_at: String::new(),
-            finished_at: String::new(),
-            duration_ms: 1,
-            dry_run: false,
-            planned: BTreeMap::new(),
-            applied: 3,
-            failed: 0,
-            held: 0,
-            withheld: 0,
-            quarantined: 0,
-            approved: 0,
-            ok: true,
             errors: lines.clone(),
             warnings: lines,
-            results: vec![OpResult {
-                op: Op::new(
-                    OpKind::RemoveUser {
-                        user_id: "u".into(),
-                        email: "a@x.io".into(),
-                    },
-                    "gone",
-                ),
-                result: "ok".into(),
-                outcome: None,
-            }],
-            scope: Some(vec!["a@x.io".into()]),
+            ..RunSummary::sample()
         };
         let b = s.brief();
         assert_eq!((b.errors.len(), b.warnings.len()), (20, 20));
         assert!(b.results.is_empty() && b.scope.is_none());
-        assert_eq!((b.run_id.as_str(), b.applied), ("run-1", 3));
+        assert_eq!((b.run_id.as_str(), b.applied), ("r1", 1));
     }
 
     struct Fixture {
