@@ -253,12 +253,14 @@ async fn member_count(api: &Api, gid: &str) -> usize {
     body["members"].as_array().map(Vec::len).unwrap_or(0)
 }
 
-#[tokio::main]
-async fn main() {
-    let quick = std::env::var("SCIM_SYNC_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
-    let sizes = Sizes::new(quick);
-    let dir = tempfile::tempdir().unwrap();
-    let store_path = dir.path().join("bench.redb");
+/// A daemon in this process with its store at `store_path`, and a SCIM client for it.
+struct Server {
+    running: scim_sync::app::Running,
+    api: Api,
+    stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn start_server(store_path: &Path) -> Server {
     let toml = format!(
         "[scim]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = {}\nrate_limit_per_second = 0\n[admin]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n\
          [portkey]\nbase_url = \"http://127.0.0.1:9/v1\"\n",
@@ -286,7 +288,6 @@ async fn main() {
     })
     .await
     .unwrap();
-    let store = running.store.clone();
     let api = Api::new(
         &format!("http://{}{}", running.scim_addr, config.scim.base_path),
         TOKEN,
@@ -295,6 +296,43 @@ async fn main() {
             .build()
             .unwrap(),
     );
+    Server { running, api, stop }
+}
+
+impl Server {
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.running.done.await.unwrap();
+    }
+}
+
+/// The same creates against a store on tmpfs, where fsync costs next to nothing: how far the
+/// durable figure is from what the rest of the request path allows. `None` without /dev/shm.
+async fn creates_without_fsync_cost(n: usize) -> Option<(f64, f64)> {
+    let shm = Path::new("/dev/shm");
+    if !shm.is_dir() {
+        return None;
+    }
+    let dir = tempfile::tempdir_in(shm).ok()?;
+    let server = start_server(&dir.path().join("bench.redb")).await;
+    let before = server.running.store.write_stats();
+    let (wall, _) = create_users(&server.api, 0, n).await;
+    let after = server.running.store.write_stats();
+    server.stop().await;
+    let per_commit =
+        (after.writes - before.writes) as f64 / (after.commits - before.commits).max(1) as f64;
+    Some((n as f64 / wall.as_secs_f64(), per_commit))
+}
+
+#[tokio::main]
+async fn main() {
+    let quick = std::env::var("SCIM_SYNC_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+    let sizes = Sizes::new(quick);
+    let dir = tempfile::tempdir().unwrap();
+    let store_path = dir.path().join("bench.redb");
+    let server = start_server(&store_path).await;
+    let store = server.running.store.clone();
+    let api = server.api.clone();
     println!(
         "scim_server bench{}: {CLIENTS} clients over loopback HTTP, store {}; load average {}",
         if quick { " (QUICK: sizes / 10)" } else { "" },
@@ -318,6 +356,16 @@ async fn main() {
         writes as f64 / commits.max(1) as f64,
         ms(wall) / commits.max(1) as f64
     );
+
+    let durable_rate = sizes.creates as f64 / wall.as_secs_f64();
+    match creates_without_fsync_cost(sizes.creates).await {
+        Some((rate, per_commit)) => println!(
+            "(a) same creates with the store on tmpfs (/dev/shm, fsync nearly free): {rate:.0} \
+             creates/s, {per_commit:.1} writes per commit; durable / tmpfs = {:.2}",
+            durable_rate / rate
+        ),
+        None => println!("(a) no /dev/shm: the tmpfs comparison was not run"),
+    }
 
     // Fill to the lookup size; the fill rate is one more creates/s figure, at a larger store.
     let cpu = cpu_secs();
@@ -423,6 +471,5 @@ async fn main() {
     );
 
     println!("    load average at the end: {}", host::load_avg());
-    let _ = stop.send(());
-    running.done.await.unwrap();
+    server.stop().await;
 }
