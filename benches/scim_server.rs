@@ -17,12 +17,14 @@
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[path = "support/host.rs"]
 mod host;
+#[path = "support/load.rs"]
+mod load;
+use load::load_with;
 #[path = "../tests/it/common/scim.rs"]
 mod scim;
 
@@ -88,42 +90,6 @@ where
     T: Send + 'static,
 {
     load_with(CLIENTS, n, op).await
-}
-
-async fn load_with<F, Fut, T>(clients: usize, n: usize, op: F) -> (Duration, Vec<(Duration, T)>)
-where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = T> + Send,
-    T: Send + 'static,
-{
-    let next = Arc::new(AtomicUsize::new(0));
-    let op = Arc::new(op);
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..clients)
-        .map(|_| {
-            let (next, op) = (next.clone(), op.clone());
-            tokio::spawn(async move {
-                let mut out = Vec::new();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= n {
-                        break;
-                    }
-                    let t = Instant::now();
-                    let v = op(i).await;
-                    out.push((i, t.elapsed(), v));
-                }
-                out
-            })
-        })
-        .collect();
-    let mut all = Vec::with_capacity(n);
-    for t in tasks {
-        all.extend(t.await.unwrap());
-    }
-    let wall = started.elapsed();
-    all.sort_by_key(|(i, _, _)| *i);
-    (wall, all.into_iter().map(|(_, d, v)| (d, v)).collect())
 }
 
 /// Creates users `from..to`; returns their ids in order and the wall time.

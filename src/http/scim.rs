@@ -11,11 +11,11 @@ use crate::scim::error::ScimError;
 use crate::scim::filter::{self, AttrRef, Filter};
 use crate::scim::projection;
 use crate::scim::schema::ResourceKind;
-use crate::scim::{discovery, list, patch, resource};
+use crate::scim::{discovery, list, patch, render, resource};
 use crate::store::{Page, Query, Resource, Store, StoreError, WriteNotes};
 use crate::token::TokenSet;
 use bytes::Bytes;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -61,7 +61,8 @@ const LOG_METHOD_MAX: usize = 16;
 /// A finished response: status, JSON body (or none), extra headers.
 pub struct ScimReply {
     status: StatusCode,
-    body: Option<Value>,
+    /// JSON, serialised.
+    body: Option<Vec<u8>>,
     location: Option<String>,
     etag: Option<String>,
     www_authenticate: bool,
@@ -73,6 +74,9 @@ pub struct ScimReply {
 
 impl ScimReply {
     fn json(status: StatusCode, body: Value) -> Self {
+        Self::bytes(status, to_bytes(&body))
+    }
+    fn bytes(status: StatusCode, body: Vec<u8>) -> Self {
         Self {
             status,
             body: Some(body),
@@ -115,21 +119,22 @@ impl ScimReply {
     }
 }
 
+/// A `Value` always serialises (its keys are strings); were it ever not to, the status still
+/// goes out and the log says why the body is empty.
+fn to_bytes(v: &Value) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "SCIM answer body could not be serialised");
+        Vec::new()
+    })
+}
+
 impl Reply for ScimReply {
     fn into_response(self) -> warp::reply::Response {
-        let body = match &self.body {
-            // A `Value` always serialises (its keys are strings); were it ever not to, the
-            // status still goes out and the log says why the body is empty.
-            Some(v) => serde_json::to_vec(v).unwrap_or_else(|e| {
-                tracing::error!(error = %e, "SCIM answer body could not be serialised");
-                Vec::new()
-            }),
-            None => Vec::new(),
-        };
-        let mut resp = warp::reply::Response::new(body.into());
+        let has_body = self.body.is_some();
+        let mut resp = warp::reply::Response::new(self.body.unwrap_or_default().into());
         *resp.status_mut() = self.status;
         let h = resp.headers_mut();
-        if self.body.is_some() {
+        if has_body {
             h.insert("content-type", HeaderValue::from_static(SCIM_CONTENT_TYPE));
         }
         if let Some(loc) = self.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
@@ -679,68 +684,55 @@ impl Projection {
     }
 }
 
-/// The full representation of a stored resource.
-pub fn render(res: &Resource, base_url: &str) -> Value {
-    let kind = res.kind;
-    let rec = &res.record;
-    let location = format!("{base_url}{}/{}", kind.endpoint(), rec.id);
-    let mut out = serde_json::Map::new();
-    let schemas = rec
-        .data
-        .get("schemas")
-        .cloned()
-        .unwrap_or_else(|| json!([kind.core().id]));
-    out.insert("schemas".into(), schemas);
-    out.insert("id".into(), Value::String(rec.id.clone()));
-    if let Some(obj) = rec.data.as_object() {
-        for (k, v) in obj {
-            if k != "schemas" {
-                out.insert(k.clone(), v.clone());
-            }
-        }
+/// The full representation of a stored resource, as [`render::View`] writes it.
+fn shown<'a>(res: &'a Resource, base_url: &'a str, etag: &'a str) -> render::View<'a> {
+    render::View {
+        kind: res.kind,
+        id: &res.record.id,
+        data: &res.record.data,
+        created: &res.record.created,
+        last_modified: &res.record.last_modified,
+        etag,
+        refs: res.refs.as_deref(),
+        base_url,
     }
-    if let Some(refs) = &res.refs {
-        let (key, endpoint) = match kind {
-            ResourceKind::User => ("groups", "/Groups"),
-            ResourceKind::Group => ("members", "/Users"),
-        };
-        let items: Vec<Value> = refs
-            .iter()
-            .map(|(id, display)| {
-                let mut m = json!({
-                    "value": id,
-                    "$ref": format!("{base_url}{endpoint}/{id}"),
-                    "display": display,
-                });
-                if let Some(o) = m.as_object_mut() {
-                    let t = if kind == ResourceKind::User {
-                        "direct"
-                    } else {
-                        "User"
-                    };
-                    o.insert("type".into(), Value::String(t.into()));
-                }
-                m
-            })
-            .collect();
-        // An empty member list is shown as [] so that a client reading it back sees "no
-        // members" rather than "not returned"; an empty groups list is left out, as RFC 7643
-        // treats unassigned attributes.
-        if !(items.is_empty() && kind == ResourceKind::User) {
-            out.insert(key.into(), Value::Array(items));
-        }
-    }
-    out.insert(
-        "meta".into(),
-        json!({
-            "resourceType": kind.name(),
-            "created": rec.created,
-            "lastModified": rec.last_modified,
-            "location": location,
-            "version": rec.etag(),
-        }),
-    );
-    Value::Object(out)
+}
+
+/// A stored resource as a JSON tree, for lists and projections.
+fn rendered(res: &Resource, base_url: &str) -> Result<Value, ScimError> {
+    let etag = res.record.etag();
+    shown(res, base_url, &etag).to_value().map_err(|e| {
+        ScimError::internal(format!(
+            "cannot render {} {}: {e}",
+            res.kind.name(),
+            res.record.id
+        ))
+    })
+}
+
+/// One resource's answer: written straight to bytes unless a projection needs the tree, so a
+/// large group is never held as a tree of its members.
+fn one_resource(
+    status: StatusCode,
+    proj: &Projection,
+    res: &Resource,
+    base_url: &str,
+) -> Result<ScimReply, ScimError> {
+    let etag = res.record.etag();
+    let body = if proj.is_default() {
+        shown(res, base_url, &etag).to_bytes().map_err(|e| {
+            ScimError::internal(format!(
+                "cannot render {} {}: {e}",
+                res.kind.name(),
+                res.record.id
+            ))
+        })?
+    } else {
+        to_bytes(&proj.apply(res.kind, rendered(res, base_url)?))
+    };
+    let mut reply = ScimReply::bytes(status, body);
+    reply.etag = Some(etag);
+    Ok(reply)
 }
 
 fn log_notes(kind: ResourceKind, id: &str, notes: &WriteNotes) {
@@ -853,11 +845,9 @@ async fn run_query(
             .map_err(|e| ScimError::internal(format!("query task failed: {e}")))?
             .map_err(store_error)?;
         total += page.total;
-        resources.extend(
-            page.items
-                .iter()
-                .map(|r| proj.apply(kind, render(r, &base))),
-        );
+        for r in &page.items {
+            resources.push(proj.apply(kind, rendered(r, &base)?));
+        }
     }
     Ok(ScimReply::json(
         StatusCode::OK,
@@ -925,13 +915,7 @@ fn get_one(req: &Request<'_>, kind: ResourceKind, id: &str) -> Result<ScimReply,
         .get(kind, id, proj.wants_refs(kind))
         .map_err(store_error)?
         .ok_or_else(|| ScimError::not_found(format!("{} {id} not found", kind.name())))?;
-    let etag = res.record.etag();
-    let mut reply = ScimReply::json(
-        StatusCode::OK,
-        proj.apply(kind, render(&res, &req.base_url())),
-    );
-    reply.etag = Some(etag);
-    Ok(reply)
+    one_resource(StatusCode::OK, &proj, &res, &req.base_url())
 }
 
 /// Renders a written record the way GET would, with the member or group list.
@@ -951,8 +935,7 @@ fn written(
             ScimError::not_found(format!("{} {id} was deleted concurrently", kind.name()))
         })?;
     let base = req.base_url();
-    let mut reply = ScimReply::json(status, proj.apply(kind, render(&res, &base)));
-    reply.etag = Some(res.record.etag());
+    let mut reply = one_resource(status, &proj, &res, &base)?;
     if status == StatusCode::CREATED {
         reply.location = Some(format!("{base}{}/{id}", kind.endpoint()));
     }

@@ -6,6 +6,7 @@ pub mod filter;
 pub mod list;
 pub mod patch;
 pub mod projection;
+pub mod render;
 pub mod resource;
 pub mod schema;
 

@@ -1,0 +1,271 @@
+//! One very large group, as a big IdP pushes it: the daemon runs as its own process (the release
+//! binary, as deployed), so that its memory is its own and not the load generator's.
+//!
+//! 50,000 users are created (16 clients), then one group gets all of them: by one PUT, read back
+//! without and with its members, emptied by PATCH, and filled again by one PATCH `add` of all
+//! 50,000. Each step prints its wall time and the daemon's resident memory after it and at its
+//! peak during the step (VmHWM, reset before each step through /proc/PID/clear_refs).
+//!
+//! Run: `cargo bench --bench big_group` (`-- --members N` for another size).
+
+// Tests and benches may take a default where a read fails: their assertions say what matters.
+#![allow(clippy::disallowed_methods)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a bench fails loudly
+
+use serde_json::{json, Value};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[path = "support/host.rs"]
+mod host;
+#[path = "support/load.rs"]
+mod load;
+#[path = "../tests/it/common/scim.rs"]
+mod scim;
+
+const CLIENTS: usize = 16;
+const TOKEN: &str = "bench-scim-token-0123456789";
+
+struct Daemon {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start(scim_port: u16) -> Daemon {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("scim-sync.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[scim]\nlisten = \"127.0.0.1:{scim_port}\"\nrate_limit_per_second = 0\n\
+             max_body_bytes = {}\n[admin]\nlisten = \"127.0.0.1:{}\"\n[store]\npath = \"{}\"\n\
+             [portkey]\nbase_url = \"http://127.0.0.1:9/v1\"\n",
+            // 50,000 members in one PUT are about 2.5 MB of JSON.
+            16 * 1024 * 1024,
+            free_port(),
+            dir.path().join("store.redb").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_scim-sync"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("SCIM_SYNC_SCIM_TOKEN", TOKEN)
+        .env("SCIM_SYNC_ADMIN_TOKEN", "bench-admin-token-0123456789")
+        .env("PORTKEY_API_KEY", "bench-portkey-key")
+        .env("SCIM_SYNC_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Daemon { child, _dir: dir }
+}
+
+/// A field of /proc/PID/status in MiB.
+fn status_mib(pid: u32, field: &str) -> f64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    text.lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Resets the peak resident size, so that the next VmHWM is the peak of the next step.
+fn reset_peak(pid: u32) {
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+}
+
+struct Step<'a> {
+    pid: u32,
+    name: &'a str,
+}
+
+impl Step<'_> {
+    fn report(&self, wall: Duration, extra: &str) {
+        println!(
+            "{:<48} {:>8.3} s   RSS after {:>6.1} MiB   peak during {:>6.1} MiB{extra}",
+            self.name,
+            wall.as_secs_f64(),
+            status_mib(self.pid, "VmRSS:"),
+            status_mib(self.pid, "VmHWM:"),
+        );
+    }
+}
+
+async fn timed<F: std::future::Future<Output = (u16, Value)>>(
+    pid: u32,
+    name: &str,
+    expect: u16,
+    f: F,
+) -> Value {
+    reset_peak(pid);
+    let t = Instant::now();
+    let (status, body) = f.await;
+    let wall = t.elapsed();
+    assert_eq!(status, expect, "{name}: {body:.300}");
+    let members = body["members"].as_array().map(Vec::len);
+    Step { pid, name }.report(
+        wall,
+        &members.map_or(String::new(), |n| format!("   {n} members in the answer")),
+    );
+    body
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let members: usize = args
+        .iter()
+        .position(|a| a == "--members")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50_000);
+    let port = free_port();
+    let daemon = start(port);
+    let pid = daemon.child.id();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(CLIENTS)
+        .build()
+        .unwrap();
+    let api = scim::Client::new(&format!("http://127.0.0.1:{port}/scim/v2"), TOKEN, &http);
+    let up = Instant::now() + Duration::from_secs(20);
+    while api
+        .try_send(reqwest::Method::GET, "/ServiceProviderConfig", None)
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < up, "the daemon did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "big_group bench: {members} members, daemon pid {pid} (release binary), load average {}",
+        host::load_avg()
+    );
+    println!(
+        "{:<48} {:>8}     daemon memory (VmRSS / VmHWM)",
+        "step", "wall"
+    );
+    println!(
+        "{:<48} {:>10}   RSS after {:>6.1} MiB",
+        "started, empty store",
+        "",
+        status_mib(pid, "VmRSS:")
+    );
+
+    reset_peak(pid);
+    let a = api.clone();
+    let (wall, created) = load::load_with(CLIENTS, members, move |i| {
+        let a = a.clone();
+        async move {
+            let (status, body) = a
+                .send(
+                    reqwest::Method::POST,
+                    "/Users",
+                    Some(&scim::user(&format!("big.member{i:07}@example.com"))),
+                )
+                .await;
+            assert_eq!(status, 201, "{body}");
+            body["id"].as_str().unwrap().to_string()
+        }
+    })
+    .await;
+    let ids: Vec<String> = created.into_iter().map(|(_, id)| id).collect();
+    Step {
+        pid,
+        name: &format!("create {members} users (16 clients)"),
+    }
+    .report(wall, "");
+
+    let (_, group) = api
+        .send(
+            reqwest::Method::POST,
+            "/Groups",
+            Some(&scim::group::<&str>("ws-Big-role-member", &[])),
+        )
+        .await;
+    let gid = group["id"].as_str().unwrap().to_string();
+    let path = format!("/Groups/{gid}");
+    let all: Vec<Value> = ids.iter().map(|id| json!({"value": id})).collect();
+
+    let put = json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+        "displayName": "ws-Big-role-member",
+        "members": all,
+    });
+    timed(
+        pid,
+        &format!("PUT with {members} members"),
+        200,
+        api.send(reqwest::Method::PUT, &path, Some(&put)),
+    )
+    .await;
+    timed(
+        pid,
+        "GET ?excludedAttributes=members",
+        200,
+        api.get(&format!("{path}?excludedAttributes=members")),
+    )
+    .await;
+    timed(pid, "GET (every member)", 200, api.get(&path)).await;
+    timed(
+        pid,
+        "PATCH remove every member",
+        204,
+        api.send(
+            reqwest::Method::PATCH,
+            &path,
+            Some(&scim::patch_body(
+                json!([{"op": "remove", "path": "members"}]),
+            )),
+        ),
+    )
+    .await;
+    // A PATCH carries at most 10,000 list values (the PATCH engine's per-request bound), so the
+    // same members go back in batches of that size, as an IdP pushing a large group does.
+    reset_peak(pid);
+    let t = Instant::now();
+    for chunk in all.chunks(10_000) {
+        let (status, body) = api
+            .send(
+                reqwest::Method::PATCH,
+                &path,
+                Some(&scim::patch_body(
+                    json!([{"op": "add", "path": "members", "value": chunk}]),
+                )),
+            )
+            .await;
+        assert_eq!(status, 204, "{body:.300}");
+    }
+    Step {
+        pid,
+        name: &format!("PATCH add {members} members (10,000 a PATCH)"),
+    }
+    .report(t.elapsed(), "");
+    let (_, back) = api.get(&format!("{path}?excludedAttributes=members")).await;
+    assert!(back["members"].is_null(), "{back:.300}");
+    let (_, full) = api.get(&path).await;
+    assert_eq!(scim::member_ids(&full).len(), members);
+    println!(
+        "end: daemon VmRSS {:.1} MiB; load average {}",
+        status_mib(pid, "VmRSS:"),
+        host::load_avg()
+    );
+    drop(daemon);
+}
