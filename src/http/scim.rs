@@ -685,53 +685,69 @@ impl Projection {
 }
 
 /// The full representation of a stored resource, as [`render::View`] writes it.
-fn shown<'a>(res: &'a Resource, base_url: &'a str, etag: &'a str) -> render::View<'a> {
+fn shown<'a>(res: &'a Resource, base_url: &'a str) -> render::View<'a> {
     render::View {
         kind: res.kind,
         id: &res.record.id,
         data: &res.record.data,
         created: &res.record.created,
         last_modified: &res.record.last_modified,
-        etag,
+        version: res.record.version,
         refs: res.refs.as_deref(),
         base_url,
     }
 }
 
-/// A stored resource as a JSON tree, for lists and projections.
-fn rendered(res: &Resource, base_url: &str) -> Result<Value, ScimError> {
-    let etag = res.record.etag();
-    shown(res, base_url, &etag).to_value().map_err(|e| {
-        ScimError::internal(format!(
-            "cannot render {} {}: {e}",
-            res.kind.name(),
-            res.record.id
-        ))
-    })
+fn render_failed(res: &Resource, e: &serde_json::Error) -> ScimError {
+    ScimError::internal(format!(
+        "cannot render {} {}: {e}",
+        res.kind.name(),
+        res.record.id
+    ))
 }
 
-/// One resource's answer: written straight to bytes unless a projection needs the tree, so a
+/// A resource in an answer: written as it is read, or, under a projection, the tree the
+/// projection made.
+enum Shown<'a> {
+    View(render::View<'a>),
+    Tree(Value),
+}
+
+impl serde::Serialize for Shown<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Shown::View(v) => v.serialize(s),
+            Shown::Tree(t) => t.serialize(s),
+        }
+    }
+}
+
+/// A stored resource under a projection; without one it is written straight to bytes, so a
 /// large group is never held as a tree of its members.
+fn project<'a>(
+    proj: &Projection,
+    res: &'a Resource,
+    base_url: &'a str,
+) -> Result<Shown<'a>, ScimError> {
+    let view = shown(res, base_url);
+    if proj.is_default() {
+        return Ok(Shown::View(view));
+    }
+    let tree = view.to_value().map_err(|e| render_failed(res, &e))?;
+    Ok(Shown::Tree(proj.apply(res.kind, tree)))
+}
+
+/// One resource's answer, with its ETag.
 fn one_resource(
     status: StatusCode,
     proj: &Projection,
     res: &Resource,
     base_url: &str,
 ) -> Result<ScimReply, ScimError> {
-    let etag = res.record.etag();
-    let body = if proj.is_default() {
-        shown(res, base_url, &etag).to_bytes().map_err(|e| {
-            ScimError::internal(format!(
-                "cannot render {} {}: {e}",
-                res.kind.name(),
-                res.record.id
-            ))
-        })?
-    } else {
-        to_bytes(&proj.apply(res.kind, rendered(res, base_url)?))
-    };
+    let body =
+        serde_json::to_vec(&project(proj, res, base_url)?).map_err(|e| render_failed(res, &e))?;
     let mut reply = ScimReply::bytes(status, body);
-    reply.etag = Some(etag);
+    reply.etag = Some(res.record.etag());
     Ok(reply)
 }
 
@@ -828,7 +844,8 @@ async fn run_query(
     };
     let base = req.base_url();
     let mut total = 0usize;
-    let mut resources: Vec<Value> = Vec::new();
+    let mut taken = 0usize;
+    let mut pages: Vec<(Projection, Page)> = Vec::new();
     for kind in applicable {
         let proj = Projection::from_strs(kind, p.attributes.as_deref(), p.excluded.as_deref())?;
         // Where this type's slice of the concatenated result starts.
@@ -836,23 +853,32 @@ async fn run_query(
         let query = Query {
             filter: parsed.clone(),
             start_index: local_start,
-            count: count - resources.len(),
+            count: count - taken,
             with_refs: proj.wants_refs(kind),
         };
-        let store = req.state.store.clone();
-        let page: Page = tokio::task::spawn_blocking(move || store.query(kind, &query))
-            .await
-            .map_err(|e| ScimError::internal(format!("query task failed: {e}")))?
-            .map_err(store_error)?;
+        let page = if query.is_point_lookup(kind) {
+            // One index read and one record: cheaper than the trip to a blocking thread.
+            req.state.store.query(kind, &query).map_err(store_error)?
+        } else {
+            let store = req.state.store.clone();
+            tokio::task::spawn_blocking(move || store.query(kind, &query))
+                .await
+                .map_err(|e| ScimError::internal(format!("query task failed: {e}")))?
+                .map_err(store_error)?
+        };
         total += page.total;
+        taken += page.items.len();
+        pages.push((proj, page));
+    }
+    let mut resources = Vec::with_capacity(taken);
+    for (proj, page) in &pages {
         for r in &page.items {
-            resources.push(proj.apply(kind, rendered(r, &base)?));
+            resources.push(project(proj, r, &base)?);
         }
     }
-    Ok(ScimReply::json(
-        StatusCode::OK,
-        list::list_response(total, start_index, resources),
-    ))
+    let body = serde_json::to_vec(&list::page(total, start_index, resources))
+        .map_err(|e| ScimError::internal(format!("cannot render the list: {e}")))?;
+    Ok(ScimReply::bytes(StatusCode::OK, body))
 }
 
 /// POST /.search (RFC 7644 §3.4.3): the same query, with parameters in the body.

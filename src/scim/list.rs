@@ -2,7 +2,34 @@
 //! a discovery endpoint.
 
 use crate::scim::schema::LIST_RESPONSE_SCHEMA;
+use serde::Serialize;
 use serde_json::{json, Value};
+
+/// A page of resources of any serialisable kind (those of [`crate::scim::render`] are written
+/// as they are read); fields in the order [`list_response`] has them.
+#[derive(Debug, Serialize)]
+pub struct Page<T> {
+    #[serde(rename = "Resources")]
+    resources: Vec<T>,
+    #[serde(rename = "itemsPerPage")]
+    items_per_page: usize,
+    schemas: [&'static str; 1],
+    #[serde(rename = "startIndex")]
+    start_index: usize,
+    #[serde(rename = "totalResults")]
+    total_results: usize,
+}
+
+/// [`list_response`] for resources that serialise themselves.
+pub fn page<T: Serialize>(total: usize, start_index: usize, resources: Vec<T>) -> Page<T> {
+    Page {
+        items_per_page: resources.len(),
+        resources,
+        schemas: [LIST_RESPONSE_SCHEMA],
+        start_index,
+        total_results: total,
+    }
+}
 
 /// A page of `resources` out of `total` matches, the first being match number `start_index`
 /// (1-based).
@@ -39,5 +66,15 @@ mod tests {
             })
         );
         assert_eq!(complete(vec![]), list_response(0, 1, vec![]));
+        let same = super::page(7, 3, vec![json!({"id": "a"}), json!({"id": "b"})]);
+        assert_eq!(
+            serde_json::to_vec(&same).unwrap(),
+            serde_json::to_vec(&list_response(
+                7,
+                3,
+                vec![json!({"id": "a"}), json!({"id": "b"})]
+            ))
+            .unwrap()
+        );
     }
 }

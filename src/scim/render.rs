@@ -21,7 +21,8 @@ pub struct View<'a> {
     pub data: &'a Value,
     pub created: &'a str,
     pub last_modified: &'a str,
-    pub etag: &'a str,
+    /// The record's version; `meta.version` is the weak ETag `W/"{version}"`.
+    pub version: u64,
     pub refs: Option<&'a [(String, String)]>,
     /// The SCIM base URL, for `$ref` and `meta.location`.
     pub base_url: &'a str,
@@ -63,6 +64,7 @@ enum Field<'a> {
     Owned(Value),
     Str(&'a str),
     Refs(RefList<'a>),
+    Meta(&'a View<'a>),
 }
 
 impl Serialize for Field<'_> {
@@ -72,6 +74,18 @@ impl Serialize for Field<'_> {
             Field::Owned(v) => v.serialize(s),
             Field::Str(v) => s.serialize_str(v),
             Field::Refs(r) => r.serialize(s),
+            Field::Meta(v) => {
+                let mut m = s.serialize_map(Some(5))?;
+                m.serialize_entry("created", v.created)?;
+                m.serialize_entry("lastModified", v.last_modified)?;
+                m.serialize_entry(
+                    "location",
+                    &format_args!("{}{}/{}", v.base_url, v.kind.endpoint(), v.id),
+                )?;
+                m.serialize_entry("resourceType", v.kind.name())?;
+                m.serialize_entry("version", &format_args!("W/\"{}\"", v.version))?;
+                m.end()
+            }
         }
     }
 }
@@ -100,16 +114,7 @@ impl Serialize for View<'_> {
                 }),
             );
         }
-        fields.insert(
-            "meta",
-            Field::Owned(json!({
-                "resourceType": self.kind.name(),
-                "created": self.created,
-                "lastModified": self.last_modified,
-                "location": format!("{}{}/{}", self.base_url, self.kind.endpoint(), self.id),
-                "version": self.etag,
-            })),
-        );
+        fields.insert("meta", Field::Meta(self));
         let mut map = s.serialize_map(Some(fields.len()))?;
         for (k, v) in &fields {
             map.serialize_entry(k, v)?;
@@ -182,7 +187,7 @@ mod tests {
             data,
             created: "2026-01-01T00:00:00Z",
             last_modified: "2026-01-02T00:00:00Z",
-            etag: "W/\"3\"",
+            version: 3,
             refs,
             base_url: "https://scim.example/scim/v2",
         }

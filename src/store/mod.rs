@@ -221,6 +221,21 @@ pub struct Query {
     pub with_refs: bool,
 }
 
+impl Query {
+    /// Whether this query reads at most a few records through an exact index (`id`,
+    /// `userName`, `externalId`) and no group's member list: cheap enough for an async thread.
+    pub fn is_point_lookup(&self, kind: ResourceKind) -> bool {
+        let Some(f) = &self.filter else {
+            return false;
+        };
+        let exact =
+            filter::index_hint(f, kind).is_some_and(|h| !matches!(h, IndexHint::DisplayName(_)));
+        let members =
+            kind == ResourceKind::Group && (self.with_refs || filter::references(f, "members"));
+        exact && !members
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Page {
     pub total: usize,
@@ -715,4 +730,30 @@ pub(crate) fn member_ids(members: &[MemberRef]) -> Vec<String> {
         .filter(|m| seen.insert(m.value.clone()))
         .map(|m| m.value.clone())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_exact_index_reads_without_member_lists_count_as_point_lookups() {
+        let q = |f: Option<&str>, with_refs: bool| Query {
+            filter: f.map(|f| filter::parse_filter(f).unwrap()),
+            start_index: 1,
+            count: 100,
+            with_refs,
+        };
+        let user = ResourceKind::User;
+        let group = ResourceKind::Group;
+        assert!(q(Some("userName eq \"a@x.io\""), true).is_point_lookup(user));
+        assert!(q(Some("id eq \"u1\" and active eq true"), false).is_point_lookup(user));
+        assert!(q(Some("externalId eq \"x\""), false).is_point_lookup(group));
+        assert!(!q(Some("externalId eq \"x\""), true).is_point_lookup(group));
+        assert!(!q(Some("id eq \"g1\" and members eq \"u1\""), false).is_point_lookup(group));
+        assert!(!q(Some("displayName eq \"Eng\""), false).is_point_lookup(group));
+        assert!(!q(Some("userName sw \"a\""), false).is_point_lookup(user));
+        assert!(!q(Some("userName eq \"a\" or userName eq \"b\""), false).is_point_lookup(user));
+        assert!(!q(None, false).is_point_lookup(user));
+    }
 }
