@@ -52,12 +52,19 @@ struct Scale {
 }
 
 impl Scale {
+    /// 10,000 users and 200 workspaces, times `--scale N` (`-- --scale 10`: 100,000 users,
+    /// 2,000 workspaces, 500,000 memberships), or divided by 10 with SCIM_SYNC_BENCH_QUICK=1.
     fn get() -> Scale {
         let quick = std::env::var("SCIM_SYNC_BENCH_QUICK").is_ok_and(|v| v != "0" && !v.is_empty());
-        let d = if quick { 10 } else { 1 };
+        let times = arg_value("--scale").unwrap_or(1).max(1);
+        let (users, workspaces) = if quick {
+            (1_000 * times, 20 * times)
+        } else {
+            (10_000 * times, 200 * times)
+        };
         Scale {
-            users: 10_000 / d,
-            workspaces: 200 / d,
+            users,
+            workspaces,
             per_group: 250,
         }
     }
@@ -72,6 +79,34 @@ impl Scale {
     fn memberships(&self) -> usize {
         self.workspaces * self.per_group
     }
+}
+
+/// The number after `name` on the command line (`cargo bench --bench reconcile -- --scale 10`).
+fn arg_value(name: &str) -> Option<usize> {
+    let args: Vec<String> = std::env::args().collect();
+    let at = args.iter().position(|a| a == name)?;
+    args.get(at + 1)?.parse().ok()
+}
+
+fn arg_flag(name: &str) -> bool {
+    std::env::args().any(|a| a == name)
+}
+
+/// This process's resident memory now and at its peak (daemon, simulator and bench together).
+fn rss() -> String {
+    let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |f: &str| {
+        text.lines()
+            .find(|l| l.starts_with(f))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    format!(
+        "VmRSS {:.0} MiB, peak VmHWM {:.0} MiB (daemon, simulator and bench in one process)",
+        field("VmRSS:"),
+        field("VmHWM:")
+    )
 }
 
 fn email(i: usize) -> String {
@@ -358,7 +393,7 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let store_path = dir.path().join("store.redb");
     let (user_ids, group_ids, t) = seed_store(&store_path, &scale).await;
-    println!("store seeded in {:.2} s", t.as_secs_f64());
+    println!("store seeded in {:.2} s; {}", t.as_secs_f64(), rss());
 
     // Request logs of 50,000 calls take a while to read.
     let http = reqwest::Client::builder()
@@ -405,6 +440,7 @@ async fn main() {
         scale.users,
         scale.workspaces + scale.users
     );
+    println!("{}", rss());
 
     // After everyone accepts, the memberships came with the invites.
     let accepted = b.control("/invites/accept", json!({})).await;
@@ -555,6 +591,17 @@ async fn main() {
         config.sync.debounce_ms
     );
     stop(running, stop_tx).await;
+
+    println!("\nafter (a)-(c): {}", rss());
+    if scale.users > 10_000 && !arg_flag("--rate-limited") {
+        println!(
+            "\n(b) at the default rate limit: not run at this scale (add --rate-limited); a no-op \
+             run's reads at 20 requests/s take their count / 20 seconds"
+        );
+        println!("\nload average at end {}", host::load_avg());
+        b.sim.shutdown().await;
+        return;
+    }
 
     // The same converged state with the default `[portkey] requests_per_second` (the startup
     // run of a second daemon on the same store is the no-op full run).
