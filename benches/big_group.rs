@@ -13,79 +13,20 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a bench fails loudly
 
 use serde_json::{json, Value};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "support/child.rs"]
+mod child;
 #[path = "support/host.rs"]
 mod host;
+use child::status_mib;
 #[path = "support/load.rs"]
 mod load;
 #[path = "../tests/it/common/scim.rs"]
 mod scim;
 
 const CLIENTS: usize = 16;
-const TOKEN: &str = "bench-scim-token-0123456789";
-
-struct Daemon {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start(scim_port: u16) -> Daemon {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("scim-sync.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[scim]\nlisten = \"127.0.0.1:{scim_port}\"\nrate_limit_per_second = 0\n\
-             max_body_bytes = {}\n[admin]\nlisten = \"127.0.0.1:{}\"\n[store]\npath = \"{}\"\n\
-             [portkey]\nbase_url = \"http://127.0.0.1:9/v1\"\n",
-            // 50,000 members in one PUT are about 2.5 MB of JSON.
-            16 * 1024 * 1024,
-            free_port(),
-            dir.path().join("store.redb").display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_scim-sync"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("SCIM_SYNC_SCIM_TOKEN", TOKEN)
-        .env("SCIM_SYNC_ADMIN_TOKEN", "bench-admin-token-0123456789")
-        .env("PORTKEY_API_KEY", "bench-portkey-key")
-        .env("SCIM_SYNC_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    Daemon { child, _dir: dir }
-}
-
-/// A field of /proc/PID/status in MiB.
-fn status_mib(pid: u32, field: &str) -> f64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    text.lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
+const TOKEN: &str = child::SCIM_TOKEN;
 
 /// Resets the peak resident size, so that the next VmHWM is the peak of the next step.
 fn reset_peak(pid: u32) {
@@ -137,14 +78,13 @@ async fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(50_000);
-    let port = free_port();
-    let daemon = start(port);
+    let daemon = child::Daemon::start();
     let pid = daemon.child.id();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(CLIENTS)
         .build()
         .unwrap();
-    let api = scim::Client::new(&format!("http://127.0.0.1:{port}/scim/v2"), TOKEN, &http);
+    let api = scim::Client::new(&daemon.scim_url(), TOKEN, &http);
     let up = Instant::now() + Duration::from_secs(20);
     while api
         .try_send(reqwest::Method::GET, "/ServiceProviderConfig", None)
