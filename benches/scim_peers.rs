@@ -232,6 +232,7 @@ async fn main() {
     let daemon = child::Daemon::start();
     let ours = scim::Client::new(&daemon.scim_url(), child::SCIM_TOKEN, &http);
     wait_up(&ours).await;
+    println!("scim-sync at {}", ours.base);
     let a = measure(&ours, daemon.child.id(), &sizes).await;
     drop(daemon);
 
@@ -243,6 +244,7 @@ async fn main() {
         &http,
     );
     wait_up(&theirs).await;
+    println!("SCIMMY at {}", theirs.base);
     let b = measure(&theirs, peer.child.id(), &sizes).await;
     drop(peer);
 

@@ -100,6 +100,10 @@ app.use('/scim/v2', new SCIMMYRouters({
     return 'bench';
   },
 }));
-app.listen(port, '127.0.0.1', () => {
+const server = app.listen(port, '127.0.0.1', () => {
   console.log(`scimmy peer listening on http://127.0.0.1:${port}/scim/v2`);
 });
+// Node closes a keep-alive connection after 5 s idle by default; with slow PATCHes queued, the
+// load generator's pooled connections sit idle longer than that and would be reset under it.
+server.keepAliveTimeout = 120_000;
+server.headersTimeout = 121_000;
