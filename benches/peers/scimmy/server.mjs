@@ -44,7 +44,7 @@ function egressFrom(store, resource, index) {
     if (!found) throw new SCIMMY.Types.Error(404, null, `Resource ${resource.id} not found`);
     return found;
   }
-  const name = index && !scan && userNameLookup(resource.filter);
+  const name = index && !scan ? userNameLookup(resource.filter) : undefined;
   if (name !== undefined) {
     const id = byUserName.get(name);
     return id ? [store.get(id)] : [];
