@@ -85,15 +85,7 @@ async fn main() {
         .build()
         .unwrap();
     let api = scim::Client::new(&daemon.scim_url(), TOKEN, &http);
-    let up = Instant::now() + Duration::from_secs(20);
-    while api
-        .try_send(reqwest::Method::GET, "/ServiceProviderConfig", None)
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < up, "the daemon did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    child::wait_listening(daemon.scim_port).await;
     println!(
         "big_group bench: {members} members, daemon pid {pid} (release binary), load average {}",
         host::load_avg()

@@ -18,7 +18,7 @@
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[path = "support/child.rs"]
 mod child;
@@ -93,20 +93,6 @@ fn start_peer(scan: bool) -> Peer {
         .spawn()
         .expect("node (Node.js) is needed for the SCIMMY peer");
     Peer { child, port }
-}
-
-async fn wait_up(api: &scim::Client) {
-    let until = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok((200, _)) = api
-            .try_send(reqwest::Method::GET, "/Users?count=1", None)
-            .await
-        {
-            return;
-        }
-        assert!(Instant::now() < until, "{} did not start", api.base);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn user_name(i: usize) -> String {
@@ -231,7 +217,7 @@ async fn main() {
 
     let daemon = child::Daemon::start();
     let ours = scim::Client::new(&daemon.scim_url(), child::SCIM_TOKEN, &http);
-    wait_up(&ours).await;
+    child::wait_listening(daemon.scim_port).await;
     println!("scim-sync at {}", ours.base);
     let a = measure(&ours, daemon.child.id(), &sizes).await;
     drop(daemon);
@@ -243,7 +229,7 @@ async fn main() {
         PEER_TOKEN,
         &http,
     );
-    wait_up(&theirs).await;
+    child::wait_listening(peer.port).await;
     println!("SCIMMY at {}", theirs.base);
     let b = measure(&theirs, peer.child.id(), &sizes).await;
     drop(peer);
