@@ -21,7 +21,9 @@ impl Drop for Daemon {
 
 impl Daemon {
     /// Starts it with the SCIM rate limit off and a 16 MiB body limit (50,000 members in one PUT
-    /// are about 2.5 MB), against a control plane that is not there.
+    /// are about 2.5 MB). There is no control plane, and the reconciler's change-driven runs are
+    /// put off by a one-hour debounce: what is measured is the SCIM server, not runs that read
+    /// the whole store only to find the control plane unreachable.
     pub fn start() -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let scim_port = free_port();
@@ -31,7 +33,8 @@ impl Daemon {
             format!(
                 "[scim]\nlisten = \"127.0.0.1:{scim_port}\"\nrate_limit_per_second = 0\n\
                  max_body_bytes = {}\n[admin]\nlisten = \"127.0.0.1:{}\"\n[store]\npath = \"{}\"\n\
-                 [portkey]\nbase_url = \"http://127.0.0.1:9/v1\"\n",
+                 [portkey]\nbase_url = \"http://127.0.0.1:9/v1\"\n\
+                 [sync]\ndebounce_ms = 3600000\nfull_resync_cron = \"0 0 0 1 1 *\"\n",
                 16 * 1024 * 1024,
                 free_port(),
                 dir.path().join("store.redb").display()
