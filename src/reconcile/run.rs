@@ -260,6 +260,7 @@ impl RunSummary {
 pub struct ReconcilerStatus {
     pub running: Option<String>,
     pub progress: Progress,
+    /// The last run, without its per-op results (see [`RunSummary::brief`]).
     pub last_run: Option<RunSummary>,
     /// The last [`RECENT_RUNS`] runs, newest first, without their per-op results.
     pub recent_runs: Vec<RunSummary>,
@@ -1277,8 +1278,11 @@ impl Reconciler {
                 st.last_successful_full_run_at = Some(summary.finished_at.clone());
             }
         }
-        st.last_run = Some(summary.clone());
-        st.recent_runs.insert(0, summary.brief());
+        // The status keeps runs without their per-op results: a first sync of 100,000 people
+        // has as many, and every status read clones what is kept.
+        let brief = summary.brief();
+        st.last_run = Some(brief.clone());
+        st.recent_runs.insert(0, brief);
         st.recent_runs.truncate(RECENT_RUNS);
         tracing::info!(
             run = %summary.run_id,
