@@ -27,7 +27,7 @@
 //! - **Deletion fuse.** [`apply_fuse`]: too many destructive ops in one run → all of them are held
 //!   for approval, not a prefix (a prefix would apply an arbitrary part of a mass deletion).
 
-use crate::policy::{Conflict, DesiredOrgRole, DesiredState, DesiredUser};
+use crate::policy::{Conflict, DesiredMembership, DesiredOrgRole, DesiredState, DesiredUser};
 use crate::portkey::{
     Invite, InviteStatus, OrgRole, User, Workspace, WorkspaceMember, WorkspaceRole,
 };
@@ -448,6 +448,9 @@ struct Planner<'a> {
     users_by_id: BTreeMap<&'a str, &'a User>,
     invites_by_email: BTreeMap<String, Vec<&'a Invite>>,
     ws_state: BTreeMap<&'a str, WsState<'a>>,
+    /// Who the groups put in each workspace, by workspace name: built once, so that planning
+    /// a workspace's members costs its own members, not every person in the IdP.
+    wanted_by_ws: BTreeMap<&'a str, Vec<(&'a String, &'a DesiredMembership)>>,
     /// Each managed user's org role once this plan is applied, which decides whether workspace
     /// roles are implicit.
     role_after: BTreeMap<&'a str, OrgRole>,
@@ -494,6 +497,15 @@ impl<'a> Planner<'a> {
                 .or_default()
                 .push(inv);
         }
+        let mut wanted_by_ws: BTreeMap<&str, Vec<(&String, &DesiredMembership)>> = BTreeMap::new();
+        for (email, du) in &desired.users {
+            for (ws, m) in &du.workspaces {
+                wanted_by_ws
+                    .entry(ws.as_str())
+                    .or_default()
+                    .push((email, m));
+            }
+        }
         Planner {
             desired,
             actual,
@@ -504,6 +516,7 @@ impl<'a> Planner<'a> {
             users_by_id,
             invites_by_email,
             ws_state: BTreeMap::new(),
+            wanted_by_ws,
             role_after: BTreeMap::new(),
             leaving: BTreeSet::new(),
             removed_users: BTreeSet::new(),
@@ -867,16 +880,13 @@ impl<'a> Planner<'a> {
         workspace_id: Option<&String>,
         list: Option<&'a MemberList>,
     ) {
-        let desired = self.desired;
-        let wanted: Vec<(&String, WorkspaceRole, String)> = desired
-            .users
-            .iter()
+        let wanted: Vec<(&String, WorkspaceRole, String)> = self
+            .wanted_by_ws
+            .get(ws)
+            .into_iter()
+            .flatten()
             .filter(|(e, _)| !self.protected(e))
-            .filter_map(|(e, du)| {
-                du.workspaces
-                    .get(ws)
-                    .map(|m| (e, WorkspaceRole::from(m.role), m.reason()))
-            })
+            .map(|(e, m)| (*e, WorkspaceRole::from(m.role), m.reason()))
             .collect();
         let present: BTreeMap<&str, &WorkspaceMember> = list
             .map(|l| l.members.iter().map(|m| (m.id.as_str(), m)).collect())
