@@ -73,7 +73,7 @@ pub struct ScimReply {
 }
 
 impl ScimReply {
-    fn json(status: StatusCode, body: Value) -> Self {
+    fn json(status: StatusCode, body: impl serde::Serialize) -> Self {
         Self::bytes(status, to_bytes(&body))
     }
     fn bytes(status: StatusCode, body: Vec<u8>) -> Self {
@@ -119,9 +119,9 @@ impl ScimReply {
     }
 }
 
-/// A `Value` always serialises (its keys are strings); were it ever not to, the status still
-/// goes out and the log says why the body is empty.
-fn to_bytes(v: &Value) -> Vec<u8> {
+/// A `Value` (or a page of them) always serialises, its keys being strings; were it ever not
+/// to, the status still goes out and the log says why the body is empty.
+fn to_bytes(v: &impl serde::Serialize) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_else(|e| {
         tracing::error!(error = %e, "SCIM answer body could not be serialised");
         Vec::new()

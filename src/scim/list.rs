@@ -3,10 +3,11 @@
 
 use crate::scim::schema::LIST_RESPONSE_SCHEMA;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-/// A page of resources of any serialisable kind (those of [`crate::scim::render`] are written
-/// as they are read); fields in the order [`list_response`] has them.
+/// A page of `resources` out of `total` matches, the first being match number `start_index`
+/// (1-based). Resources of any serialisable kind: those of [`crate::scim::render`] are written
+/// as they are read.
 #[derive(Debug, Serialize)]
 pub struct Page<T> {
     #[serde(rename = "Resources")]
@@ -20,7 +21,6 @@ pub struct Page<T> {
     total_results: usize,
 }
 
-/// [`list_response`] for resources that serialise themselves.
 pub fn page<T: Serialize>(total: usize, start_index: usize, resources: Vec<T>) -> Page<T> {
     Page {
         items_per_page: resources.len(),
@@ -31,30 +31,20 @@ pub fn page<T: Serialize>(total: usize, start_index: usize, resources: Vec<T>) -
     }
 }
 
-/// A page of `resources` out of `total` matches, the first being match number `start_index`
-/// (1-based).
-pub fn list_response(total: usize, start_index: usize, resources: Vec<Value>) -> Value {
-    json!({
-        "schemas": [LIST_RESPONSE_SCHEMA],
-        "totalResults": total,
-        "startIndex": start_index,
-        "itemsPerPage": resources.len(),
-        "Resources": resources,
-    })
-}
-
 /// Every entry of a discovery endpoint on one page.
-pub fn complete(resources: Vec<Value>) -> Value {
-    list_response(resources.len(), 1, resources)
+pub fn complete(resources: Vec<Value>) -> Page<Value> {
+    page(resources.len(), 1, resources)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn a_page_counts_what_it_carries() {
-        let page = list_response(7, 3, vec![json!({"id": "a"}), json!({"id": "b"})]);
+        let page =
+            serde_json::to_value(page(7, 3, vec![json!({"id": "a"}), json!({"id": "b"})])).unwrap();
         assert_eq!(
             page,
             json!({
@@ -65,16 +55,9 @@ mod tests {
                 "Resources": [{"id": "a"}, {"id": "b"}],
             })
         );
-        assert_eq!(complete(vec![]), list_response(0, 1, vec![]));
-        let same = super::page(7, 3, vec![json!({"id": "a"}), json!({"id": "b"})]);
         assert_eq!(
-            serde_json::to_vec(&same).unwrap(),
-            serde_json::to_vec(&list_response(
-                7,
-                3,
-                vec![json!({"id": "a"}), json!({"id": "b"})]
-            ))
-            .unwrap()
+            serde_json::to_value(complete(vec![])).unwrap(),
+            serde_json::to_value(super::page::<Value>(0, 1, vec![])).unwrap()
         );
     }
 }

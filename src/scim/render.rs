@@ -29,12 +29,6 @@ pub struct View<'a> {
 }
 
 impl View<'_> {
-    /// The answer body as bytes. `Value`s with string keys always serialise; should this one
-    /// not, the error says so rather than sending half a document.
-    pub fn to_bytes(&self) -> Result<Vec<u8>, serde_json::Error> {
-        serde_json::to_vec(self)
-    }
-
     /// The same document as a tree, for projections (`attributes=`, `excludedAttributes=`),
     /// which work on one.
     pub fn to_value(&self) -> Result<Value, serde_json::Error> {
@@ -202,7 +196,7 @@ mod tests {
             ("u2".into(), "Bob".into()),
         ];
         let v = view(ResourceKind::Group, &data, Some(&refs));
-        let bytes = v.to_bytes().unwrap();
+        let bytes = serde_json::to_vec(&v).unwrap();
         let expected = json!({
             "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
             "id": "g1",
