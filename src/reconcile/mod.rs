@@ -5,6 +5,7 @@
 //! the pure part: the plan, the safety rules and the deletion fuse, with no I/O, so that every rule
 //! is unit-tested and `/admin/plan` can show exactly what a run would do.
 
+pub mod desired;
 pub mod explain;
 pub mod plan;
 pub mod run;

@@ -9,6 +9,7 @@
 //! A run is level-triggered: it recomputes everything from live state, so a crash or a failed op
 //! at any point is repaired by the next run, and nothing is applied twice.
 
+use super::desired;
 use super::plan::{
     apply_fuse, diff, held_digest, ActualState, FuseLimits, FuseOutcome, FuseState, MemberList, Op,
     OpKind, Plan, PlanOptions,
@@ -21,7 +22,7 @@ use crate::portkey::{
 };
 use crate::scheduler::{BoxFuture, RunKind, Runner, Trigger};
 use crate::scim::schema::ResourceKind;
-use crate::store::{now_rfc3339, AuditEntry, FailingOp, HeldOp, Link, Query, Store, WorkspaceLink};
+use crate::store::{now_rfc3339, AuditEntry, FailingOp, HeldOp, Link, Store, WorkspaceLink};
 use futures::StreamExt;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -463,67 +464,74 @@ impl Reconciler {
         }
     }
 
-    /// The desired state, read on a blocking thread: it scans every SCIM user and group. The
-    /// caller's copy of the ledger names the address owners.
+    /// The desired state of `who` (everyone, or a few people: see [`super::desired`]), read on
+    /// a blocking thread. The caller's copy of the ledger names the address owners.
     async fn desired_async(
         &self,
         links: &BTreeMap<String, Link>,
+        who: Who,
     ) -> Result<DesiredState, ReconcileError> {
-        let (store, sync, mappings) =
-            (self.store.clone(), self.sync.clone(), self.mappings.clone());
-        let owners = owners_of(links);
-        tokio::task::spawn_blocking(move || desired_from(&store, &sync, &mappings, &owners))
-            .await
-            .map_err(|e| {
-                ReconcileError::Store(crate::store::StoreError::BatchFailed(e.to_string()))
-            })?
-    }
-
-    /// The desired state from the store.
-    pub fn desired(&self) -> Result<DesiredState, ReconcileError> {
-        let owners = owners_of(&self.store.links()?);
-        desired_from(&self.store, &self.sync, &self.mappings, &owners)
-    }
-}
-
-/// Email → the SCIM user the daemon provisioned that address for.
-fn owners_of(links: &BTreeMap<String, Link>) -> BTreeMap<String, String> {
-    links
-        .iter()
-        .filter_map(|(k, l)| l.scim_id.clone().map(|id| (k.clone(), id)))
-        .collect()
-}
-
-fn desired_from(
-    store: &Store,
-    sync: &SyncConfig,
-    mappings: &[GroupMapping],
-    owners: &BTreeMap<String, String>,
-) -> Result<DesiredState, ReconcileError> {
-    let all = |with_refs| Query {
-        filter: None,
-        start_index: 1,
-        count: usize::MAX,
-        with_refs,
-    };
-    let users = store.query(ResourceKind::User, &all(false))?;
-    let groups = store.query(ResourceKind::Group, &all(true))?;
-    let users: Vec<_> = users
-        .items
-        .iter()
-        .map(|r| super::scim_user(&r.record))
-        .collect();
-    let groups: Vec<_> = groups
-        .items
-        .iter()
-        .map(|r| {
-            let ids = r.refs.iter().flatten().map(|(id, _)| id.clone());
-            super::scim_group(&r.record, ids)
+        let (store, sync, mappings, links) = (
+            self.store.clone(),
+            self.sync.clone(),
+            self.mappings.clone(),
+            links.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let inp = desired::Inputs {
+                store: &store,
+                sync: &sync,
+                mappings: &mappings,
+                links: &links,
+            };
+            match who {
+                Who::Everyone => desired::everyone(&inp),
+                Who::People { emails, ids } => desired::people(&inp, &emails, &ids),
+            }
         })
-        .collect();
-    Ok(policy::desired_state_with_owners(
-        &users, &groups, sync, mappings, owners,
-    ))
+        .await
+        .map_err(|e| ReconcileError::Store(crate::store::StoreError::BatchFailed(e.to_string())))?
+    }
+
+    /// Everyone's desired state, from the store.
+    pub fn desired(&self) -> Result<DesiredState, ReconcileError> {
+        let links = self.store.links()?;
+        desired::everyone(&desired::Inputs {
+            store: &self.store,
+            sync: &self.sync,
+            mappings: &self.mappings,
+            links: &links,
+        })
+    }
+
+    /// The desired state of the people known by `emails` and of the SCIM users `ids` (see
+    /// [`super::desired::people`]).
+    pub fn desired_for(
+        &self,
+        emails: &BTreeSet<String>,
+        ids: &BTreeSet<String>,
+    ) -> Result<DesiredState, ReconcileError> {
+        let links = self.store.links()?;
+        desired::people(
+            &desired::Inputs {
+                store: &self.store,
+                sync: &self.sync,
+                mappings: &self.mappings,
+                links: &links,
+            },
+            emails,
+            ids,
+        )
+    }
+}
+
+/// Whose desired state a run reads.
+enum Who {
+    Everyone,
+    People {
+        emails: BTreeSet<String>,
+        ids: BTreeSet<String>,
+    },
 }
 
 impl Reconciler {
@@ -631,7 +639,14 @@ impl Reconciler {
         scope: &Scope,
     ) -> Result<(PlanView, ActualState), ReconcileError> {
         let links = self.store.links()?;
-        let desired = self.desired_async(&links).await?;
+        let who = match scope {
+            Scope::Everyone => Who::Everyone,
+            Scope::People { emails, .. } => Who::People {
+                emails: emails.clone(),
+                ids: BTreeSet::new(),
+            },
+        };
+        let desired = self.desired_async(&links, who).await?;
         self.plan_from(scope, &links, desired).await
     }
 
@@ -1000,7 +1015,8 @@ impl Reconciler {
     /// change-driven run for this person would read ([`Self::plan_for`]).
     pub async fn explain(&self, who: &str) -> Result<super::explain::Person, ReconcileError> {
         let links = self.store.links()?;
-        let desired = self.desired_async(&links).await?;
+        let people = self.resolve(who)?;
+        let desired = self.desired_async(&links, people).await?;
         let explanation = desired.explain(who);
         let email = explanation
             .as_ref()
@@ -1012,6 +1028,21 @@ impl Reconciler {
         };
         let planned = self.plan_from(&scope, &links, desired).await;
         Ok(super::explain::Person::new(explanation, email, planned))
+    }
+
+    /// Whom `explain`'s argument can name: the address itself, the user with that SCIM id or
+    /// `userName`, and those users' addresses.
+    fn resolve(&self, who: &str) -> Result<Who, ReconcileError> {
+        let key = who.trim().to_lowercase();
+        let mut ids = BTreeSet::new();
+        let mut emails = BTreeSet::from([key.clone()]);
+        let by_id = self.store.get(ResourceKind::User, who.trim(), false)?;
+        let by_name = self.store.user_by_name(&key)?;
+        for r in by_id.into_iter().chain(by_name) {
+            emails.extend(policy::user_email(&r.record.data));
+            ids.insert(r.record.id);
+        }
+        Ok(Who::People { emails, ids })
     }
 
     /// Each person's account (by email, or by the id the ledger knows), with its workspace ids,

@@ -1,5 +1,6 @@
 //! The SCIM 2.0 protocol: what a request means, independent of transport and storage.
 
+pub mod address;
 pub mod discovery;
 pub mod error;
 pub mod filter;

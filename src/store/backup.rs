@@ -61,6 +61,7 @@ fn copy_all(from: &redb::ReadTransaction, to: &redb::Database) -> Result<()> {
     copy_table(from, to, GROUPNAME_IDX)?;
     copy_multimap(from, to, USER_EXTERNAL_IDX)?;
     copy_multimap(from, to, GROUP_EXTERNAL_IDX)?;
+    copy_multimap(from, to, USER_EMAIL_IDX)?;
     copy_multimap(from, to, MEMBERS)?;
     copy_multimap(from, to, USER_GROUPS)?;
     copy_table(from, to, CHANGES)?;

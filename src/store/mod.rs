@@ -43,7 +43,8 @@ pub use write::WriteStats;
 ///
 /// - 1: the first layout.
 /// - 2: workspace links in their own table instead of the email-keyed links table.
-pub const SCHEMA_VERSION: u64 = 2;
+/// - 3: users indexed by address, so that a run for a few people reads only theirs.
+pub const SCHEMA_VERSION: u64 = 3;
 
 /// What a client is told to wait (`Retry-After`, seconds) when the store cannot take a write:
 /// the writer retries reopening the file every few seconds at most (see handle.rs).
@@ -503,6 +504,47 @@ impl Store {
         t.len().db()
     }
 
+    /// Every user known by this address (lower-cased, as [`crate::scim::address::user_email`]
+    /// gives it), active or not, by id.
+    pub fn users_by_email(&self, email: &str) -> Result<Vec<Resource>> {
+        let rtx = self.db.begin_read()?;
+        let idx = rtx.open_multimap_table(USER_EMAIL_IDX).db()?;
+        let users = rtx.open_table(USERS).db()?;
+        let mut out = Vec::new();
+        for id in idx.get(email).db()? {
+            let id = id.db()?;
+            let id = id.value();
+            // The index and the record are written in one transaction: a miss here is a bug
+            // worth hearing about, not a reason to guess.
+            let bytes = users.get(id).db()?.ok_or_else(|| {
+                StoreError::Corrupt(
+                    id.to_string(),
+                    format!("indexed under {email} but not stored"),
+                )
+            })?;
+            out.push(Resource {
+                kind: ResourceKind::User,
+                record: decode(id, bytes.value())?,
+                refs: None,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The user whose `userName` is `name` (compared case-insensitively), from the unique index.
+    pub fn user_by_name(&self, name: &str) -> Result<Option<Resource>> {
+        let id = {
+            let rtx = self.db.begin_read()?;
+            let idx = rtx.open_table(USERNAME_IDX).db()?;
+            let found = idx.get(name.to_lowercase().as_str()).db()?;
+            match found {
+                Some(id) => id.value().to_string(),
+                None => return Ok(None),
+            }
+        };
+        self.get(ResourceKind::User, &id, false)
+    }
+
     /// Group ids of a user, from the reverse index.
     pub fn groups_of(&self, user_id: &str) -> Result<Vec<String>> {
         let rtx = self.db.begin_read()?;
@@ -626,6 +668,7 @@ pub(crate) fn init_tables(db: &redb::Database, path: &Path) -> Result<()> {
         tx.open_table(GROUPNAME_IDX).db()?;
         tx.open_multimap_table(USER_EXTERNAL_IDX).db()?;
         tx.open_multimap_table(GROUP_EXTERNAL_IDX).db()?;
+        tx.open_multimap_table(USER_EMAIL_IDX).db()?;
         tx.open_multimap_table(MEMBERS).db()?;
         tx.open_multimap_table(USER_GROUPS).db()?;
         tx.open_table(CHANGES).db()?;
@@ -644,6 +687,16 @@ pub(crate) fn init_tables(db: &redb::Database, path: &Path) -> Result<()> {
                 to = 2,
                 workspace_links = moved,
                 "store: schema migrated (workspace links moved to their own table)"
+            );
+        }
+        if let Some(v) = found.filter(|v| *v < 3) {
+            let indexed = write::build_email_index(&tx)?;
+            tracing::info!(
+                store = %path.display(),
+                from = v,
+                to = 3,
+                users = indexed,
+                "store: schema migrated (users indexed by address)"
             );
         }
         if found != Some(SCHEMA_VERSION) {

@@ -25,6 +25,12 @@ pub const USER_EXTERNAL_IDX: MultimapTableDefinition<&str, &str> =
 pub const GROUP_EXTERNAL_IDX: MultimapTableDefinition<&str, &str> =
     MultimapTableDefinition::new("idx_group_external");
 
+/// A user's address ([`crate::scim::address::user_email`]) → the ids of every user, active or
+/// not, known by it (schema version 3). Not unique: two records may claim one address, and the
+/// policy must see them all to refuse to choose.
+pub const USER_EMAIL_IDX: MultimapTableDefinition<&str, &str> =
+    MultimapTableDefinition::new("idx_user_email");
+
 /// group id → member user ids.
 pub const MEMBERS: MultimapTableDefinition<&str, &str> = MultimapTableDefinition::new("members");
 /// user id → group ids (the reverse index).

@@ -423,6 +423,19 @@ fn update_indexes(
             idx.insert(n.as_str(), id).db()?;
         }
     }
+    if kind == ResourceKind::User {
+        let old_addr = old.and_then(crate::scim::address::user_email);
+        let new_addr = new.and_then(crate::scim::address::user_email);
+        if old_addr != new_addr {
+            let mut idx = tx.open_multimap_table(USER_EMAIL_IDX).db()?;
+            if let Some(o) = &old_addr {
+                idx.remove(o.as_str(), id).db()?;
+            }
+            if let Some(n) = &new_addr {
+                idx.insert(n.as_str(), id).db()?;
+            }
+        }
+    }
     let old_ext = old.and_then(external_of);
     let new_ext = new.and_then(external_of);
     if old_ext != new_ext {
@@ -435,6 +448,23 @@ fn update_indexes(
         }
     }
     Ok(())
+}
+
+/// Indexes every stored user by address (the migration to schema version 3); returns how many
+/// have one.
+pub(crate) fn build_email_index(tx: &WriteTransaction) -> Result<u64> {
+    let users = tx.open_table(USERS).db()?;
+    let mut idx = tx.open_multimap_table(USER_EMAIL_IDX).db()?;
+    let mut n = 0;
+    for row in users.iter().db()? {
+        let (id, bytes) = row.db()?;
+        let record = decode(id.value(), bytes.value())?;
+        if let Some(addr) = crate::scim::address::user_email(&record.data) {
+            idx.insert(addr.as_str(), id.value()).db()?;
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 /// Splits member ids into those naming a stored user and those that do not.

@@ -564,6 +564,66 @@ async fn the_committed_v2_store_opens_and_reads() {
         Some("pk-user-ada")
     );
     assert_eq!(store.last_seq().unwrap(), 5);
+    // Opening it indexed its users by address (schema version 3).
+    for name in FIXTURE_USERS {
+        let found = store.users_by_email(name).unwrap();
+        assert_eq!(found.len(), 1, "{name}");
+        assert_eq!(found[0].record.data["userName"], name);
+    }
+    store.close().await;
+    drop(store);
+    assert_eq!(
+        scim_sync::store::inspect(&path).unwrap().schema_version,
+        SCHEMA_VERSION
+    );
+}
+
+/// A store written by schema version 3 (`store-v3.redb`): users indexed by address, and the
+/// index follows the writes made after it was opened again.
+#[tokio::test]
+async fn the_committed_v3_store_opens_and_its_address_index_follows_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    std::fs::copy(Path::new(FIXTURE).with_file_name("store-v3.redb"), &path).unwrap();
+    assert_eq!(scim_sync::store::inspect(&path).unwrap().schema_version, 3);
+    let store = Store::open(&path, StoreOptions::default()).unwrap();
+    let ada = store.users_by_email("ada@example.com").unwrap();
+    assert_eq!(ada.len(), 1);
+    let id = ada[0].record.id.clone();
+    // A new address moves the row; a second record with the same address sits beside it.
+    let n = |name: &str, email: &str| scim_sync::scim::resource::Normalized {
+        resource: json!({"userName": name, "emails": [{"value": email, "primary": true}]}),
+        members: None,
+    };
+    store
+        .replace(
+            ResourceKind::User,
+            id.clone(),
+            n("ada@example.com", "Ada.L@Example.com"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(store.users_by_email("ada@example.com").unwrap().is_empty());
+    let (twin, _) = store
+        .create(ResourceKind::User, n("twin", "ada.l@example.com"))
+        .await
+        .unwrap();
+    let mut both: Vec<String> = store
+        .users_by_email("ada.l@example.com")
+        .unwrap()
+        .into_iter()
+        .map(|r| r.record.id)
+        .collect();
+    both.sort();
+    let mut expected = vec![id.clone(), twin.id.clone()];
+    expected.sort();
+    assert_eq!(both, expected);
+    store
+        .delete(ResourceKind::User, twin.id, None)
+        .await
+        .unwrap();
+    assert_eq!(store.users_by_email("ada.l@example.com").unwrap().len(), 1);
     store.close().await;
 }
 
