@@ -2,7 +2,7 @@
 //! simulator, both over real HTTP, replaying IdP flows and asserting on the simulator's state and
 //! request log.
 
-use crate::common::eventually;
+use crate::common::{eventually, sim};
 use crate::e2e::{self, owner, pair, Env, API_KEY};
 use portkey_sim::{Faults, Quirks, Seed, SeedUser};
 use serde_json::{json, Value};
@@ -181,24 +181,14 @@ async fn drift_made_by_hand_is_repaired_by_a_full_resync() {
     );
     // Someone changes alice's role and removes her by hand, through the Admin API.
     let st = e.sim_state().await;
-    let ws = st["workspaces"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|w| w["name"] == "Drift")
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let uid = st["users"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["email"] == "alice@example.com")
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = |table, field, value| {
+        sim::rows(&st, table, field, value)[0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let ws = id("workspaces", "name", "Drift");
+    let uid = id("users", "email", "alice@example.com");
     let r = e
         .http
         .delete(format!(
