@@ -2,7 +2,7 @@
 //! simulator, both over real HTTP, replaying IdP flows and asserting on the simulator's state and
 //! request log.
 
-use crate::common::{eventually, sim};
+use crate::common::{eventually, metrics, sim};
 use crate::e2e::{self, owner, pair, Env, API_KEY};
 use portkey_sim::{Faults, Quirks, Seed, SeedUser};
 use serde_json::{json, Value};
@@ -460,14 +460,8 @@ async fn metrics_are_prometheus_text_with_the_expected_families() {
     let alice = e.create_user("alice@example.com").await;
     e.create_group("ws-M-role-member", &[&alice]).await;
     e.resync().await;
-    let r = e
-        .http
-        .get(format!("{}/metrics", e.admin))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let text = r.text().await.unwrap();
+    let (status, text) = metrics(&e.http, &e.admin).await;
+    assert_eq!(status, 200);
     let families = parse_exposition(&text);
     for f in [
         "scim_sync_scim_requests",
