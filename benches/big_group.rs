@@ -15,17 +15,11 @@
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-#[path = "support/child.rs"]
-mod child;
-#[path = "support/host.rs"]
-mod host;
-use child::status_mib;
-#[path = "support/load.rs"]
-mod load;
-#[path = "../tests/it/common/scim.rs"]
-mod scim;
+#[path = "support/scim_bench.rs"]
+mod kit;
+use kit::child::{self, status_mib};
+use kit::{host, scim};
 
-const CLIENTS: usize = 16;
 const TOKEN: &str = child::SCIM_TOKEN;
 
 /// Resets the peak resident size, so that the next VmHWM is the peak of the next step.
@@ -71,19 +65,10 @@ async fn timed<F: std::future::Future<Output = (u16, Value)>>(
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let members: usize = args
-        .iter()
-        .position(|a| a == "--members")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(50_000);
+    let members = kit::arg("--members", 50_000);
     let daemon = child::Daemon::start();
     let pid = daemon.child.id();
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(CLIENTS)
-        .build()
-        .unwrap();
+    let http = kit::http();
     let api = scim::Client::new(&daemon.scim_url(), TOKEN, &http);
     child::wait_listening(daemon.scim_port).await;
     println!(
@@ -102,23 +87,8 @@ async fn main() {
     );
 
     reset_peak(pid);
-    let a = api.clone();
-    let (wall, created) = load::load_with(CLIENTS, members, move |i| {
-        let a = a.clone();
-        async move {
-            let (status, body) = a
-                .send(
-                    reqwest::Method::POST,
-                    "/Users",
-                    Some(&scim::user(&format!("big.member{i:07}@example.com"))),
-                )
-                .await;
-            assert_eq!(status, 201, "{body}");
-            body["id"].as_str().unwrap().to_string()
-        }
-    })
-    .await;
-    let ids: Vec<String> = created.into_iter().map(|(_, id)| id).collect();
+    let (wall, ids) =
+        kit::create_users(&api, members, |i| format!("big.member{i:07}@example.com")).await;
     Step {
         pid,
         name: &format!("create {members} users (16 clients)"),

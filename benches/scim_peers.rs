@@ -20,31 +20,15 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-#[path = "support/child.rs"]
-mod child;
-#[path = "support/host.rs"]
-mod host;
-#[path = "support/load.rs"]
-mod load;
-#[path = "../tests/it/common/scim.rs"]
-mod scim;
-
-const CLIENTS: usize = 16;
+#[path = "support/scim_bench.rs"]
+mod kit;
+use kit::{arg, child, host, load, scim, CLIENTS};
 
 struct Sizes {
     users: usize,
     lookups: usize,
     group: usize,
     adds: usize,
-}
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 /// What one server did.
@@ -110,24 +94,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn measure(api: &scim::Client, pid: u32, sizes: &Sizes) -> Figures {
     let mut f = Figures::default();
 
-    let a = api.clone();
-    let (wall, created) = load::load_with(CLIENTS, sizes.users, move |i| {
-        let a = a.clone();
-        async move {
-            let (status, body) = a
-                .send(
-                    reqwest::Method::POST,
-                    "/Users",
-                    Some(&scim::user(&user_name(i))),
-                )
-                .await;
-            assert_eq!(status, 201, "{body}");
-            body["id"].as_str().unwrap().to_string()
-        }
-    })
-    .await;
+    let (wall, ids) = kit::create_users(api, sizes.users, user_name).await;
     f.creates_per_s = sizes.users as f64 / wall.as_secs_f64();
-    let ids: Vec<String> = created.into_iter().map(|(_, id)| id).collect();
 
     let a = api.clone();
     let users = sizes.users;
@@ -201,10 +169,7 @@ async fn main() {
         sizes.group + sizes.adds <= sizes.users,
         "--group + --adds > --users"
     );
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(CLIENTS)
-        .build()
-        .unwrap();
+    let http = kit::http();
     println!(
         "scim_peers bench: {} users, {} lookups, {} member adds into a {}-member group, {CLIENTS} \
          clients; load average {}",

@@ -13,19 +13,12 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
-ROOT="$(cd "$HERE/../.." && pwd)"
-cd "$ROOT"
-
-BIN="${SCIM_SYNC_BIN:-target/debug/scim-sync}"
-case "$BIN" in /*) ;; *) BIN="$ROOT/$BIN" ;; esac
+. "$HERE/../support/preamble.sh"
 PYTHON="${PYTHON:-python3}"
 VENV="${CONFORMANCE_VENV:-$ROOT/target/conformance-venv}"
 REQ="$HERE/requirements.txt"
 
-if [ ! -x "$BIN" ]; then
-  echo "conformance: scim-sync binary not found at $BIN (build it first, or set SCIM_SYNC_BIN)" >&2
-  exit 2
-fi
+need_bin conformance || exit 2
 if ! "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null; then
   echo "conformance: scim2-tester needs Python >= 3.11; set PYTHON to one" >&2
   exit 2
@@ -50,16 +43,10 @@ WORK="$(mktemp -d "${TMPDIR:-/tmp}/scim-conformance.XXXXXX")"
 SERVER_PID=""
 cleanup() {
   local rc=$?
-  if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill "$SERVER_PID" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-  fi
+  stop_pid "$SERVER_PID"
   if [ "$rc" -ne 0 ] && [ -s "$WORK/server.log" ]; then
     echo "== conformance: server log (warnings and errors, else its last lines)"
-    { grep -E ' (WARN|ERROR) ' "$WORK/server.log" || tail -n 10 "$WORK/server.log"; } \
-      | tail -n 30 | sed 's/\x1b\[[0-9;]*m//g'
+    server_log_excerpt "$WORK/server.log" 30
   fi
   if [ "${CONFORMANCE_KEEP:-0}" = 1 ]; then
     echo "conformance: kept $WORK"
@@ -74,16 +61,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-read -r SCIM_PORT ADMIN_PORT < <("$PYTHON" - <<'EOF'
-import socket
-socks = []
-for _ in range(2):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(*(s.getsockname()[1] for s in socks))
-EOF
-)
+read -r SCIM_PORT ADMIN_PORT < <(free_ports 2)
 
 cat > "$WORK/config.toml" <<EOF
 [scim]

@@ -6,7 +6,7 @@ use portkey_sim::Quirks;
 use serde_json::{json, Value};
 use std::path::Path;
 
-pub(crate) use crate::common::cli::{run_with, Out, BIN, READ_ENV};
+use crate::common::cli::{assert_has_all, run_with, Out};
 
 async fn run(args: &[&str]) -> Out {
     run_with(args, &[], None).await
@@ -35,42 +35,38 @@ async fn version_prints_the_package_version() {
 async fn help_lists_every_command_and_the_exit_codes() {
     let o = run(&["--help"]).await;
     assert_eq!(o.code, 0, "{o:?}");
-    for word in [
-        "serve",
-        "demo",
-        "check-config",
-        "hash-token",
-        "status",
-        "resync",
-        "plan",
-        "explain",
-        "approve-deletions",
-        "Exit codes",
-        "SCIM_SYNC_ADMIN_TOKEN",
-        "SCIM_SYNC_CONFIG",
-    ] {
-        assert!(
-            o.stdout.contains(word),
-            "--help lacks {word}:\n{}",
-            o.stdout
-        );
-    }
+    assert_has_all(
+        &o.stdout,
+        "--help",
+        &[
+            "serve",
+            "demo",
+            "check-config",
+            "hash-token",
+            "status",
+            "resync",
+            "plan",
+            "explain",
+            "approve-deletions",
+            "Exit codes",
+            "SCIM_SYNC_ADMIN_TOKEN",
+            "SCIM_SYNC_CONFIG",
+        ],
+    );
     let o = run(&["explain", "--help"]).await;
     assert_eq!(o.code, 0, "{o:?}");
-    for word in [
-        "USERNAME",
-        "--admin-url",
-        "--config",
-        "--admin-token",
-        "--json",
-        "Exit codes",
-    ] {
-        assert!(
-            o.stdout.contains(word),
-            "explain --help lacks {word}:\n{}",
-            o.stdout
-        );
-    }
+    assert_has_all(
+        &o.stdout,
+        "explain --help",
+        &[
+            "USERNAME",
+            "--admin-url",
+            "--config",
+            "--admin-token",
+            "--json",
+            "Exit codes",
+        ],
+    );
     let o = run(&["resync", "--help"]).await;
     assert!(o.stdout.contains("--wait"), "{}", o.stdout);
 }
@@ -417,21 +413,19 @@ async fn plan_explain_resync_and_status_against_a_live_daemon() {
     // Explain: desired (with the group that grants it), actual, planned.
     let o = e.cli(&["explain", "ALICE@example.com"]).await;
     assert_eq!(o.code, 0, "{o:?}");
-    for word in [
-        "alice@example.com",
-        "Desired",
-        "ws-Eng-role-member",
-        "Actual",
-        "not in the organisation",
-        "Planned ops",
-        "invite",
-    ] {
-        assert!(
-            o.stdout.contains(word),
-            "explain lacks {word}:\n{}",
-            o.stdout
-        );
-    }
+    assert_has_all(
+        &o.stdout,
+        "explain",
+        &[
+            "alice@example.com",
+            "Desired",
+            "ws-Eng-role-member",
+            "Actual",
+            "not in the organisation",
+            "Planned ops",
+            "invite",
+        ],
+    );
     let o = e.cli(&["explain", "alice@example.com", "--json"]).await;
     assert_eq!(o.code, 0, "{o:?}");
     let v: Value = serde_json::from_str(&o.stdout).unwrap();
@@ -463,18 +457,16 @@ async fn plan_explain_resync_and_status_against_a_live_daemon() {
         o = e.cli(&["status"]).await;
     }
     assert_eq!(o.code, 0, "{o:?}");
-    for word in [
-        "1 users, 1 groups",
-        "Control plane   ok",
-        "Last run        ok",
-        "Held deletions  0",
-    ] {
-        assert!(
-            o.stdout.contains(word),
-            "status lacks {word}:\n{}",
-            o.stdout
-        );
-    }
+    assert_has_all(
+        &o.stdout,
+        "status",
+        &[
+            "1 users, 1 groups",
+            "Control plane   ok",
+            "Last run        ok",
+            "Held deletions  0",
+        ],
+    );
     // Nothing held: approving is a no-op success.
     let o = e.cli(&["approve-deletions"]).await;
     assert_eq!(o.code, 0, "{o:?}");

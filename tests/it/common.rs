@@ -284,6 +284,14 @@ impl std::io::Write for LogBuffer {
     }
 }
 
+/// `GET /metrics` on the admin listener at `admin`, without a token as a scraper sends it:
+/// status and exposition text.
+pub async fn metrics(http: &reqwest::Client, admin: &str) -> (u16, String) {
+    let r = http.get(format!("{admin}/metrics")).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap())
+}
+
 /// Polls `holds` every 20 ms until it is true or `within` has passed; whether it held. For a
 /// test that asserts afterwards with a message of its own.
 pub async fn eventually<F, Fut>(within: Duration, mut holds: F) -> bool

@@ -66,12 +66,9 @@ fn closed_series(listener: &str, reason: &str) -> String {
 }
 
 async fn metrics_text(admin: &str) -> String {
-    reqwest::get(format!("{admin}/metrics"))
+    crate::common::metrics(&reqwest::Client::new(), admin)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+        .1
 }
 
 /// Sends a request head one byte a second and returns how long after the first byte the server

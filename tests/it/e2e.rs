@@ -272,22 +272,15 @@ impl Env {
 
     pub async fn user_id(&self, email: &str) -> String {
         let st = self.sim_state().await;
-        let u = st["users"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|u| u["email"] == email);
-        s(&u.unwrap()["id"])
+        s(&sim::rows(&st, "users", "email", email)[0]["id"])
     }
 
     /// Explicit (non-implicit) members of a workspace by name: (email, role).
     pub async fn members(&self, workspace: &str) -> Vec<(String, String)> {
         let st = self.sim_state().await;
-        let Some(ws) = st["workspaces"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|w| w["name"] == workspace)
+        let Some(ws) = sim::rows(&st, "workspaces", "name", workspace)
+            .first()
+            .copied()
         else {
             return Vec::new();
         };

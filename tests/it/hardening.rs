@@ -1,6 +1,6 @@
 //! Hardening: what an unauthenticated client controls stays bounded (labels, logs, Location).
 
-use crate::common::{user, LogCapture, Server, SCIM_TOKEN};
+use crate::common::{metrics, user, LogCapture, Server, SCIM_TOKEN};
 use scim_sync::metrics::{SCIM_METHODS, SCIM_ROUTES};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -91,14 +91,8 @@ async fn tokenless_long_paths_and_odd_methods_add_no_metric_series() {
         assert_eq!(status, 401);
     }
 
-    let r = s
-        .http
-        .get(format!("{}/metrics", s.admin))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let text = r.text().await.unwrap();
+    let (status, text) = metrics(&s.http, &s.admin).await;
+    assert_eq!(status, 200);
     // The registry is process-wide, so sibling tests add series too; all of them together stay
     // within the closed label sets.
     assert!(text.len() < 200_000, "/metrics is {} bytes", text.len());

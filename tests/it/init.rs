@@ -2,7 +2,7 @@
 //! the simulator, the shipped example configs on a fresh host, and the README's admin path
 //! followed from `init` to a user reaching the control plane.
 
-use crate::cli::{run_with, Out, BIN, READ_ENV};
+use crate::common::cli::{assert_has_all, command, run_with, Out, BIN};
 use crate::common::daemon::free_port;
 use portkey_sim::{Quirks, Seed, SeedMember, SeedUser, SeedWorkspace, SimOptions, SimServer};
 use serde_json::{json, Value};
@@ -92,11 +92,7 @@ impl Init {
         &self.out
     }
     async fn check(&self, extra: &[&str]) -> Out {
-        let config = self.config().display().to_string();
-        let env_file = self.env_file().display().to_string();
-        let mut args = vec!["check-config", "--config", &config, "--env-file", &env_file];
-        args.extend(extra);
-        run_with(&args, &[], None).await
+        check_files(extra, &self.config(), &self.env_file()).await
     }
 }
 
@@ -173,19 +169,17 @@ async fn init_writes_a_config_and_env_file_that_pass_check_config() {
     }
 
     // What to paste into Okta, and the token.
-    for want in [
-        "SCIM connector base URL            https://scim.example.com/scim/v2",
-        "Unique identifier field for users  userName",
-        "Authentication Mode                HTTP Header",
-        &format!("Authorization                      {scim}"),
-        "check-config --online",
-    ] {
-        assert!(
-            i.out.stdout.contains(want),
-            "lacks {want}:\n{}",
-            i.out.stdout
-        );
-    }
+    assert_has_all(
+        &i.out.stdout,
+        "stdout",
+        &[
+            "SCIM connector base URL            https://scim.example.com/scim/v2",
+            "Unique identifier field for users  userName",
+            "Authentication Mode                HTTP Header",
+            &format!("Authorization                      {scim}"),
+            "check-config --online",
+        ],
+    );
     assert!(
         !i.out.stdout.contains(&admin),
         "the admin token is not shown"
@@ -211,20 +205,17 @@ async fn init_writes_a_config_and_env_file_that_pass_check_config() {
     );
 
     // Run again: refused, naming the file and --force; nothing changes.
-    let o = i
-        .run(
-            &[
-                "--public-url",
-                PUBLIC_URL,
-                "--portkey-url",
-                "https://portkey.example.com/v1",
-                "--idp",
-                "okta",
-                "--no-online-check",
-            ],
-            &[("PORTKEY_API_KEY", "pk-live-abc123")],
-        )
-        .await;
+    let again = [
+        "--public-url",
+        PUBLIC_URL,
+        "--portkey-url",
+        "https://portkey.example.com/v1",
+        "--idp",
+        "okta",
+        "--no-online-check",
+    ];
+    let key = [("PORTKEY_API_KEY", "pk-live-abc123")];
+    let o = i.run(&again, &key).await;
     assert_eq!(o.code, 2, "{o:?}");
     assert!(
         o.stderr.contains("scim-sync.toml exists") && o.stderr.contains("--force"),
@@ -235,21 +226,7 @@ async fn init_writes_a_config_and_env_file_that_pass_check_config() {
 
     // --force replaces both, with new tokens; a loosened env file is tightened again.
     std::fs::set_permissions(i.env_file(), std::fs::Permissions::from_mode(0o644)).unwrap();
-    let o = i
-        .run(
-            &[
-                "--public-url",
-                PUBLIC_URL,
-                "--portkey-url",
-                "https://portkey.example.com/v1",
-                "--idp",
-                "okta",
-                "--no-online-check",
-                "--force",
-            ],
-            &[("PORTKEY_API_KEY", "pk-live-abc123")],
-        )
-        .await;
+    let o = i.run(&[&again[..], &["--force"]].concat(), &key).await;
     assert_eq!(o.code, 0, "{o:?}");
     let env2 = std::fs::read_to_string(i.env_file()).unwrap();
     assert_ne!(env_value(&env2, "SCIM_SYNC_SCIM_TOKEN").unwrap(), scim);
@@ -379,13 +356,7 @@ async fn init_names_each_missing_or_refused_flag_and_writes_nothing() {
     for (args, wants) in cases {
         let i = init(&args, &[("PORTKEY_API_KEY", "k")]).await;
         assert_eq!(i.out.code, 2, "{args:?}: {:?}", i.out);
-        for w in wants {
-            assert!(
-                i.out.stderr.contains(w),
-                "{args:?}: lacks {w}: {}",
-                i.out.stderr
-            );
-        }
+        assert_has_all(&i.out.stderr, &format!("{args:?}: stderr"), wants);
         assert!(!i.etc().exists(), "{args:?}: wrote the config dir");
     }
     let i = init(&["--idp", "ping"], &[]).await;
@@ -407,22 +378,19 @@ fn secrets_file(dir: &Path) -> PathBuf {
     p
 }
 
+/// `check-config [extra] --config CONFIG --env-file ENV`, with nothing from the environment.
+async fn check_files(extra: &[&str], config: &Path, env: &Path) -> Out {
+    let mut args = vec!["check-config"];
+    args.extend(extra);
+    args.extend(["--config", config.to_str().unwrap()]);
+    args.extend(["--env-file", env.to_str().unwrap()]);
+    run_with(&args, &[], None).await
+}
+
 async fn check_text(dir: &Path, text: &str) -> Out {
     let config = dir.join("c.toml");
     std::fs::write(&config, text).unwrap();
-    let env = secrets_file(dir);
-    run_with(
-        &[
-            "check-config",
-            "--config",
-            config.to_str().unwrap(),
-            "--env-file",
-            env.to_str().unwrap(),
-        ],
-        &[],
-        None,
-    )
-    .await
+    check_files(&[], &config, &secrets_file(dir)).await
 }
 
 #[tokio::test]
@@ -483,9 +451,7 @@ async fn check_config_refuses_each_value_that_cannot_work() {
     for (text, wants) in cases {
         let o = check_text(dir.path(), &text).await;
         assert_eq!(o.code, 2, "{text}\n{o:?}");
-        for w in wants {
-            assert!(o.stderr.contains(w), "lacks {w}:\n{}", o.stderr);
-        }
+        assert_has_all(&o.stderr, "stderr", wants);
         assert!(o.stdout.is_empty(), "{}", o.stdout);
     }
 
@@ -499,13 +465,15 @@ async fn check_config_refuses_each_value_that_cannot_work() {
     )
     .await;
     assert_eq!(o.code, 2, "{o:?}");
-    for w in [
-        "SCIM_SYNC_SCIM_TOKEN",
-        "set -a; . /etc/scim-sync/scim-sync.env; set +a",
-        "--env-file",
-    ] {
-        assert!(o.stderr.contains(w), "lacks {w}: {}", o.stderr);
-    }
+    assert_has_all(
+        &o.stderr,
+        "stderr",
+        &[
+            "SCIM_SYNC_SCIM_TOKEN",
+            "set -a; . /etc/scim-sync/scim-sync.env; set +a",
+            "--env-file",
+        ],
+    );
     // A malformed env file is named with its line.
     let bad_env = dir.path().join("bad.env");
     std::fs::write(
@@ -513,18 +481,7 @@ async fn check_config_refuses_each_value_that_cannot_work() {
         "SCIM_SYNC_SCIM_TOKEN=x\nexport PORTKEY_API_KEY=k\n",
     )
     .unwrap();
-    let o = run_with(
-        &[
-            "check-config",
-            "--config",
-            config.to_str().unwrap(),
-            "--env-file",
-            bad_env.to_str().unwrap(),
-        ],
-        &[],
-        None,
-    )
-    .await;
+    let o = check_files(&[], &config, &bad_env).await;
     assert_eq!(o.code, 2, "{o:?}");
     assert!(
         o.stderr.contains("line 2") && o.stderr.contains("export"),
@@ -544,29 +501,20 @@ async fn check_config_warns_on_values_that_work_but_mislead() {
     let o = check_text(dir.path(), &text).await;
     assert_eq!(o.code, 0, "{o:?}");
     assert!(o.stdout.starts_with("config OK"), "{}", o.stdout);
-    for w in [
-        "warning: config key [scim] public_url: its path '/scim/v2' is not [scim] base_path '/scim'",
-        "warning: config key [portkey] base_url: 'http://127.0.0.1:8090/v1' is where the bundled \
-         control-plane simulator listens",
-    ] {
-        assert!(o.stderr.contains(w), "lacks {w}:\n{}", o.stderr);
-    }
+    assert_has_all(
+        &o.stderr,
+        "stderr",
+        &[
+            "warning: config key [scim] public_url: its path '/scim/v2' is not [scim] base_path '/scim'",
+            "warning: config key [portkey] base_url: 'http://127.0.0.1:8090/v1' is where the bundled \
+             control-plane simulator listens",
+        ],
+    );
     // An env file others can read.
     let env = secrets_file(dir.path());
     std::fs::set_permissions(&env, std::fs::Permissions::from_mode(0o644)).unwrap();
     let config = dir.path().join("c.toml");
-    let o = run_with(
-        &[
-            "check-config",
-            "--config",
-            config.to_str().unwrap(),
-            "--env-file",
-            env.to_str().unwrap(),
-        ],
-        &[],
-        None,
-    )
-    .await;
+    let o = check_files(&[], &config, &env).await;
     assert_eq!(o.code, 0, "{o:?}");
     assert!(
         o.stderr.contains("mode 0644") && o.stderr.contains("chmod 600"),
@@ -590,22 +538,18 @@ async fn serve_warns_when_pointed_at_the_simulator() {
     )
     .unwrap();
     let env = secrets_file(dir.path());
-    let mut cmd = tokio::process::Command::new(BIN);
-    cmd.args([
-        "serve",
-        "--config",
-        config.to_str().unwrap(),
-        "--env-file",
-        env.to_str().unwrap(),
-    ])
-    .stdin(std::process::Stdio::null())
-    .stdout(std::process::Stdio::null())
-    .stderr(std::process::Stdio::piped())
-    .kill_on_drop(true);
-    for k in READ_ENV {
-        cmd.env_remove(k);
-    }
-    let mut child = cmd.spawn().unwrap();
+    let mut child = command(BIN)
+        .args([
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--env-file",
+            env.to_str().unwrap(),
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let mut stderr = child.stderr.take().unwrap();
     let mut log = String::new();
     let found = tokio::time::timeout(Duration::from_secs(20), async {
@@ -659,19 +603,7 @@ async fn online_config(dir: &Path, base_url: &str, key: &str) -> (PathBuf, PathB
 async fn online(base_url: &str, key: &str) -> Out {
     let dir = tempfile::tempdir().unwrap();
     let (config, env) = online_config(dir.path(), base_url, key).await;
-    run_with(
-        &[
-            "check-config",
-            "--online",
-            "--config",
-            config.to_str().unwrap(),
-            "--env-file",
-            env.to_str().unwrap(),
-        ],
-        &[],
-        None,
-    )
-    .await
+    check_files(&["--online"], &config, &env).await
 }
 
 /// The line of `out` that reports `what`.
@@ -930,19 +862,11 @@ struct Shell {
 impl Shell {
     async fn start(env: &[(&str, String)], prelude: &str) -> Shell {
         use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-        let mut cmd = tokio::process::Command::new("bash");
-        cmd.args(["--noprofile", "--norc"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true);
-        for k in READ_ENV {
-            cmd.env_remove(k);
-        }
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap();
+        let mut child = command("bash")
+            .args(["--noprofile", "--norc"])
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .spawn()
+            .unwrap();
         let mut stdin = child.stdin.take().unwrap();
         stdin.write_all(prelude.as_bytes()).await.unwrap();
         let stdout = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();

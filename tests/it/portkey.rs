@@ -153,6 +153,17 @@ fn many_users(n: usize) -> Vec<SeedUser> {
         .collect()
 }
 
+/// A simulator holding `n` members and nothing else.
+fn with_users(n: usize) -> SimOptions {
+    SimOptions {
+        seed: Some(Seed {
+            users: many_users(n),
+            ..Seed::default()
+        }),
+        ..SimOptions::default()
+    }
+}
+
 /// Alice (member), Bob (admin), a workspace "Eng" (slug ws-eng) with Alice as member, a pending
 /// invite for Carol into Eng.
 fn small_seed() -> Seed {
@@ -587,14 +598,7 @@ async fn wrong_key_is_a_permanent_401() {
 #[tokio::test]
 async fn user_pagination_edges() {
     for (n, pages) in [(0, 1), (1, 1), (100, 1), (101, 2), (10_000, 100)] {
-        let e = env(SimOptions {
-            seed: Some(Seed {
-                users: many_users(n),
-                ..Seed::default()
-            }),
-            ..SimOptions::default()
-        })
-        .await;
+        let e = env(with_users(n)).await;
         let users = e.client.list_users(&UserFilter::default()).await.unwrap();
         assert_eq!(users.len(), n, "{n} users");
         let mut emails: Vec<&str> = users.iter().map(|u| u.email.as_str()).collect();
@@ -710,12 +714,8 @@ async fn workspace_pagination_edges() {
 async fn server_page_cap_below_the_asked_size() {
     let e = env_with(
         SimOptions {
-            seed: Some(Seed {
-                users: many_users(101),
-                ..Seed::default()
-            }),
             max_page_size: 30,
-            ..SimOptions::default()
+            ..with_users(101)
         },
         |cfg| cfg.page_size = 100,
     )
@@ -729,10 +729,6 @@ async fn server_page_cap_below_the_asked_size() {
 async fn a_failing_middle_page_fails_the_whole_list() {
     let e = env_with(
         SimOptions {
-            seed: Some(Seed {
-                users: many_users(250),
-                ..Seed::default()
-            }),
             faults: Faults {
                 fail_page: Some(FailPage {
                     path: "/v1/admin/users".into(),
@@ -740,7 +736,7 @@ async fn a_failing_middle_page_fails_the_whole_list() {
                 }),
                 ..Faults::default()
             },
-            ..SimOptions::default()
+            ..with_users(250)
         },
         |cfg| cfg.retry.max_elapsed = Duration::from_millis(300),
     )
@@ -878,19 +874,9 @@ async fn chaos_run(fault_seed: u64) -> (usize, usize) {
     let injected = (count("5xx"), count("429"));
     // Retries never created anything twice.
     let state = e.state().await;
-    let chaos = state["workspaces"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|w| w["name"] == "Chaos")
-        .count();
+    let chaos = sim::rows(&state, "workspaces", "name", "Chaos").len();
     assert_eq!(chaos, 1);
-    let dave = state["invites"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|i| i["email"] == "dave@example.com")
-        .count();
+    let dave = sim::rows(&state, "invites", "email", "dave@example.com").len();
     assert_eq!(dave, 1);
     injected
 }
@@ -899,16 +885,12 @@ async fn chaos_run(fault_seed: u64) -> (usize, usize) {
 async fn hanging_requests_time_out_and_are_retried() {
     let e = env_with(
         SimOptions {
-            seed: Some(Seed {
-                users: many_users(300),
-                ..Seed::default()
-            }),
             faults: Faults {
                 seed: 3,
                 hang_rate: 0.2,
                 ..Faults::default()
             },
-            ..SimOptions::default()
+            ..with_users(300)
         },
         |cfg| cfg.request_timeout = Duration::from_millis(200),
     )
@@ -921,25 +903,26 @@ async fn hanging_requests_time_out_and_are_retried() {
     };
     e.client.create_invite(&body).await.unwrap();
     let state = e.state().await;
-    let n = state["invites"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|i| i["email"] == "hang@example.com")
-        .count();
+    let n = sim::rows(&state, "invites", "email", "hang@example.com").len();
     assert_eq!(n, 1);
 }
 
-#[tokio::test]
-async fn invite_applied_then_500_exists_once() {
-    let e = env(SimOptions {
+/// The small organisation on a simulator that carries out each `route` request and then
+/// answers it with a 500.
+async fn applied_then_500(route: &str) -> Env {
+    env(SimOptions {
         faults: Faults {
-            apply_then_500: vec!["POST /v1/admin/users/invites".into()],
+            apply_then_500: vec![route.into()],
             ..Faults::default()
         },
         ..small()
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn invite_applied_then_500_exists_once() {
+    let e = applied_then_500("POST /v1/admin/users/invites").await;
     let created = e
         .client
         .create_invite(&invite("erin@example.com"))
@@ -947,12 +930,7 @@ async fn invite_applied_then_500_exists_once() {
         .unwrap();
     assert_eq!(created.invite_link, None, "found by the check read");
     let state = e.state().await;
-    let erin: Vec<&Value> = state["invites"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|i| i["email"] == "erin@example.com")
-        .collect();
+    let erin = sim::rows(&state, "invites", "email", "erin@example.com");
     assert_eq!(erin.len(), 1);
     assert_eq!(erin[0]["id"], created.id);
     let lines = e.lines().await;
@@ -968,14 +946,7 @@ async fn invite_applied_then_500_exists_once() {
 
 #[tokio::test]
 async fn workspace_applied_then_500_exists_once() {
-    let e = env(SimOptions {
-        faults: Faults {
-            apply_then_500: vec!["POST /v1/admin/workspaces".into()],
-            ..Faults::default()
-        },
-        ..small()
-    })
-    .await;
+    let e = applied_then_500("POST /v1/admin/workspaces").await;
     let ws = e
         .client
         .create_workspace(&CreateWorkspace {
@@ -985,12 +956,7 @@ async fn workspace_applied_then_500_exists_once() {
         .await
         .unwrap();
     let state = e.state().await;
-    let once: Vec<&Value> = state["workspaces"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|w| w["name"] == "Once")
-        .collect();
+    let once = sim::rows(&state, "workspaces", "name", "Once");
     assert_eq!(once.len(), 1);
     assert_eq!(once[0]["id"], ws.id);
 }
@@ -1108,12 +1074,8 @@ async fn retry_after_is_honoured() {
 async fn rate_limit_paces_requests() {
     let e = env_with(
         SimOptions {
-            seed: Some(Seed {
-                users: many_users(1_000),
-                ..Seed::default()
-            }),
             max_page_size: 50,
-            ..SimOptions::default()
+            ..with_users(1_000)
         },
         |cfg| {
             cfg.page_size = 50;

@@ -74,15 +74,7 @@ fn assert_scim_429(a: &Answer, config_key: &str) {
 }
 
 async fn metric(s: &Server, series: &str) -> f64 {
-    let text = s
-        .http
-        .get(format!("{}/metrics", s.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, text) = crate::common::metrics(&s.http, &s.admin).await;
     text.lines()
         .find_map(|l| l.strip_prefix(series))
         .and_then(|v| v.trim().parse().ok())

@@ -2,7 +2,7 @@
 //! simulator, both over real HTTP, replaying IdP flows and asserting on the simulator's state and
 //! request log.
 
-use crate::common::eventually;
+use crate::common::{eventually, metrics, sim};
 use crate::e2e::{self, owner, pair, Env, API_KEY};
 use portkey_sim::{Faults, Quirks, Seed, SeedUser};
 use serde_json::{json, Value};
@@ -181,24 +181,14 @@ async fn drift_made_by_hand_is_repaired_by_a_full_resync() {
     );
     // Someone changes alice's role and removes her by hand, through the Admin API.
     let st = e.sim_state().await;
-    let ws = st["workspaces"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|w| w["name"] == "Drift")
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let uid = st["users"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["email"] == "alice@example.com")
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = |table, field, value| {
+        sim::rows(&st, table, field, value)[0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let ws = id("workspaces", "name", "Drift");
+    let uid = id("users", "email", "alice@example.com");
     let r = e
         .http
         .delete(format!(
@@ -470,14 +460,8 @@ async fn metrics_are_prometheus_text_with_the_expected_families() {
     let alice = e.create_user("alice@example.com").await;
     e.create_group("ws-M-role-member", &[&alice]).await;
     e.resync().await;
-    let r = e
-        .http
-        .get(format!("{}/metrics", e.admin))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let text = r.text().await.unwrap();
+    let (status, text) = metrics(&e.http, &e.admin).await;
+    assert_eq!(status, 200);
     let families = parse_exposition(&text);
     for f in [
         "scim_sync_scim_requests",

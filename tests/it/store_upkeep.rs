@@ -1,8 +1,8 @@
 //! The store looking after itself: backups (online and offline) and restore, compaction, the
 //! schema version of a committed store file, and a disk that fills up under a running daemon.
 
-use crate::common::cli::{run_with, Out};
-use crate::common::{test_env, user, Server, ADMIN_TOKEN, SCIM_TOKEN};
+use crate::common::cli::{assert_has_all, run_with, Out};
+use crate::common::{test_env, user, Admin, Server, ADMIN_TOKEN, SCIM_TOKEN};
 use crate::crash::Daemon;
 use futures::StreamExt;
 use scim_sync::scim::schema::ResourceKind;
@@ -26,34 +26,48 @@ fn admin_env() -> Vec<(&'static str, &'static str)> {
     vec![("SCIM_SYNC_ADMIN_TOKEN", ADMIN_TOKEN)]
 }
 
+/// `check-store --json` on `path`, which must succeed: its report.
+async fn check_store_json(path: &Path) -> Value {
+    let o = run(&["check-store", path.to_str().unwrap(), "--json"], &[]).await;
+    assert_eq!(o.code, 0, "{o:?}");
+    serde_json::from_str(&o.stdout).unwrap()
+}
+
+/// Fails on the first field of a `check-store --json` report that is not as wanted.
+#[track_caller]
+fn assert_fields<V: std::fmt::Debug>(info: &Value, want: &[(&str, V)])
+where
+    Value: PartialEq<V>,
+{
+    for (k, v) in want {
+        assert_eq!(info[*k], *v, "{k}: {info}");
+    }
+}
+
 // ---- backup and restore ----------------------------------------------------------------------
 
 #[tokio::test]
 async fn help_lists_the_store_commands() {
     let o = run(&["--help"], &[]).await;
     assert_eq!(o.code, 0, "{o:?}");
-    for word in ["backup", "check-store", "compact", "Backup and restore"] {
-        assert!(
-            o.stdout.contains(word),
-            "--help lacks {word}:\n{}",
-            o.stdout
-        );
-    }
+    assert_has_all(
+        &o.stdout,
+        "--help",
+        &["backup", "check-store", "compact", "Backup and restore"],
+    );
     let o = run(&["backup", "--help"], &[]).await;
     assert_eq!(o.code, 0, "{o:?}");
-    for word in [
-        "--force",
-        "--config",
-        "--admin-url",
-        "GET /admin/backup",
-        "Exit codes",
-    ] {
-        assert!(
-            o.stdout.contains(word),
-            "backup --help lacks {word}:\n{}",
-            o.stdout
-        );
-    }
+    assert_has_all(
+        &o.stdout,
+        "backup --help",
+        &[
+            "--force",
+            "--config",
+            "--admin-url",
+            "GET /admin/backup",
+            "Exit codes",
+        ],
+    );
 }
 
 /// The procedure of docs/operations.md, "Backup and restore": `scim-sync backup` against a
@@ -143,9 +157,7 @@ async fn online_backup_while_writing_restores_into_a_new_daemon() {
 
     // check-store reads the backup: at least what was there before the backup started, at most
     // everything acknowledged by the end.
-    let o = run(&["check-store", f, "--json"], &[]).await;
-    assert_eq!(o.code, 0, "{o:?}");
-    let info: Value = serde_json::from_str(&o.stdout).unwrap();
+    let info = check_store_json(&file).await;
     let users = info["users"].as_u64().unwrap();
     assert!((40..=100).contains(&users), "{info}");
     assert_eq!(info["groups"], 1, "{info}");
@@ -355,21 +367,20 @@ fn fixture_copy(dir: &Path) -> PathBuf {
 async fn the_committed_v1_store_opens_and_reads() {
     let dir = tempfile::tempdir().unwrap();
     let path = fixture_copy(dir.path());
-    let o = run(&["check-store", path.to_str().unwrap(), "--json"], &[]).await;
-    assert_eq!(o.code, 0, "{o:?}");
-    let info: Value = serde_json::from_str(&o.stdout).unwrap();
-    for (k, v) in [
-        ("schema_version", 1),
-        ("users", 3),
-        ("groups", 2),
-        ("memberships", 4),
-        ("links", 1),
-        ("audit_entries", 1),
-        ("last_change_seq", 5),
-        ("reconcile_cursor", 3),
-    ] {
-        assert_eq!(info[k], v, "{k}: {info}");
-    }
+    let info = check_store_json(&path).await;
+    assert_fields(
+        &info,
+        &[
+            ("schema_version", 1),
+            ("users", 3),
+            ("groups", 2),
+            ("memberships", 4),
+            ("links", 1),
+            ("audit_entries", 1),
+            ("last_change_seq", 5),
+            ("reconcile_cursor", 3),
+        ],
+    );
 
     let store = Store::open(&path, StoreOptions::default()).unwrap();
     assert_eq!(store.count(ResourceKind::User).unwrap(), 3);
@@ -440,20 +451,16 @@ async fn a_v1_store_migrates_its_workspace_links_to_their_own_table() {
         &path,
     )
     .unwrap();
-    let check = |path: PathBuf| async move {
-        let o = run(&["check-store", path.to_str().unwrap(), "--json"], &[]).await;
-        assert_eq!(o.code, 0, "{o:?}");
-        serde_json::from_str::<Value>(&o.stdout).unwrap()
-    };
-    let info = check(path.clone()).await;
-    for (k, v) in [
-        ("schema_version", 1),
-        ("users", 3),
-        ("links", 2),
-        ("workspace_links", 2),
-    ] {
-        assert_eq!(info[k], v, "{k}: {info}");
-    }
+    let info = check_store_json(&path).await;
+    assert_fields(
+        &info,
+        &[
+            ("schema_version", 1),
+            ("users", 3),
+            ("links", 2),
+            ("workspace_links", 2),
+        ],
+    );
 
     let store = Store::open(&path, StoreOptions::default()).unwrap();
     let ws = store.workspace_links().unwrap();
@@ -488,14 +495,15 @@ async fn a_v1_store_migrates_its_workspace_links_to_their_own_table() {
     store.close().await;
     drop(store);
 
-    let info = check(path.clone()).await;
-    for (k, v) in [
-        ("schema_version", SCHEMA_VERSION),
-        ("links", 2),
-        ("workspace_links", 3),
-    ] {
-        assert_eq!(info[k], v, "{k}: {info}");
-    }
+    let info = check_store_json(&path).await;
+    assert_fields(
+        &info,
+        &[
+            ("schema_version", SCHEMA_VERSION),
+            ("links", 2),
+            ("workspace_links", 3),
+        ],
+    );
     // The old table holds no workspace rows any more.
     {
         let db = redb::Database::open(&path).unwrap();
@@ -513,7 +521,7 @@ async fn a_v1_store_migrates_its_workspace_links_to_their_own_table() {
     let copy = dir.path().join("copy.redb");
     let o = run(&["backup", copy.to_str().unwrap(), "--config", &cfg], &[]).await;
     assert_eq!(o.code, 0, "{o:?}");
-    assert_eq!(check(copy.clone()).await["workspace_links"], 3);
+    assert_eq!(check_store_json(&copy).await["workspace_links"], 3);
     let store = Store::open(&copy, StoreOptions::default()).unwrap();
     assert_eq!(store.workspace_links().unwrap().len(), 3);
     assert_eq!(store.links().unwrap().len(), 2);
@@ -884,18 +892,15 @@ async fn a_full_disk_answers_503_and_the_daemon_recovers_by_itself() {
     // space fails, so the three views are read together after a write that fails, until they
     // agree (each on its own may catch the moment in between).
     let deadline = Instant::now() + Duration::from_secs(20);
+    let healthz = || async {
+        let r = http.get(format!("{admin}/healthz")).send().await.unwrap();
+        r.json::<Value>().await.unwrap()
+    };
     let mut k = 0usize;
     let (health, ready, status) = loop {
         let (_, status_code, _, _) = create(format!("probe{k}@example.com")).await;
         k += 1;
-        let health: Value = http
-            .get(format!("{admin}/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let health = healthz().await;
         let ready = http
             .get(format!("{admin}/readyz"))
             .send()
@@ -903,15 +908,7 @@ async fn a_full_disk_answers_503_and_the_daemon_recovers_by_itself() {
             .unwrap()
             .status()
             .as_u16();
-        let status: Value = http
-            .get(format!("{admin}/admin/status"))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let status = Admin::new(&admin, &http).status().await;
         let agree = health["status"] == "degraded"
             && ready == 503
             && status["store"]["ok"] == false
@@ -951,14 +948,7 @@ async fn a_full_disk_answers_503_and_the_daemon_recovers_by_itself() {
         assert_eq!(status, 201, "{body}");
         acked.push(name);
     }
-    let health: Value = http
-        .get(format!("{admin}/healthz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = healthz().await;
     assert_eq!(health["status"], "ok", "{health}");
     println!(
         "disk full: writes accepted again; test at {:.1} s",

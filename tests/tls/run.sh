@@ -14,16 +14,11 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
-ROOT="$(cd "$HERE/../.." && pwd)"
-cd "$ROOT"
-
-BIN="${SCIM_SYNC_BIN:-target/debug/scim-sync}"
-case "$BIN" in /*) ;; *) BIN="$ROOT/$BIN" ;; esac
+. "$HERE/../support/preamble.sh"
 DOC="${TLS_DOC:-$ROOT/docs/tls.md}"
 NAME="scim.example.test"
 
-if [ ! -x "$BIN" ]; then
-  echo "tls: scim-sync binary not found at $BIN (build it first, or set SCIM_SYNC_BIN)" >&2
+if ! need_bin tls; then
   echo "tls: 0 passed, 1 failed"
   exit 2
 fi
@@ -43,16 +38,6 @@ restore_policy_rc() {
   POLICY_STATE=""
 }
 
-stop_pid() {
-  local pid=$1
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
-  kill "$pid" 2>/dev/null || true
-  # scim-sync gives an in-flight reconcile run up to 5 s before it stops.
-  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -9 "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
-
 cleanup() {
   local rc=$?
   trap '' INT TERM   # a second signal must not cut the cleanup short
@@ -67,9 +52,7 @@ cleanup() {
     if [ -s "$WORK/server.log" ]; then
       echo "== tls: server log (warnings and errors, else its last lines)"
       # (the control plane is unreachable here by design: its client's warnings are left out)
-      { grep -E ' (WARN|ERROR) ' "$WORK/server.log" | grep -v 'portkey::client' \
-          || tail -n 10 "$WORK/server.log"; } \
-        | tail -n 20 | sed 's/\x1b\[[0-9;]*m//g'
+      server_log_excerpt "$WORK/server.log" 20 'portkey::client'
     fi
   fi
   if [ "${TLS_KEEP:-0}" = 1 ]; then echo "tls: kept $WORK"; else rm -rf "$WORK"; fi
@@ -142,30 +125,7 @@ command -v openssl >/dev/null 2>&1 || setup_fail "openssl not found after instal
 command -v curl >/dev/null 2>&1 || setup_fail "curl not found after install"
 
 # --- Free loopback ports: SCIM, admin, HTTPS.
-free_ports() {
-  if command -v python3 >/dev/null 2>&1; then
-    python3 - <<'EOF'
-import socket
-socks = []
-for _ in range(3):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(*(s.getsockname()[1] for s in socks))
-EOF
-  else
-    # No python: random high ports that nothing answers on.
-    local out=() p
-    while [ "${#out[@]}" -lt 3 ]; do
-      p=$((20000 + RANDOM % 40000))
-      case " ${out[*]} " in *" $p "*) continue ;; esac
-      (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && continue
-      out+=("$p")
-    done
-    echo "${out[*]}"
-  fi
-}
-read -r SCIM_PORT ADMIN_PORT TLS_PORT < <(free_ports)
+read -r SCIM_PORT ADMIN_PORT TLS_PORT < <(free_ports 3)
 BASE="https://$NAME:$TLS_PORT"
 
 # --- 2. Certificate and nginx.

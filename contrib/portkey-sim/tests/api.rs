@@ -581,13 +581,7 @@ async fn control_users_and_seeded_invites() {
         .await;
     assert_eq!(v["total"], 1);
     // Duplicate direct user: 409.
-    let (s, _) = sim
-        .ctl(
-            Method::POST,
-            "/users",
-            Some(json!({"email": "p@example.com", "role": "member"})),
-        )
-        .await;
+    let (s, _) = sim.add_member("p@example.com").await;
     assert_eq!(s, 409);
     // Direct users may come with workspaces (drift by hand).
     let (s, _) = sim

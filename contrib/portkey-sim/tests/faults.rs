@@ -222,12 +222,7 @@ async fn apply_then_500_applies_the_write() {
         .await;
     assert_eq!(s, 200);
     // A different write to the same route is hit again.
-    sim.ctl(
-        Method::POST,
-        "/users",
-        Some(json!({"email": "n@example.com", "role": "member"})),
-    )
-    .await;
+    sim.add_member("n@example.com").await;
     let n = sim.user_id("n@example.com").await;
     assert_err(
         &sim.post(

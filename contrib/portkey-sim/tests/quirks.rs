@@ -338,13 +338,7 @@ async fn email_filter_case_sensitive_on_and_off() {
     }
     // The quirk concerns the filter only: lookups by id and uniqueness are unchanged.
     put_quirks(&sim, json!({"email_filter_case_sensitive": true})).await;
-    let (s, _) = sim
-        .ctl(
-            Method::POST,
-            "/users",
-            Some(json!({"email": "john.doe@CORP.com", "role": "member"})),
-        )
-        .await;
+    let (s, _) = sim.add_member("john.doe@CORP.com").await;
     assert_eq!(s, 409);
     sim.shutdown().await;
 }
@@ -639,13 +633,7 @@ async fn denied_scopes_order_against_other_checks() {
         "AB02",
     );
     // Control routes are never scoped.
-    let (s, _) = sim
-        .ctl(
-            Method::POST,
-            "/users",
-            Some(json!({"email": "a@example.com", "role": "member"})),
-        )
-        .await;
+    let (s, _) = sim.add_member("a@example.com").await;
     assert_eq!(s, 200);
     // Lifting the denial at run time restores access.
     patch_quirks(&sim, json!({"denied_scopes": []})).await;

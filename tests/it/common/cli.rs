@@ -26,20 +26,25 @@ pub struct Out {
     pub stderr: String,
 }
 
-pub async fn run_with(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Out {
-    let mut cmd = tokio::process::Command::new(BIN);
-    cmd.args(args)
-        .stdin(Stdio::piped())
+/// `program` with its stdio piped, killed on drop, and none of the caller's [`READ_ENV`].
+pub fn command(program: &str) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     for k in READ_ENV {
         cmd.env_remove(k);
     }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
+    cmd
+}
+
+pub async fn run_with(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Out {
+    let mut child = command(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .spawn()
+        .unwrap();
     let mut input = child.stdin.take().unwrap();
     if let Some(s) = stdin {
         input.write_all(s.as_bytes()).await.unwrap();
@@ -53,5 +58,13 @@ pub async fn run_with(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) 
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Fails on the first of `words` that `text` lacks; `what` names the text in the message.
+#[track_caller]
+pub fn assert_has_all(text: &str, what: &str, words: &[&str]) {
+    for w in words {
+        assert!(text.contains(w), "{what} lacks {w}:\n{text}");
     }
 }

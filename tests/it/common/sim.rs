@@ -36,6 +36,17 @@ pub fn owner() -> Seed {
     seed(&[("owner@example.com", "owner")])
 }
 
+/// The rows of one table of a [`Control::state`] document (`"users"`, `"workspaces"`,
+/// `"invites"`) whose `field` is `value`.
+pub fn rows<'a>(state: &'a Value, table: &str, field: &str, value: &str) -> Vec<&'a Value> {
+    state[table]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r[field] == value)
+        .collect()
+}
+
 /// The simulator's control API.
 #[derive(Clone)]
 pub struct Control {

@@ -82,6 +82,16 @@ impl Sim {
         assert_eq!(s, 200, "{v}");
     }
 
+    /// A member of the organisation added through the control API, as one who joins by SSO.
+    pub async fn add_member(&self, email: &str) -> (u16, Value) {
+        self.ctl(
+            Method::POST,
+            "/users",
+            Some(json!({"email": email, "role": "member"})),
+        )
+        .await
+    }
+
     pub async fn user_id(&self, email: &str) -> String {
         let (s, v) = self
             .get(&format!("/admin/users?email={}", enc(email)))
