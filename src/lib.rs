@@ -12,12 +12,13 @@
 //! - [`scim`]: the SCIM protocol (schemas, filters, PATCH, resource normalisation, list and
 //!   discovery documents, errors). No HTTP, no storage, so it can be tested and fuzzed alone;
 //!   [`fuzzing`]: the properties the fuzz targets (`fuzz/`) and `tests/it/fuzz_props.rs` check.
-//! - [`store`]: redb tables, unique indexes, the user→groups reverse index, the change feed, the
-//!   ledger of links; its own errors, which the HTTP layer maps to SCIM.
+//! - [`store`]: redb tables, unique indexes, users by address, the user→groups reverse index,
+//!   the change feed, the ledger of links; its own errors, which the HTTP layer maps to SCIM.
 //! - [`portkey`]: the control-plane Admin API client.
 //! - [`policy`]: the desired state, pure (who, with which roles, in which workspaces).
-//! - [`reconcile`]: the plan (pure diff), the fuse, applying ops, `explain`; [`scheduler`]: when
-//!   runs happen.
+//! - [`reconcile`]: the desired state read from the store (of everyone, or of a few people through
+//!   the store's indexes), the plan (pure diff), the fuse, applying ops, `explain`;
+//!   [`scheduler`]: when runs happen.
 //! - [`admin_api`]: the admin API's JSON documents, shared by the admin server and the CLI.
 //! - [`http`]: warp servers (SCIM under the base path, admin and its console) on one HTTP/1.1
 //!   accept loop ([`http::serve`]: connection cap, timeouts, client address behind a trusted

@@ -7,23 +7,21 @@
 
 use super::run::ReconcileError;
 use crate::config::{GroupMapping, SyncConfig};
-use crate::policy::{self, DesiredState, ScimUser};
+use crate::policy::{self, DesiredState, ScimGroup, ScimUser};
 use crate::scim::address::user_email;
 use crate::scim::schema::ResourceKind;
 use crate::store::{Link, Query, Record, Store};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// What the policy reads besides the SCIM records.
+/// Where the SCIM records and the ledger are, and the policy's settings.
 pub struct Inputs<'a> {
     pub store: &'a Store,
     pub sync: &'a SyncConfig,
     pub mappings: &'a [GroupMapping],
-    /// The ledger: who each address was provisioned for.
-    pub links: &'a BTreeMap<String, Link>,
 }
 
 /// Email → the SCIM user the daemon provisioned that address for.
-fn owners_of(links: &BTreeMap<String, Link>) -> BTreeMap<String, String> {
+pub fn owners_of(links: &BTreeMap<String, Link>) -> BTreeMap<String, String> {
     links
         .iter()
         .filter_map(|(k, l)| l.scim_id.clone().map(|id| (k.clone(), id)))
@@ -39,8 +37,12 @@ fn all(with_refs: bool) -> Query {
     }
 }
 
-/// Everyone's desired state: every SCIM user and group.
-pub fn everyone(inp: &Inputs<'_>) -> Result<DesiredState, ReconcileError> {
+/// Everyone's desired state: every SCIM user and group. `owners` is [`owners_of`] the whole
+/// ledger, as the caller read it.
+pub fn everyone(
+    inp: &Inputs<'_>,
+    owners: &BTreeMap<String, String>,
+) -> Result<DesiredState, ReconcileError> {
     let users = inp.store.query(ResourceKind::User, &all(false))?;
     let groups = inp.store.query(ResourceKind::Group, &all(true))?;
     let users: Vec<_> = users
@@ -56,13 +58,17 @@ pub fn everyone(inp: &Inputs<'_>) -> Result<DesiredState, ReconcileError> {
             super::scim_group(&r.record, ids)
         })
         .collect();
-    Ok(policy::desired_state_with_owners(
-        &users,
-        &groups,
-        inp.sync,
-        inp.mappings,
-        &owners_of(inp.links),
-    ))
+    Ok(decide(inp, &users, &groups, owners))
+}
+
+/// The policy on these records, with the ledger's owners.
+fn decide(
+    inp: &Inputs<'_>,
+    users: &[ScimUser],
+    groups: &[ScimGroup],
+    owners: &BTreeMap<String, String>,
+) -> DesiredState {
+    policy::desired_state_with_owners(users, groups, inp.sync, inp.mappings, owners)
 }
 
 /// The desired state of the people known by `emails` (lower-cased) and of the SCIM users `ids`:
@@ -84,14 +90,17 @@ pub fn people(
         }
     }
     let mut addresses = emails.clone();
+    let mut links: BTreeMap<String, Link> = BTreeMap::new();
     let mut done: BTreeSet<String> = BTreeSet::new();
     // Two rounds: the addresses asked for, then those the records found have now.
     for _ in 0..2 {
-        for email in addresses.difference(&done) {
+        let new: Vec<&String> = addresses.difference(&done).collect();
+        links.extend(inp.store.links_of(new.iter().map(|e| e.as_str()))?);
+        for email in new {
             for r in inp.store.users_by_email(email)? {
                 users.insert(r.record.id.clone(), r.record);
             }
-            let linked = inp.links.get(email).and_then(|l| l.scim_id.as_deref());
+            let linked = links.get(email).and_then(|l| l.scim_id.as_deref());
             if let Some(r) = linked
                 .map(|id| inp.store.get(ResourceKind::User, id, false))
                 .transpose()?
@@ -120,13 +129,7 @@ pub fn people(
         })
         .collect();
     let users: Vec<ScimUser> = users.values().map(super::scim_user).collect();
-    Ok(policy::desired_state_with_owners(
-        &users,
-        &groups,
-        inp.sync,
-        inp.mappings,
-        &owners_of(inp.links),
-    ))
+    Ok(decide(inp, &users, &groups, &owners_of(&links)))
 }
 
 #[cfg(test)]
@@ -288,9 +291,8 @@ mod tests {
                 store: &store,
                 sync: &sync,
                 mappings: &mappings,
-                links: &links,
             };
-            let whole = everyone(&inp).unwrap();
+            let whole = everyone(&inp, &owners_of(&links)).unwrap();
             let mut addresses: BTreeSet<String> = ADDRESSES.iter().map(|a| a.to_string()).collect();
             addresses.extend(whole.known_emails());
             for email in &addresses {

@@ -466,26 +466,17 @@ impl Reconciler {
 
     /// The desired state of `who` (everyone, or a few people: see [`super::desired`]), read on
     /// a blocking thread. The caller's copy of the ledger names the address owners.
-    async fn desired_async(
-        &self,
-        links: &BTreeMap<String, Link>,
-        who: Who,
-    ) -> Result<DesiredState, ReconcileError> {
-        let (store, sync, mappings, links) = (
-            self.store.clone(),
-            self.sync.clone(),
-            self.mappings.clone(),
-            links.clone(),
-        );
+    async fn desired_async(&self, who: Who) -> Result<DesiredState, ReconcileError> {
+        let (store, sync, mappings) =
+            (self.store.clone(), self.sync.clone(), self.mappings.clone());
         tokio::task::spawn_blocking(move || {
             let inp = desired::Inputs {
                 store: &store,
                 sync: &sync,
                 mappings: &mappings,
-                links: &links,
             };
             match who {
-                Who::Everyone => desired::everyone(&inp),
+                Who::Everyone { owners } => desired::everyone(&inp, &owners),
                 Who::People { emails, ids } => desired::people(&inp, &emails, &ids),
             }
         })
@@ -495,13 +486,13 @@ impl Reconciler {
 
     /// Everyone's desired state, from the store.
     pub fn desired(&self) -> Result<DesiredState, ReconcileError> {
-        let links = self.store.links()?;
-        desired::everyone(&desired::Inputs {
+        let owners = desired::owners_of(&self.store.links()?);
+        let inp = desired::Inputs {
             store: &self.store,
             sync: &self.sync,
             mappings: &self.mappings,
-            links: &links,
-        })
+        };
+        desired::everyone(&inp, &owners)
     }
 
     /// The desired state of the people known by `emails` and of the SCIM users `ids` (see
@@ -511,23 +502,19 @@ impl Reconciler {
         emails: &BTreeSet<String>,
         ids: &BTreeSet<String>,
     ) -> Result<DesiredState, ReconcileError> {
-        let links = self.store.links()?;
-        desired::people(
-            &desired::Inputs {
-                store: &self.store,
-                sync: &self.sync,
-                mappings: &self.mappings,
-                links: &links,
-            },
-            emails,
-            ids,
-        )
+        let inp = desired::Inputs {
+            store: &self.store,
+            sync: &self.sync,
+            mappings: &self.mappings,
+        };
+        desired::people(&inp, emails, ids)
     }
 }
 
 /// Whose desired state a run reads.
 enum Who {
-    Everyone,
+    /// With the ledger's owners of every address ([`desired::owners_of`]).
+    Everyone { owners: BTreeMap<String, String> },
     People {
         emails: BTreeSet<String>,
         ids: BTreeSet<String>,
@@ -638,19 +625,27 @@ impl Reconciler {
         &self,
         scope: &Scope,
     ) -> Result<(PlanView, ActualState), ReconcileError> {
-        let links = self.store.links()?;
-        let who = match scope {
-            Scope::Everyone => Who::Everyone,
-            Scope::People { emails, .. } => Who::People {
-                emails: emails.clone(),
-                ids: BTreeSet::new(),
-            },
+        // A full run reads the whole ledger; a run for a few people reads their links only.
+        let (links, who) = match scope {
+            Scope::Everyone => {
+                let links = self.store.links()?;
+                let owners = desired::owners_of(&links);
+                (links, Who::Everyone { owners })
+            }
+            Scope::People { emails, .. } => (
+                self.store.links_of(emails.iter().map(String::as_str))?,
+                Who::People {
+                    emails: emails.clone(),
+                    ids: BTreeSet::new(),
+                },
+            ),
         };
-        let desired = self.desired_async(&links, who).await?;
+        let desired = self.desired_async(who).await?;
         self.plan_from(scope, &links, desired).await
     }
 
-    /// [`Self::plan_scoped`] from a desired state already read from the store.
+    /// [`Self::plan_scoped`] from a desired state already read from the store, with the ledger's
+    /// links of everyone in `scope`.
     async fn plan_from(
         &self,
         scope: &Scope,
@@ -674,7 +669,7 @@ impl Reconciler {
                     .filter(|(k, _)| emails.contains(k))
                     .collect();
                 // The fuse's percentage is of everyone the daemon manages, not of this handful.
-                let managed = links.len();
+                let managed = usize::try_from(self.store.link_count()?).unwrap_or(usize::MAX);
                 let view = self.finish_plan(
                     desired,
                     &actual,
@@ -1014,9 +1009,8 @@ impl Reconciler {
     /// planned for them alone. Reads the store once, and at the control plane only what a
     /// change-driven run for this person would read ([`Self::plan_for`]).
     pub async fn explain(&self, who: &str) -> Result<super::explain::Person, ReconcileError> {
-        let links = self.store.links()?;
         let people = self.resolve(who)?;
-        let desired = self.desired_async(&links, people).await?;
+        let desired = self.desired_async(people).await?;
         let explanation = desired.explain(who);
         let email = explanation
             .as_ref()
@@ -1026,6 +1020,7 @@ impl Reconciler {
             emails: BTreeSet::from([email.clone()]),
             focus: None,
         };
+        let links = self.store.links_of([email.as_str()])?;
         let planned = self.plan_from(&scope, &links, desired).await;
         Ok(super::explain::Person::new(explanation, email, planned))
     }
@@ -1534,18 +1529,24 @@ impl Reconciler {
     /// transaction: a crash mid-run must not leave an invite the daemon does not know it owns
     /// (it could then never revoke it).
     async fn link_invitees(&self, to_apply: &[Op], desired: &DesiredState) -> Result<(), String> {
-        let existing = match self.store.links() {
-            Ok(l) => l,
-            Err(e) => {
-                return Err(format!("link ledger: {e}; nothing applied this run"));
-            }
-        };
-        let intents: Vec<(String, Option<Link>)> = to_apply
+        let invitees: BTreeSet<String> = to_apply
             .iter()
             .filter_map(|op| match &op.kind {
                 OpKind::Invite { email, .. } => Some(email.to_lowercase()),
                 _ => None,
             })
+            .collect();
+        if invitees.is_empty() {
+            return Ok(());
+        }
+        let existing = match self.store.links_of(invitees.iter().map(String::as_str)) {
+            Ok(l) => l,
+            Err(e) => {
+                return Err(format!("link ledger: {e}; nothing applied this run"));
+            }
+        };
+        let intents: Vec<(String, Option<Link>)> = invitees
+            .into_iter()
             .filter(|e| !existing.contains_key(e))
             .map(|email| {
                 let scim_id = desired.users.get(&email).map(|d| d.scim_id.clone());
@@ -1772,7 +1773,14 @@ impl Reconciler {
         desired: &DesiredState,
         actual: &ActualState,
     ) -> Vec<(String, Option<Link>)> {
-        let Ok(existing) = self.store.links() else {
+        let wanted: BTreeSet<String> = actual
+            .invites
+            .iter()
+            .map(|i| i.email.to_lowercase())
+            .chain(actual.users.iter().map(|u| u.email.to_lowercase()))
+            .filter(|e| desired.users.contains_key(e))
+            .collect();
+        let Ok(existing) = self.store.links_of(wanted.iter().map(String::as_str)) else {
             return Vec::new();
         };
         let mut out = Vec::new();

@@ -4,7 +4,7 @@
 
 use super::tables::*;
 use super::{now_rfc3339, DbResult, Result, Store, StoreError};
-use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -160,6 +160,31 @@ impl Store {
     /// Every person's link, by email.
     pub fn links(&self) -> Result<BTreeMap<String, Link>> {
         read_rows(&self.db.begin_read()?, LINKS, "link")
+    }
+
+    /// The links of these emails (lower-cased) that exist, read on one snapshot: a run for a few
+    /// people reads theirs, not the whole ledger.
+    pub fn links_of<'a>(
+        &self,
+        emails: impl IntoIterator<Item = &'a str>,
+    ) -> Result<BTreeMap<String, Link>> {
+        let rtx = self.db.begin_read()?;
+        let t = rtx.open_table(LINKS).db()?;
+        let mut out = BTreeMap::new();
+        for email in emails {
+            if let Some(v) = t.get(email).db()? {
+                let row: Link = serde_json::from_slice(v.value())
+                    .map_err(|e| StoreError::Corrupt(format!("link {email}"), e.to_string()))?;
+                out.insert(email.to_string(), row);
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many people the ledger holds.
+    pub fn link_count(&self) -> Result<u64> {
+        let rtx = self.db.begin_read()?;
+        rtx.open_table(LINKS).db()?.len().db()
     }
 
     /// Sets (or with `None`, removes) the links of several emails in one transaction.
