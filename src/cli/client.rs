@@ -160,36 +160,31 @@ impl AdminClient {
         })
     }
 
-    /// Sends a request; returns the status and the JSON body of any answer but an auth refusal.
-    pub(super) async fn call(
+    /// Sends a request; the answer unless it is an auth refusal or none came.
+    pub(super) async fn send(
         &self,
         method: reqwest::Method,
         path: &str,
-    ) -> Result<(u16, Value), CliError> {
-        let url = format!("{}{path}", self.base);
-        let unreachable = |reason: String| CliError::Unreachable {
-            url: self.base.clone(),
-            reason,
-        };
+    ) -> Result<reqwest::Response, CliError> {
         let resp = self
             .http
-            .request(method, &url)
+            .request(method, format!("{}{path}", self.base))
             .bearer_auth(&self.token)
             .send()
             .await
             .map_err(|e| {
-                if e.is_timeout() {
-                    unreachable(format!(
+                self.unreachable(if e.is_timeout() {
+                    format!(
                         "no answer within {} s (--timeout); anything started keeps running on the \
                          daemon, check it with `scim-sync status`",
                         self.timeout.as_secs()
-                    ))
+                    )
                 } else {
-                    unreachable(format!(
+                    format!(
                         "{}. Is the daemon running, and is this its [admin] listen address?",
                         root_cause(&e)
-                    ))
-                }
+                    )
+                })
             })?;
         let status = resp.status().as_u16();
         if status == 401 || status == 403 {
@@ -198,6 +193,26 @@ impl AdminClient {
                 status,
             });
         }
+        Ok(resp)
+    }
+
+    /// The daemon could not be asked, or its answer could not be read, for `reason`.
+    pub(super) fn unreachable(&self, reason: String) -> CliError {
+        CliError::Unreachable {
+            url: self.base.clone(),
+            reason,
+        }
+    }
+
+    /// Sends a request; returns the status and the JSON body of any answer but an auth refusal.
+    pub(super) async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> Result<(u16, Value), CliError> {
+        let unreachable = |reason: String| self.unreachable(reason);
+        let resp = self.send(method, path).await?;
+        let status = resp.status().as_u16();
         let bytes = resp.bytes().await.map_err(|e| {
             if e.is_timeout() {
                 unreachable(format!(

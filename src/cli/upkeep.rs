@@ -227,29 +227,9 @@ async fn download_backup(
         token.to_string(),
         Duration::from_secs(timeout_secs.max(1)),
     )?;
-    let unreachable = |reason: String| CliError::Unreachable {
-        url: base.to_string(),
-        reason,
-    };
-    let mut resp = client
-        .http
-        .get(format!("{base}/admin/backup"))
-        .bearer_auth(&client.token)
-        .send()
-        .await
-        .map_err(|e| {
-            unreachable(format!(
-                "{}. Is the daemon running, and is this its [admin] listen address?",
-                root_cause(&e)
-            ))
-        })?;
+    let unreachable = |reason: String| client.unreachable(reason);
+    let mut resp = client.send(reqwest::Method::GET, "/admin/backup").await?;
     let status = resp.status().as_u16();
-    if status == 401 || status == 403 {
-        return Err(CliError::AuthRefused {
-            url: base.to_string(),
-            status,
-        });
-    }
     if status != 200 {
         // A body cut off mid-read is as good as none: the status is still reported below.
         let body = resp.bytes().await.unwrap_or_else(|_| Default::default());

@@ -1279,7 +1279,7 @@ pub fn held_digest<'a>(keys: impl IntoIterator<Item = &'a str>) -> String {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
-    use crate::config::{GroupMapping, SyncConfig, WorkspaceRole as CfgRole};
+    use crate::config::{GroupMapping, WorkspaceRole as CfgRole};
     use crate::policy::{desired_state, ScimGroup, ScimUser};
     use crate::portkey::InviteWorkspaceRef;
     use serde_json::{json, Value};
@@ -1287,21 +1287,7 @@ mod tests {
 
     const NOW: OffsetDateTime = datetime!(2026-06-01 12:00 UTC);
 
-    fn sync() -> SyncConfig {
-        SyncConfig {
-            debounce_ms: 500,
-            debounce_max_ms: 10_000,
-            fuse_floor: 5,
-            fuse_window_minutes: 60,
-            full_resync_cron: "0 */15 * * * *".into(),
-            max_deletions: 10,
-            max_deletion_percent: 10.0,
-            dry_run: false,
-            protected_emails: vec![],
-            create_workspaces: true,
-            default_org_role: crate::config::OrgRole::Member,
-        }
-    }
+    use crate::policy::tests::sync;
 
     /// A SCIM world: users (id, data) and groups (name, member ids).
     #[derive(Default, Clone)]
