@@ -806,7 +806,6 @@ impl Reconciler {
                 return Ok(None);
             }
         }
-        let links = self.store.links()?;
         // Workspace roles come from groups only. A change to a group's members touches the
         // workspaces that group grants; a change to a user already linked under its address
         // cannot change any workspace role (only its org role or whether it stays), so its
@@ -830,15 +829,17 @@ impl Reconciler {
                     }
                 }
                 crate::store::ChangeKind::User => {
-                    let linked_here = self
+                    let address = self
                         .store
                         .get(ResourceKind::User, &c.id, false)?
-                        .and_then(|r| policy::user_email(&r.record.data))
-                        .and_then(|e| links.get(&e))
-                        .is_some_and(|l| {
-                            l.scim_id.as_deref() == Some(c.id.as_str())
-                                && l.portkey_user_id.is_some()
-                        });
+                        .and_then(|r| policy::user_email(&r.record.data));
+                    let link = match &address {
+                        Some(e) => self.store.links_of([e.as_str()])?.remove(e),
+                        None => None,
+                    };
+                    let linked_here = link.is_some_and(|l| {
+                        l.scim_id.as_deref() == Some(c.id.as_str()) && l.portkey_user_id.is_some()
+                    });
                     if !linked_here {
                         focus = None;
                     }
@@ -853,12 +854,7 @@ impl Reconciler {
                 }
             }
             // A changed userName or email: the old address is in the ledger.
-            emails.extend(
-                links
-                    .iter()
-                    .filter(|(_, l)| l.scim_id.as_deref() == Some(id.as_str()))
-                    .map(|(e, _)| e.clone()),
-            );
+            emails.extend(self.store.emails_linked_to(id)?);
         }
         // Ops that failed earlier and are due again are retried with this run.
         let now = unix_now();

@@ -66,6 +66,7 @@ fn copy_all(from: &redb::ReadTransaction, to: &redb::Database) -> Result<()> {
     copy_multimap(from, to, USER_GROUPS)?;
     copy_table(from, to, CHANGES)?;
     copy_table(from, to, LINKS)?;
+    copy_multimap(from, to, LINKS_BY_SCIM_ID)?;
     copy_table(from, to, WORKSPACE_LINKS)?;
     copy_table(from, to, AUDIT)?;
     copy_table(from, to, FUSE_LOG)?;

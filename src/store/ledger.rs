@@ -92,6 +92,51 @@ fn write_rows<T: Stamped>(
     Ok(())
 }
 
+/// Keeps [`LINKS_BY_SCIM_ID`] in step with link rows about to be written by [`write_rows`].
+fn index_link_owners(tx: &WriteTransaction, changes: &[(String, Option<Link>)]) -> Result<()> {
+    let links = tx.open_table(LINKS).db()?;
+    let mut idx = tx.open_multimap_table(LINKS_BY_SCIM_ID).db()?;
+    for (key, row) in changes {
+        let key = key.to_lowercase();
+        let old = match links.get(key.as_str()).db()? {
+            Some(v) => {
+                serde_json::from_slice::<Link>(v.value())
+                    .map_err(|e| StoreError::Corrupt(format!("link {key}"), e.to_string()))?
+                    .scim_id
+            }
+            None => None,
+        };
+        let new = row.as_ref().and_then(|l| l.scim_id.clone());
+        if old != new {
+            if let Some(o) = &old {
+                idx.remove(o.as_str(), key.as_str()).db()?;
+            }
+            if let Some(n) = &new {
+                idx.insert(n.as_str(), key.as_str()).db()?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Indexes every link by its SCIM id (the migration to schema version 3); returns how many
+/// name one.
+pub(crate) fn build_link_index(tx: &WriteTransaction) -> Result<u64> {
+    let links = tx.open_table(LINKS).db()?;
+    let mut idx = tx.open_multimap_table(LINKS_BY_SCIM_ID).db()?;
+    let mut n = 0;
+    for row in links.iter().db()? {
+        let (k, v) = row.db()?;
+        let link: Link = serde_json::from_slice(v.value())
+            .map_err(|e| StoreError::Corrupt(format!("link {}", k.value()), e.to_string()))?;
+        if let Some(id) = &link.scim_id {
+            idx.insert(id.as_str(), k.value()).db()?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
 /// Schema version 1 → 2: moves the workspace rows of the email-keyed links table into their
 /// own table, in the caller's (the opening) transaction. Returns how many moved.
 pub(crate) fn migrate_workspace_links(tx: &WriteTransaction) -> Result<u64> {
@@ -181,6 +226,18 @@ impl Store {
         Ok(out)
     }
 
+    /// The lower-cased emails the ledger links to this SCIM id: every address the daemon
+    /// provisioned for that user, its current one and any it had before.
+    pub fn emails_linked_to(&self, scim_id: &str) -> Result<Vec<String>> {
+        let rtx = self.db.begin_read()?;
+        let idx = rtx.open_multimap_table(LINKS_BY_SCIM_ID).db()?;
+        let mut out = Vec::new();
+        for email in idx.get(scim_id).db()? {
+            out.push(email.db()?.value().to_string());
+        }
+        Ok(out)
+    }
+
     /// How many people the ledger holds.
     pub fn link_count(&self) -> Result<u64> {
         let rtx = self.db.begin_read()?;
@@ -190,7 +247,10 @@ impl Store {
     /// Sets (or with `None`, removes) the links of several emails in one transaction.
     pub async fn set_links(&self, changes: Vec<(String, Option<Link>)>) -> Result<()> {
         self.writer
-            .run(move |tx| write_rows(tx, LINKS, "link", changes))
+            .run(move |tx| {
+                index_link_owners(tx, &changes)?;
+                write_rows(tx, LINKS, "link", changes)
+            })
             .await
     }
 
@@ -399,6 +459,52 @@ mod tests {
             .audit_search(100, None, Some("carol"), usize::MAX)
             .unwrap();
         assert!(none.is_empty() && next.is_none());
+    }
+
+    #[tokio::test]
+    async fn links_are_found_by_scim_id_as_they_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb"), StoreOptions::default()).unwrap();
+        let link = |id: Option<&str>| {
+            Some(Link {
+                scim_id: id.map(str::to_string),
+                ..Link::default()
+            })
+        };
+        let linked = |id: &str| {
+            let mut v = store.emails_linked_to(id).unwrap();
+            v.sort();
+            v
+        };
+        store
+            .set_links(vec![
+                ("Ann@x.io".into(), link(Some("u1"))),
+                ("ann.old@x.io".into(), link(Some("u1"))),
+                ("bo@x.io".into(), link(Some("u2"))),
+                ("cy@x.io".into(), link(None)),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(linked("u1"), vec!["ann.old@x.io", "ann@x.io"]);
+        assert_eq!(linked("u2"), vec!["bo@x.io"]);
+        // Re-linked to another record, unlinked, removed, and linked from nothing.
+        store
+            .set_links(vec![
+                ("ann.old@x.io".into(), link(Some("u2"))),
+                ("ann@x.io".into(), link(None)),
+                ("bo@x.io".into(), None),
+                ("cy@x.io".into(), link(Some("u3"))),
+            ])
+            .await
+            .unwrap();
+        assert!(linked("u1").is_empty());
+        assert_eq!(linked("u2"), vec!["ann.old@x.io"]);
+        assert_eq!(linked("u3"), vec!["cy@x.io"]);
+        let few = store
+            .links_of(["cy@x.io", "nobody@x.io", "ann@x.io"])
+            .unwrap();
+        assert_eq!(few.keys().collect::<Vec<_>>(), vec!["ann@x.io", "cy@x.io"]);
+        assert_eq!(store.link_count().unwrap(), 3);
     }
 
     #[tokio::test]

@@ -43,7 +43,8 @@ pub use write::WriteStats;
 ///
 /// - 1: the first layout.
 /// - 2: workspace links in their own table instead of the email-keyed links table.
-/// - 3: users indexed by address, so that a run for a few people reads only theirs.
+/// - 3: users indexed by address, and links by SCIM id, so that a run for a few people reads
+///   only theirs.
 pub const SCHEMA_VERSION: u64 = 3;
 
 /// What a client is told to wait (`Retry-After`, seconds) when the store cannot take a write:
@@ -673,6 +674,7 @@ pub(crate) fn init_tables(db: &redb::Database, path: &Path) -> Result<()> {
         tx.open_multimap_table(USER_GROUPS).db()?;
         tx.open_table(CHANGES).db()?;
         tx.open_table(LINKS).db()?;
+        tx.open_multimap_table(LINKS_BY_SCIM_ID).db()?;
         tx.open_table(WORKSPACE_LINKS).db()?;
         tx.open_table(AUDIT).db()?;
         // Added after schema version 1 without changing it: an older store gains them empty.
@@ -691,12 +693,14 @@ pub(crate) fn init_tables(db: &redb::Database, path: &Path) -> Result<()> {
         }
         if let Some(v) = found.filter(|v| *v < 3) {
             let indexed = write::build_email_index(&tx)?;
+            let links = ledger::build_link_index(&tx)?;
             tracing::info!(
                 store = %path.display(),
                 from = v,
                 to = 3,
                 users = indexed,
-                "store: schema migrated (users indexed by address)"
+                links,
+                "store: schema migrated (users indexed by address, links by SCIM id)"
             );
         }
         if found != Some(SCHEMA_VERSION) {

@@ -42,6 +42,10 @@ pub const CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("changes")
 
 /// Lower-cased email → JSON-encoded [`super::ledger::Link`].
 pub const LINKS: TableDefinition<&str, &[u8]> = TableDefinition::new("links");
+/// SCIM id → the lower-cased emails whose [`LINKS`] row names it (schema version 3): every
+/// address the daemon provisioned for one SCIM user, without reading the whole ledger.
+pub const LINKS_BY_SCIM_ID: MultimapTableDefinition<&str, &str> =
+    MultimapTableDefinition::new("idx_link_scim_id");
 /// Lower-cased workspace name → JSON-encoded [`super::ledger::WorkspaceLink`] (schema version
 /// 2; version 1 kept these in [`LINKS`] under [`V1_WORKSPACE_LINK_PREFIX`]).
 pub const WORKSPACE_LINKS: TableDefinition<&str, &[u8]> = TableDefinition::new("workspace_links");

@@ -572,12 +572,20 @@ async fn the_committed_v2_store_opens_and_reads() {
         Some("pk-user-ada")
     );
     assert_eq!(store.last_seq().unwrap(), 5);
-    // Opening it indexed its users by address (schema version 3).
+    // Opening it indexed its users by address and its links by SCIM id (schema version 3).
     for name in FIXTURE_USERS {
         let found = store.users_by_email(name).unwrap();
         assert_eq!(found.len(), 1, "{name}");
         assert_eq!(found[0].record.data["userName"], name);
     }
+    let ada = store.users_by_email("ada@example.com").unwrap()[0]
+        .record
+        .id
+        .clone();
+    assert_eq!(
+        store.emails_linked_to(&ada).unwrap(),
+        vec!["ada@example.com"]
+    );
     store.close().await;
     drop(store);
     assert_eq!(
@@ -598,6 +606,10 @@ async fn the_committed_v3_store_opens_and_its_address_index_follows_writes() {
     let ada = store.users_by_email("ada@example.com").unwrap();
     assert_eq!(ada.len(), 1);
     let id = ada[0].record.id.clone();
+    assert_eq!(
+        store.emails_linked_to(&id).unwrap(),
+        vec!["ada@example.com"]
+    );
     // A new address moves the row; a second record with the same address sits beside it.
     let n = |name: &str, email: &str| scim_sync::scim::resource::Normalized {
         resource: json!({"userName": name, "emails": [{"value": email, "primary": true}]}),
