@@ -95,7 +95,6 @@ fn write_rows<T: Stamped>(
 /// Keeps [`LINKS_BY_SCIM_ID`] in step with link rows about to be written by [`write_rows`].
 fn index_link_owners(tx: &WriteTransaction, changes: &[(String, Option<Link>)]) -> Result<()> {
     let links = tx.open_table(LINKS).db()?;
-    let mut idx = tx.open_multimap_table(LINKS_BY_SCIM_ID).db()?;
     for (key, row) in changes {
         let key = key.to_lowercase();
         let old = match links.get(key.as_str()).db()? {
@@ -106,15 +105,8 @@ fn index_link_owners(tx: &WriteTransaction, changes: &[(String, Option<Link>)]) 
             }
             None => None,
         };
-        let new = row.as_ref().and_then(|l| l.scim_id.clone());
-        if old != new {
-            if let Some(o) = &old {
-                idx.remove(o.as_str(), key.as_str()).db()?;
-            }
-            if let Some(n) = &new {
-                idx.insert(n.as_str(), key.as_str()).db()?;
-            }
-        }
+        let new = row.as_ref().and_then(|l| l.scim_id.as_deref());
+        super::reindex(tx, LINKS_BY_SCIM_ID, &key, old.as_deref(), new)?;
     }
     Ok(())
 }
@@ -229,13 +221,7 @@ impl Store {
     /// The lower-cased emails the ledger links to this SCIM id: every address the daemon
     /// provisioned for that user, its current one and any it had before.
     pub fn emails_linked_to(&self, scim_id: &str) -> Result<Vec<String>> {
-        let rtx = self.db.begin_read()?;
-        let idx = rtx.open_multimap_table(LINKS_BY_SCIM_ID).db()?;
-        let mut out = Vec::new();
-        for email in idx.get(scim_id).db()? {
-            out.push(email.db()?.value().to_string());
-        }
-        Ok(out)
+        super::multimap_values(&self.db.begin_read()?, LINKS_BY_SCIM_ID, scim_id)
     }
 
     /// How many people the ledger holds.

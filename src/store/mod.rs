@@ -548,13 +548,7 @@ impl Store {
 
     /// Group ids of a user, from the reverse index.
     pub fn groups_of(&self, user_id: &str) -> Result<Vec<String>> {
-        let rtx = self.db.begin_read()?;
-        let t = rtx.open_multimap_table(USER_GROUPS).db()?;
-        let mut out = Vec::new();
-        for g in t.get(user_id).db()? {
-            out.push(g.db()?.value().to_string());
-        }
-        Ok(out)
+        multimap_values(&self.db.begin_read()?, USER_GROUPS, user_id)
     }
 
     /// Change-feed entries with `seq > after`, oldest first, at most `limit`.
@@ -709,6 +703,42 @@ pub(crate) fn init_tables(db: &redb::Database, path: &Path) -> Result<()> {
     }
     tx.commit().db()?;
     Ok(())
+}
+
+/// Moves `value` in a multimap index from under `old` to under `new` (either may be absent);
+/// nothing when the key did not change.
+pub(crate) fn reindex(
+    tx: &redb::WriteTransaction,
+    def: redb::MultimapTableDefinition<&str, &str>,
+    value: &str,
+    old: Option<&str>,
+    new: Option<&str>,
+) -> Result<()> {
+    if old == new {
+        return Ok(());
+    }
+    let mut idx = tx.open_multimap_table(def).db()?;
+    if let Some(o) = old {
+        idx.remove(o, value).db()?;
+    }
+    if let Some(n) = new {
+        idx.insert(n, value).db()?;
+    }
+    Ok(())
+}
+
+/// Every value under `key` in a multimap table, on one snapshot.
+fn multimap_values(
+    rtx: &redb::ReadTransaction,
+    def: redb::MultimapTableDefinition<&str, &str>,
+    key: &str,
+) -> Result<Vec<String>> {
+    let t = rtx.open_multimap_table(def).db()?;
+    let mut out = Vec::new();
+    for v in t.get(key).db()? {
+        out.push(v.db()?.value().to_string());
+    }
+    Ok(out)
 }
 
 fn hint_ids(

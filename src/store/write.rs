@@ -426,28 +426,23 @@ fn update_indexes(
     if kind == ResourceKind::User {
         let old_addr = old.and_then(crate::scim::address::user_email);
         let new_addr = new.and_then(crate::scim::address::user_email);
-        if old_addr != new_addr {
-            let mut idx = tx.open_multimap_table(USER_EMAIL_IDX).db()?;
-            if let Some(o) = &old_addr {
-                idx.remove(o.as_str(), id).db()?;
-            }
-            if let Some(n) = &new_addr {
-                idx.insert(n.as_str(), id).db()?;
-            }
-        }
+        super::reindex(
+            tx,
+            USER_EMAIL_IDX,
+            id,
+            old_addr.as_deref(),
+            new_addr.as_deref(),
+        )?;
     }
     let old_ext = old.and_then(external_of);
     let new_ext = new.and_then(external_of);
-    if old_ext != new_ext {
-        let mut idx = tx.open_multimap_table(external_idx(kind)).db()?;
-        if let Some(o) = &old_ext {
-            idx.remove(o.as_str(), id).db()?;
-        }
-        if let Some(n) = &new_ext {
-            idx.insert(n.as_str(), id).db()?;
-        }
-    }
-    Ok(())
+    super::reindex(
+        tx,
+        external_idx(kind),
+        id,
+        old_ext.as_deref(),
+        new_ext.as_deref(),
+    )
 }
 
 /// Indexes every stored user by address (the migration to schema version 3); returns how many
