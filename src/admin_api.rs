@@ -139,7 +139,8 @@ pub struct ReconcilerDoc {
     pub store_error: Option<String>,
 }
 
-/// The last run in the status: a [`RunDoc`] without its per-op results.
+/// A run without its per-op results: the status's last and recent runs, and the head of a
+/// [`RunDoc`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LastRunDoc {
     pub run_id: String,
@@ -199,26 +200,12 @@ pub struct FailingDoc {
 
 // ---- runs: POST /admin/resync, POST /admin/approve-deletions ---------------------------------
 
-/// A run's summary, with the result of every op.
+/// A run's summary, with the result of every op: the status's [`LastRunDoc`] and the results,
+/// in one JSON object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunDoc {
-    pub run_id: String,
-    pub kind: String,
-    pub trigger: String,
-    pub started_at: String,
-    pub finished_at: String,
-    pub duration_ms: u64,
-    pub dry_run: bool,
-    pub planned: BTreeMap<String, usize>,
-    pub applied: usize,
-    pub failed: usize,
-    pub held: usize,
-    pub withheld: usize,
-    pub quarantined: usize,
-    pub approved: usize,
-    pub ok: bool,
-    pub errors: Vec<String>,
-    pub warnings: Vec<String>,
+    #[serde(flatten)]
+    pub run: LastRunDoc,
     pub results: Vec<OpResultDoc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<Vec<String>>,
@@ -243,23 +230,7 @@ impl OpResultDoc {
 impl From<&RunSummary> for RunDoc {
     fn from(s: &RunSummary) -> Self {
         Self {
-            run_id: s.run_id.clone(),
-            kind: wire_name(&s.kind),
-            trigger: wire_name(&s.trigger),
-            started_at: s.started_at.clone(),
-            finished_at: s.finished_at.clone(),
-            duration_ms: s.duration_ms,
-            dry_run: s.dry_run,
-            planned: counts(&s.planned),
-            applied: s.applied,
-            failed: s.failed,
-            held: s.held,
-            withheld: s.withheld,
-            quarantined: s.quarantined,
-            approved: s.approved,
-            ok: s.ok,
-            errors: s.errors.clone(),
-            warnings: s.warnings.clone(),
+            run: LastRunDoc::from(s),
             results: s
                 .results
                 .iter()

@@ -545,6 +545,8 @@ pub fn render_run(s: Option<&api::RunDoc>) -> (String, bool) {
         );
         return (out, false);
     };
+    let results = &s.results;
+    let s = &s.run;
     push_line!(
         out,
         "Run {} ({}, {}): {}",
@@ -591,7 +593,7 @@ pub fn render_run(s: Option<&api::RunDoc>) -> (String, bool) {
             .collect()
     };
     let (failed, done): (Vec<&api::OpResultDoc>, Vec<&api::OpResultDoc>) =
-        s.results.iter().partition(|r| r.failed());
+        results.iter().partition(|r| r.failed());
     if !failed.is_empty() {
         push_line!(out, "\nFailed ops ({}):", failed.len());
         table(
