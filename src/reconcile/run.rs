@@ -494,21 +494,6 @@ impl Reconciler {
         };
         desired::everyone(&inp, &owners)
     }
-
-    /// The desired state of the people known by `emails` and of the SCIM users `ids` (see
-    /// [`super::desired::people`]).
-    pub fn desired_for(
-        &self,
-        emails: &BTreeSet<String>,
-        ids: &BTreeSet<String>,
-    ) -> Result<DesiredState, ReconcileError> {
-        let inp = desired::Inputs {
-            store: &self.store,
-            sync: &self.sync,
-            mappings: &self.mappings,
-        };
-        desired::people(&inp, emails, ids)
-    }
 }
 
 /// Whose desired state a run reads.
@@ -1002,7 +987,8 @@ impl Reconciler {
     }
 
     /// `explain`'s query: one person, found by email, `userName` or SCIM id, with the ops
-    /// planned for them alone. Reads the store once, and at the control plane only what a
+    /// planned for them alone. Reads from the store, through its indexes, only the records that
+    /// bear on this person ([`super::desired::people`]), and at the control plane only what a
     /// change-driven run for this person would read ([`Self::plan_for`]).
     pub async fn explain(&self, who: &str) -> Result<super::explain::Person, ReconcileError> {
         let people = self.resolve(who)?;
