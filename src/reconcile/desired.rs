@@ -44,19 +44,16 @@ pub fn everyone(
     owners: &BTreeMap<String, String>,
 ) -> Result<DesiredState, ReconcileError> {
     let users = inp.store.query(ResourceKind::User, &all(false))?;
-    let groups = inp.store.query(ResourceKind::Group, &all(true))?;
     let users: Vec<_> = users
         .items
         .iter()
         .map(|r| super::scim_user(&r.record))
         .collect();
-    let groups: Vec<_> = groups
-        .items
-        .iter()
-        .map(|r| {
-            let ids = r.refs.iter().flatten().map(|(id, _)| id.clone());
-            super::scim_group(&r.record, ids)
-        })
+    let groups: Vec<_> = inp
+        .store
+        .groups_with_member_ids()?
+        .into_iter()
+        .map(|(record, members)| super::scim_group(&record, members))
         .collect();
     Ok(decide(inp, &users, &groups, owners))
 }

@@ -546,6 +546,21 @@ impl Store {
         self.get(ResourceKind::User, &id, false)
     }
 
+    /// Every group with the ids of its members, on one snapshot, without reading the members'
+    /// records (a query `with_refs` reads each member's record for its display name).
+    pub fn groups_with_member_ids(&self) -> Result<Vec<(Record, Vec<String>)>> {
+        let rtx = self.db.begin_read()?;
+        let groups = rtx.open_table(GROUPS).db()?;
+        let mut out = Vec::new();
+        for row in groups.iter().db()? {
+            let (id, bytes) = row.db()?;
+            let record = decode(id.value(), bytes.value())?;
+            let members = multimap_values(&rtx, MEMBERS, id.value())?;
+            out.push((record, members));
+        }
+        Ok(out)
+    }
+
     /// Group ids of a user, from the reverse index.
     pub fn groups_of(&self, user_id: &str) -> Result<Vec<String>> {
         multimap_values(&self.db.begin_read()?, USER_GROUPS, user_id)
