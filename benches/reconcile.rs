@@ -33,6 +33,8 @@ use std::time::{Duration, Instant};
 
 #[path = "support/host.rs"]
 mod host;
+#[path = "support/seed.rs"]
+mod seed;
 #[path = "../tests/it/common/sim.rs"]
 mod sim;
 use sim::Control;
@@ -136,28 +138,11 @@ fn machine() -> String {
 }
 
 /// Writes the SCIM state straight into the store, the way the SCIM server would (normalize,
-/// then create), with many creates in flight so that the writer commits them in groups.
+/// then create), with many writes in flight so that the writer commits them in groups.
 async fn seed_store(path: &Path, scale: &Scale) -> (Vec<String>, Vec<String>, Duration) {
     let started = Instant::now();
     let store = Store::open(path, StoreOptions::default()).unwrap();
-    let ids: Vec<String> = futures::stream::iter(0..scale.users)
-        .map(|i| {
-            let store = store.clone();
-            async move {
-                let body = json!({
-                    "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
-                    "userName": email(i),
-                    "name": {"givenName": "Bench", "familyName": format!("User {i}")},
-                    "emails": [{"primary": true, "value": email(i), "type": "work"}],
-                    "active": true,
-                });
-                let n = normalize(ResourceKind::User, &body).unwrap();
-                store.create(ResourceKind::User, n).await.unwrap().0.id
-            }
-        })
-        .buffered(256)
-        .collect()
-        .await;
+    let ids = seed::users(&store, scale.users, email).await;
     let groups: Vec<Value> = (0..scale.workspaces)
         .map(|g| {
             json!({

@@ -11,13 +11,15 @@
 
 #[path = "support/host.rs"]
 mod host;
+#[path = "support/seed.rs"]
+mod seed;
 
-use futures::StreamExt;
+fn email(i: usize) -> String {
+    format!("user{i}@example.com")
+}
+
 use redb::{MultimapTableDefinition, ReadableDatabase, TableDefinition};
-use scim_sync::scim::resource::normalize;
-use scim_sync::scim::schema::ResourceKind;
 use scim_sync::store::{Link, Store, StoreOptions};
-use serde_json::json;
 use std::time::Instant;
 
 fn users_arg() -> usize {
@@ -41,23 +43,7 @@ async fn main() {
     let started = Instant::now();
     {
         let store = Store::open(&path, StoreOptions::default()).unwrap();
-        let ids: Vec<String> = futures::stream::iter(0..users)
-            .map(|i| {
-                let store = store.clone();
-                async move {
-                    let email = format!("user{i}@example.com");
-                    let body = json!({
-                        "userName": email,
-                        "emails": [{"primary": true, "value": email, "type": "work"}],
-                        "active": true,
-                    });
-                    let n = normalize(ResourceKind::User, &body).unwrap();
-                    store.create(ResourceKind::User, n).await.unwrap().0.id
-                }
-            })
-            .buffered(256)
-            .collect()
-            .await;
+        let ids = seed::users(&store, users, email).await;
         for (c, ids) in ids.chunks(10_000).enumerate() {
             let links = ids
                 .iter()
@@ -68,7 +54,7 @@ async fn main() {
                         portkey_user_id: Some(format!("pk-{id}")),
                         ..Link::default()
                     };
-                    (format!("user{}@example.com", c * 10_000 + k), Some(link))
+                    (email(c * 10_000 + k), Some(link))
                 })
                 .collect();
             store.set_links(links).await.unwrap();
@@ -99,7 +85,7 @@ async fn main() {
     let store = Store::open(&path, StoreOptions::default()).unwrap();
     let opened = started.elapsed();
     // The indexes answer for the last user and its link.
-    let last = format!("user{}@example.com", users - 1);
+    let last = email(users - 1);
     let found = store.users_by_email(&last).unwrap();
     assert_eq!(found.len(), 1);
     assert_eq!(
