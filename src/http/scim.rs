@@ -960,10 +960,20 @@ fn written(
         .ok_or_else(|| {
             ScimError::not_found(format!("{} {id} was deleted concurrently", kind.name()))
         })?;
+    answer(req, &proj, &res, status)
+}
+
+/// A written resource's answer; a create's also says where the resource lives.
+fn answer(
+    req: &Request<'_>,
+    proj: &Projection,
+    res: &Resource,
+    status: StatusCode,
+) -> Result<ScimReply, ScimError> {
     let base = req.base_url();
-    let mut reply = one_resource(status, &proj, &res, &base)?;
+    let mut reply = one_resource(status, proj, res, &base)?;
     if status == StatusCode::CREATED {
-        reply.location = Some(format!("{base}{}/{id}", kind.endpoint()));
+        reply.location = Some(format!("{base}{}/{}", res.kind.endpoint(), res.record.id));
     }
     Ok(reply)
 }
@@ -971,9 +981,22 @@ fn written(
 async fn create(req: &Request<'_>, kind: ResourceKind) -> Result<ScimReply, ScimError> {
     let body = req.json_body()?;
     let n = resource::normalize(kind, &body)?;
+    // A new user is in no group (a group can only list ids that existed when it was written),
+    // and a group created without members has none, so the record just written is the whole
+    // answer; reading it back would cost a read transaction per create for nothing.
+    let no_refs = kind == ResourceKind::User || n.members.as_ref().is_none_or(Vec::is_empty);
+    let proj = Projection::from_query(req, kind)?;
     let (record, notes) = req.state.store.create(kind, n).await.map_err(store_error)?;
     log_notes(kind, &record.id, &notes);
-    written(req, kind, &record.id, StatusCode::CREATED)
+    if !no_refs {
+        return written(req, kind, &record.id, StatusCode::CREATED);
+    }
+    let res = Resource {
+        kind,
+        refs: proj.wants_refs(kind).then(Vec::new),
+        record,
+    };
+    answer(req, &proj, &res, StatusCode::CREATED)
 }
 
 async fn replace(

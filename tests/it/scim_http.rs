@@ -483,3 +483,55 @@ async fn admin_health_and_status() {
         .unwrap();
     assert_eq!(r.status(), 401);
 }
+
+/// A create answers from the record it wrote, without reading it back; what it answers must be
+/// what a GET of the new resource says, with the same query, down to the ETag and Location.
+#[tokio::test]
+async fn a_create_answers_what_a_get_then_reads() {
+    let s = Server::start().await;
+    let member = s.create_user("member@example.com").await;
+    let group = |name: &str, members: &[&str]| {
+        json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+            "displayName": name,
+            "members": members.iter().map(|m| json!({"value": m})).collect::<Vec<_>>(),
+        })
+    };
+    let cases = [
+        ("/Users", "", user("new1@example.com")),
+        (
+            "/Users",
+            "?attributes=userName,groups",
+            user("new2@example.com"),
+        ),
+        (
+            "/Users",
+            "?excludedAttributes=emails",
+            user("new3@example.com"),
+        ),
+        ("/Groups", "", group("no-members", &[])),
+        ("/Groups", "", group("one-member", &[&member])),
+        (
+            "/Groups",
+            "?excludedAttributes=members",
+            group("hidden", &[&member]),
+        ),
+    ];
+    for (endpoint, query, body) in cases {
+        let created = s.post(&format!("{endpoint}{query}"), body).await;
+        assert_eq!(created.status, 201, "{}", created.json);
+        let id = created.json["id"].as_str().unwrap();
+        let read = s.get(&format!("{endpoint}/{id}{query}")).await;
+        assert_eq!(read.status, 200, "{}", read.json);
+        assert_eq!(created.json, read.json, "{endpoint}{query}");
+        assert_eq!(created.header("etag"), read.header("etag"));
+        let location = created.header("location").unwrap();
+        assert!(
+            location.ends_with(&format!("{endpoint}/{id}")),
+            "{location}"
+        );
+        if let Some(meta) = read.json["meta"]["location"].as_str() {
+            assert_eq!(location, meta);
+        }
+    }
+}
