@@ -1,6 +1,7 @@
 //! scim-sync's SCIM server side by side with an in-memory peer, SCIMMY
 //! (benches/peers/scimmy/server.mjs), in one run: the same load generator (16 clients in this
-//! process), the same bodies, each server its own process on loopback.
+//! process, each on its own HTTP/1.1 connection: benches/support/wire.rs), the same bodies, each
+//! server its own process on loopback.
 //!
 //! For each server: (a) user creates/s, (b) `userName eq` lookups with every user stored (/s,
 //! p50, p99), (c) member adds/s (one member per PATCH) into a group that already has members,
@@ -22,7 +23,7 @@ use std::time::Duration;
 
 #[path = "support/scim_bench.rs"]
 mod kit;
-use kit::{arg, child, host, load, scim, CLIENTS};
+use kit::{arg, child, host, scim, wire, CLIENTS};
 
 struct Sizes {
     users: usize,
@@ -97,23 +98,21 @@ async fn measure(api: &scim::Client, pid: u32, sizes: &Sizes) -> Figures {
     let (wall, ids) = kit::create_users(api, sizes.users, user_name).await;
     f.creates_per_s = sizes.users as f64 / wall.as_secs_f64();
 
-    let a = api.clone();
     let users = sizes.users;
-    let (wall, lat) = load::load_with(CLIENTS, sizes.lookups, move |i| {
-        let a = a.clone();
-        async move {
+    let (wall, lat) = wire::drive(
+        &kit::target(api),
+        CLIENTS,
+        sizes.lookups,
+        move |i| {
             // A stride coprime to the user count visits names all over the index.
             let name = user_name((i * 7919) % users);
-            let (status, body) = a
-                .get(&format!(
-                    "/Users?filter={}",
-                    scim::enc(&format!("userName eq \"{name}\""))
-                ))
-                .await;
-            assert_eq!(status, 200, "{body}");
-            assert_eq!(body["totalResults"], 1, "{name}: {body}");
-        }
-    })
+            wire::Req::get(format!(
+                "/Users?filter={}",
+                scim::enc(&format!("userName eq \"{name}\""))
+            ))
+        },
+        |_, status, body| assert_eq!(wire::total_results(status, body), 1),
+    )
     .await;
     let mut d: Vec<Duration> = lat.into_iter().map(|(d, ())| d).collect();
     d.sort();
@@ -131,24 +130,28 @@ async fn measure(api: &scim::Client, pid: u32, sizes: &Sizes) -> Figures {
     assert_eq!(status, 201, "{group}");
     let path = format!("/Groups/{}", group["id"].as_str().unwrap());
     let adding: Vec<String> = ids[sizes.group..sizes.group + sizes.adds].to_vec();
-    let a = api.clone();
     let p = path.clone();
-    let (wall, _) = load::load_with(CLIENTS, sizes.adds, move |i| {
-        let (a, p) = (a.clone(), p.clone());
-        let id = adding[i].clone();
-        async move {
-            let (status, body) = a
-                .send(
-                    reqwest::Method::PATCH,
-                    &p,
-                    Some(&scim::patch_body(
-                        json!([{"op": "add", "path": "members", "value": [{"value": id}]}]),
-                    )),
-                )
-                .await;
-            assert!(status == 200 || status == 204, "{status} {body}");
-        }
-    })
+    let (wall, _) = wire::drive(
+        &kit::target(api),
+        CLIENTS,
+        sizes.adds,
+        move |i| {
+            wire::Req::with_json(
+                reqwest::Method::PATCH,
+                p.clone(),
+                &scim::patch_body(
+                    json!([{"op": "add", "path": "members", "value": [{"value": adding[i]}]}]),
+                ),
+            )
+        },
+        |_, status, body| {
+            assert!(
+                status == 200 || status == 204,
+                "{status} {}",
+                String::from_utf8_lossy(body)
+            )
+        },
+    )
     .await;
     f.adds_per_s = sizes.adds as f64 / wall.as_secs_f64();
     let (_, back): (u16, Value) = api.get(&path).await;

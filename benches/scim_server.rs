@@ -22,11 +22,11 @@ use std::time::{Duration, Instant};
 
 #[path = "support/host.rs"]
 mod host;
-#[path = "support/load.rs"]
-mod load;
-use load::load_with;
 #[path = "../tests/it/common/scim.rs"]
 mod scim;
+#[path = "support/wire.rs"]
+mod wire;
+use wire::{drive, Req, Target};
 
 const CLIENTS: usize = 16;
 const TOKEN: &str = "bench-scim-token-0123456789";
@@ -81,51 +81,36 @@ fn member_patch(ids: &[String]) -> Value {
     }]))
 }
 
-/// Runs `n` requests from `CLIENTS` concurrent clients; `op(i)` makes request `i`. Returns the
-/// wall time and every request's latency, in request order.
-async fn load<F, Fut, T>(n: usize, op: F) -> (Duration, Vec<(Duration, T)>)
-where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = T> + Send,
-    T: Send + 'static,
-{
-    load_with(CLIENTS, n, op).await
-}
-
 /// Creates users `from..to`; returns their ids in order and the wall time.
-async fn create_users(api: &Api, from: usize, to: usize) -> (Duration, Vec<String>) {
-    let a = api.clone();
-    let (wall, out) = load(to - from, move |i| {
-        let a = a.clone();
-        async move {
-            let (status, body) = a
-                .send(reqwest::Method::POST, "/Users", Some(&user_body(from + i)))
-                .await;
-            assert_eq!(status, 201, "{body}");
-            body["id"].as_str().unwrap().to_string()
-        }
-    })
+async fn create_users(target: &Target, from: usize, to: usize) -> (Duration, Vec<String>) {
+    let (wall, out) = drive(
+        target,
+        CLIENTS,
+        to - from,
+        move |i| Req::with_json(reqwest::Method::POST, "/Users".into(), &user_body(from + i)),
+        |_, status, body| wire::created_id(status, body),
+    )
     .await;
     (wall, out.into_iter().map(|(_, id)| id).collect())
 }
 
 /// Adds `ids` to the group `gid`, one member per PATCH, `CLIENTS` requests at a time.
-async fn add_members(api: &Api, gid: &str, ids: &[String]) -> Duration {
+async fn add_members(target: &Target, gid: &str, ids: &[String]) -> Duration {
     let ids: Arc<Vec<String>> = Arc::new(ids.to_vec());
-    let (a, path) = (api.clone(), format!("/Groups/{gid}"));
-    let (wall, _) = load(ids.len(), move |i| {
-        let (a, path, ids) = (a.clone(), path.clone(), ids.clone());
-        async move {
-            let (status, body) = a
-                .send(
-                    reqwest::Method::PATCH,
-                    &path,
-                    Some(&member_patch(&ids[i..=i])),
-                )
-                .await;
-            assert_eq!(status, 204, "{body}");
-        }
-    })
+    let path = format!("/Groups/{gid}");
+    let (wall, _) = drive(
+        target,
+        CLIENTS,
+        ids.len(),
+        move |i| {
+            Req::with_json(
+                reqwest::Method::PATCH,
+                path.clone(),
+                &member_patch(&ids[i..=i]),
+            )
+        },
+        |_, status, body| assert_eq!(status, 204, "{}", String::from_utf8_lossy(body)),
+    )
     .await;
     wall
 }
@@ -147,22 +132,25 @@ async fn set_members(api: &Api, gid: &str, ids: &[String]) -> Duration {
 }
 
 /// `n` lookups of existing userNames; returns the wall time and each request's latency.
-async fn lookups(api: &Api, users: usize, n: usize, clients: usize) -> (Duration, Vec<Duration>) {
-    let a = api.clone();
-    let (wall, lat) = load_with(clients, n, move |i| {
-        let a = a.clone();
-        async move {
+async fn lookups(
+    target: &Target,
+    users: usize,
+    n: usize,
+    clients: usize,
+) -> (Duration, Vec<Duration>) {
+    let (wall, lat) = drive(
+        target,
+        clients,
+        n,
+        move |i| {
             // A stride coprime to the user count visits names all over the index rather than a
             // hot range.
             let name = user_name((i * 7919) % users);
             let q = scim::enc(&format!("userName eq \"{name}\""));
-            let (status, body) = a
-                .send(reqwest::Method::GET, &format!("/Users?filter={q}"), None)
-                .await;
-            assert_eq!(status, 200, "{body}");
-            assert_eq!(body["totalResults"], 1, "{body}");
-        }
-    })
+            Req::get(format!("/Users?filter={q}"))
+        },
+        |_, status, body| assert_eq!(wire::total_results(status, body), 1),
+    )
     .await;
     (wall, lat.into_iter().map(|(d, _)| d).collect())
 }
@@ -223,6 +211,7 @@ async fn member_count(api: &Api, gid: &str) -> usize {
 struct Server {
     running: scim_sync::app::Running,
     api: Api,
+    target: Target,
     stop: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -262,7 +251,16 @@ async fn start_server(store_path: &Path) -> Server {
             .build()
             .unwrap(),
     );
-    Server { running, api, stop }
+    let target = Target::new(
+        &format!("http://{}{}", running.scim_addr, config.scim.base_path),
+        TOKEN,
+    );
+    Server {
+        running,
+        api,
+        target,
+        stop,
+    }
 }
 
 impl Server {
@@ -282,7 +280,7 @@ async fn creates_without_fsync_cost(n: usize) -> Option<(f64, f64)> {
     let dir = tempfile::tempdir_in(shm).ok()?;
     let server = start_server(&dir.path().join("bench.redb")).await;
     let before = server.running.store.write_stats();
-    let (wall, _) = create_users(&server.api, 0, n).await;
+    let (wall, _) = create_users(&server.target, 0, n).await;
     let after = server.running.store.write_stats();
     server.stop().await;
     let per_commit =
@@ -299,6 +297,7 @@ async fn main() {
     let server = start_server(&store_path).await;
     let store = server.running.store.clone();
     let api = server.api.clone();
+    let target = server.target.clone();
     println!(
         "scim_server bench{}: {CLIENTS} clients over loopback HTTP, store {}; load average {}",
         if quick { " (QUICK: sizes / 10)" } else { "" },
@@ -309,7 +308,7 @@ async fn main() {
     // (a) durable creates
     let before = store.write_stats();
     let cpu = cpu_secs();
-    let (wall, mut ids) = create_users(&api, 0, sizes.creates).await;
+    let (wall, mut ids) = create_users(&target, 0, sizes.creates).await;
     let busy = cores_busy(cpu, wall);
     let after = store.write_stats();
     let (commits, writes) = (after.commits - before.commits, after.writes - before.writes);
@@ -336,7 +335,7 @@ async fn main() {
     // Fill to the lookup size; the fill rate is one more creates/s figure, at a larger store.
     let cpu = cpu_secs();
     let before = store.write_stats();
-    let (wall, more) = create_users(&api, sizes.creates, sizes.users).await;
+    let (wall, more) = create_users(&target, sizes.creates, sizes.users).await;
     let busy = cores_busy(cpu, wall);
     ids.extend(more);
     let stats = store.write_stats();
@@ -372,7 +371,7 @@ async fn main() {
             sizes.lookups
         };
         let cpu = cpu_secs();
-        let (wall, mut d) = lookups(&api, sizes.users, n, clients).await;
+        let (wall, mut d) = lookups(&target, sizes.users, n, clients).await;
         let busy = cores_busy(cpu, wall);
         d.sort();
         println!(
@@ -411,7 +410,7 @@ async fn main() {
         let single = &ids[at..at + sizes.member_adds];
         let before = store.write_stats();
         let cpu = cpu_secs();
-        let wall = add_members(&api, &gid, single).await;
+        let wall = add_members(&target, &gid, single).await;
         let busy = cores_busy(cpu, wall);
         let after = store.write_stats();
         members = member_count(&api, &gid).await;

@@ -6,10 +6,10 @@
 pub mod child;
 #[path = "host.rs"]
 pub mod host;
-#[path = "load.rs"]
-pub mod load;
 #[path = "../../tests/it/common/scim.rs"]
 pub mod scim;
+#[path = "wire.rs"]
+pub mod wire;
 
 /// Concurrent clients of the load driver.
 pub const CLIENTS: usize = 16;
@@ -32,8 +32,8 @@ pub fn arg(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// Creates `n` users, user `i` named `name(i)`, from [`CLIENTS`] clients; each must get a 201.
-/// The wall time and the users' ids, in the order of `i`.
+/// Creates `n` users, user `i` named `name(i)`, from [`CLIENTS`] clients of the lean generator
+/// ([`wire`]); each must get a 201. The wall time and the users' ids, in the order of `i`.
 pub async fn create_users<N>(
     api: &scim::Client,
     n: usize,
@@ -42,18 +42,24 @@ pub async fn create_users<N>(
 where
     N: Fn(usize) -> String + Send + Sync + 'static,
 {
-    let api = api.clone();
-    let name = std::sync::Arc::new(name);
-    let (wall, created) = load::load_with(CLIENTS, n, move |i| {
-        let (api, name) = (api.clone(), name.clone());
-        async move {
-            let (status, body) = api
-                .send(reqwest::Method::POST, "/Users", Some(&scim::user(&name(i))))
-                .await;
-            assert_eq!(status, 201, "{body}");
-            body["id"].as_str().unwrap().to_string()
-        }
-    })
+    let (wall, created) = wire::drive(
+        &target(api),
+        CLIENTS,
+        n,
+        move |i| {
+            wire::Req::with_json(
+                reqwest::Method::POST,
+                "/Users".into(),
+                &scim::user(&name(i)),
+            )
+        },
+        |_, status, body| wire::created_id(status, body),
+    )
     .await;
     (wall, created.into_iter().map(|(_, id)| id).collect())
+}
+
+/// The lean generator's view of `api`'s server.
+pub fn target(api: &scim::Client) -> wire::Target {
+    wire::Target::new(&api.base, &api.token)
 }
