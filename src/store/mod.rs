@@ -321,7 +321,8 @@ impl Store {
     // ---- writes -------------------------------------------------------------------------
 
     pub async fn create(&self, kind: ResourceKind, n: Normalized) -> Result<(Record, WriteNotes)> {
-        let r = self.writer.run(move |tx| write::create(tx, kind, n)).await;
+        let new = write::prepare_create(kind, n)?;
+        let r = self.writer.run(move |tx| write::create(tx, new)).await;
         self.tick(r)
     }
 

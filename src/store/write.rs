@@ -363,9 +363,12 @@ fn load(tx: &WriteTransaction, kind: ResourceKind, id: &str) -> Result<Record> {
     }
 }
 
+fn encode(record: &Record) -> Result<Vec<u8>> {
+    serde_json::to_vec(record).map_err(|e| StoreError::Corrupt(record.id.clone(), e.to_string()))
+}
+
 fn save(tx: &WriteTransaction, kind: ResourceKind, record: &Record) -> Result<()> {
-    let bytes = serde_json::to_vec(record)
-        .map_err(|e| StoreError::Corrupt(record.id.clone(), e.to_string()))?;
+    let bytes = encode(record)?;
     let mut t = tx.open_table(resource_table(kind)).db()?;
     t.insert(record.id.as_str(), bytes.as_slice()).db()?;
     Ok(())
@@ -527,34 +530,65 @@ fn apply_member_diff(
     Ok(())
 }
 
-pub(crate) fn create(
-    tx: &WriteTransaction,
+/// A create made ready outside the writer: the new record, its stored bytes and what its
+/// indexes need. Everything here is per request, so the request's own thread does it and the
+/// one writer thread, which every write waits on, does only the transactional part.
+pub(crate) struct NewResource {
     kind: ResourceKind,
-    n: Normalized,
-) -> Result<(Record, WriteNotes)> {
+    name: String,
+    record: Record,
+    bytes: Vec<u8>,
+    members: Option<Vec<String>>,
+}
+
+pub(crate) fn prepare_create(kind: ResourceKind, n: Normalized) -> Result<NewResource> {
     let name = name_of(kind, &n.resource)?;
-    check_unique(tx, kind, &name, None)?;
     // Time-ordered ids put each new record at the right edge of the tables keyed by id, so a
     // commit of many creates dirties a few pages instead of one leaf per record.
     let id = uuid::Uuid::now_v7().to_string();
-    let mut notes = WriteNotes::default();
-    let mut add = BTreeSet::new();
-    if kind == ResourceKind::Group {
-        if let Some(members) = &n.members {
-            let (known, unknown) = known_users(tx, member_ids(members))?;
-            notes.unknown_members = unknown;
-            add.extend(known);
-        }
-    }
     let now = now_rfc3339();
     let record = Record {
-        id: id.clone(),
+        id,
         version: 1,
         created: now.clone(),
         last_modified: now,
         data: n.resource,
     };
-    save(tx, kind, &record)?;
+    let bytes = encode(&record)?;
+    let members = match kind {
+        ResourceKind::Group => n.members.as_deref().map(member_ids),
+        ResourceKind::User => None,
+    };
+    Ok(NewResource {
+        kind,
+        name,
+        record,
+        bytes,
+        members,
+    })
+}
+
+pub(crate) fn create(tx: &WriteTransaction, new: NewResource) -> Result<(Record, WriteNotes)> {
+    let NewResource {
+        kind,
+        name,
+        record,
+        bytes,
+        members,
+    } = new;
+    check_unique(tx, kind, &name, None)?;
+    let id = record.id.clone();
+    let mut notes = WriteNotes::default();
+    let mut add = BTreeSet::new();
+    if let Some(members) = members {
+        let (known, unknown) = known_users(tx, members)?;
+        notes.unknown_members = unknown;
+        add.extend(known);
+    }
+    tx.open_table(resource_table(kind))
+        .db()?
+        .insert(id.as_str(), bytes.as_slice())
+        .db()?;
     update_indexes(tx, kind, &id, None, Some(&record.data))?;
     let users = match kind {
         ResourceKind::User => vec![id.clone()],
