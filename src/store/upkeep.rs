@@ -205,14 +205,23 @@ impl Store {
         }
         let (n, batches) = self
             .in_batches(batch, move |tx| {
-                let bound = {
+                let (bound, last) = {
                     let meta = tx.open_table(META).db()?;
                     let changes = tx.open_table(CHANGES).db()?;
-                    change_trim_bound(&meta, &changes, keep)?
+                    (
+                        change_trim_bound(&meta, &changes, keep)?,
+                        last_assigned(&meta, META_CHANGES_LAST_SEQ, &changes)?,
+                    )
                 };
                 let Some(bound) = bound else {
                     return Ok(0u64);
                 };
+                // Writes do not keep the newest number in META (the last entry holds it); it
+                // goes there before the trim could take the last entry.
+                tx.open_table(META)
+                    .db()?
+                    .insert(META_CHANGES_LAST_SEQ, last)
+                    .db()?;
                 let mut changes = tx.open_table(CHANGES).db()?;
                 let n = drain(changes.extract_from_if(..=bound, |_, _| true).db()?, batch)?;
                 Ok(n)
@@ -391,6 +400,31 @@ mod tests {
         assert_eq!(seqs(&store), vec![7, 8]);
         // A targeted run above the cursor still sees the new writes.
         assert_eq!(store.changes_since(6, 10).unwrap().len(), 2);
+    }
+
+    /// Writes leave the newest number to the last entry; a trim that takes every entry must
+    /// keep it, here and across a reopen, so that no number is handed out twice.
+    #[tokio::test]
+    async fn numbering_goes_on_after_a_trim_that_empties_the_feed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        {
+            let store = open(&path, retention(0, 2));
+            create_users(&store, "a", 5).await;
+            store.set_reconcile_cursor(5).await.unwrap();
+            store.trim_changes().await.unwrap();
+            assert!(seqs(&store).is_empty());
+            assert_eq!(store.last_seq().unwrap(), 5);
+            create_users(&store, "b", 1).await;
+            assert_eq!(seqs(&store), vec![6]);
+            store.set_reconcile_cursor(6).await.unwrap();
+            store.trim_changes().await.unwrap();
+            store.close().await;
+        }
+        let store = open(&path, retention(0, 2));
+        assert_eq!(store.last_seq().unwrap(), 6);
+        create_users(&store, "c", 2).await;
+        assert_eq!(seqs(&store), vec![7, 8]);
     }
 
     #[tokio::test]

@@ -381,9 +381,18 @@ fn append_change(
     action: ChangeAction,
     users: Vec<String>,
 ) -> Result<()> {
-    let mut meta = tx.open_table(META).db()?;
     let mut t = tx.open_table(CHANGES).db()?;
-    let seq = super::upkeep::last_assigned(&meta, META_CHANGES_LAST_SEQ, &t)? + 1;
+    // Trimming removes the oldest entries only, and records the newest number in META before it
+    // could empty the table: the last entry, when there is one, holds the newest number. META is
+    // then neither read nor written here, one table fewer for every commit to write back.
+    let last = match t.last().db()? {
+        Some((k, _)) => k.value(),
+        None => {
+            let meta = tx.open_table(META).db()?;
+            super::upkeep::last_assigned(&meta, META_CHANGES_LAST_SEQ, &t)?
+        }
+    };
+    let seq = last + 1;
     let change = Change {
         seq,
         at: now_rfc3339(),
@@ -398,7 +407,6 @@ fn append_change(
     let bytes = serde_json::to_vec(&change)
         .map_err(|e| StoreError::Corrupt(format!("change {seq}"), e.to_string()))?;
     t.insert(seq, bytes.as_slice()).db()?;
-    meta.insert(META_CHANGES_LAST_SEQ, seq).db()?;
     Ok(())
 }
 
