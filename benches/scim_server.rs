@@ -6,6 +6,10 @@
 //! - (c) member adds/s (PATCH adding one member) into one group at ~1,000 and ~50,000 members;
 //! - (d) resident memory of this process (server and clients) with 100,000 users stored.
 //!
+//! The measured requests come from the lean generator (benches/support/wire.rs: one HTTP/1.1
+//! connection per client, answers read as bytes); the set-up requests (the group's create, PUTs
+//! and GETs) go through the tests' reqwest client.
+//!
 //! Run with `cargo bench --bench scim_server`; `SCIM_SYNC_BENCH_QUICK=1` makes every size 10×
 //! smaller for a smoke run. The store lives in a temporary directory on the same filesystem as
 //! `std::env::temp_dir()`; set TMPDIR to measure another disk.
