@@ -199,8 +199,12 @@ fn cores_busy(cpu_before: f64, wall: Duration) -> String {
     )
 }
 
+fn file_bytes(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
 fn file_mb(path: &Path) -> f64 {
-    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) as f64 / 1e6
+    file_bytes(path) as f64 / 1e6
 }
 
 async fn member_count(api: &Api, gid: &str) -> usize {
@@ -274,6 +278,37 @@ impl Server {
     }
 }
 
+/// How close the durable creates came to what the disk allows: the pages each commit wrote (from
+/// the kernel's count of bytes this process wrote towards storage during the creates), then the
+/// same number of scattered pages and `fdatasync` timed on the disk alone, in the store's
+/// directory. At the writes per commit the creates reached, that commit time bounds creates/s.
+async fn disk_limit(
+    dir: &Path,
+    bytes: u64,
+    commits: u64,
+    writes: u64,
+    store_bytes: u64,
+    durable_rate: f64,
+) {
+    let pages_per_commit = bytes as f64 / 4096.0 / commits.max(1) as f64;
+    let pages = pages_per_commit.round().max(1.0) as usize;
+    let dir = dir.to_path_buf();
+    let floor =
+        tokio::task::spawn_blocking(move || host::disk_commit(&dir, pages, store_bytes, 1000))
+            .await
+            .unwrap();
+    let writes_per_commit = writes as f64 / commits.max(1) as f64;
+    let bound = writes_per_commit / floor.as_secs_f64();
+    println!(
+        "(a) the disk alone: the creates wrote {pages_per_commit:.1} pages of 4 KiB per commit; \
+         {pages} scattered pages + fdatasync take {:.2} ms (median of 1000) in the store's \
+         directory, so {writes_per_commit:.1} writes per commit allow at most {bound:.0} \
+         creates/s; durable creates reached {:.2} of that",
+        ms(floor),
+        durable_rate / bound
+    );
+}
+
 /// The same creates against a store on tmpfs, where fsync costs next to nothing: how far the
 /// durable figure is from what the rest of the request path allows. `None` without /dev/shm.
 async fn creates_without_fsync_cost(n: usize) -> Option<(f64, f64)> {
@@ -312,9 +347,11 @@ async fn main() {
     // (a) durable creates
     let before = store.write_stats();
     let cpu = cpu_secs();
+    let written = host::storage_written();
     let (wall, mut ids) = create_users(&target, 0, sizes.creates).await;
     let busy = cores_busy(cpu, wall);
     let after = store.write_stats();
+    let written = written.zip(host::storage_written()).map(|(a, b)| b - a);
     let (commits, writes) = (after.commits - before.commits, after.writes - before.writes);
     println!(
         "(a) user creates: {} in {:.2} s = {:.0} creates/s; {commits} commits for {writes} writes \
@@ -327,6 +364,17 @@ async fn main() {
     );
 
     let durable_rate = sizes.creates as f64 / wall.as_secs_f64();
+    if let Some(bytes) = written {
+        disk_limit(
+            dir.path(),
+            bytes,
+            commits,
+            writes,
+            file_bytes(&store_path),
+            durable_rate,
+        )
+        .await;
+    }
     match creates_without_fsync_cost(sizes.creates).await {
         Some((rate, per_commit)) => println!(
             "(a) same creates with the store on tmpfs (/dev/shm, fsync nearly free): {rate:.0} \
