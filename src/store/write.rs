@@ -38,6 +38,10 @@ enum Severity {
 pub struct WriteStats {
     pub commits: u64,
     pub writes: u64,
+    /// Time the writer thread spent running jobs in open transactions, and in commits (page
+    /// writes and `fdatasync`), so far: the rest of its time it waited for work.
+    pub applying: Duration,
+    pub committing: Duration,
 }
 
 enum Msg {
@@ -54,28 +58,43 @@ enum Msg {
 const REOPEN_FIRST: Duration = Duration::from_millis(250);
 const REOPEN_MAX: Duration = Duration::from_secs(RETRY_AFTER_SECS);
 
+/// What [`WriteStats`] reports, as the writer thread counts it.
+#[derive(Default)]
+struct Counters {
+    commits: AtomicU64,
+    writes: AtomicU64,
+    applying_ns: AtomicU64,
+    committing_ns: AtomicU64,
+}
+
+impl Counters {
+    fn add_time(counter: &AtomicU64, d: Duration) {
+        counter.fetch_add(
+            u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+}
+
 #[derive(Clone)]
 pub(crate) struct Writer {
     tx: mpsc::Sender<Msg>,
-    commits: Arc<AtomicU64>,
-    writes: Arc<AtomicU64>,
+    counters: Arc<Counters>,
     thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
 impl Writer {
     pub(crate) fn start(db: Arc<Db>, max_batch: usize) -> Result<Writer> {
         let (tx, rx) = mpsc::channel::<Msg>();
-        let commits = Arc::new(AtomicU64::new(0));
-        let writes = Arc::new(AtomicU64::new(0));
-        let (c, w) = (commits.clone(), writes.clone());
+        let counters = Arc::new(Counters::default());
+        let c = counters.clone();
         let handle = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(db, rx, max_batch.max(1), c, w))
+            .spawn(move || writer_loop(db, rx, max_batch.max(1), &c))
             .map_err(|e| StoreError::BatchFailed(format!("cannot start the writer thread: {e}")))?;
         Ok(Writer {
             tx,
-            commits,
-            writes,
+            counters,
             thread: Arc::new(std::sync::Mutex::new(Some(handle))),
         })
     }
@@ -99,9 +118,12 @@ impl Writer {
     }
 
     pub(crate) fn stats(&self) -> WriteStats {
+        let c = &self.counters;
         WriteStats {
-            commits: self.commits.load(Ordering::Relaxed),
-            writes: self.writes.load(Ordering::Relaxed),
+            commits: c.commits.load(Ordering::Relaxed),
+            writes: c.writes.load(Ordering::Relaxed),
+            applying: Duration::from_nanos(c.applying_ns.load(Ordering::Relaxed)),
+            committing: Duration::from_nanos(c.committing_ns.load(Ordering::Relaxed)),
         }
     }
 
@@ -167,13 +189,7 @@ fn refuse(batch: Vec<Job>, msg: &str) {
     }
 }
 
-fn writer_loop(
-    db: Arc<Db>,
-    rx: mpsc::Receiver<Msg>,
-    max_batch: usize,
-    commits: Arc<AtomicU64>,
-    writes: Arc<AtomicU64>,
-) {
+fn writer_loop(db: Arc<Db>, rx: mpsc::Receiver<Msg>, max_batch: usize, counters: &Counters) {
     let mut stop = false;
     // While the file is closed after an I/O error: when to try reopening it, and the wait after
     // that attempt if it fails.
@@ -243,6 +259,7 @@ fn writer_loop(
                 continue;
             }
         };
+        let applying = Instant::now();
         let mut finishes = Vec::with_capacity(batch.len());
         let mut worst = Severity::Fine;
         for job in batch {
@@ -253,6 +270,8 @@ fn writer_loop(
             }
             finishes.push(finish);
         }
+        Counters::add_time(&counters.applying_ns, applying.elapsed());
+        let committing = Instant::now();
         let outcome = match worst {
             Severity::Fine => tx.commit().db().map_err(|e| {
                 tracing::error!(error = %e, "store: commit failed");
@@ -279,9 +298,10 @@ fn writer_loop(
                 ))
             }
         };
+        Counters::add_time(&counters.committing_ns, committing.elapsed());
         if outcome.is_ok() {
-            commits.fetch_add(1, Ordering::Relaxed);
-            writes.fetch_add(n, Ordering::Relaxed);
+            counters.commits.fetch_add(1, Ordering::Relaxed);
+            counters.writes.fetch_add(n, Ordering::Relaxed);
         }
         for finish in finishes {
             finish(outcome.clone());
