@@ -27,7 +27,9 @@ pub fn storage_written() -> Option<u64> {
 
 /// The disk on its own: the time of one commit-shaped write, `pages` 4 KiB pages at scattered
 /// offsets of a `file_bytes` file in `dir` followed by `fdatasync`, as the median of `rounds`.
-/// No database and no server: what a commit of that many pages costs at the least on this disk.
+/// No database and no server. Scattered pages are the unkind placement: a database commit whose
+/// pages sit next to each other can cost less, so this is a reference for the disk's speed in the
+/// same run, not a bound on a commit.
 pub fn disk_commit(dir: &Path, pages: usize, file_bytes: u64, rounds: usize) -> Duration {
     const PAGE: u64 = 4096;
     let path = dir.join("disk-probe.bin");

@@ -38,8 +38,9 @@ enum Severity {
 pub struct WriteStats {
     pub commits: u64,
     pub writes: u64,
-    /// Time the writer thread spent running jobs in open transactions, and in commits (page
-    /// writes and `fdatasync`), so far: the rest of its time it waited for work.
+    /// Time the writer thread spent running jobs in open transactions, and ending them (commits:
+    /// page writes and `fdatasync`; the rare abort counts here too), so far: the rest of its
+    /// time it waited for work.
     pub applying: Duration,
     pub committing: Duration,
 }
