@@ -1677,7 +1677,11 @@ impl Reconciler {
             at: String::new(),
             run_id: ctx.run_id.to_string(),
             op: op_json(&op.kind),
-            reason: op.reason.clone(),
+            reason: if was_approved {
+                format!("{}; held by the deletion fuse, then approved", op.reason)
+            } else {
+                op.reason.clone()
+            },
             result: text.clone(),
         };
         let store = self.store.clone();

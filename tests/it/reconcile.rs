@@ -315,6 +315,15 @@ async fn the_fuse_holds_a_mass_unassignment_until_approved() {
         e.members("Fuse").await,
         vec![pair("u0@example.com", "member")]
     );
+    // What was applied after approval says so.
+    let audit = e.admin_get("/admin/audit?limit=1000").await;
+    let approved = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["reason"].as_str().unwrap().contains("then approved"))
+        .count();
+    assert_eq!(approved, 9, "{audit}");
 }
 
 #[tokio::test]
