@@ -211,7 +211,7 @@ const PROGRESS_EVERY: usize = 500;
 /// between): one call per op at `rps` calls a second, the rate limit that bounds a large first
 /// sync.
 fn progress_eta(done: usize, total: usize, rps: f64) -> Option<u64> {
-    if done == 0 || done % PROGRESS_EVERY != 0 {
+    if done == 0 || !done.is_multiple_of(PROGRESS_EVERY) {
         return None;
     }
     let rps = if rps.is_finite() {

@@ -153,7 +153,7 @@ async fn writer(
         counts.users += 1;
         mine.push(id);
 
-        if i % 5 != 0 || mine.len() < 3 {
+        if !i.is_multiple_of(5) || mine.len() < 3 {
             continue;
         }
         let gname = format!("crash-r{round}-g{w}-{i}");
