@@ -56,10 +56,11 @@ pub(crate) fn journal_path(store: &Path) -> PathBuf {
 /// Where the records of a journal that belongs to another file are kept.
 fn orphan_path(store: &Path) -> PathBuf {
     let mut name = store.as_os_str().to_owned();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
+    // A clock before 1970 only changes the name's number; the name stays unique enough.
+    let now = match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => d.as_secs(),
+        Err(_) => 0,
+    };
     name.push(format!(".journal.orphaned-{now}"));
     PathBuf::from(name)
 }
