@@ -14,6 +14,7 @@
 
 pub mod backup;
 mod handle;
+mod journal;
 pub mod ledger;
 pub mod safety;
 mod tables;
