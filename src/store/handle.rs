@@ -8,7 +8,6 @@
 //! reopen counts only once a commit works again, so a store whose disk is still full stays
 //! degraded instead of flapping.
 
-use super::journal::{self, JournaledFile};
 use super::tables::*;
 use super::{init_tables, now_rfc3339, DbResult, Result, StoreError, SCHEMA_VERSION};
 use redb::ReadableDatabase;
@@ -159,54 +158,23 @@ impl Db {
 /// Opens a redb file, mapping the failures an operator can act on to errors that say what to do.
 /// With `create`, a missing (or empty) file becomes a new database.
 pub(crate) fn open_file(path: &Path, cache_bytes: usize, create: bool) -> Result<redb::Database> {
-    let storage = |e: std::io::Error| StoreError::Storage(redb::Error::Io(e));
-    let not_a_store = |reason: String| StoreError::NotAStore {
-        path: path.display().to_string(),
-        reason,
-    };
-    let (backend, replayed) = JournaledFile::open(path, create).map_err(|e| match e {
-        journal::OpenError::Locked => StoreError::Locked(path.display().to_string()),
-        journal::OpenError::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
-            not_a_store(io.to_string())
-        }
-        journal::OpenError::Io(io) => storage(io),
-    })?;
-    // redb would make an empty file a new database; only `create` asks for that.
-    if !create && redb::StorageBackend::len(&backend).map_err(storage)? == 0 {
-        drop(backend);
-        if replayed.created {
-            // A journal left behind is harmless (empty, and replaced by the next open); the
-            // error that matters is the one returned.
-            let _ = std::fs::remove_file(journal::journal_path(path));
-        }
-        return Err(not_a_store("the file is empty".into()));
-    }
-    if replayed.records > 0 {
-        tracing::info!(
-            store = %path.display(),
-            records = replayed.records,
-            bytes = replayed.bytes,
-            "store: replayed the journal of commits made before the last stop"
-        );
-    }
     let mut b = redb::Builder::new();
     b.set_cache_size(cache_bytes);
-    let r = b.create_with_backend(backend);
-    if r.is_err() && replayed.created {
-        // Not a store after all (or unreadable): leave nothing beside a file that is not ours.
-        // Failing to remove it is harmless (an empty journal); the open's error is what counts.
-        let _ = std::fs::remove_file(journal::journal_path(path));
-    }
+    let r = if create { b.create(path) } else { b.open(path) };
     r.map_err(|e| match e {
         redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(path.display().to_string()),
         redb::DatabaseError::Storage(redb::StorageError::Io(io))
             if io.kind() == std::io::ErrorKind::InvalidData =>
         {
-            not_a_store(io.to_string())
+            StoreError::NotAStore {
+                path: path.display().to_string(),
+                reason: io.to_string(),
+            }
         }
-        redb::DatabaseError::UpgradeRequired(v) => not_a_store(format!(
-            "a redb file in the old format {v}, not one this release wrote"
-        )),
+        redb::DatabaseError::UpgradeRequired(v) => StoreError::NotAStore {
+            path: path.display().to_string(),
+            reason: format!("a redb file in the old format {v}, not one this release wrote"),
+        },
         other => StoreError::Storage(other.into()),
     })
 }

@@ -14,7 +14,6 @@
 
 pub mod backup;
 mod handle;
-mod journal;
 pub mod ledger;
 pub mod safety;
 mod tables;
