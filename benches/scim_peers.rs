@@ -10,7 +10,8 @@
 //!
 //! Run: `(cd benches/peers/scimmy && npm ci) && cargo bench --bench scim_peers`
 //! (`-- --users N --lookups N --group N --adds N` for other sizes; `--peer-scan` has the peer
-//! match filters by scanning every user, SCIMMY's documented way, instead of an index).
+//! match filters by scanning every user, SCIMMY's documented way, instead of an index;
+//! `--no-wal` runs scim-sync with `[store] write_ahead_log = false`).
 
 // Tests and benches may take a default where a read fails: their assertions say what matters.
 #![allow(clippy::disallowed_methods)]
@@ -183,10 +184,17 @@ async fn main() {
         host::load_avg()
     );
 
-    let daemon = child::Daemon::start();
+    // `--no-wal`: the daemon with `[store] write_ahead_log = false`, for comparing the two.
+    let wal = !std::env::args().any(|a| a == "--no-wal");
+    let daemon =
+        child::Daemon::start_with_store_keys(if wal { "" } else { "write_ahead_log = false\n" });
     let ours = scim::Client::new(&daemon.scim_url(), child::SCIM_TOKEN, &http);
     child::wait_listening(daemon.scim_port).await;
-    println!("scim-sync at {}", ours.base);
+    println!(
+        "scim-sync at {} (write-ahead log {})",
+        ours.base,
+        if wal { "on" } else { "off" }
+    );
     let a = measure(&ours, daemon.child.id(), &sizes).await;
     drop(daemon);
 

@@ -225,9 +225,9 @@ struct Server {
     stop: tokio::sync::oneshot::Sender<()>,
 }
 
-async fn start_server(store_path: &Path) -> Server {
+async fn start_server(store_path: &Path, write_ahead_log: bool) -> Server {
     let toml = format!(
-        "[scim]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = {}\nrate_limit_per_second = 0\n[admin]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n\
+        "[scim]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = {}\nrate_limit_per_second = 0\n[admin]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\nwrite_ahead_log = {write_ahead_log}\n\
          [portkey]\nbase_url = \"http://127.0.0.1:9/v1\"\n",
         // The rate limit is off: the bench measures the server flat out, far above any IdP's pace.
         // The 50,000-member PUT that fills the large group is about 2.5 MB.
@@ -335,15 +335,20 @@ async fn creates_without_fsync_cost(n: usize) -> Option<(f64, f64)> {
     if !shm.is_dir() {
         return None;
     }
-    let dir = tempfile::tempdir_in(shm).ok()?;
-    let server = start_server(&dir.path().join("bench.redb")).await;
+    Some(creates_in(shm, true, n).await)
+}
+
+/// `n` creates into a new store in a new directory under `dir`: creates/s and writes per commit.
+async fn creates_in(dir: &Path, write_ahead_log: bool, n: usize) -> (f64, f64) {
+    let dir = tempfile::tempdir_in(dir).unwrap();
+    let server = start_server(&dir.path().join("bench.redb"), write_ahead_log).await;
     let before = server.running.store.write_stats();
     let (wall, _) = create_users(&server.target, 0, n).await;
     let after = server.running.store.write_stats();
     server.stop().await;
     let per_commit =
         (after.writes - before.writes) as f64 / (after.commits - before.commits).max(1) as f64;
-    Some((n as f64 / wall.as_secs_f64(), per_commit))
+    (n as f64 / wall.as_secs_f64(), per_commit)
 }
 
 #[tokio::main]
@@ -352,7 +357,7 @@ async fn main() {
     let sizes = Sizes::new(quick);
     let dir = tempfile::tempdir().unwrap();
     let store_path = dir.path().join("bench.redb");
-    let server = start_server(&store_path).await;
+    let server = start_server(&store_path, true).await;
     let store = server.running.store.clone();
     let api = server.api.clone();
     let target = server.target.clone();
@@ -374,12 +379,15 @@ async fn main() {
     let (commits, writes) = (after.commits - before.commits, after.writes - before.writes);
     println!(
         "(a) user creates: {} in {:.2} s = {:.0} creates/s; {commits} commits for {writes} writes \
-         ({:.1} writes per commit, {:.2} ms per commit); {busy}",
+         ({:.1} writes per commit, {:.2} ms per commit; {} made durable by the write-ahead log, \
+         {} checkpoints); {busy}",
         sizes.creates,
         wall.as_secs_f64(),
         sizes.creates as f64 / wall.as_secs_f64(),
         writes as f64 / commits.max(1) as f64,
-        ms(wall) / commits.max(1) as f64
+        ms(wall) / commits.max(1) as f64,
+        after.logged_commits - before.logged_commits,
+        after.checkpoints - before.checkpoints,
     );
 
     let durable_rate = sizes.creates as f64 / wall.as_secs_f64();
@@ -400,6 +408,15 @@ async fn main() {
         ),
         None => println!("(a) no /dev/shm: the tmpfs comparison was not run"),
     }
+    // The same disk with `[store] write_ahead_log = false`: every commit waits for redb's flush
+    // of the store file's pages.
+    let (rate, per_commit) = creates_in(dir.path(), false, sizes.creates).await;
+    println!(
+        "(a) same creates on the same disk with write_ahead_log = false (redb flushes the store \
+         file's pages per commit): {rate:.0} creates/s, {per_commit:.1} writes per commit; with \
+         the log / without = {:.2}",
+        durable_rate / rate
+    );
 
     // Fill to the lookup size; the fill rate is one more creates/s figure, at a larger store.
     let cpu = cpu_secs();

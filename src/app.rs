@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::http::{admin, scim, serve};
 use crate::reconcile::{Reconciler, RunSummary};
 use crate::scheduler;
-use crate::store::{Store, StoreError, StoreOptions};
+use crate::store::{Store, StoreError, StoreOptions, WalOptions};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -67,6 +67,7 @@ async fn open_store(config: &Config) -> Result<Store, AppError> {
     let path = config.store.path.clone();
     let opts = StoreOptions {
         retention: (&config.store).into(),
+        wal: config.store.write_ahead_log.then(WalOptions::default),
         ..StoreOptions::default()
     };
     tokio::task::spawn_blocking(move || Store::open(&path, opts))

@@ -209,6 +209,7 @@ struct RawAdmin {
 #[serde(deny_unknown_fields)]
 struct RawStore {
     path: Option<String>,
+    write_ahead_log: Option<bool>,
     keep_changes: Option<u64>,
     audit_retention_days: Option<u64>,
     audit_max_entries: Option<u64>,
@@ -318,6 +319,9 @@ pub struct AdminConfig {
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
     pub path: PathBuf,
+    /// SCIM writes made durable by appending to `<path>.wal` rather than by flushing the
+    /// store file's pages (`[store] write_ahead_log`, default on).
+    pub write_ahead_log: bool,
     /// Change-feed entries kept even when the reconciler is past them.
     pub keep_changes: u64,
     /// Audit entries older than this are pruned; 0 keeps them forever.
@@ -978,6 +982,7 @@ fn store_config(path: PathBuf, raw: &RawStore) -> Result<StoreConfig, ConfigErro
     }
     Ok(StoreConfig {
         path,
+        write_ahead_log: raw.write_ahead_log.unwrap_or(true),
         keep_changes: raw.keep_changes.unwrap_or(DEFAULT_KEEP_CHANGES),
         audit_retention_days,
         audit_max_entries,
@@ -1551,6 +1556,15 @@ mod tests {
 
         let text = with_store("keep_changes = 50\naudit_max_entries = 1_000\n");
         assert_eq!(err(&text, &env()), "no error");
+        let c =
+            Config::from_toml(&text, Path::new("t.toml"), &env()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(c.store.write_ahead_log, "on unless switched off");
+        let text = with_store("write_ahead_log = false\n");
+        let c =
+            Config::from_toml(&text, Path::new("t.toml"), &env()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!c.store.write_ahead_log);
+        let e = err(&with_store("write_ahead_log = \"maybe\"\n"), &env());
+        assert!(e.contains("write_ahead_log"), "{e}");
 
         let e = err(&with_store("audit_retention_days = 365000\n"), &env());
         assert!(

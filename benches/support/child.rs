@@ -24,7 +24,14 @@ impl Daemon {
     /// are about 2.5 MB). There is no control plane, and the reconciler's change-driven runs are
     /// put off by a one-hour debounce: what is measured is the SCIM server, not runs that read
     /// the whole store only to find the control plane unreachable.
+    // Each bench compiles this module for itself; not every one calls both.
+    #[allow(dead_code)]
     pub fn start() -> Daemon {
+        Self::start_with_store_keys("")
+    }
+
+    /// [`Self::start`] with more `[store]` keys (TOML lines).
+    pub fn start_with_store_keys(store_keys: &str) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let scim_port = free_port();
         let config = dir.path().join("scim-sync.toml");
@@ -32,7 +39,7 @@ impl Daemon {
             &config,
             format!(
                 "[scim]\nlisten = \"127.0.0.1:{scim_port}\"\nrate_limit_per_second = 0\n\
-                 max_body_bytes = {}\n[admin]\nlisten = \"127.0.0.1:{}\"\n[store]\npath = \"{}\"\n\
+                 max_body_bytes = {}\n[admin]\nlisten = \"127.0.0.1:{}\"\n[store]\npath = \"{}\"\n{store_keys}\
                  [portkey]\nbase_url = \"http://127.0.0.1:9/v1\"\n\
                  [sync]\ndebounce_ms = 3600000\nfull_resync_cron = \"0 0 0 1 1 *\"\n",
                 16 * 1024 * 1024,

@@ -225,6 +225,17 @@ pub fn temp_path(path: &Path, what: &str) -> PathBuf {
     }
 }
 
+/// Offline tools do not replay the write-ahead log; a copy or compaction without its writes
+/// would lose them.
+fn refuse_pending_log(path: &Path) -> Result<()> {
+    if super::wal::unapplied(path) {
+        return Err(StoreError::LogPending {
+            path: path.display().to_string(),
+        });
+    }
+    Ok(())
+}
+
 /// Copies the store at `src`, which no daemon may be using, to `dest` (which must not exist).
 pub fn backup_offline(src: &Path, dest: &Path) -> Result<()> {
     if !src.exists() {
@@ -233,7 +244,9 @@ pub fn backup_offline(src: &Path, dest: &Path) -> Result<()> {
             reason: "no such file".into(),
         });
     }
+    // Opened first: a store a daemon holds is `Locked`, which sends the CLI to the daemon.
     let db = open_file(src, TOOL_CACHE_BYTES, false)?;
+    refuse_pending_log(src)?;
     let rtx = db.begin_read().db()?;
     let v = schema_version(&rtx, src)?.ok_or_else(|| StoreError::NotAStore {
         path: src.display().to_string(),
@@ -374,6 +387,7 @@ pub fn compact(path: &Path) -> Result<Compaction> {
     };
     let before_bytes = size(path)?;
     let mut db = open_file(path, TOOL_CACHE_BYTES, false)?;
+    refuse_pending_log(path)?;
     {
         let rtx = db.begin_read().db()?;
         let v = schema_version(&rtx, path)?.ok_or_else(|| StoreError::NotAStore {
@@ -463,10 +477,11 @@ mod tests {
         };
         // Only one at a time.
         assert!(matches!(store.backup(), Err(StoreError::BackupRunning)));
-        // Nothing but the store itself in its directory.
+        // Nothing but the store itself (and its write-ahead log, while open) in its directory.
         let names: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())
+            .filter(|n| n != "s.redb.wal")
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("s.redb")]);
         let out = dir.path().join("out.redb");

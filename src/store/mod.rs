@@ -18,6 +18,7 @@ pub mod ledger;
 pub mod safety;
 mod tables;
 pub mod upkeep;
+mod wal;
 mod write;
 
 use crate::scim::filter::{self, Filter, IndexHint};
@@ -88,6 +89,14 @@ pub enum StoreError {
     Unavailable(String),
     #[error("stored record {0} is corrupt: {1}")]
     Corrupt(String, String),
+    /// The store's write-ahead log holds writes the file does not have yet (the daemon did not
+    /// stop cleanly); an offline tool would miss them.
+    #[error(
+        "{path}: its write-ahead log {path}.wal holds writes that are not in the file yet (the \
+         daemon did not stop cleanly); start scim-sync on this store once and stop it (it applies \
+         them and removes the log), then retry"
+    )]
+    LogPending { path: String },
     #[error("the store's writer has stopped")]
     WriterGone,
     #[error("write not applied: {0}")]
@@ -194,6 +203,9 @@ pub struct WriteNotes {
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     pub cache_bytes: usize,
+    /// SCIM writes made durable by the write-ahead log (`[store] write_ahead_log`, wal.rs);
+    /// `None`: by redb's own durable commits.
+    pub wal: Option<WalOptions>,
     /// Most writes committed in one transaction.
     pub max_batch: usize,
     /// What [`Store::upkeep`] keeps of the change feed and the audit log.
@@ -204,8 +216,27 @@ impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             cache_bytes: 64 * 1024 * 1024,
+            wal: Some(WalOptions::default()),
             max_batch: 1024,
             retention: Retention::default(),
+        }
+    }
+}
+
+/// The write-ahead log's settings.
+#[derive(Debug, Clone)]
+pub struct WalOptions {
+    /// The log file's size: when it is full, a durable commit empties it.
+    pub bytes: u64,
+    /// How long the writer waits idle before a durable commit empties the log.
+    pub checkpoint_idle: std::time::Duration,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        Self {
+            bytes: wal::DEFAULT_WAL_BYTES,
+            checkpoint_idle: std::time::Duration::from_millis(250),
         }
     }
 }
@@ -273,8 +304,9 @@ impl Store {
     /// Opens (creating if needed) the store file. Fails with [`StoreError::Locked`] when another
     /// process holds it.
     pub fn open(path: &Path, opts: StoreOptions) -> Result<Store> {
-        let db = Arc::new(handle::Db::open(path, opts.cache_bytes)?);
-        let writer = write::Writer::start(db.clone(), opts.max_batch)?;
+        let db = Arc::new(handle::Db::open(path, opts.cache_bytes, opts.wal.as_ref())?);
+        let idle = opts.wal.map(|w| w.checkpoint_idle).unwrap_or_default();
+        let writer = write::Writer::start(db.clone(), opts.max_batch, idle)?;
         let (changed, _) = tokio::sync::watch::channel(0u64);
         Ok(Store {
             db,
@@ -322,7 +354,10 @@ impl Store {
 
     pub async fn create(&self, kind: ResourceKind, n: Normalized) -> Result<(Record, WriteNotes)> {
         let new = write::prepare_create(kind, n)?;
-        let r = self.writer.run(move |tx| write::create(tx, new)).await;
+        let r = self
+            .writer
+            .run_logged(move |tx| write::create(tx, new), |_| false)
+            .await;
         self.tick(r)
     }
 
@@ -335,7 +370,10 @@ impl Store {
     ) -> Result<(Record, WriteNotes)> {
         let r = self
             .writer
-            .run(move |tx| write::replace(tx, kind, &id, n, if_match.as_deref()))
+            .run_logged(
+                move |tx| write::replace(tx, kind, &id, n, if_match.as_deref()),
+                |_| false,
+            )
             .await;
         self.tick(r)
     }
@@ -357,7 +395,7 @@ impl Store {
     {
         let r = self
             .writer
-            .run_standing(
+            .run_logged(
                 move |tx| write::patch(tx, kind, &id, edit, if_match.as_deref()),
                 std::result::Result::is_err,
             )
@@ -376,7 +414,10 @@ impl Store {
     ) -> Result<()> {
         let r = self
             .writer
-            .run(move |tx| write::delete(tx, kind, &id, if_match.as_deref()))
+            .run_logged(
+                move |tx| write::delete(tx, kind, &id, if_match.as_deref()),
+                |_| false,
+            )
             .await;
         self.tick(r)
     }

@@ -10,6 +10,10 @@ pub const META_SCHEMA_VERSION: &str = "schema_version";
 /// reconciler's cursor and audit paging (`before=<seq>`) rely on numbers only growing.
 pub const META_CHANGES_LAST_SEQ: &str = "changes_last_seq";
 pub const META_AUDIT_LAST_SEQ: &str = "audit_last_seq";
+/// How far the write-ahead log is in the store: its epoch, and how many of that epoch's records
+/// the last commit holds (written with every logged commit, so replay applies each once).
+pub const META_WAL_EPOCH: &str = "wal_epoch";
+pub const META_WAL_RECORDS: &str = "wal_records";
 
 /// id → JSON-encoded [`super::Record`].
 pub const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");

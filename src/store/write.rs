@@ -11,6 +11,7 @@ use crate::scim::patch::MemberChange;
 use crate::scim::resource::Normalized;
 use crate::scim::schema::{ResourceKind, GROUP};
 use redb::{ReadableMultimapTable, ReadableTable, WriteTransaction};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,8 +21,19 @@ use tokio::sync::oneshot;
 
 type Finish = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
 /// A queued write. Called with `None` when the batch could not start. Returns how to answer the
-/// caller once the commit outcome is known, and what its failure means for the batch.
-type Job = Box<dyn FnOnce(Option<&WriteTransaction>) -> (Finish, Severity) + Send>;
+/// caller once the commit outcome is known, what its failure means for the batch, and what it
+/// wrote in terms the write-ahead log can hold.
+type Job = Box<dyn FnOnce(Option<&WriteTransaction>) -> (Finish, Severity, Redo) + Send>;
+
+/// What a job wrote, for the write-ahead log.
+enum Redo {
+    /// Nothing.
+    Nothing,
+    /// This effect, which the log can hold.
+    Logged(Box<Effect>),
+    /// Something the log cannot hold: the batch needs a durable commit of its own.
+    Unlogged,
+}
 
 /// What a job's outcome means for the batch it ran in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +50,9 @@ enum Severity {
 pub struct WriteStats {
     pub commits: u64,
     pub writes: u64,
+    /// Commits made durable by the write-ahead log, and durable commits that started it over.
+    pub logged_commits: u64,
+    pub checkpoints: u64,
     /// Time the writer thread spent running jobs in open transactions, and ending them (commits:
     /// page writes and `fdatasync`; the rare abort counts here too), so far: the rest of its
     /// time it waited for work.
@@ -64,6 +79,8 @@ const REOPEN_MAX: Duration = Duration::from_secs(RETRY_AFTER_SECS);
 struct Counters {
     commits: AtomicU64,
     writes: AtomicU64,
+    logged: AtomicU64,
+    checkpoints: AtomicU64,
     applying_ns: AtomicU64,
     committing_ns: AtomicU64,
 }
@@ -85,13 +102,17 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub(crate) fn start(db: Arc<Db>, max_batch: usize) -> Result<Writer> {
+    pub(crate) fn start(
+        db: Arc<Db>,
+        max_batch: usize,
+        checkpoint_idle: Duration,
+    ) -> Result<Writer> {
         let (tx, rx) = mpsc::channel::<Msg>();
         let counters = Arc::new(Counters::default());
         let c = counters.clone();
         let handle = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(db, rx, max_batch.max(1), &c))
+            .spawn(move || writer_loop(db, rx, max_batch.max(1), checkpoint_idle, &c))
             .map_err(|e| StoreError::BatchFailed(format!("cannot start the writer thread: {e}")))?;
         Ok(Writer {
             tx,
@@ -123,6 +144,8 @@ impl Writer {
         WriteStats {
             commits: c.commits.load(Ordering::Relaxed),
             writes: c.writes.load(Ordering::Relaxed),
+            logged_commits: c.logged.load(Ordering::Relaxed),
+            checkpoints: c.checkpoints.load(Ordering::Relaxed),
             applying: Duration::from_nanos(c.applying_ns.load(Ordering::Relaxed)),
             committing: Duration::from_nanos(c.committing_ns.load(Ordering::Relaxed)),
         }
@@ -145,6 +168,27 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&WriteTransaction) -> Result<T> + Send + 'static,
     {
+        // What such a job wrote is not described for the log, even when it failed: its batch
+        // is committed durably.
+        self.submit(move |tx| f(tx).map(|v| (v, None)), stands, false)
+            .await
+    }
+
+    /// [`Self::run_standing`] for a SCIM write that says what it wrote ([`Effect`]): with the
+    /// write-ahead log on, a batch of only such writes is made durable by the log.
+    pub(crate) async fn run_logged<T, F>(&self, f: F, stands: fn(&T) -> bool) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> Result<Logged<T>> + Send + 'static,
+    {
+        self.submit(f, stands, true).await
+    }
+
+    async fn submit<T, F>(&self, f: F, stands: fn(&T) -> bool, logged: bool) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> Result<Logged<T>> + Send + 'static,
+    {
         let (done, wait) = oneshot::channel::<Result<T>>();
         let job: Job = Box::new(move |tx| {
             let result = match tx {
@@ -160,6 +204,19 @@ impl Writer {
                 ) => Severity::Abort,
                 _ => Severity::Fine,
             };
+            let (result, redo) = match result {
+                Ok((v, effect)) => (
+                    Ok(v),
+                    match (logged, effect) {
+                        (false, _) => Redo::Unlogged,
+                        (true, Some(e)) => Redo::Logged(Box::new(e)),
+                        (true, None) => Redo::Nothing,
+                    },
+                ),
+                // A logged write validates before it writes, so its failure wrote nothing.
+                Err(e) if logged => (Err(e), Redo::Nothing),
+                Err(e) => (Err(e), Redo::Unlogged),
+            };
             let finish: Finish = Box::new(move |commit| {
                 let answer = match commit {
                     Ok(()) => result,
@@ -173,7 +230,7 @@ impl Writer {
                 // The caller may have gone (its connection closed); the write stands regardless.
                 let _ = done.send(answer);
             });
-            (finish, severity)
+            (finish, severity, redo)
         });
         self.tx
             .send(Msg::Job(job))
@@ -185,12 +242,18 @@ impl Writer {
 /// Answers every job of a batch that cannot run.
 fn refuse(batch: Vec<Job>, msg: &str) {
     for job in batch {
-        let (finish, _) = job(None);
+        let (finish, _, _) = job(None);
         finish(Err(msg.to_string()));
     }
 }
 
-fn writer_loop(db: Arc<Db>, rx: mpsc::Receiver<Msg>, max_batch: usize, counters: &Counters) {
+fn writer_loop(
+    db: Arc<Db>,
+    rx: mpsc::Receiver<Msg>,
+    max_batch: usize,
+    checkpoint_idle: Duration,
+    counters: &Counters,
+) {
     let mut stop = false;
     // While the file is closed after an I/O error: when to try reopening it, and the wait after
     // that attempt if it fails.
@@ -200,7 +263,18 @@ fn writer_loop(db: Arc<Db>, rx: mpsc::Receiver<Msg>, max_batch: usize, counters:
         if reopen_at.is_none() && db.degraded().is_some() {
             reopen_at = Some(Instant::now());
         }
+        let log_pending = reopen_at.is_none() && db.wal().as_ref().is_some_and(|w| !w.is_empty());
         let msg = match reopen_at {
+            None if log_pending => match rx.recv_timeout(checkpoint_idle) {
+                Ok(m) => Ok(m),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    // Idle: a durable commit now keeps the log short and the next replay quick.
+                    // A failure is logged and closes the file (the reopen replays the log).
+                    let _ = checkpoint(&db, counters);
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => Err(()),
+            },
             None => rx.recv().map_err(|_| ()),
             Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
                 Ok(m) => Ok(m),
@@ -262,25 +336,21 @@ fn writer_loop(db: Arc<Db>, rx: mpsc::Receiver<Msg>, max_batch: usize, counters:
         };
         let applying = Instant::now();
         let mut finishes = Vec::with_capacity(batch.len());
+        let mut redos = Vec::with_capacity(batch.len());
         let mut worst = Severity::Fine;
         for job in batch {
-            let (finish, severity) = job(Some(&tx));
+            let (finish, severity, redo) = job(Some(&tx));
             match (&worst, severity) {
                 (Severity::Io(_), _) | (_, Severity::Fine) => {}
                 (_, s) => worst = s,
             }
             finishes.push(finish);
+            redos.push(redo);
         }
         Counters::add_time(&counters.applying_ns, applying.elapsed());
         let committing = Instant::now();
         let outcome = match worst {
-            Severity::Fine => tx.commit().db().map_err(|e| {
-                tracing::error!(error = %e, "store: commit failed");
-                if is_io(&e) {
-                    db.fail(&e.to_string());
-                }
-                format!("commit failed: {e}")
-            }),
+            Severity::Fine => commit(&db, tx, &redos, counters),
             Severity::Abort => {
                 // The batch fails either way; an abort that fails on I/O also closes the file.
                 if let Err(e) = tx.abort().db() {
@@ -308,7 +378,132 @@ fn writer_loop(db: Arc<Db>, rx: mpsc::Receiver<Msg>, max_batch: usize, counters:
             finish(outcome.clone());
         }
     }
-    db.close();
+    // What the log holds goes into the store file, so that a stopped daemon's store is whole
+    // without it.
+    let clean = db.degraded().is_none() && checkpoint(&db, counters).is_ok();
+    db.close(clean);
+}
+
+/// Commits a batch whose jobs all went well. With the write-ahead log on and every write in the
+/// batch described ([`Redo`]), the batch is made durable by appending its effects to the log
+/// and flushing that; the redb commit that follows (which makes it visible to readers) skips
+/// the flush. Otherwise the commit is durable, which covers the log's records too, and the log
+/// starts over.
+fn commit(
+    db: &Db,
+    mut tx: WriteTransaction,
+    redos: &[Redo],
+    counters: &Counters,
+) -> std::result::Result<(), String> {
+    let failed = |e: StoreError| {
+        tracing::error!(error = %e, "store: commit failed");
+        if is_io(&e) {
+            db.fail(&e.to_string());
+        }
+        format!("commit failed: {e}")
+    };
+    let mut guard = db.wal();
+    let Some(log) = guard.as_mut() else {
+        return tx.commit().db().map_err(failed);
+    };
+    let unlogged = redos.iter().any(|r| matches!(r, Redo::Unlogged));
+    if !unlogged {
+        let effects: Vec<&Effect> = redos
+            .iter()
+            .filter_map(|r| match r {
+                Redo::Logged(e) => Some(&**e),
+                _ => None,
+            })
+            .collect();
+        let payload = if effects.is_empty() {
+            None
+        } else {
+            Some(serde_json::to_vec(&effects).map_err(|e| format!("commit failed: {e}"))?)
+        };
+        let fits = payload.as_ref().is_none_or(|p| log.fits(p.len()));
+        if fits && tx.set_durability(redb::Durability::None).is_ok() {
+            let Some(payload) = payload else {
+                // Nothing was written: there is nothing to make durable.
+                return tx.commit().db().map_err(failed);
+            };
+            super::handle::set_log_position(&tx, log.epoch(), log.records() + 1).map_err(failed)?;
+            if let Err(e) = log.append(&payload) {
+                // The record may be in the file or not; the reopen replays whatever is, so
+                // the store and the log agree again.
+                let _ = tx.abort();
+                let msg = format!("the write-ahead log failed: {e}");
+                db.fail(&msg);
+                return Err(format!("commit failed: {msg}"));
+            }
+            counters.logged.fetch_add(1, Ordering::Relaxed);
+            return tx.commit().db().map_err(|e| {
+                // The log holds the batch: closing the file makes the reopen replay it rather
+                // than leave the log ahead of the store.
+                tracing::error!(error = %e, "store: commit failed after the write-ahead log took the batch");
+                db.fail(&e.to_string());
+                format!("commit failed: {e}")
+            });
+        }
+        // The batch does not fit: it goes into a durable commit, which empties the log.
+        if tx.set_durability(redb::Durability::Immediate).is_err() {
+            return Err("commit failed: cannot make the batch durable".into());
+        }
+    }
+    let covers = !log.is_empty();
+    if covers {
+        super::handle::set_log_position(&tx, log.epoch(), log.records()).map_err(failed)?;
+    }
+    tx.commit().db().map_err(failed)?;
+    if covers {
+        restart_log(db, log, counters);
+    }
+    Ok(())
+}
+
+/// Starts the log over after a durable commit covered it. A failure is not the batch's: it is
+/// durable. The file is closed so that the reopen starts the log over.
+fn restart_log(db: &Db, log: &mut super::wal::Wal, counters: &Counters) {
+    match log.restart() {
+        Ok(()) => {
+            counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) => {
+            let msg = format!("cannot start the write-ahead log over: {e}");
+            tracing::error!(error = %msg, "store: write-ahead log");
+            db.fail(&msg);
+        }
+    }
+}
+
+/// A durable commit of what the log holds, then the log starts over.
+fn checkpoint(db: &Db, counters: &Counters) -> std::result::Result<(), String> {
+    let mut guard = db.wal();
+    let Some(log) = guard.as_mut() else {
+        return Ok(());
+    };
+    if log.is_empty() {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let result = (|| {
+        let tx = db.begin_write()?;
+        super::handle::set_log_position(&tx, log.epoch(), log.records())?;
+        tx.commit().db()
+    })();
+    Counters::add_time(&counters.committing_ns, started.elapsed());
+    match result {
+        Ok(()) => {
+            restart_log(db, log, counters);
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "store: checkpoint of the write-ahead log failed");
+            if is_io(&e) {
+                db.fail(&e.to_string());
+            }
+            Err(e.to_string())
+        }
+    }
 }
 
 // ---- write operations ----------------------------------------------------------------------
@@ -401,7 +596,7 @@ fn append_change(
     id: &str,
     action: ChangeAction,
     users: Vec<String>,
-) -> Result<()> {
+) -> Result<Change> {
     let mut t = tx.open_table(CHANGES).db()?;
     // Trimming removes the oldest entries only, and records the newest number in META before it
     // could empty the table: the last entry, when there is one, holds the newest number. META is
@@ -428,7 +623,7 @@ fn append_change(
     let bytes = serde_json::to_vec(&change)
         .map_err(|e| StoreError::Corrupt(format!("change {seq}"), e.to_string()))?;
     t.insert(seq, bytes.as_slice()).db()?;
-    Ok(())
+    Ok(change)
 }
 
 fn update_indexes(
@@ -597,7 +792,10 @@ pub(crate) fn prepare_create(kind: ResourceKind, n: Normalized) -> Result<NewRes
     })
 }
 
-pub(crate) fn create(tx: &WriteTransaction, new: NewResource) -> Result<(Record, WriteNotes)> {
+pub(crate) fn create(
+    tx: &WriteTransaction,
+    new: NewResource,
+) -> Result<Logged<(Record, WriteNotes)>> {
     let NewResource {
         kind,
         name,
@@ -623,11 +821,17 @@ pub(crate) fn create(tx: &WriteTransaction, new: NewResource) -> Result<(Record,
         ResourceKind::User => vec![id.clone()],
         ResourceKind::Group => {
             apply_member_diff(tx, &id, &add, &BTreeSet::new())?;
-            add.into_iter().collect()
+            add.iter().cloned().collect()
         }
     };
-    append_change(tx, kind, &id, ChangeAction::Created, users)?;
-    Ok((record, notes))
+    let change = append_change(tx, kind, &id, ChangeAction::Created, users)?;
+    let effect = Effect {
+        change,
+        record: Some(record.clone()),
+        add,
+        remove: BTreeSet::new(),
+    };
+    Ok(((record, notes), Some(effect)))
 }
 
 pub(crate) fn replace(
@@ -636,7 +840,7 @@ pub(crate) fn replace(
     id: &str,
     n: Normalized,
     if_match: Option<&str>,
-) -> Result<(Record, WriteNotes)> {
+) -> Result<Logged<(Record, WriteNotes)>> {
     let old = load(tx, kind, id)?;
     check_if_match(&old, if_match)?;
     let name = name_of(kind, &n.resource)?;
@@ -665,8 +869,14 @@ pub(crate) fn replace(
     if kind == ResourceKind::Group {
         apply_member_diff(tx, id, &add, &remove)?;
     }
-    append_change(tx, kind, id, ChangeAction::Updated, users)?;
-    Ok((record, notes))
+    let change = append_change(tx, kind, id, ChangeAction::Updated, users)?;
+    let effect = Effect {
+        change,
+        record: Some(record.clone()),
+        add,
+        remove,
+    };
+    Ok(((record, notes), Some(effect)))
 }
 
 /// Users whose desired state may change with this write. A group rename changes what every
@@ -701,13 +911,13 @@ pub(crate) fn patch<E>(
     id: &str,
     edit: impl FnOnce(&mut Value) -> std::result::Result<Vec<MemberChange>, E>,
     if_match: Option<&str>,
-) -> Result<std::result::Result<(Record, WriteNotes), E>> {
+) -> Result<Logged<std::result::Result<(Record, WriteNotes), E>>> {
     let old = load(tx, kind, id)?;
     check_if_match(&old, if_match)?;
     let mut data = old.data.clone();
     let changes = match edit(&mut data) {
         Ok(changes) => changes,
-        Err(refused) => return Ok(Err(refused)),
+        Err(refused) => return Ok((Err(refused), None)),
     };
     let name = name_of(kind, &data)?;
     check_unique(tx, kind, &name, Some(id))?;
@@ -781,7 +991,7 @@ pub(crate) fn patch<E>(
     let members_changed = !add.is_empty() || !remove.is_empty();
     if !data_changed && !members_changed {
         // Nothing to do: keep the version so that a repeated PATCH is not a change.
-        return Ok(Ok((old, notes)));
+        return Ok((Ok((old, notes)), None));
     }
     let record = Record {
         id: id.to_string(),
@@ -798,8 +1008,14 @@ pub(crate) fn patch<E>(
     } else {
         ChangeAction::Members
     };
-    append_change(tx, kind, id, action, users)?;
-    Ok(Ok((record, notes)))
+    let change = append_change(tx, kind, id, action, users)?;
+    let effect = Effect {
+        change,
+        record: Some(record.clone()),
+        add,
+        remove,
+    };
+    Ok((Ok((record, notes)), Some(effect)))
 }
 
 pub(crate) fn delete(
@@ -807,18 +1023,33 @@ pub(crate) fn delete(
     kind: ResourceKind,
     id: &str,
     if_match: Option<&str>,
-) -> Result<()> {
+) -> Result<Logged<()>> {
     let old = load(tx, kind, id)?;
     check_if_match(&old, if_match)?;
+    let users = remove_resource(tx, kind, &old)?;
+    let change = append_change(tx, kind, id, ChangeAction::Deleted, users)?;
+    let effect = Effect {
+        change,
+        record: None,
+        add: BTreeSet::new(),
+        remove: BTreeSet::new(),
+    };
+    Ok(((), Some(effect)))
+}
+
+/// Removes a stored resource with its index entries and memberships; returns the users whose
+/// desired state that may change.
+fn remove_resource(tx: &WriteTransaction, kind: ResourceKind, old: &Record) -> Result<Vec<String>> {
+    let id = old.id.as_str();
     {
         let mut t = tx.open_table(resource_table(kind)).db()?;
         t.remove(id).db()?;
     }
     update_indexes(tx, kind, id, Some(&old.data), None)?;
-    let users = match kind {
+    let mut reverse = tx.open_multimap_table(USER_GROUPS).db()?;
+    let mut members = tx.open_multimap_table(MEMBERS).db()?;
+    match kind {
         ResourceKind::User => {
-            let mut reverse = tx.open_multimap_table(USER_GROUPS).db()?;
-            let mut members = tx.open_multimap_table(MEMBERS).db()?;
             let mut groups = Vec::new();
             for g in reverse.remove_all(id).db()? {
                 groups.push(g.db()?.value().to_string());
@@ -826,11 +1057,9 @@ pub(crate) fn delete(
             for g in &groups {
                 members.remove(g.as_str(), id).db()?;
             }
-            vec![id.to_string()]
+            Ok(vec![id.to_string()])
         }
         ResourceKind::Group => {
-            let mut reverse = tx.open_multimap_table(USER_GROUPS).db()?;
-            let mut members = tx.open_multimap_table(MEMBERS).db()?;
             let mut users = Vec::new();
             for u in members.remove_all(id).db()? {
                 users.push(u.db()?.value().to_string());
@@ -838,15 +1067,88 @@ pub(crate) fn delete(
             for u in &users {
                 reverse.remove(u.as_str(), id).db()?;
             }
-            users
+            Ok(users)
+        }
+    }
+}
+
+// ---- the write-ahead log's effects ---------------------------------------------------------
+
+/// A write's answer and what it did, for the write-ahead log (`None`: nothing was written).
+pub(crate) type Logged<T> = (T, Option<Effect>);
+
+/// What one SCIM write did, in terms that apply again to the state it was made on: the unit of
+/// the write-ahead log (wal.rs). Replay applies each effect exactly once, in order, to the state
+/// the write saw (the log position is committed with the writes), so applying it repeats the
+/// write without repeating its checks.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct Effect {
+    /// The change-feed entry it appended, with its number: the kind and id of the resource.
+    change: Change,
+    /// The resource as written; `None` when it was deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    record: Option<Record>,
+    /// Memberships of the group added and removed (net, of known users).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    add: BTreeSet<String>,
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    remove: BTreeSet<String>,
+}
+
+/// Applies `effect` (read back from the log) to the state it was made on.
+pub(crate) fn apply_effect(tx: &WriteTransaction, effect: &Effect) -> Result<()> {
+    let kind = match effect.change.kind {
+        ChangeKind::User => ResourceKind::User,
+        ChangeKind::Group => ResourceKind::Group,
+    };
+    let id = effect.change.id.as_str();
+    let old = {
+        let t = tx.open_table(resource_table(kind)).db()?;
+        let found = t.get(id).db()?;
+        match found {
+            Some(bytes) => Some(decode(id, bytes.value())?),
+            None => None,
         }
     };
-    append_change(tx, kind, id, ChangeAction::Deleted, users)?;
+    match (&effect.record, &old) {
+        (Some(record), _) => {
+            save(tx, kind, record)?;
+            update_indexes(
+                tx,
+                kind,
+                id,
+                old.as_ref().map(|o| &o.data),
+                Some(&record.data),
+            )?;
+        }
+        (None, Some(old)) => {
+            remove_resource(tx, kind, old)?;
+        }
+        (None, None) => {
+            // Replay runs each effect once on the state it was made on, so this does not
+            // happen; if it does, the resource is gone either way.
+            tracing::warn!(
+                kind = kind.name(),
+                id,
+                "store: the log deletes a resource that is not there"
+            );
+        }
+    }
+    if kind == ResourceKind::Group && !(effect.add.is_empty() && effect.remove.is_empty()) {
+        apply_member_diff(tx, id, &effect.add, &effect.remove)?;
+    }
+    let seq = effect.change.seq;
+    let bytes = serde_json::to_vec(&effect.change)
+        .map_err(|e| StoreError::Corrupt(format!("change {seq}"), e.to_string()))?;
+    tx.open_table(CHANGES)
+        .db()?
+        .insert(seq, bytes.as_slice())
+        .db()?;
     Ok(())
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use crate::scim::patch;
     use crate::scim::resource::{MemberRef, Normalized};
     use crate::scim::schema::ResourceKind;
@@ -1009,7 +1311,7 @@ mod tests {
         );
     }
 
-    fn group(name: &str, members: &[&str]) -> Normalized {
+    pub(crate) fn group(name: &str, members: &[&str]) -> Normalized {
         Normalized {
             resource: serde_json::json!({"displayName": name}),
             members: Some(
