@@ -5,8 +5,9 @@
 //!
 //! For each server: (a) user creates/s, (b) `userName eq` lookups with every user stored (/s,
 //! p50, p99), (c) member adds/s (one member per PATCH) into a group that already has members,
-//! and the server's resident memory at the end. scim-sync keeps its store durable (redb, fsync
-//! per commit); the peer keeps everything in memory.
+//! and the server's resident memory at the end. scim-sync keeps its store durable (each answered
+//! batch flushed in its write-ahead log, or with `--no-wal` in the redb file); the peer keeps
+//! everything in memory.
 //!
 //! Run: `(cd benches/peers/scimmy && npm ci) && cargo bench --bench scim_peers`
 //! (`-- --users N --lookups N --group N --adds N` for other sizes; `--peer-scan` has the peer

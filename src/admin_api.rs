@@ -89,6 +89,14 @@ pub enum StoreStatus {
         last_ok_at: String,
         write_commits: u64,
         writes: u64,
+        /// `[store] write_ahead_log`; with it, the commits the log made durable and the durable
+        /// commits that emptied it, since the daemon started.
+        #[serde(default)]
+        write_ahead_log: bool,
+        #[serde(default)]
+        logged_commits: u64,
+        #[serde(default)]
+        checkpoints: u64,
     },
     Failing {
         /// Always false.
@@ -638,6 +646,9 @@ mod tests {
             last_ok_at: "t".into(),
             write_commits: 4,
             writes: 5,
+            write_ahead_log: true,
+            logged_commits: 3,
+            checkpoints: 1,
         };
         let failing = StoreStatus::Failing {
             ok: false,

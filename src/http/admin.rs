@@ -618,6 +618,9 @@ fn status_doc(s: &AdminState) -> api::StatusDoc {
             last_ok_at: now.clone(),
             write_commits: stats.commits,
             writes: stats.writes,
+            write_ahead_log: s.store.write_ahead_log(),
+            logged_commits: stats.logged_commits,
+            checkpoints: stats.checkpoints,
         },
         (degraded, ..) => api::StoreStatus::Failing {
             ok: false,

@@ -9,6 +9,10 @@
 //! a PATCH that does not apply) leaves nothing behind in the shared transaction. Reads run on
 //! MVCC snapshots and never wait for the writer.
 //!
+//! With the write-ahead log on (wal.rs, the default), "durable" means the batch's effects are
+//! flushed in `<store>.wal`; redb commits them without a flush, and a durable redb commit every so
+//! often empties the log. A write that is not a SCIM one (the reconciler's) commits durably.
+//!
 //! Failures are [`StoreError`]s that say what went wrong in the store's terms; the SCIM server
 //! (`http::scim`) chooses the HTTP status and `scimType` for each.
 
@@ -348,6 +352,11 @@ impl Store {
 
     pub fn write_stats(&self) -> WriteStats {
         self.writer.stats()
+    }
+
+    /// Whether SCIM writes are made durable by the write-ahead log (`[store] write_ahead_log`).
+    pub fn write_ahead_log(&self) -> bool {
+        self.db.wal().is_some()
     }
 
     // ---- writes -------------------------------------------------------------------------

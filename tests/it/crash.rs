@@ -274,6 +274,7 @@ async fn acknowledged_writes_survive_sigkill() {
     let mut total_checked = 0usize;
     let mut totals = RoundCounts::default();
     let mut all_failures: Vec<String> = Vec::new();
+    let mut replayed = 0usize;
 
     for round in 1..=rounds {
         let started = Instant::now();
@@ -299,6 +300,13 @@ async fn acknowledged_writes_survive_sigkill() {
 
         starts += 1;
         daemon = Daemon::start(dir.path(), &store, starts).await;
+        // The writes answered just before the kill are in the write-ahead log, not yet in the
+        // store file: the restart must have applied it (checked over all rounds below).
+        let log = std::fs::read_to_string(dir.path().join(format!("daemon-{starts}.log")))
+            .unwrap_or_default();
+        if log.contains("applied the write-ahead log") {
+            replayed += 1;
+        }
         let prefix_user = format!("crash-r{round}-w");
         let prefix_group = format!("crash-r{round}-g");
         let snapshot = acked.lock().unwrap().clone();
@@ -323,6 +331,11 @@ async fn acknowledged_writes_survive_sigkill() {
         all_failures.extend(failures.into_iter().map(|f| format!("round {round}: {f}")));
     }
 
+    println!("crash test: {replayed} of {rounds} restarts applied the write-ahead log");
+    assert!(
+        replayed >= 1,
+        "no restart applied the write-ahead log: the kills did not test it"
+    );
     // Earlier rounds' writes must also survive the later kills.
     let snapshot = acked.lock().unwrap().clone();
     let (checked, failures) = verify(&daemon.api, &snapshot, &|_| true).await;
