@@ -62,8 +62,17 @@ fn info_table(info: &crate::store::StoreInfo) -> String {
 /// `scim-sync check-store FILE`.
 pub fn check_store(file: &Path, json: bool) -> Result<Outcome, CliError> {
     let info = crate::store::inspect(file).map_err(store_failed)?;
-    let ok = info.readable();
+    let ok = info.readable() && !info.unapplied_log;
     let mut text = info_table(&info);
+    if info.unapplied_log {
+        push_line!(
+            text,
+            "\nIts write-ahead log ({}.wal) holds writes that are not in the file yet (the daemon \
+             did not stop cleanly), and the counts above leave them out: start scim-sync on this \
+             store once and stop it, then check again.",
+            info.path
+        );
+    }
     if !ok {
         push_line!(
             text,

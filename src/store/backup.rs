@@ -42,6 +42,9 @@ pub struct StoreInfo {
     pub audit_entries: u64,
     pub held_ops: u64,
     pub failing_ops: u64,
+    /// The write-ahead log beside the file holds writes the file does not have yet (the daemon
+    /// did not stop cleanly): the counts above leave them out.
+    pub unapplied_log: bool,
 }
 
 impl StoreInfo {
@@ -299,6 +302,7 @@ pub fn inspect(path: &Path) -> Result<StoreInfo> {
         audit_entries: 0,
         held_ops: 0,
         failing_ops: 0,
+        unapplied_log: super::wal::unapplied(path),
     };
     if !info.readable() {
         // The layout of a later schema is unknown here: the version is all that can be said.

@@ -930,6 +930,7 @@ mod replay_tests {
         let crashed = tempfile::tempdir().unwrap();
         let image = crash_image(&path, crashed.path(), true);
         let dest = crashed.path().join("copy.redb");
+        assert!(crate::store::inspect(&image).unwrap().unapplied_log);
         let e = crate::store::backup::backup_offline(&image, &dest).unwrap_err();
         assert!(
             matches!(e, crate::store::StoreError::LogPending { .. }),
@@ -941,6 +942,7 @@ mod replay_tests {
         let s = Store::open(&image, no_idle()).unwrap();
         s.close().await;
         drop(s);
+        assert!(!crate::store::inspect(&image).unwrap().unapplied_log);
         crate::store::backup::backup_offline(&image, &dest).unwrap();
         assert_eq!(crate::store::inspect(&dest).unwrap().users, 19);
     }
