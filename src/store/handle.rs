@@ -47,8 +47,8 @@ pub(crate) fn is_io(e: &StoreError) -> bool {
 
 impl Db {
     /// Opens (creating if needed) the store file, checks its schema version and applies what
-    /// its write-ahead log holds. With `use_wal` the log stays open for the writer; without, a
-    /// log left by an earlier run is still applied, then removed.
+    /// its write-ahead log holds. With `wal` the log stays open for the writer; without, a log
+    /// left by an earlier run is still applied, then removed.
     pub(crate) fn open(path: &Path, cache_bytes: usize, wal: Option<&WalOptions>) -> Result<Db> {
         let db = open_file(path, cache_bytes, true)?;
         let use_wal = wal.is_some();
@@ -265,13 +265,14 @@ fn replay(db: &redb::Database, log: &mut Wal) -> Result<()> {
         // A log starts over only after a durable commit recorded its epoch, so it is at most
         // one epoch ahead of its store: this store file is older than the log (a backup put
         // back after a crash).
-        log.set_aside(
-            records.len(),
-            "the write-ahead log is newer than the store file beside it (an older copy of the \
-             store was put back after a crash)",
-        )
-        .map_err(|e| wal_io(&path, e))?;
-        return log.restart().map_err(|e| wal_io(&path, e));
+        return log
+            .set_aside(
+                records.len(),
+                "the write-ahead log is newer than the store file beside it (an older copy of \
+                 the store was put back after a crash)",
+                epoch,
+            )
+            .map_err(|e| wal_io(&path, e));
     }
     let skip = match log.epoch().cmp(&epoch) {
         std::cmp::Ordering::Less => records.len(),

@@ -201,6 +201,12 @@ fn open_file(path: &Path, bytes: u64) -> io::Result<File> {
         .create(true)
         .truncate(false)
         .open(path)?;
+    fill(&file, path, bytes)?;
+    Ok(file)
+}
+
+/// Zero-fills `file` from its end up to `bytes`, page by page.
+fn fill(file: &File, path: &Path, bytes: u64) -> io::Result<()> {
     let len = file.metadata()?.len();
     if len < bytes {
         let zeros = [0u8; FILL_CHUNK];
@@ -214,7 +220,7 @@ fn open_file(path: &Path, bytes: u64) -> io::Result<File> {
         // A log whose name a power loss forgot would leave its records unreplayed.
         sync_dir(path)?;
     }
-    Ok(file)
+    Ok(())
 }
 
 fn sync_dir(path: &Path) -> io::Result<()> {
@@ -313,17 +319,19 @@ impl Wal {
         };
         let (records, end) = read_records(&wal.file, wal.header.epoch)?;
         if wal.header.owner != owner {
-            if !records.is_empty() {
+            wal.header.owner = owner;
+            wal.header.schema = schema;
+            if records.is_empty() {
+                wal.header.epoch = wal.header.epoch.max(floor);
+                wal.restart()?;
+            } else {
                 wal.set_aside(
                     records.len(),
                     "the write-ahead log beside the store belongs to another file (the store was \
                      replaced or copied after a crash)",
+                    floor,
                 )?;
             }
-            wal.header.owner = owner;
-            wal.header.schema = schema;
-            wal.header.epoch = wal.header.epoch.max(floor);
-            wal.restart()?;
             return Ok(wal);
         }
         if wal.header.epoch < floor {
@@ -346,9 +354,11 @@ impl Wal {
         Ok(wal)
     }
 
-    /// Copies the log aside (its records are not for this store file) and says so; the caller
-    /// then starts it over.
-    pub(crate) fn set_aside(&self, records: usize, why: &str) -> io::Result<()> {
+    /// Copies the log aside (its records are not for this store file), says so, and starts it
+    /// over empty one epoch above `floor` (the epoch the store recorded), so that replay after
+    /// the next crash finds it in step with the store. The file is zeroed first: no record of the
+    /// set-aside log may pass for one of that epoch.
+    pub(crate) fn set_aside(&mut self, records: usize, why: &str, floor: u64) -> io::Result<()> {
         // Kept for whoever wants to look; never applied to a file they were not for.
         let aside = orphan_path(&self.store);
         std::fs::copy(&self.path, &aside)?;
@@ -358,7 +368,10 @@ impl Wal {
             records,
             "store: {why}; its writes were not applied and are kept in the copy named here"
         );
-        Ok(())
+        self.file.set_len(0)?;
+        fill(&self.file, &self.path, self.bytes)?;
+        self.header.epoch = floor;
+        self.restart()
     }
 
     /// The intact records of the current epoch, in order: writes not yet known to be in the
@@ -520,14 +533,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store_file(dir.path());
         let mut wal = Wal::open(&store, 3, 0, DEFAULT_WAL_BYTES).unwrap();
+        for _ in 0..3 {
+            wal.restart().unwrap();
+        }
+        assert_eq!(wal.epoch(), 4);
         wal.append(b"for the old file").unwrap();
         drop(wal);
         // The store replaced after a crash (a restore by `mv`): a new inode at the same path.
+        // It recorded epoch 2.
         let restored = dir.path().join("restored");
         std::fs::write(&restored, b"restored").unwrap();
         std::fs::rename(&restored, &store).unwrap();
-        let wal = Wal::open(&store, 3, 0, DEFAULT_WAL_BYTES).unwrap();
+        let mut wal = Wal::open(&store, 3, 2, DEFAULT_WAL_BYTES).unwrap();
         assert!(wal.pending().unwrap().is_empty());
+        // In step with the new file: one epoch above what it recorded, so that its own records
+        // count after the next crash.
+        assert_eq!(wal.epoch(), 3);
+        wal.append(b"for the new file").unwrap();
+        drop(wal);
+        let wal = Wal::open(&store, 3, 2, DEFAULT_WAL_BYTES).unwrap();
+        assert_eq!(wal.pending().unwrap(), vec![b"for the new file".to_vec()]);
         let aside: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .filter_map(|e| e.ok())
@@ -986,5 +1011,13 @@ mod replay_tests {
             .filter_map(|e| e.ok())
             .any(|e| e.file_name().to_string_lossy().contains(".wal.orphaned-"));
         assert!(aside);
+        // The restored store's own writes are logged in step with it: a crash keeps them.
+        restored
+            .create(ResourceKind::User, user("after@x.io", "e"))
+            .await
+            .unwrap();
+        let again = tempfile::tempdir().unwrap();
+        let again = Store::open(&crash_image(&image, again.path(), true), no_idle()).unwrap();
+        assert_eq!(again.count(ResourceKind::User).unwrap(), 2);
     }
 }
