@@ -620,10 +620,17 @@ fn append_change(
         action,
         users,
     };
-    let bytes = serde_json::to_vec(&change)
+    put_change(&mut t, &change)?;
+    Ok(change)
+}
+
+/// Writes a change-feed entry under its number.
+fn put_change(t: &mut redb::Table<u64, &[u8]>, change: &Change) -> Result<()> {
+    let seq = change.seq;
+    let bytes = serde_json::to_vec(change)
         .map_err(|e| StoreError::Corrupt(format!("change {seq}"), e.to_string()))?;
     t.insert(seq, bytes.as_slice()).db()?;
-    Ok(change)
+    Ok(())
 }
 
 fn update_indexes(
@@ -1137,14 +1144,7 @@ pub(crate) fn apply_effect(tx: &WriteTransaction, effect: &Effect) -> Result<()>
     if kind == ResourceKind::Group && !(effect.add.is_empty() && effect.remove.is_empty()) {
         apply_member_diff(tx, id, &effect.add, &effect.remove)?;
     }
-    let seq = effect.change.seq;
-    let bytes = serde_json::to_vec(&effect.change)
-        .map_err(|e| StoreError::Corrupt(format!("change {seq}"), e.to_string()))?;
-    tx.open_table(CHANGES)
-        .db()?
-        .insert(seq, bytes.as_slice())
-        .db()?;
-    Ok(())
+    put_change(&mut tx.open_table(CHANGES).db()?, &effect.change)
 }
 
 #[cfg(test)]
