@@ -290,6 +290,8 @@ pub struct Store {
     audit_pruned_at: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
     /// Set while a backup is being taken or streamed: one at a time.
     backup_running: Arc<std::sync::atomic::AtomicBool>,
+    /// `[store] write_ahead_log`, as opened (the log itself is the writer's, behind a lock).
+    write_ahead_log: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -309,6 +311,7 @@ impl Store {
     /// process holds it.
     pub fn open(path: &Path, opts: StoreOptions) -> Result<Store> {
         let db = Arc::new(handle::Db::open(path, opts.cache_bytes, opts.wal.as_ref())?);
+        let write_ahead_log = opts.wal.is_some();
         let idle = opts.wal.map(|w| w.checkpoint_idle).unwrap_or_default();
         let writer = write::Writer::start(db.clone(), opts.max_batch, idle)?;
         let (changed, _) = tokio::sync::watch::channel(0u64);
@@ -319,6 +322,7 @@ impl Store {
             retention: opts.retention,
             audit_pruned_at: Arc::new(std::sync::Mutex::new(None)),
             backup_running: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            write_ahead_log,
         })
     }
 
@@ -356,7 +360,7 @@ impl Store {
 
     /// Whether SCIM writes are made durable by the write-ahead log (`[store] write_ahead_log`).
     pub fn write_ahead_log(&self) -> bool {
-        self.db.wal().is_some()
+        self.write_ahead_log
     }
 
     // ---- writes -------------------------------------------------------------------------
