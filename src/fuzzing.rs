@@ -39,7 +39,38 @@ pub fn filter(input: &[u8]) -> Result<(), Violation> {
         return Ok(());
     };
     check_filter(text)?;
-    check_path(text)
+    check_path(text)?;
+    check_shortcuts(text)
+}
+
+/// The parsers' shortcuts for one comparison and for a plain attribute name answer exactly what
+/// the grammar answers, wherever they answer at all.
+fn check_shortcuts(text: &str) -> Result<(), Violation> {
+    let trimmed = text.trim();
+    if trimmed.len() > filter::MAX_FILTER_LEN {
+        return Ok(());
+    }
+    if let Some(quick) = filter::simple_comparison(trimmed) {
+        match filter::parse_filter_by_grammar(text) {
+            Ok(full) if full == quick => {}
+            other => {
+                return Err(format!(
+                    "{text:?}: the shortcut read {quick:?}, the grammar {other:?}"
+                ))
+            }
+        }
+    }
+    if let Some(name) = filter::plain_attr_name(trimmed) {
+        match filter::parse_path_by_grammar(text) {
+            Ok(PatchPath::Attr(a)) if a == filter::AttrRef::named(name) => {}
+            other => {
+                return Err(format!(
+                    "{text:?}: the path shortcut read {name:?}, the grammar {other:?}"
+                ))
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check_filter(text: &str) -> Result<(), Violation> {

@@ -14,6 +14,7 @@ use super::{init_tables, now_rfc3339, DbResult, Result, StoreError, WalOptions, 
 use redb::ReadableDatabase;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 
 /// Why the store is degraded, while it is.
@@ -32,6 +33,8 @@ pub(crate) struct Db {
     degraded: Mutex<Option<Degraded>>,
     /// The write-ahead log, when it is on (wal.rs); only the writer thread appends to it.
     wal: Mutex<Option<Wal>>,
+    /// Read transactions begun so far: the writer holds its checkpoints back while this moves.
+    reads: AtomicU64,
 }
 
 /// Whether `e` means the file handle is unusable until reopened (an I/O error, or redb's latch
@@ -77,12 +80,18 @@ impl Db {
             slot: RwLock::new(Some(db)),
             degraded: Mutex::new(None),
             wal: Mutex::new(log),
+            reads: AtomicU64::new(0),
         })
     }
 
     /// The write-ahead log, for the writer thread.
     pub(crate) fn wal(&self) -> std::sync::MutexGuard<'_, Option<Wal>> {
         self.wal.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How many read transactions have begun since the file was opened.
+    pub(crate) fn reads_begun(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -98,6 +107,7 @@ impl Db {
     }
 
     pub(crate) fn begin_read(&self) -> Result<redb::ReadTransaction> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
         let slot = self.slot.read().unwrap_or_else(|e| e.into_inner());
         match slot.as_ref() {
             Some(db) => db.begin_read().db(),

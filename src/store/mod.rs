@@ -232,8 +232,12 @@ impl Default for StoreOptions {
 pub struct WalOptions {
     /// The log file's size: when it is full, a durable commit empties it.
     pub bytes: u64,
-    /// How long the writer waits idle before a durable commit empties the log.
+    /// How long the writer waits idle before a durable commit empties the log. While reads are
+    /// being served the wait starts over (the commit's flush would stall them), but never past
+    /// `checkpoint_defer_max` after the last write.
     pub checkpoint_idle: std::time::Duration,
+    /// The longest an idle checkpoint waits for a pause in the reads.
+    pub checkpoint_defer_max: std::time::Duration,
 }
 
 impl Default for WalOptions {
@@ -241,6 +245,7 @@ impl Default for WalOptions {
         Self {
             bytes: wal::DEFAULT_WAL_BYTES,
             checkpoint_idle: std::time::Duration::from_millis(250),
+            checkpoint_defer_max: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -312,8 +317,14 @@ impl Store {
     pub fn open(path: &Path, opts: StoreOptions) -> Result<Store> {
         let db = Arc::new(handle::Db::open(path, opts.cache_bytes, opts.wal.as_ref())?);
         let write_ahead_log = opts.wal.is_some();
-        let idle = opts.wal.map(|w| w.checkpoint_idle).unwrap_or_default();
-        let writer = write::Writer::start(db.clone(), opts.max_batch, idle)?;
+        let timing = opts
+            .wal
+            .map(|w| write::CheckpointTiming {
+                idle: w.checkpoint_idle,
+                defer_max: w.checkpoint_defer_max,
+            })
+            .unwrap_or_default();
+        let writer = write::Writer::start(db.clone(), opts.max_batch, timing)?;
         let (changed, _) = tokio::sync::watch::channel(0u64);
         Ok(Store {
             db,
@@ -486,27 +497,26 @@ impl Store {
             None => None,
         };
         let mut matched: Vec<Record> = Vec::new();
-        let mut consider = |record: Record| -> Result<()> {
-            let mut doc = eval_doc(kind, &record);
-            if needs_refs_for_filter {
-                let refs = read_refs(&rtx, kind, &record.id)?;
+        let mut consider = |mut record: Record| -> Result<()> {
+            let refs = if needs_refs_for_filter {
                 let ref_type = if kind == ResourceKind::Group {
                     "User"
                 } else {
                     "direct"
                 };
-                if let Some(obj) = doc.as_object_mut() {
-                    obj.insert(
-                        ref_attr.into(),
-                        Value::Array(
-                            refs.into_iter()
-                                .map(|(v, d)| serde_json::json!({"value": v, "display": d, "type": ref_type}))
-                                .collect(),
-                        ),
-                    );
-                }
-            }
-            if filter::matches_checked(f, kind, &doc) {
+                let refs = read_refs(&rtx, kind, &record.id)?;
+                Some(Value::Array(
+                    refs.into_iter()
+                        .map(|(v, d)| serde_json::json!({"value": v, "display": d, "type": ref_type}))
+                        .collect(),
+                ))
+            } else {
+                None
+            };
+            let extra = refs.map(|r| (ref_attr, r));
+            if with_eval_doc(kind, &mut record, extra, |doc| {
+                filter::matches_checked(f, kind, doc)
+            }) {
                 matched.push(record);
             }
             Ok(())
@@ -664,22 +674,45 @@ impl Store {
     }
 }
 
-/// The JSON a filter is evaluated against: the stored attributes plus `id` and `meta`.
-pub fn eval_doc(kind: ResourceKind, record: &Record) -> Value {
-    let mut doc = record.data.clone();
-    if let Some(obj) = doc.as_object_mut() {
-        obj.insert("id".into(), Value::String(record.id.clone()));
-        obj.insert(
-            "meta".into(),
+/// Runs `test` on the record's document as filters see it: the stored attributes with `id`,
+/// `meta` and `extra` (the reference list a filter names) added. The document is built in place
+/// and put back afterwards: a copy of every candidate's document cost more than the comparison.
+fn with_eval_doc<T>(
+    kind: ResourceKind,
+    record: &mut Record,
+    extra: Option<(&'static str, Value)>,
+    test: impl FnOnce(&Value) -> T,
+) -> T {
+    let added = [
+        ("id", Value::String(record.id.clone())),
+        (
+            "meta",
             serde_json::json!({
                 "resourceType": kind.name(),
                 "created": record.created,
                 "lastModified": record.last_modified,
                 "version": record.etag(),
             }),
-        );
+        ),
+    ];
+    let Some(obj) = record.data.as_object_mut() else {
+        return test(&record.data);
+    };
+    let displaced: Vec<(&str, Option<Value>)> = added
+        .into_iter()
+        .chain(extra)
+        .map(|(k, v)| (k, obj.insert(k.to_string(), v)))
+        .collect();
+    let out = test(&record.data);
+    if let Some(obj) = record.data.as_object_mut() {
+        for (k, old) in displaced.into_iter().rev() {
+            match old {
+                Some(v) => obj.insert(k.to_string(), v),
+                None => obj.remove(k),
+            };
+        }
     }
-    doc
+    out
 }
 
 pub(crate) fn decode(id: &str, bytes: &[u8]) -> Result<Record> {
@@ -892,6 +925,7 @@ pub(crate) fn member_ids(members: &[MemberRef]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scim::resource;
 
     #[test]
     fn only_exact_index_reads_without_member_lists_count_as_point_lookups() {
@@ -912,5 +946,90 @@ mod tests {
         assert!(!q(Some("userName sw \"a\""), false).is_point_lookup(user));
         assert!(!q(Some("userName eq \"a\" or userName eq \"b\""), false).is_point_lookup(user));
         assert!(!q(None, false).is_point_lookup(user));
+    }
+
+    /// Filters see `id`, `meta` and (when named) the reference list; the records a query
+    /// returns are as stored, whether they matched or not.
+    #[tokio::test]
+    async fn query_answers_records_as_stored_after_evaluating_on_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb"), StoreOptions::default()).unwrap();
+        let body = |name: &str| {
+            serde_json::json!({
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                "userName": name,
+                "active": true,
+            })
+        };
+        let user = ResourceKind::User;
+        let (a, _) = store
+            .create(user, resource::normalize(user, &body("a@x.io")).unwrap())
+            .await
+            .unwrap();
+        let (b, _) = store
+            .create(user, resource::normalize(user, &body("b@x.io")).unwrap())
+            .await
+            .unwrap();
+        let group = serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+            "displayName": "eng",
+            "members": [{"value": a.id}],
+        });
+        let group_kind = ResourceKind::Group;
+        let (g, _) = store
+            .create(group_kind, resource::normalize(group_kind, &group).unwrap())
+            .await
+            .unwrap();
+        let query = |kind: ResourceKind, f: &str| {
+            store
+                .query(
+                    kind,
+                    &Query {
+                        filter: Some(filter::parse_filter(f).unwrap()),
+                        start_index: 1,
+                        count: 100,
+                        with_refs: false,
+                    },
+                )
+                .unwrap()
+        };
+        let ids = |p: &Page| {
+            p.items
+                .iter()
+                .map(|r| r.record.id.clone())
+                .collect::<Vec<_>>()
+        };
+        for (kind, f, want) in [
+            (
+                user,
+                "userName eq \"a@x.io\"".to_string(),
+                vec![a.id.clone()],
+            ),
+            (user, format!("id eq \"{}\"", b.id), vec![b.id.clone()]),
+            (user, "meta.resourceType eq \"User\"".into(), {
+                let mut v = vec![a.id.clone(), b.id.clone()];
+                v.sort();
+                v
+            }),
+            (
+                group_kind,
+                format!("members eq \"{}\"", a.id),
+                vec![g.id.clone()],
+            ),
+            (group_kind, format!("members eq \"{}\"", b.id), vec![]),
+        ] {
+            let page = query(kind, &f);
+            assert_eq!(ids(&page), want, "{f}");
+            for r in &page.items {
+                let stored = store.get(kind, &r.record.id, false).unwrap().unwrap();
+                assert_eq!(r.record.data, stored.record.data, "{f}");
+                for added in ["id", "meta", "members", "groups"] {
+                    assert!(
+                        r.record.data.get(added).is_none(),
+                        "{f}: {added} left behind"
+                    );
+                }
+            }
+        }
     }
 }

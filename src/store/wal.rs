@@ -640,6 +640,7 @@ mod replay_tests {
             wal: Some(WalOptions {
                 bytes,
                 checkpoint_idle: idle,
+                ..WalOptions::default()
             }),
             ..StoreOptions::default()
         }
@@ -916,6 +917,80 @@ mod replay_tests {
             waited += 1;
         }
         assert_eq!(store.write_stats().checkpoints, 1);
+    }
+
+    /// While reads go on the idle checkpoint waits (its flush would stall them), then follows
+    /// the first quiet interval; reads that never pause hold it back no longer than the cap.
+    #[tokio::test]
+    async fn an_idle_checkpoint_waits_for_a_pause_in_the_reads_up_to_a_cap() {
+        let idle = Duration::from_millis(250);
+        let read_for = |store: Store, id: String, stop: std::time::Instant| {
+            std::thread::spawn(move || {
+                let mut checkpoints_seen = 0;
+                while std::time::Instant::now() < stop && checkpoints_seen == 0 {
+                    store.get(ResourceKind::User, &id, false).unwrap().unwrap();
+                    std::thread::sleep(Duration::from_millis(1));
+                    checkpoints_seen = store.write_stats().checkpoints;
+                }
+                checkpoints_seen
+            })
+        };
+        let open = |dir: &Path, defer_max: Duration| {
+            Store::open(
+                &dir.join("s.redb"),
+                StoreOptions {
+                    wal: Some(WalOptions {
+                        checkpoint_idle: idle,
+                        checkpoint_defer_max: defer_max,
+                        ..WalOptions::default()
+                    }),
+                    ..StoreOptions::default()
+                },
+            )
+            .unwrap()
+        };
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), Duration::from_secs(3600));
+        let (rec, _) = store
+            .create(ResourceKind::User, user("a@x.io", "e"))
+            .await
+            .unwrap();
+        let stop = std::time::Instant::now() + 6 * idle;
+        let reader = read_for(store.clone(), rec.id.clone(), stop);
+        assert_eq!(
+            reader.join().unwrap(),
+            0,
+            "a checkpoint while reads went on"
+        );
+        let mut waited = 0;
+        while store.write_stats().checkpoints == 0 && waited < 500 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            waited += 1;
+        }
+        assert_eq!(
+            store.write_stats().checkpoints,
+            1,
+            "none once the reads stopped"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 2 * idle);
+        let (rec, _) = store
+            .create(ResourceKind::User, user("b@x.io", "e"))
+            .await
+            .unwrap();
+        let stop = std::time::Instant::now() + Duration::from_secs(10);
+        let reader = read_for(store.clone(), rec.id.clone(), stop);
+        assert_eq!(
+            reader.join().unwrap(),
+            1,
+            "the cap did not bring the checkpoint"
+        );
+        assert!(
+            std::time::Instant::now() < stop,
+            "reads held it back past the cap"
+        );
     }
 
     #[tokio::test]

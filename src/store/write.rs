@@ -102,17 +102,13 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub(crate) fn start(
-        db: Arc<Db>,
-        max_batch: usize,
-        checkpoint_idle: Duration,
-    ) -> Result<Writer> {
+    pub(crate) fn start(db: Arc<Db>, max_batch: usize, timing: CheckpointTiming) -> Result<Writer> {
         let (tx, rx) = mpsc::channel::<Msg>();
         let counters = Arc::new(Counters::default());
         let c = counters.clone();
         let handle = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(db, rx, max_batch.max(1), checkpoint_idle, &c))
+            .spawn(move || writer_loop(db, rx, max_batch.max(1), timing, &c))
             .map_err(|e| StoreError::BatchFailed(format!("cannot start the writer thread: {e}")))?;
         Ok(Writer {
             tx,
@@ -247,14 +243,64 @@ fn refuse(batch: Vec<Job>, msg: &str) {
     }
 }
 
+/// When the writer makes an idle checkpoint (see [`crate::store::WalOptions`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct CheckpointTiming {
+    pub idle: Duration,
+    pub defer_max: Duration,
+}
+
+/// The last write the writer received, and the reads counted at its last look: an idle
+/// checkpoint waits for an interval without either.
+struct Quiet {
+    last_write: Instant,
+    reads_seen: u64,
+}
+
+impl Quiet {
+    fn new(db: &Db) -> Quiet {
+        Quiet {
+            last_write: Instant::now(),
+            reads_seen: db.reads_begun(),
+        }
+    }
+
+    /// Called after an idle interval without writes. While reads are being served the
+    /// checkpoint's flush would stall them on redb's page locks, and the log already holds every
+    /// write, so it waits for an interval without reads too, up to `defer_max` after the last
+    /// write.
+    fn checkpoint_due(&mut self, db: &Db, timing: &CheckpointTiming) -> bool {
+        let reads = db.reads_begun();
+        let reading = reads != self.reads_seen;
+        self.reads_seen = reads;
+        !reading || self.last_write.elapsed() >= timing.defer_max
+    }
+}
+
+/// Tries to reopen the closed store file: `(None, first backoff)` once it is open again, else
+/// when to try next and the backoff after that.
+fn reopen(db: &Db, backoff: Duration) -> (Option<Instant>, Duration) {
+    match db.reopen() {
+        Ok(()) => (None, REOPEN_FIRST),
+        Err(e) => {
+            tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "store: reopen failed");
+            (
+                Some(Instant::now() + backoff),
+                (backoff * 2).min(REOPEN_MAX),
+            )
+        }
+    }
+}
+
 fn writer_loop(
     db: Arc<Db>,
     rx: mpsc::Receiver<Msg>,
     max_batch: usize,
-    checkpoint_idle: Duration,
+    timing: CheckpointTiming,
     counters: &Counters,
 ) {
     let mut stop = false;
+    let mut quiet = Quiet::new(&db);
     // While the file is closed after an I/O error: when to try reopening it, and the wait after
     // that attempt if it fails.
     let mut reopen_at: Option<Instant> = None;
@@ -265,12 +311,14 @@ fn writer_loop(
         }
         let log_pending = reopen_at.is_none() && db.wal().as_ref().is_some_and(|w| !w.is_empty());
         let msg = match reopen_at {
-            None if log_pending => match rx.recv_timeout(checkpoint_idle) {
+            None if log_pending => match rx.recv_timeout(timing.idle) {
                 Ok(m) => Ok(m),
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     // Idle: a durable commit now keeps the log short and the next replay quick.
                     // A failure is logged and closes the file (the reopen replays the log).
-                    let _ = checkpoint(&db, counters);
+                    if quiet.checkpoint_due(&db, &timing) {
+                        let _ = checkpoint(&db, counters);
+                    }
                     continue;
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => Err(()),
@@ -283,23 +331,16 @@ fn writer_loop(
             },
         };
         let first = match msg {
-            Ok(Msg::Job(job)) => Some(job),
+            Ok(Msg::Job(job)) => {
+                quiet = Quiet::new(&db);
+                Some(job)
+            }
             Ok(Msg::Wake) => None,
             Ok(Msg::Stop) | Err(()) => break,
         };
         if let Some(at) = reopen_at {
             if Instant::now() >= at {
-                match db.reopen() {
-                    Ok(()) => {
-                        reopen_at = None;
-                        backoff = REOPEN_FIRST;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "store: reopen failed");
-                        reopen_at = Some(Instant::now() + backoff);
-                        backoff = (backoff * 2).min(REOPEN_MAX);
-                    }
-                }
+                (reopen_at, backoff) = reopen(&db, backoff);
             }
         }
         let Some(first) = first else {

@@ -780,3 +780,122 @@ fn limits_hold_at_and_past_each_bound() {
                           ENTERPRISE: {"department": "d"}});
     fuzzing::resource(at_limit.to_string().as_bytes()).unwrap();
 }
+
+/// The parsers' shortcuts (one comparison; a plain attribute name as a PATCH path) against the
+/// grammar, on inputs built to sit on their edges: names spelt like keywords, operators in any
+/// case, tabs and runs of spaces, values with quotes, escapes, control and non-ASCII characters.
+/// Each part is a plain one three times in four, so that whole inputs the shortcut takes are
+/// common and the edges still meet each other.
+#[test]
+fn the_parsers_shortcuts_agree_with_the_grammar() {
+    const NAMES: (&[&str], &[&str]) = (
+        &[
+            "userName",
+            "externalId",
+            "displayName",
+            "id",
+            "x-y_z9",
+            "notes",
+            "trueish",
+            "Y",
+        ],
+        &[
+            "true",
+            "True",
+            "null",
+            "not",
+            "NOT",
+            "and",
+            "or",
+            "eq",
+            "pr",
+            "9lives",
+            "_x",
+            "émail",
+            "name.givenName",
+            "urn:ietf:params:scim:schemas:core:2.0:User:userName",
+            "a.b.c",
+            "",
+        ],
+    );
+    const OPS: (&[&str], &[&str]) = (
+        &[
+            "eq", "EQ", "Eq", "ne", "co", "sw", "ew", "gt", "lt", "ge", "le",
+        ],
+        &["pr", "ſw", "equals", "="],
+    );
+    const GAPS: (&[&str], &[&str]) = (&[" ", "  "], &["\t", "", " \u{a0}", "\n"]);
+    const VALUES: (&[&str], &[&str]) = (
+        &[
+            "\"a@example.com\"",
+            "\"\"",
+            "\"ünïcødé 名前\"",
+            "\"\u{7f}\"",
+            "\"x y\"",
+        ],
+        &[
+            "\"",
+            "\"a\"b\"",
+            "\"a\\\"b\"",
+            "\"a\\u0041\"",
+            "\"tab\there\"",
+            "\"a\" and x eq \"b\"",
+            "\"a\")",
+            "true",
+            "42",
+            "null",
+            "\"line\nbreak\"",
+            "'single'",
+        ],
+    );
+    fn part<'a>(rng: &mut StdRng, (plain, edge): (&[&'a str], &[&'a str])) -> &'a str {
+        if rng.gen_ratio(3, 4) {
+            pick(rng, plain)
+        } else {
+            pick(rng, edge)
+        }
+    }
+    let mut rng = StdRng::seed_from_u64(SEED ^ 0x5407);
+    let mut inputs = Vec::new();
+    for i in 0..3000 {
+        let text = format!(
+            "{}{}{}{}{}{}{}",
+            pick(&mut rng, &["", "", " ", "\n"]),
+            part(&mut rng, NAMES),
+            part(&mut rng, GAPS),
+            part(&mut rng, OPS),
+            part(&mut rng, GAPS),
+            part(&mut rng, VALUES),
+            pick(&mut rng, &["", "", " ", "\t"]),
+        );
+        inputs.push((format!("edge filter {i}"), text.into_bytes()));
+    }
+    for (i, name) in NAMES.0.iter().chain(NAMES.1).enumerate() {
+        inputs.push((format!("path {i}"), name.as_bytes().to_vec()));
+    }
+    // Not vacuous: the shortcuts answer a good share of these inputs, and decline the rest.
+    let answered = inputs
+        .iter()
+        .filter_map(|(_, b)| std::str::from_utf8(b).ok())
+        .filter(|t| filter::simple_comparison(t.trim()).is_some())
+        .count();
+    assert!(
+        (300..2700).contains(&answered),
+        "the shortcut answered {answered} of 3000"
+    );
+    let total = inputs.len();
+    let n = check("filter", fuzzing::filter, inputs);
+    assert_eq!(n, total);
+    // The Okta and Entra lookups themselves take the shortcut.
+    for text in [
+        "userName eq \"jane@example.com\"",
+        "externalId eq \"00u1abcd\"",
+        "displayName eq \"ws-Sales-role-admin\"",
+    ] {
+        assert_eq!(
+            filter::simple_comparison(text),
+            Some(filter::parse_filter_by_grammar(text).unwrap()),
+            "{text}"
+        );
+    }
+}
