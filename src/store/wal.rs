@@ -8,8 +8,9 @@
 //! the memberships added and removed, the change-feed entry) to this file, flushes it, and only
 //! then commits the batch to redb without a flush (`Durability::None`), so nothing a reader can
 //! see is less durable than the log. From time to time (the log nearly full, the writer idle for
-//! a moment, a write that is not logged, closing) the writer makes a durable redb commit, which
-//! persists everything before it, and starts the log over: a checkpoint.
+//! a moment with no reads being served, a write that is not logged, closing) the writer makes a
+//! durable redb commit, which persists everything before it, and starts the log over: a
+//! checkpoint.
 //!
 //! After a crash redb opens at its last durable commit; replaying the log's effects in order
 //! puts back every write answered since. Effects set state (this record, these pairs, this feed
