@@ -6,7 +6,8 @@
 //! 50,000. Each step prints its wall time and the daemon's resident memory after it and at its
 //! peak during the step (VmHWM, reset before each step through /proc/PID/clear_refs).
 //!
-//! Run: `cargo bench --bench big_group` (`-- --members N` for another size).
+//! Run: `cargo bench --bench big_group` (`-- --members N` for another size, `-- --no-wal` for
+//! the daemon with `[store] write_ahead_log = false`).
 
 // Tests and benches may take a default where a read fails: their assertions say what matters.
 #![allow(clippy::disallowed_methods)]
@@ -66,13 +67,18 @@ async fn timed<F: std::future::Future<Output = (u16, Value)>>(
 #[tokio::main]
 async fn main() {
     let members = kit::arg("--members", 50_000);
-    let daemon = child::Daemon::start();
+    // `--no-wal`: the daemon with `[store] write_ahead_log = false`, for comparing the two.
+    let wal = !std::env::args().any(|a| a == "--no-wal");
+    let daemon =
+        child::Daemon::start_with_store_keys(if wal { "" } else { "write_ahead_log = false\n" });
     let pid = daemon.child.id();
     let http = kit::http();
     let api = scim::Client::new(&daemon.scim_url(), TOKEN, &http);
     child::wait_listening(daemon.scim_port).await;
     println!(
-        "big_group bench: {members} members, daemon pid {pid} (release binary), load average {}",
+        "big_group bench: {members} members, daemon pid {pid} (release binary, write-ahead log \
+         {}), load average {}",
+        if wal { "on" } else { "off" },
         host::load_avg()
     );
     println!(
