@@ -3,7 +3,7 @@
 //! followed from `init` to a user reaching the control plane.
 
 use crate::common::cli::{assert_has_all, command, run_with, Out, BIN};
-use crate::common::daemon::free_port;
+use crate::common::daemon::{free_port, Ports};
 use portkey_sim::{Quirks, Seed, SeedMember, SeedUser, SeedWorkspace, SimOptions, SimServer};
 use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt;
@@ -975,7 +975,10 @@ async fn the_readme_admin_path_from_init_to_a_user_in_the_control_plane() {
     let dir = tempfile::tempdir().unwrap();
     let etc = dir.path().join("etc/scim-sync");
     let state = dir.path().join("var/lib/scim-sync");
-    let (scim_port, admin_port) = (free_port(), free_port());
+    let Ports {
+        scim: scim_port,
+        admin: admin_port,
+    } = Ports::free();
     let public_url = format!("http://127.0.0.1:{scim_port}/scim/v2");
     let pid_file = dir.path().join("serve.pid");
     let serve_log = dir.path().join("serve.log");

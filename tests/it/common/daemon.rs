@@ -26,10 +26,15 @@ pub struct Ports {
 
 impl Ports {
     /// Fresh ports, so that sockets a killed process left in TIME_WAIT cannot get in the way.
+    /// Both listeners are held open while the second port is picked: picked one after the
+    /// other, the system could hand out the same port twice (a daemon then refuses to start).
     pub fn free() -> Ports {
+        let bind = || std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let (scim, admin) = (bind(), bind());
+        let port = |l: &std::net::TcpListener| l.local_addr().unwrap().port();
         Ports {
-            scim: free_port(),
-            admin: free_port(),
+            scim: port(&scim),
+            admin: port(&admin),
         }
     }
 
