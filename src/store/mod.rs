@@ -478,6 +478,18 @@ impl Store {
             .filter
             .as_ref()
             .is_some_and(|f| filter::references(f, ref_attr));
+        // `id` and `meta` are added to a candidate's document only for filters that name them:
+        // building `meta` for every candidate cost more than the usual `userName eq` test.
+        let common = CommonAttrs {
+            id: q
+                .filter
+                .as_ref()
+                .is_some_and(|f| filter::references(f, "id")),
+            meta: q
+                .filter
+                .as_ref()
+                .is_some_and(|f| filter::references(f, "meta")),
+        };
 
         let Some(f) = &q.filter else {
             let total = t.len().db()? as usize;
@@ -514,7 +526,7 @@ impl Store {
                 None
             };
             let extra = refs.map(|r| (ref_attr, r));
-            if with_eval_doc(kind, &mut record, extra, |doc| {
+            if with_eval_doc(kind, &mut record, common, extra, |doc| {
                 filter::matches_checked(f, kind, doc)
             }) {
                 matched.push(record);
@@ -674,32 +686,40 @@ impl Store {
     }
 }
 
-/// Runs `test` on the record's document as filters see it: the stored attributes with `id`,
-/// `meta` and `extra` (the reference list a filter names) added. The document is built in place
-/// and put back afterwards: a copy of every candidate's document cost more than the comparison.
+/// Which of the attributes every resource has, but its stored document lacks, a filter needs.
+#[derive(Clone, Copy)]
+struct CommonAttrs {
+    id: bool,
+    meta: bool,
+}
+
+/// Runs `test` on the record's document as filters see it: the stored attributes with `id` and
+/// `meta` (those `common` asks for) and `extra` (the reference list a filter names) added. The
+/// document is built in place and put back afterwards: a copy of every candidate's document
+/// cost more than the comparison.
 fn with_eval_doc<T>(
     kind: ResourceKind,
     record: &mut Record,
+    common: CommonAttrs,
     extra: Option<(&'static str, Value)>,
     test: impl FnOnce(&Value) -> T,
 ) -> T {
-    let added = [
-        ("id", Value::String(record.id.clone())),
-        (
-            "meta",
-            serde_json::json!({
-                "resourceType": kind.name(),
-                "created": record.created,
-                "lastModified": record.last_modified,
-                "version": record.etag(),
-            }),
-        ),
-    ];
+    let id = common.id.then(|| ("id", Value::String(record.id.clone())));
+    let meta = common.meta.then(|| {
+        let meta = serde_json::json!({
+            "resourceType": kind.name(),
+            "created": record.created,
+            "lastModified": record.last_modified,
+            "version": record.etag(),
+        });
+        ("meta", meta)
+    });
     let Some(obj) = record.data.as_object_mut() else {
         return test(&record.data);
     };
-    let displaced: Vec<(&str, Option<Value>)> = added
+    let displaced: Vec<(&str, Option<Value>)> = id
         .into_iter()
+        .chain(meta)
         .chain(extra)
         .map(|(k, v)| (k, obj.insert(k.to_string(), v)))
         .collect();
@@ -1006,6 +1026,12 @@ mod tests {
                 vec![a.id.clone()],
             ),
             (user, format!("id eq \"{}\"", b.id), vec![b.id.clone()]),
+            // Named in another case and under a `not`, `id` is still added for the test.
+            (
+                user,
+                format!("not (ID eq \"{}\")", a.id),
+                vec![b.id.clone()],
+            ),
             (user, "meta.resourceType eq \"User\"".into(), {
                 let mut v = vec![a.id.clone(), b.id.clone()];
                 v.sort();

@@ -89,22 +89,30 @@ impl Server {
     pub async fn start_with(extra: &str) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("store.redb");
-        let mut server = Self::start_at(dir.path(), &store, extra, 0).await;
+        let mut server = Self::start_at(dir.path(), &store, extra, 0, 0).await;
         server._dir = Some(dir);
         server
     }
 
     /// Starts a daemon on a store file of the test's choosing, with its config written to
-    /// `dir/scim-sync.toml`. The admin port is fixed before the start, so the file names it and
-    /// the CLI finds the daemon through `[admin] listen`.
+    /// `dir/scim-sync.toml`. Both ports are fixed before the start, so the file names the admin
+    /// one and the CLI finds the daemon through `[admin] listen`; picked together, the SCIM
+    /// listener cannot be handed the admin port.
     pub async fn start_in(dir: &Path, store: &Path, extra: &str) -> Server {
-        Self::start_at(dir, store, extra, daemon::free_port()).await
+        let ports = daemon::Ports::free();
+        Self::start_at(dir, store, extra, ports.scim, ports.admin).await
     }
 
-    async fn start_at(dir: &Path, store: &Path, extra: &str, admin_port: u16) -> Server {
+    async fn start_at(
+        dir: &Path,
+        store: &Path,
+        extra: &str,
+        scim_port: u16,
+        admin_port: u16,
+    ) -> Server {
         let config_path = dir.join("scim-sync.toml");
         let text = format!(
-            "[scim]\nlisten = \"127.0.0.1:0\"\n{extra}\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n[store]\npath = \"{}\"\n[portkey]\nbase_url = \"http://127.0.0.1:9/v1\"\nretry_give_up_secs = 1\nretry_initial_ms = 50\n",
+            "[scim]\nlisten = \"127.0.0.1:{scim_port}\"\n{extra}\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n[store]\npath = \"{}\"\n[portkey]\nbase_url = \"http://127.0.0.1:9/v1\"\nretry_give_up_secs = 1\nretry_initial_ms = 50\n",
             store.display()
         );
         std::fs::write(&config_path, &text).unwrap();
