@@ -12,6 +12,7 @@ use crate::scim::resource::Normalized;
 use crate::scim::schema::{ResourceKind, GROUP};
 use redb::{ReadableMultimapTable, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -624,11 +625,26 @@ fn encode(record: &Record) -> Result<Vec<u8>> {
     serde_json::to_vec(record).map_err(|e| StoreError::Corrupt(record.id.clone(), e.to_string()))
 }
 
-fn save(tx: &WriteTransaction, kind: ResourceKind, record: &Record) -> Result<()> {
+/// Writes the record; returns it as written, for the log.
+fn save(tx: &WriteTransaction, kind: ResourceKind, record: &Record) -> Result<Box<RawValue>> {
     let bytes = encode(record)?;
     let mut t = tx.open_table(resource_table(kind)).db()?;
     t.insert(record.id.as_str(), bytes.as_slice()).db()?;
-    Ok(())
+    as_logged(&record.id, bytes)
+}
+
+/// The record a log entry carries.
+fn decode_logged(id: &str, raw: &RawValue) -> Result<Record> {
+    decode(id, raw.get().as_bytes())
+}
+
+/// A record's stored bytes as the log carries them. The log's record is these bytes as they
+/// are: a copy of the record, serialised again at the commit, cost the one writer thread more
+/// than the check that they are JSON.
+fn as_logged(id: &str, bytes: Vec<u8>) -> Result<Box<RawValue>> {
+    let text =
+        String::from_utf8(bytes).map_err(|e| StoreError::Corrupt(id.to_string(), e.to_string()))?;
+    RawValue::from_string(text).map_err(|e| StoreError::Corrupt(id.to_string(), e.to_string()))
 }
 
 fn append_change(
@@ -864,6 +880,7 @@ pub(crate) fn create(
         .db()?
         .insert(id.as_str(), bytes.as_slice())
         .db()?;
+    let logged = as_logged(&id, bytes)?;
     update_indexes(tx, kind, &id, None, Some(&record.data))?;
     let users = match kind {
         ResourceKind::User => vec![id.clone()],
@@ -875,7 +892,7 @@ pub(crate) fn create(
     let change = append_change(tx, kind, &id, ChangeAction::Created, users)?;
     let effect = Effect {
         change,
-        record: Some(record.clone()),
+        record: Some(logged),
         add,
         remove: BTreeSet::new(),
     };
@@ -911,7 +928,7 @@ pub(crate) fn replace(
         last_modified: now_rfc3339(),
         data: n.resource,
     };
-    save(tx, kind, &record)?;
+    let logged = save(tx, kind, &record)?;
     update_indexes(tx, kind, id, Some(&old.data), Some(&record.data))?;
     let users = affected_users(tx, kind, id, &old.data, &record.data, &add, &remove)?;
     if kind == ResourceKind::Group {
@@ -920,7 +937,7 @@ pub(crate) fn replace(
     let change = append_change(tx, kind, id, ChangeAction::Updated, users)?;
     let effect = Effect {
         change,
-        record: Some(record.clone()),
+        record: Some(logged),
         add,
         remove,
     };
@@ -1048,7 +1065,7 @@ pub(crate) fn patch<E>(
         last_modified: now_rfc3339(),
         data,
     };
-    save(tx, kind, &record)?;
+    let logged = save(tx, kind, &record)?;
     update_indexes(tx, kind, id, Some(&old.data), Some(&record.data))?;
     let users = affected_users(tx, kind, id, &old.data, &record.data, &add, &remove)?;
     let action = if data_changed {
@@ -1059,7 +1076,7 @@ pub(crate) fn patch<E>(
     let change = append_change(tx, kind, id, action, users)?;
     let effect = Effect {
         change,
-        record: Some(record.clone()),
+        record: Some(logged),
         add,
         remove,
     };
@@ -1129,13 +1146,13 @@ pub(crate) type Logged<T> = (T, Option<Effect>);
 /// the write-ahead log (wal.rs). Replay applies each effect exactly once, in order, to the state
 /// the write saw (the log position is committed with the writes), so applying it repeats the
 /// write without repeating its checks.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Effect {
     /// The change-feed entry it appended, with its number: the kind and id of the resource.
     change: Change,
-    /// The resource as written; `None` when it was deleted.
+    /// The resource as written (a [`Record`] as stored); `None` when it was deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    record: Option<Record>,
+    record: Option<Box<RawValue>>,
     /// Memberships of the group added and removed (net, of known users).
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     add: BTreeSet<String>,
@@ -1150,6 +1167,10 @@ pub(crate) fn apply_effect(tx: &WriteTransaction, effect: &Effect) -> Result<()>
         ChangeKind::Group => ResourceKind::Group,
     };
     let id = effect.change.id.as_str();
+    let record = match &effect.record {
+        Some(raw) => Some(decode_logged(id, raw)?),
+        None => None,
+    };
     let old = {
         let t = tx.open_table(resource_table(kind)).db()?;
         let found = t.get(id).db()?;
@@ -1158,7 +1179,7 @@ pub(crate) fn apply_effect(tx: &WriteTransaction, effect: &Effect) -> Result<()>
             None => None,
         }
     };
-    match (&effect.record, &old) {
+    match (&record, &old) {
         (Some(record), _) => {
             save(tx, kind, record)?;
             update_indexes(
@@ -1296,6 +1317,40 @@ pub(crate) mod tests {
             .unwrap();
         assert_eq!(r.record, alice);
         assert_eq!(store.last_seq().unwrap(), 1);
+    }
+
+    /// The log carries a record as the bytes stored for it; a log record must read the same as
+    /// one written when the effect held the record itself (logs written before), both ways.
+    #[test]
+    fn a_logged_record_is_the_record_as_json() {
+        let record = crate::store::Record {
+            id: "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".into(),
+            version: 3,
+            created: "2026-12-03T10:00:00Z".into(),
+            last_modified: "2026-12-03T11:00:00Z".into(),
+            data: serde_json::json!({"userName": "a\"b@x.io", "name": {"givenName": "Ä"}}),
+        };
+        let change = crate::store::Change {
+            seq: 7,
+            at: "2026-12-03T11:00:00Z".into(),
+            kind: ChangeKind::User,
+            id: record.id.clone(),
+            action: ChangeAction::Updated,
+            users: vec![record.id.clone()],
+        };
+        let effect = super::Effect {
+            change: change.clone(),
+            record: Some(super::as_logged(&record.id, super::encode(&record).unwrap()).unwrap()),
+            add: Default::default(),
+            remove: Default::default(),
+        };
+        let as_before = serde_json::json!({"change": change, "record": record});
+        let written: serde_json::Value =
+            serde_json::from_slice(&serde_json::to_vec(&effect).unwrap()).unwrap();
+        assert_eq!(written, as_before);
+        let read: super::Effect = serde_json::from_value(as_before).unwrap();
+        let raw = read.record.unwrap();
+        assert_eq!(super::decode_logged(&record.id, &raw).unwrap(), record);
     }
 
     #[tokio::test]
