@@ -317,7 +317,11 @@ test('the audit log finds what was done about a person', logsOnFailure(async () 
   await page.click('nav a[data-view=audit]');
   await page.fill('#audit-query', 'bob@example.com');
   await page.press('#audit-query', 'Enter');
-  await until('audit rows for bob', async () => (await page.locator('#audit-table tbody tr').count()) > 0);
+  // The unfiltered list the click loaded may still be on the page when Enter is pressed: wait for
+  // the search's own answer (its summary names the query) before reading the rows.
+  await until('audit rows for bob', async () =>
+    /mentioning “bob@example\.com”/.test(await page.locator('#audit-summary').textContent())
+    && (await page.locator('#audit-table tbody tr').count()) > 0);
   const rows = await page.locator('#audit-table tbody tr').allTextContents();
   assert.ok(rows.every((r) => r.includes('bob@example.com')), rows.join('\n'));
   assert.ok(rows.some((r) => /remove bob@example\.com from the organisation/.test(r) && /ok/.test(r)), rows.join('\n'));
