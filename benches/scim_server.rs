@@ -464,7 +464,7 @@ async fn main() {
         // the lookups: its flush of the store file shares the machine with them.
         let checkpoints = store.write_stats().checkpoints - checkpoints;
         // The p99 of each successive tenth of the lookups: whether the tail is the first
-        // lookups' (pages not yet in the cache) or spread over the whole run.
+        // lookups' (a cache still cold after the fill?) or spread over the whole run.
         let tenths: Vec<String> = d
             .chunks(n.div_ceil(10).max(1))
             .map(|c| {

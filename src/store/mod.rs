@@ -478,18 +478,6 @@ impl Store {
             .filter
             .as_ref()
             .is_some_and(|f| filter::references(f, ref_attr));
-        // `id` and `meta` are added to a candidate's document only for filters that name them:
-        // building `meta` for every candidate cost more than the usual `userName eq` test.
-        let common = CommonAttrs {
-            id: q
-                .filter
-                .as_ref()
-                .is_some_and(|f| filter::references(f, "id")),
-            meta: q
-                .filter
-                .as_ref()
-                .is_some_and(|f| filter::references(f, "meta")),
-        };
 
         let Some(f) = &q.filter else {
             let total = t.len().db()? as usize;
@@ -504,6 +492,12 @@ impl Store {
             return Ok(Page { total, items });
         };
 
+        // `id` and `meta` are added to a candidate's document only for filters that name them:
+        // building `meta` for every candidate cost more than the usual `userName eq` test.
+        let common = CommonAttrs {
+            id: filter::references(f, "id"),
+            meta: filter::references(f, "meta"),
+        };
         let candidates: Option<Vec<String>> = match filter::index_hint(f, kind) {
             Some(hint) => Some(hint_ids(&rtx, kind, &hint)?),
             None => None,

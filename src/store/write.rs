@@ -628,14 +628,17 @@ fn encode(record: &Record) -> Result<Vec<u8>> {
 /// Writes the record; returns it as written, for the log.
 fn save(tx: &WriteTransaction, kind: ResourceKind, record: &Record) -> Result<Box<RawValue>> {
     let bytes = encode(record)?;
-    let mut t = tx.open_table(resource_table(kind)).db()?;
-    t.insert(record.id.as_str(), bytes.as_slice()).db()?;
+    put(tx, kind, &record.id, &bytes)?;
     as_logged(&record.id, bytes)
 }
 
-/// The record a log entry carries.
-fn decode_logged(id: &str, raw: &RawValue) -> Result<Record> {
-    decode(id, raw.get().as_bytes())
+/// Stores a record's encoded bytes under its id.
+fn put(tx: &WriteTransaction, kind: ResourceKind, id: &str, bytes: &[u8]) -> Result<()> {
+    tx.open_table(resource_table(kind))
+        .db()?
+        .insert(id, bytes)
+        .db()?;
+    Ok(())
 }
 
 /// A record's stored bytes as the log carries them. The log's record is these bytes as they
@@ -876,10 +879,7 @@ pub(crate) fn create(
         notes.unknown_members = unknown;
         add.extend(known);
     }
-    tx.open_table(resource_table(kind))
-        .db()?
-        .insert(id.as_str(), bytes.as_slice())
-        .db()?;
+    put(tx, kind, &id, &bytes)?;
     let logged = as_logged(&id, bytes)?;
     update_indexes(tx, kind, &id, None, Some(&record.data))?;
     let users = match kind {
@@ -1167,8 +1167,9 @@ pub(crate) fn apply_effect(tx: &WriteTransaction, effect: &Effect) -> Result<()>
         ChangeKind::Group => ResourceKind::Group,
     };
     let id = effect.change.id.as_str();
+    // The bytes go back into the store as they are; the decoded record is for the indexes.
     let record = match &effect.record {
-        Some(raw) => Some(decode_logged(id, raw)?),
+        Some(raw) => Some((raw.get().as_bytes(), decode(id, raw.get().as_bytes())?)),
         None => None,
     };
     let old = {
@@ -1180,8 +1181,8 @@ pub(crate) fn apply_effect(tx: &WriteTransaction, effect: &Effect) -> Result<()>
         }
     };
     match (&record, &old) {
-        (Some(record), _) => {
-            save(tx, kind, record)?;
+        (Some((bytes, record)), _) => {
+            put(tx, kind, id, bytes)?;
             update_indexes(
                 tx,
                 kind,
@@ -1350,7 +1351,10 @@ pub(crate) mod tests {
         assert_eq!(written, as_before);
         let read: super::Effect = serde_json::from_value(as_before).unwrap();
         let raw = read.record.unwrap();
-        assert_eq!(super::decode_logged(&record.id, &raw).unwrap(), record);
+        assert_eq!(
+            super::decode(&record.id, raw.get().as_bytes()).unwrap(),
+            record
+        );
     }
 
     #[tokio::test]
