@@ -179,24 +179,32 @@ fn proc_status(key: &str) -> String {
         .unwrap_or_else(|| "n/a".into())
 }
 
-/// User plus system CPU seconds of this process so far. /proc counts in USER_HZ, which is 100
-/// on every Linux the kernel's ABI allows.
-fn cpu_secs() -> f64 {
+/// User plus system CPU seconds of this process so far, and the host's CPU counters (for the
+/// share the hypervisor took). /proc counts in USER_HZ, which is 100 on every Linux the kernel's
+/// ABI allows.
+fn cpu_secs() -> (f64, Option<host::CpuTicks>) {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     // Fields after the parenthesised command name, which may itself hold spaces.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
-    (ticks(11) + ticks(12)) / 100.0
+    ((ticks(11) + ticks(12)) / 100.0, host::cpu_ticks())
 }
 
 /// How busy the process kept the CPUs during a phase: a figure near the core count means the
-/// phase was CPU-bound, a low one that it waited (on fsync, mostly).
-fn cores_busy(cpu_before: f64, wall: Duration) -> String {
-    let used = cpu_secs() - cpu_before;
+/// phase was CPU-bound, a low one that it waited (on fsync, mostly). The steal figure is the
+/// share of the machine's CPU time the hypervisor gave to others while the phase ran: a run with
+/// a high one measured a slower machine.
+fn cores_busy(before: (f64, Option<host::CpuTicks>), wall: Duration) -> String {
+    let (cpu, ticks) = cpu_secs();
+    let used = cpu - before.0;
+    let steal = match (before.1, ticks) {
+        (Some(a), Some(b)) => format!("; host steal {:.1}%", b.steal_pct_since(a)),
+        _ => String::new(),
+    };
     format!(
-        "cpu {used:.2} s = {:.2} cores busy",
+        "cpu {used:.2} s = {:.2} cores busy{steal}",
         used / wall.as_secs_f64()
     )
 }

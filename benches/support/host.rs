@@ -15,6 +15,39 @@ pub fn load_avg() -> String {
         .join(" ")
 }
 
+/// The machine's CPU time so far, from the first line of `/proc/stat`: all of it and the part
+/// the hypervisor ran other guests in (steal), in USER_HZ ticks.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuTicks {
+    total: u64,
+    steal: u64,
+}
+
+impl CpuTicks {
+    /// The share of the CPU time since `before` that was stolen, in percent.
+    pub fn steal_pct_since(self, before: CpuTicks) -> f64 {
+        let total = self.total.saturating_sub(before.total).max(1);
+        100.0 * self.steal.saturating_sub(before.steal) as f64 / total as f64
+    }
+}
+
+/// `None` where /proc/stat is missing or older than steal accounting.
+pub fn cpu_ticks() -> Option<CpuTicks> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal [guest guest_nice]; guest time is already
+    // inside user and nice.
+    let steal = *f.get(7)?;
+    Some(CpuTicks {
+        total: f.iter().take(8).sum(),
+        steal,
+    })
+}
+
 /// Bytes this process has sent towards storage so far (`write_bytes` of `/proc/self/io`: pages
 /// it dirtied in the page cache, not socket writes). `None` where the kernel does not count.
 pub fn storage_written() -> Option<u64> {
