@@ -166,6 +166,39 @@ async fn main() {
         name: &format!("PATCH add {members} members (10,000 a PATCH)"),
     }
     .report(t.elapsed(), "");
+    // Entra's membership check (idp-scim-behaviors.md): whether one user is in the group,
+    // asked of the whole group list. Half the checks ask about a member, half about an id that
+    // is not one.
+    let checks = 200;
+    reset_peak(pid);
+    let t = Instant::now();
+    for i in 0..checks {
+        let (uid, want) = if i % 2 == 0 {
+            (ids[i * 97 % ids.len()].clone(), 1)
+        } else {
+            (format!("not-a-member-{i}"), 0)
+        };
+        let filter = scim::enc(&format!("id eq \"{gid}\" and members[value eq \"{uid}\"]"));
+        let (status, body) = api
+            .get(&format!(
+                "/Groups?excludedAttributes=members&filter={filter}"
+            ))
+            .await;
+        assert_eq!(status, 200, "{body:.300}");
+        assert_eq!(body["totalResults"], want, "{uid}: {body:.300}");
+    }
+    let wall = t.elapsed();
+    Step {
+        pid,
+        name: &format!("{checks} membership checks (id eq … and members[value eq …])"),
+    }
+    .report(
+        wall,
+        &format!(
+            "   {:.2} ms a check",
+            wall.as_secs_f64() * 1000.0 / checks as f64
+        ),
+    );
     let (_, back) = api.get(&format!("{path}?excludedAttributes=members")).await;
     assert!(back["members"].is_null(), "{back:.300}");
     let (_, full) = api.get(&path).await;

@@ -1163,6 +1163,62 @@ pub fn references(filter: &Filter, name: &str) -> bool {
     }
 }
 
+/// The ids a filter asks about, when that is all it asks of the reference list `name` (group
+/// `members`, user `groups`): every mention of `name` is `name[value eq "…"]` (an `or` of such
+/// terms allowed inside the brackets) or `name.value eq "…"`. Each such term holds exactly when
+/// that one id is in the list (`value` is compared case-exactly), so the list restricted to
+/// those ids answers the filter as the whole list would: the store looks the ids up instead of
+/// reading every member (Entra's membership check on a large group). `None` for any other
+/// mention (`members pr`, `members[display eq …]`, `members[not (value eq …)]`, a non-string
+/// literal).
+pub fn reference_values(filter: &Filter, name: &str) -> Option<Vec<String>> {
+    let mut ids = Vec::new();
+    if !collect_reference_values(filter, name, &mut ids) {
+        return None;
+    }
+    ids.sort();
+    ids.dedup();
+    Some(ids)
+}
+
+fn collect_reference_values(filter: &Filter, name: &str, ids: &mut Vec<String>) -> bool {
+    match filter {
+        Filter::Present(r) | Filter::Compare(r, _, _) | Filter::ValuePath(r, _)
+            if !r.name.eq_ignore_ascii_case(name) =>
+        {
+            true
+        }
+        Filter::Compare(r, CompOp::Eq, Value::String(v))
+            if r.sub
+                .as_deref()
+                .is_some_and(|s| s.eq_ignore_ascii_case("value")) =>
+        {
+            ids.push(v.clone());
+            true
+        }
+        Filter::ValuePath(r, inner) if r.sub.is_none() => value_terms(inner, ids),
+        Filter::Present(_) | Filter::Compare(..) | Filter::ValuePath(..) => false,
+        Filter::Not(inner) => collect_reference_values(inner, name, ids),
+        Filter::And(items) | Filter::Or(items) => {
+            items.iter().all(|f| collect_reference_values(f, name, ids))
+        }
+    }
+}
+
+/// Inside `name[…]`: `value eq "…"`, or an `or` of such terms.
+fn value_terms(inner: &Filter, ids: &mut Vec<String>) -> bool {
+    match inner {
+        Filter::Compare(r, CompOp::Eq, Value::String(v))
+            if r.urn.is_none() && r.sub.is_none() && r.name.eq_ignore_ascii_case("value") =>
+        {
+            ids.push(v.clone());
+            true
+        }
+        Filter::Or(items) => items.iter().all(|f| value_terms(f, ids)),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 // A failing test is a panic; the lints exist to keep panics out of the server, not the tests.
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -1621,6 +1677,54 @@ mod tests {
             selects(r#"emails eq "jsmith@example.org""#),
             [false, true, false]
         );
+    }
+
+    #[test]
+    fn a_membership_filter_answers_the_same_on_the_members_it_names() {
+        let members = [("u1", "Alice"), ("u2", "Bob"), ("u3", "Carol")];
+        let group = |only: Option<&[String]>| {
+            let list: Vec<Value> = members
+                .iter()
+                .filter(|(id, _)| only.is_none_or(|o| o.iter().any(|x| x == id)))
+                .map(|(id, name)| json!({"value": id, "display": name, "type": "User"}))
+                .collect();
+            json!({"id": "g", "displayName": "Eng", "members": list})
+        };
+        let restricted = [
+            r#"id eq "g" and members[value eq "u2"]"#,
+            r#"id eq "g" and members[value eq "u9"]"#,
+            r#"id eq "g" and members[value eq "U2"]"#,
+            r#"members[value eq "u9" or value eq "u3"]"#,
+            r#"not (members[value eq "u1"])"#,
+            r#"members.value eq "u3" and not (members.value eq "u9")"#,
+            r#"MEMBERS[VALUE eq "u1"] or displayName eq "Other""#,
+            r#"displayName eq "Eng""#,
+        ];
+        for text in restricted {
+            let f = parse_filter(text).unwrap();
+            let ids = reference_values(&f, "members").unwrap_or_else(|| panic!("{text}"));
+            assert!(
+                ids.iter().all(|id| text.contains(id.as_str())),
+                "{text}: {ids:?}"
+            );
+            let whole = matches(&f, ResourceKind::Group, &group(None)).unwrap();
+            let named = matches(&f, ResourceKind::Group, &group(Some(&ids))).unwrap();
+            assert_eq!(whole, named, "{text}");
+        }
+        // Each of these depends on members the filter does not name: the whole list is read.
+        for text in [
+            r#"members pr"#,
+            r#"members[display eq "Bob"]"#,
+            r#"members[not (value eq "u1")]"#,
+            r#"members[value ne "u1"]"#,
+            r#"members[value eq "u1" and type eq "User"]"#,
+            r#"members[type eq "User"].value eq "u1""#,
+            r#"members.display eq "Bob""#,
+            r#"members.value pr"#,
+        ] {
+            let f = parse_filter(text).unwrap();
+            assert_eq!(reference_values(&f, "members"), None, "{text}");
+        }
     }
 
     #[test]

@@ -478,6 +478,13 @@ impl Store {
             .filter
             .as_ref()
             .is_some_and(|f| filter::references(f, ref_attr));
+        // A filter that only asks whether given ids are in the list (Entra's membership check)
+        // gets those of them that are, looked up one by one, not the whole list.
+        let named_refs = q
+            .filter
+            .as_ref()
+            .filter(|_| needs_refs_for_filter)
+            .and_then(|f| filter::reference_values(f, ref_attr));
 
         let Some(f) = &q.filter else {
             let total = t.len().db()? as usize;
@@ -510,7 +517,10 @@ impl Store {
                 } else {
                     "direct"
                 };
-                let refs = read_refs(&rtx, kind, &record.id)?;
+                let refs = match &named_refs {
+                    Some(ids) => read_named_refs(&rtx, kind, &record.id, ids)?,
+                    None => read_refs(&rtx, kind, &record.id)?,
+                };
                 Some(Value::Array(
                     refs.into_iter()
                         .map(|(v, d)| serde_json::json!({"value": v, "display": d, "type": ref_type}))
@@ -919,6 +929,47 @@ fn read_refs(
     Ok(out)
 }
 
+/// Of `named`, the ids in `id`'s reference list, with display names as [`read_refs`] gives
+/// them. Both ways go through the user's side (a user's groups), which stays short however
+/// large a group grows.
+fn read_named_refs(
+    rtx: &redb::ReadTransaction,
+    kind: ResourceKind,
+    id: &str,
+    named: &[String],
+) -> Result<Vec<(String, String)>> {
+    let user_groups = rtx.open_multimap_table(USER_GROUPS).db()?;
+    let in_groups_of = |uid: &str, gid: &str| -> Result<bool> {
+        for g in user_groups.get(uid).db()? {
+            if g.db()?.value() == gid {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    };
+    let other = match kind {
+        ResourceKind::Group => USERS,
+        ResourceKind::User => GROUPS,
+    };
+    let others = rtx.open_table(other).db()?;
+    let mut out = Vec::new();
+    for other_id in named {
+        let linked = match kind {
+            ResourceKind::Group => in_groups_of(other_id, id)?,
+            ResourceKind::User => in_groups_of(id, other_id)?,
+        };
+        if !linked {
+            continue;
+        }
+        let display = match others.get(other_id.as_str()).db()? {
+            Some(bytes) => display_of(&decode(other_id, bytes.value())?),
+            None => String::new(),
+        };
+        out.push((other_id.clone(), display));
+    }
+    Ok(out)
+}
+
 pub(crate) fn display_of(r: &Record) -> String {
     let get = |k: &str| r.data.get(k).and_then(Value::as_str).map(str::to_string);
     get("displayName")
@@ -1037,6 +1088,37 @@ mod tests {
                 vec![g.id.clone()],
             ),
             (group_kind, format!("members eq \"{}\"", b.id), vec![]),
+            // Membership checks (looked up by the ids they name, not by reading every member).
+            (
+                group_kind,
+                format!("id eq \"{}\" and members[value eq \"{}\"]", g.id, a.id),
+                vec![g.id.clone()],
+            ),
+            (
+                group_kind,
+                format!("id eq \"{}\" and members[value eq \"{}\"]", g.id, b.id),
+                vec![],
+            ),
+            (
+                group_kind,
+                format!("members[value eq \"nobody\" or value eq \"{}\"]", a.id),
+                vec![g.id.clone()],
+            ),
+            (
+                group_kind,
+                format!("not (members.value eq \"{}\")", b.id),
+                vec![g.id.clone()],
+            ),
+            (
+                user,
+                format!("groups[value eq \"{}\"]", g.id),
+                vec![a.id.clone()],
+            ),
+            (
+                user,
+                format!("not (groups[value eq \"{}\"])", g.id),
+                vec![b.id.clone()],
+            ),
         ] {
             let page = query(kind, &f);
             assert_eq!(ids(&page), want, "{f}");
